@@ -1,0 +1,555 @@
+//! Configuration (SPEC §8): the YAML file is checked as a whole, every problem is
+//! reported with its key path, and the result is a typed [`Config`]. This is the
+//! only module that reads environment variables and secret files.
+
+pub mod duration;
+mod secret;
+mod walk;
+
+pub use secret::{Secret, SecretSource};
+
+use crate::manifest::ParseOptions;
+use crate::manifest::fields::{Field, normalise_header};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+use walk::Walker;
+
+/// Every problem found in a config file; the process exits 78.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration {} has {} problem(s):\n  {}", path.display(), problems.len(), problems.join("\n  "))]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<String>,
+}
+
+pub use crate::reconcile::RemovalPolicy;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The in-process Paystar simulator (SPEC §10).
+    Sandbox,
+    Url(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file this was loaded from.
+    pub path: PathBuf,
+    pub state: StateConfig,
+    pub manifests: ManifestsConfig,
+    pub paystar: PaystarConfig,
+    pub safety: SafetyConfig,
+    pub server: ServerConfig,
+    pub providers: ProvidersConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct StateConfig {
+    pub path: PathBuf,
+}
+
+impl StateConfig {
+    /// The directory holding the database; reports go in `reports/` below it.
+    pub fn dir(&self) -> PathBuf {
+        self.path.parent().map(Path::to_owned).unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ManifestsConfig {
+    pub dir: PathBuf,
+    pub on_removal: RemovalPolicy,
+    pub rescan_interval: Duration,
+    pub debounce: Duration,
+    pub csv_delimiter: u8,
+    /// `manifests.csv.columns`: field → header name in the files.
+    pub csv_columns: Vec<(Field, String)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PaystarConfig {
+    pub endpoint: Endpoint,
+    pub api_key: Option<SecretSource>,
+    pub default_business_unit: Option<String>,
+    pub concurrency: usize,
+    pub timeout: Duration,
+    pub retry_schedule: Vec<Duration>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SafetyConfig {
+    pub max_unenrolls: u64,
+    pub max_unenroll_percent: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ProvidersConfig {
+    pub lotuspay: Option<LotusPayConfig>,
+    pub payroc: Option<PayrocConfig>,
+    pub smarterpay: Option<SmarterPayConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct LotusPayConfig {
+    pub base_url: String,
+    pub secret_key: Option<SecretSource>,
+    pub schedule: String,
+    pub business_unit: Option<String>,
+    pub account_path: String,
+    pub sub_account_path: String,
+    pub return_code_path: String,
+    pub stop_codes: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PayrocConfig {
+    pub identity_url: String,
+    pub api_url: String,
+    pub api_key: Option<SecretSource>,
+    pub webhook_secret: Option<SecretSource>,
+    pub subscription: Option<PayrocSubscription>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PayrocSubscription {
+    pub event_types: Vec<String>,
+    pub uri: String,
+    pub support_email: String,
+}
+
+#[derive(Clone, Debug)]
+pub enum SmarterPayAuth {
+    Basic {
+        user: SecretSource,
+        password: SecretSource,
+    },
+    Signature {
+        secret: SecretSource,
+        header: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmarterPayPrecedence {
+    Manifests,
+    OverManifests,
+}
+
+#[derive(Clone, Debug)]
+pub struct SmarterPayConfig {
+    pub auth: Option<SmarterPayAuth>,
+    pub business_unit: Option<String>,
+    pub account_field: String,
+    pub precedence: SmarterPayPrecedence,
+}
+
+pub const DEFAULT_RETRY_SCHEDULE: [u64; 10] =
+    [1, 5, 30, 120, 600, 1800, 3600, 7200, 21_600, 43_200];
+pub const DEFAULT_STOP_CODES: [&str; 14] = [
+    "01", "02", "07", "08", "14", "21", "22", "23", "53", "54", "60", "61", "68", "69",
+];
+
+impl Config {
+    /// Reads and checks a config file; relative paths are relative to its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+            path: path.to_owned(),
+            problems: vec![format!(
+                "cannot read the file: {err} (pass --config FILE or set PAYSTAR_SYNC_CONFIG)"
+            )],
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError {
+            path: path.to_owned(),
+            problems,
+        };
+        let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|err| {
+            let at = err
+                .location()
+                .map(|l| format!("line {}: ", l.line()))
+                .unwrap_or_default();
+            fail(vec![format!("{at}not valid YAML: {err}")])
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let mut w = Walker::new(base);
+        let config = build(&mut w, &value, path);
+        match config {
+            Some(config) if w.errors.is_empty() => Ok(config),
+            _ => Err(fail(w.errors)),
+        }
+    }
+
+    /// Reader settings for the manifest stage.
+    pub fn parse_options(&self) -> ParseOptions {
+        ParseOptions {
+            default_business_unit: self.paystar.default_business_unit.clone(),
+            delimiter: self.manifests.csv_delimiter,
+            columns: self
+                .manifests
+                .csv_columns
+                .iter()
+                .map(|(field, header)| (*field, normalise_header(header)))
+                .collect(),
+        }
+    }
+}
+
+fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Config> {
+    let root = w.root(
+        value,
+        &[
+            "state",
+            "manifests",
+            "paystar",
+            "safety",
+            "server",
+            "providers",
+        ],
+    );
+
+    let state = w.section(&root, "state", &["path"]);
+    let state = StateConfig {
+        path: w
+            .path(&state, "path")
+            .unwrap_or_else(|| w.base_dir.join("state/paystar-sync.db")),
+    };
+
+    let m = w.section(
+        &root,
+        "manifests",
+        &["dir", "on_removal", "rescan_interval", "debounce", "csv"],
+    );
+    let dir = w
+        .path(&m, "dir")
+        .unwrap_or_else(|| w.base_dir.join("manifests"));
+    let on_removal = match w
+        .choice(&m, "on_removal", &["ignore", "unenroll"])
+        .as_deref()
+    {
+        Some("unenroll") => RemovalPolicy::Unenroll,
+        _ => RemovalPolicy::Ignore,
+    };
+    let rescan_interval = w
+        .duration(&m, "rescan_interval")
+        .unwrap_or(Duration::from_secs(300));
+    let debounce = w
+        .duration(&m, "debounce")
+        .unwrap_or(Duration::from_millis(500));
+    let csv = w.section(&m, "csv", &["delimiter", "columns"]);
+    let csv_delimiter = match w.string(&csv, "delimiter") {
+        None => b',',
+        Some(d) if d == "\\t" || d == "tab" => b'\t',
+        Some(d) if d.len() == 1 && d.is_ascii() && d != "\"" => d.as_bytes()[0],
+        Some(d) => {
+            w.error(
+                &format!("{}.delimiter", csv.path),
+                format!("{d:?} must be one ASCII character, e.g. \",\" or \";\" (or \"tab\")"),
+            );
+            b','
+        }
+    };
+    let mut csv_columns = Vec::new();
+    for (field, header) in w.string_map(&csv, "columns").unwrap_or_default() {
+        match Field::from_name(&field) {
+            Some(f) => csv_columns.push((f, header)),
+            None => {
+                let hint =
+                    crate::suggest::did_you_mean(&field, Field::ALL.iter().map(|f| f.name()))
+                        .map(|f| format!("; did you mean {f}?"))
+                        .unwrap_or_default();
+                w.error(
+                    &format!("{}.columns.{field}", csv.path),
+                    format!("is not a customer field{hint}"),
+                );
+            }
+        }
+    }
+
+    let p = w.section(
+        &root,
+        "paystar",
+        &[
+            "endpoint",
+            "api_key",
+            "api_key_env",
+            "api_key_file",
+            "default_business_unit",
+            "concurrency",
+            "timeout",
+            "retry",
+        ],
+    );
+    let endpoint = match w.string(&p, "endpoint") {
+        None => Endpoint::Url("https://dev-gateway.paystar.io/integrations/events".into()),
+        Some(e) if e == "sandbox" => Endpoint::Sandbox,
+        Some(e) => {
+            if !(e.starts_with("https://") || e.starts_with("http://")) {
+                w.error(
+                    "paystar.endpoint",
+                    format!("{e:?} must be an http(s) URL or \"sandbox\""),
+                );
+            }
+            Endpoint::Url(e)
+        }
+    };
+    let api_key = w.secret(&p, "api_key");
+    let default_business_unit = w
+        .string(&p, "default_business_unit")
+        .filter(|s| !s.trim().is_empty());
+    let concurrency = w.uint(&p, "concurrency", 1, 1024).unwrap_or(8) as usize;
+    let timeout = w.duration(&p, "timeout").unwrap_or(Duration::from_secs(30));
+    let retry = w.section(&p, "retry", &["schedule"]);
+    let retry_schedule = w.durations(&retry, "schedule").unwrap_or_else(|| {
+        DEFAULT_RETRY_SCHEDULE
+            .iter()
+            .map(|s| Duration::from_secs(*s))
+            .collect()
+    });
+
+    let s = w.section(&root, "safety", &["max_unenrolls", "max_unenroll_percent"]);
+    let safety = SafetyConfig {
+        max_unenrolls: w.uint(&s, "max_unenrolls", 0, u64::MAX).unwrap_or(50),
+        max_unenroll_percent: w
+            .number(&s, "max_unenroll_percent", 0.0, 100.0)
+            .unwrap_or(5.0),
+    };
+
+    let srv = w.section(&root, "server", &["listen"]);
+    let listen = match w.string(&srv, "listen") {
+        None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        Some(text) => SocketAddr::from_str(&text).unwrap_or_else(|_| {
+            w.error(
+                "server.listen",
+                format!("{text:?} is not an address:port such as 127.0.0.1:8080"),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        }),
+    };
+
+    let providers = providers(w, &root);
+
+    Some(Config {
+        path: path.to_owned(),
+        state,
+        manifests: ManifestsConfig {
+            dir,
+            on_removal,
+            rescan_interval,
+            debounce,
+            csv_delimiter,
+            csv_columns,
+        },
+        paystar: PaystarConfig {
+            endpoint,
+            api_key,
+            default_business_unit,
+            concurrency,
+            timeout,
+            retry_schedule,
+        },
+        safety,
+        server: ServerConfig { listen },
+        providers,
+    })
+}
+
+fn url(w: &mut Walker, s: &walk::Section<'_>, key: &str, default: &str) -> String {
+    let value = w.string(s, key).unwrap_or_else(|| default.to_owned());
+    if !(value.starts_with("https://") || value.starts_with("http://")) {
+        w.error(
+            &format!("{}.{key}", s.path),
+            format!("{value:?} must be an http(s) URL"),
+        );
+    }
+    value
+}
+
+fn providers(w: &mut Walker, root: &walk::Section<'_>) -> ProvidersConfig {
+    let p = w.section(root, "providers", &["lotuspay", "payroc", "smarterpay"]);
+    let mut out = ProvidersConfig::default();
+
+    let lp = w.section(
+        &p,
+        "lotuspay",
+        &[
+            "base_url",
+            "secret_key",
+            "secret_key_env",
+            "secret_key_file",
+            "schedule",
+            "business_unit",
+            "account_path",
+            "sub_account_path",
+            "return_code_path",
+            "stop_codes",
+        ],
+    );
+    if lp.map.is_some() {
+        let schedule = w
+            .string(&lp, "schedule")
+            .unwrap_or_else(|| "0 */5 * * * *".into());
+        if let Err(err) = cron::Schedule::from_str(&schedule) {
+            w.error(
+                &format!("{}.schedule", lp.path),
+                format!("{schedule:?} is not a cron expression ({err}); the seconds field comes first, e.g. \"0 */5 * * * *\""),
+            );
+        }
+        let path_key = |w: &mut Walker, key: &str, default: &str| {
+            let value = w.string(&lp, key).unwrap_or_else(|| default.to_owned());
+            if value.split('.').any(str::is_empty) {
+                w.error(&format!("{}.{key}", lp.path), format!("{value:?} must be a dotted path such as data.object.metadata.paystar_account_number"));
+            }
+            value
+        };
+        out.lotuspay = Some(LotusPayConfig {
+            base_url: url(w, &lp, "base_url", "https://api-test.lotuspay.com/v1"),
+            secret_key: w.secret(&lp, "secret_key"),
+            schedule,
+            business_unit: w.string(&lp, "business_unit"),
+            account_path: path_key(
+                w,
+                "account_path",
+                "data.object.metadata.paystar_account_number",
+            ),
+            sub_account_path: path_key(
+                w,
+                "sub_account_path",
+                "data.object.metadata.paystar_sub_account_number",
+            ),
+            return_code_path: path_key(w, "return_code_path", "data.object.response_code"),
+            stop_codes: w
+                .strings(&lp, "stop_codes")
+                .unwrap_or_else(|| DEFAULT_STOP_CODES.iter().map(|c| (*c).to_owned()).collect()),
+        });
+    }
+
+    let pr = w.section(
+        &p,
+        "payroc",
+        &[
+            "identity_url",
+            "api_url",
+            "api_key",
+            "api_key_env",
+            "api_key_file",
+            "webhook_secret",
+            "webhook_secret_env",
+            "webhook_secret_file",
+            "subscription",
+        ],
+    );
+    if pr.map.is_some() {
+        let sub = w.section(
+            &pr,
+            "subscription",
+            &["event_types", "uri", "support_email"],
+        );
+        let subscription = sub.map.is_some().then(|| {
+            let uri = w.string(&sub, "uri").unwrap_or_default();
+            if !uri.starts_with("https://") && !uri.starts_with("http://") {
+                w.error(
+                    &format!("{}.uri", sub.path),
+                    "must be the public http(s) URL of /webhooks/payroc",
+                );
+            }
+            let support_email = w.string(&sub, "support_email").unwrap_or_default();
+            if crate::manifest::fields::check_email(&support_email).is_err() {
+                w.error(
+                    &format!("{}.support_email", sub.path),
+                    "must be an email address",
+                );
+            }
+            PayrocSubscription {
+                event_types: w
+                    .strings(&sub, "event_types")
+                    .unwrap_or_else(|| vec!["processingAccount.status.changed".into()]),
+                uri,
+                support_email,
+            }
+        });
+        out.payroc = Some(PayrocConfig {
+            identity_url: url(
+                w,
+                &pr,
+                "identity_url",
+                "https://identity.uat.payroc.com/authorize",
+            ),
+            api_url: url(w, &pr, "api_url", "https://api.uat.payroc.com/v1"),
+            api_key: w.secret(&pr, "api_key"),
+            webhook_secret: w.secret(&pr, "webhook_secret"),
+            subscription,
+        });
+    }
+
+    let sp = w.section(
+        &p,
+        "smarterpay",
+        &["auth", "business_unit", "account_field", "precedence"],
+    );
+    if sp.map.is_some() {
+        let auth = w.section(
+            &sp,
+            "auth",
+            &[
+                "basic_user",
+                "basic_user_env",
+                "basic_user_file",
+                "basic_password",
+                "basic_password_env",
+                "basic_password_file",
+                "signature_secret",
+                "signature_secret_env",
+                "signature_secret_file",
+                "signature_header",
+            ],
+        );
+        let user = w.secret(&auth, "basic_user");
+        let password = w.secret(&auth, "basic_password");
+        let signature = w.secret(&auth, "signature_secret");
+        let header = w
+            .string(&auth, "signature_header")
+            .unwrap_or_else(|| "X-Signature".into());
+        let auth = match (user, password, signature) {
+            (Some(user), Some(password), None) => Some(SmarterPayAuth::Basic { user, password }),
+            (None, None, Some(secret)) => Some(SmarterPayAuth::Signature { secret, header }),
+            (None, None, None) => {
+                w.error(&auth.path, "set basic_user_env + basic_password_env, or signature_secret_env: webhooks are never accepted unauthenticated");
+                None
+            }
+            _ => {
+                w.error(&auth.path, "use either Basic (basic_user_* and basic_password_*) or a signature secret, not a mix");
+                None
+            }
+        };
+        let precedence = match w
+            .choice(&sp, "precedence", &["manifests", "over_manifests"])
+            .as_deref()
+        {
+            Some("over_manifests") => SmarterPayPrecedence::OverManifests,
+            _ => SmarterPayPrecedence::Manifests,
+        };
+        out.smarterpay = Some(SmarterPayConfig {
+            auth,
+            business_unit: w.string(&sp, "business_unit"),
+            account_field: w
+                .choice(&sp, "account_field", &["reference", "custom_reference"])
+                .unwrap_or_else(|| "reference".into()),
+            precedence,
+        });
+    }
+    out
+}

@@ -1,0 +1,14 @@
+//! paystar-sync keeps customer accounts in the Paystar billing portal in line
+//! with a folder of declarative manifests. See `ARCHITECTURE.md` for the codemap
+//! and the invariants every change must keep.
+
+pub mod cli;
+pub mod config;
+pub mod customer;
+pub mod manifest;
+pub mod mask;
+pub mod reconcile;
+pub mod report;
+pub mod scan;
+pub mod store;
+pub mod suggest;

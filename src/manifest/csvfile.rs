@@ -1,0 +1,153 @@
+//! Streaming CSV reader: one reused record buffer, rows validated as they stream.
+
+use super::build::{RawRow, RowContext, build};
+use super::error::ManifestError;
+use super::fields::{Field, normalise_header};
+use super::row::FileIdx;
+use super::{ParseOptions, ParsedFile};
+use std::io::Read;
+
+pub fn parse<R: Read>(
+    reader: R,
+    file: &str,
+    file_idx: FileIdx,
+    opts: &ParseOptions,
+) -> Result<ParsedFile, ManifestError> {
+    let mut csv = ::csv::ReaderBuilder::new()
+        .delimiter(opts.delimiter)
+        .has_headers(false)
+        .flexible(true)
+        // csv miscounts lines in CRLF files; split on LF and let trimming drop the CR.
+        .terminator(::csv::Terminator::Any(b'\n'))
+        .buffer_capacity(256 * 1024)
+        .from_reader(reader);
+    let mut record = ::csv::ByteRecord::new();
+    let read = |csv: &mut ::csv::Reader<R>, record: &mut ::csv::ByteRecord| {
+        csv.read_byte_record(record).map_err(|err| {
+            let line = err.position().map(|p| p.line() as u32);
+            let error = ManifestError::file(file, format!("cannot be read as CSV: {err}"));
+            match line {
+                Some(line) => error.at_line(line),
+                None => error,
+            }
+        })
+    };
+    if !read(&mut csv, &mut record)? {
+        return Err(ManifestError::file(
+            file,
+            "is empty; an empty file never removes customers (add a header row and rows, or delete the file)",
+        ));
+    }
+    let columns = map_header(&record, file, opts)?;
+    let mut parsed = ParsedFile::default();
+    if !columns.unknown.is_empty() {
+        parsed.warnings.push(format!(
+            "{file}: ignoring unknown column(s) {}; map them with manifests.csv.columns if they matter",
+            columns.unknown.join(", ")
+        ));
+    }
+    while read(&mut csv, &mut record)? {
+        let line = record.position().map_or(0, |p| p.line() as u32);
+        if std::str::from_utf8(record.as_slice()).is_err() {
+            return Err(ManifestError::file(
+                file,
+                "is not valid UTF-8; export it as \"CSV UTF-8\" and save again",
+            )
+            .at_line(line));
+        }
+        let field = |i: usize| record.get(i).map(|b| std::str::from_utf8(b).unwrap_or(""));
+        if (0..record.len()).all(|i| field(i).is_none_or(|v| v.trim().is_empty())) {
+            continue; // a blank line, or a row of bare delimiters as spreadsheets export
+        }
+        let mut raw = RawRow::default();
+        for &(index, target) in &columns.mapped {
+            if let Some(value) = field(index) {
+                raw.set(target, value);
+            }
+        }
+        let ctx = RowContext {
+            file,
+            file_idx,
+            line,
+            default_business_unit: opts.default_business_unit.as_deref(),
+        };
+        parsed.push(build(&raw, &ctx));
+    }
+    if parsed.is_empty() {
+        return Err(ManifestError::file(
+            file,
+            "has a header row but no customers; an empty file never removes customers (delete the file to remove them)",
+        ));
+    }
+    Ok(parsed)
+}
+
+struct Columns {
+    mapped: Vec<(usize, Field)>,
+    unknown: Vec<String>,
+}
+
+fn map_header(
+    header: &::csv::ByteRecord,
+    file: &str,
+    opts: &ParseOptions,
+) -> Result<Columns, ManifestError> {
+    let Ok(names) = header
+        .iter()
+        .map(std::str::from_utf8)
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        return Err(ManifestError::file(
+            file,
+            "header row is not valid UTF-8; export it as \"CSV UTF-8\" and save again",
+        )
+        .at_line(1));
+    };
+    let mut mapped: Vec<(usize, Field)> = Vec::new();
+    let mut unknown = Vec::new();
+    for (index, name) in names.iter().enumerate() {
+        let normalised = normalise_header(name);
+        let configured = opts
+            .columns
+            .iter()
+            .find(|(_, header)| *header == normalised)
+            .map(|(field, _)| *field);
+        match configured.or_else(|| Field::from_header(name)) {
+            Some(field) => {
+                if let Some((other, _)) = mapped.iter().find(|(_, f)| *f == field) {
+                    return Err(ManifestError::file(
+                        file,
+                        format!(
+                            "columns {} ({:?}) and {} ({name:?}) both mean {}; keep one",
+                            other + 1,
+                            names[*other],
+                            index + 1,
+                            field.name()
+                        ),
+                    )
+                    .at_line(1));
+                }
+                mapped.push((index, field));
+            }
+            None if name.trim().is_empty() => {}
+            None => unknown.push(format!("{:?}", name.trim())),
+        }
+    }
+    let missing: Vec<&str> = Field::REQUIRED
+        .iter()
+        .filter(|f| !mapped.iter().any(|(_, m)| m == *f))
+        .map(|f| f.name())
+        .collect();
+    if !missing.is_empty() {
+        return Err(ManifestError::file(
+            file,
+            format!(
+                "missing required column(s) {} (found: {}); rename the header or map it with manifests.csv.columns",
+                missing.join(", "),
+                names.iter().map(|n| format!("{:?}", n.trim())).collect::<Vec<_>>().join(", ")
+            ),
+        )
+        .at_line(1));
+    }
+    Ok(Columns { mapped, unknown })
+}

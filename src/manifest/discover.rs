@@ -1,0 +1,177 @@
+//! Finds manifest files under `manifests.dir`, applying the ignore rules of SPEC §3.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Yaml,
+    Csv,
+}
+
+/// What `stat` says about a file; used to skip unchanged files without reading them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStat {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub inode: u64,
+}
+
+impl FileStat {
+    pub fn of(meta: &fs::Metadata) -> Self {
+        Self {
+            size: meta.len(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            inode: meta.ino(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DiscoveredFile {
+    /// Path relative to the root, `/`-separated: the file's name in state and reports.
+    pub rel: String,
+    pub path: PathBuf,
+    pub format: Format,
+    pub stat: FileStat,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoverError {
+    #[error(
+        "manifests.dir {path}: cannot read the directory; check that it exists and is readable"
+    )]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("manifests.dir {path}: is not a directory")]
+    NotADirectory { path: PathBuf },
+}
+
+/// Editors' swap files, partial downloads and hidden files are never manifests.
+pub fn is_ignored(name: &str) -> bool {
+    const SUFFIXES: [&str; 6] = [".tmp", ".swp", ".part", ".partial", ".crdownload", "~"];
+    name.starts_with('.') || name.starts_with('_') || SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
+/// The format a file name implies, if it is a manifest at all.
+pub fn format_of(name: &str) -> Option<Format> {
+    if is_ignored(name) {
+        return None;
+    }
+    let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
+    match ext.as_str() {
+        "yaml" | "yml" => Some(Format::Yaml),
+        "csv" => Some(Format::Csv),
+        _ => None,
+    }
+}
+
+/// Lists every manifest under `root`, sorted by relative path. The root may be a
+/// symlink (git-sync swaps one atomically); symlinked files and directories inside
+/// are followed once each. Unreadable subdirectories are reported, not fatal.
+pub fn discover(root: &Path) -> Result<Discovery, DiscoverError> {
+    let meta = fs::metadata(root).map_err(|source| DiscoverError::Root {
+        path: root.to_owned(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Err(DiscoverError::NotADirectory {
+            path: root.to_owned(),
+        });
+    }
+    let mut found = Discovery::default();
+    let mut seen_dirs = HashSet::new();
+    if let Ok(canonical) = fs::canonicalize(root) {
+        seen_dirs.insert(canonical);
+    }
+    let mut stack = vec![(root.to_owned(), String::new())];
+    while let Some((dir, prefix)) = stack.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) if dir == root => {
+                return Err(DiscoverError::Root {
+                    path: root.to_owned(),
+                    source: err,
+                });
+            }
+            Err(err) => {
+                found
+                    .unreadable
+                    .push((prefix.trim_end_matches('/').to_owned(), err));
+                continue;
+            }
+        };
+        for entry in entries.flatten() {
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if is_ignored(&name) {
+                continue;
+            }
+            let path = entry.path();
+            let rel = format!("{prefix}{name}");
+            // `metadata` follows symlinks; a dangling link is skipped like a missing file.
+            let Ok(meta) = fs::metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                let fresh = fs::canonicalize(&path)
+                    .map(|c| seen_dirs.insert(c))
+                    .unwrap_or(false);
+                if fresh {
+                    stack.push((path, format!("{rel}/")));
+                }
+            } else if meta.is_file() {
+                if let Some(format) = format_of(&name) {
+                    found.files.push(DiscoveredFile {
+                        rel,
+                        path,
+                        format,
+                        stat: FileStat::of(&meta),
+                    });
+                }
+            }
+        }
+    }
+    found.files.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(found)
+}
+
+#[derive(Debug, Default)]
+pub struct Discovery {
+    pub files: Vec<DiscoveredFile>,
+    /// Subdirectories that could not be listed: their files are treated as unreadable,
+    /// never as deleted.
+    pub unreadable: Vec<(String, io::Error)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swap_files_partial_downloads_and_hidden_files_are_ignored() {
+        for name in [
+            ".customers.csv",
+            "_draft.yaml",
+            "a.csv~",
+            "a.csv.tmp",
+            "a.yaml.swp",
+            "a.csv.part",
+            "a.csv.partial",
+            "a.csv.crdownload",
+        ] {
+            assert_eq!(format_of(name), None, "{name}");
+        }
+        assert_eq!(format_of("a.YAML"), Some(Format::Yaml));
+        assert_eq!(format_of("a.yml"), Some(Format::Yaml));
+        assert_eq!(format_of("Export.CSV"), Some(Format::Csv));
+        assert_eq!(format_of("notes.txt"), None);
+    }
+}

@@ -1,0 +1,194 @@
+//! Field names, header normalisation and the per-value checks of SPEC §3.
+
+/// A manifest field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Field {
+    BusinessUnitSlug,
+    AccountNumber,
+    SubAccountNumber,
+    FirstName,
+    LastName,
+    EmailAddress,
+    Autopay,
+}
+
+impl Field {
+    pub const ALL: [Field; 7] = [
+        Field::BusinessUnitSlug,
+        Field::AccountNumber,
+        Field::SubAccountNumber,
+        Field::FirstName,
+        Field::LastName,
+        Field::EmailAddress,
+        Field::Autopay,
+    ];
+
+    pub const REQUIRED: [Field; 4] = [
+        Field::AccountNumber,
+        Field::FirstName,
+        Field::LastName,
+        Field::EmailAddress,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::BusinessUnitSlug => "businessUnitSlug",
+            Field::AccountNumber => "accountNumber",
+            Field::SubAccountNumber => "subAccountNumber",
+            Field::FirstName => "firstName",
+            Field::LastName => "lastName",
+            Field::EmailAddress => "emailAddress",
+            Field::Autopay => "autopay",
+        }
+    }
+
+    /// The field whose name matches `name` exactly (YAML keys).
+    pub fn from_name(name: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// The field a CSV header means, ignoring case, spaces, `_` and `-`.
+    pub fn from_header(header: &str) -> Option<Field> {
+        let normalised = normalise_header(header);
+        Field::ALL
+            .into_iter()
+            .find(|f| normalise_header(f.name()) == normalised)
+    }
+}
+
+/// Lower-cases and drops spaces, `_`, `-` and a stray byte-order mark.
+pub fn normalise_header(header: &str) -> String {
+    header
+        .trim_start_matches('\u{feff}')
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '_' | '-' | '\t'))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+pub const MAX_CHARS: usize = 255;
+
+/// Checks a trimmed value: no control characters, at most 255 characters.
+pub fn check_text(value: &str) -> Result<(), String> {
+    if value.chars().any(char::is_control) {
+        return Err(
+            "contains a control character (a line break or tab inside the value?); remove it"
+                .into(),
+        );
+    }
+    let count = value.chars().count();
+    if count > MAX_CHARS {
+        return Err(format!(
+            "is {count} characters long; the limit is {MAX_CHARS}"
+        ));
+    }
+    Ok(())
+}
+
+/// A practical email check: one `@`, a non-empty local part, a dotted domain of
+/// letters, digits and hyphens, no spaces.
+pub fn check_email(value: &str) -> Result<(), String> {
+    const HINT: &str = "is not a valid email address (expected name@example.com)";
+    let Some((local, domain)) = value.rsplit_once('@') else {
+        return Err(HINT.into());
+    };
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local
+            .chars()
+            .all(|c| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+        });
+    if local_ok && domain_ok {
+        Ok(())
+    } else {
+        Err(HINT.into())
+    }
+}
+
+/// Parses an autopay word; empty means "no opinion".
+pub fn parse_autopay(value: &str) -> Result<Option<bool>, String> {
+    let lower = value.trim().to_ascii_lowercase();
+    match lower.as_str() {
+        "" => Ok(None),
+        "true" | "yes" | "y" | "1" | "enrolled" => Ok(Some(true)),
+        "false" | "no" | "n" | "0" | "unenrolled" => Ok(Some(false)),
+        _ => Err(format!(
+            "{value:?} is not an autopay value; use true/false, yes/no, y/n, 1/0, enrolled/unenrolled, or leave it empty"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_match_ignoring_case_spaces_underscores_and_hyphens() {
+        for header in [
+            "Account Number",
+            "account_number",
+            "accountNumber",
+            "ACCOUNT-NUMBER",
+            "\u{feff}Account Number",
+        ] {
+            assert_eq!(
+                Field::from_header(header),
+                Some(Field::AccountNumber),
+                "{header}"
+            );
+        }
+        assert_eq!(
+            Field::from_header("E-mail Address"),
+            Some(Field::EmailAddress)
+        );
+        assert_eq!(Field::from_header("Acct #"), None);
+    }
+
+    #[test]
+    fn autopay_accepts_every_documented_word_in_any_case() {
+        for word in ["true", "YES", "y", "1", "Enrolled"] {
+            assert_eq!(parse_autopay(word), Ok(Some(true)), "{word}");
+        }
+        for word in ["False", "no", "N", "0", "UNENROLLED"] {
+            assert_eq!(parse_autopay(word), Ok(Some(false)), "{word}");
+        }
+        assert_eq!(parse_autopay(""), Ok(None));
+        assert!(parse_autopay("maybe").is_err());
+    }
+
+    #[test]
+    fn emails_are_checked_for_shape() {
+        assert!(check_email("john.smith@example.com").is_ok());
+        assert!(check_email("j+tag@mail.example.co.uk").is_ok());
+        for bad in [
+            "john",
+            "john@",
+            "@example.com",
+            "john@example",
+            "jo hn@example.com",
+            "john@exa_mple.com",
+            "a..b@example.com",
+        ] {
+            assert!(check_email(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn values_with_control_characters_or_over_255_characters_are_rejected() {
+        assert!(check_text("Smith\nJr").is_err());
+        assert!(check_text(&"x".repeat(256)).is_err());
+        assert!(check_text(&"é".repeat(255)).is_ok());
+    }
+}

@@ -1,0 +1,120 @@
+//! The source stage: finds manifest files and reads them into validated
+//! [`ManifestRow`]s plus located [`ManifestError`]s. Nothing here knows about
+//! the state database or Paystar.
+
+mod build;
+mod csvfile;
+pub mod discover;
+mod error;
+pub mod fields;
+mod row;
+mod yamlfile;
+
+pub use discover::{DiscoveredFile, FileStat, Format};
+pub use error::{ErrorKind, ManifestError};
+pub use row::{FileIdx, ManifestRow, RowValues, fingerprint};
+
+use crate::customer::CustomerKey;
+use build::Rejected;
+use fields::Field;
+use std::fs::File;
+use std::io::{BufReader, Read};
+
+/// Reader settings from `manifests.csv` and `paystar.default_business_unit`.
+#[derive(Clone, Debug)]
+pub struct ParseOptions {
+    pub default_business_unit: Option<String>,
+    pub delimiter: u8,
+    /// `manifests.csv.columns`: a field and the normalised header that means it.
+    pub columns: Vec<(Field, String)>,
+}
+
+impl Default for ParseOptions {
+    fn default() -> Self {
+        Self {
+            default_business_unit: None,
+            delimiter: b',',
+            columns: Vec::new(),
+        }
+    }
+}
+
+/// A file that could be read: its valid rows and its row errors.
+#[derive(Debug, Default)]
+pub struct ParsedFile {
+    pub rows: Vec<ManifestRow>,
+    pub errors: Vec<ManifestError>,
+    /// Keys of rejected rows: each keeps its previous desired state.
+    pub rejected_keys: Vec<CustomerKey>,
+    /// Rejected rows whose key could not be read. While there are any, nothing
+    /// may count as removed from this file: the broken row might be that customer.
+    pub keyless_rejects: u32,
+    /// Non-fatal notes, such as ignored columns (one per file).
+    pub warnings: Vec<String>,
+}
+
+impl ParsedFile {
+    fn push(&mut self, outcome: Result<ManifestRow, Rejected>) {
+        match outcome {
+            Ok(row) => self.rows.push(row),
+            Err(rejected) => {
+                match rejected.key {
+                    Some(key) => self.rejected_keys.push(key),
+                    None => self.keyless_rejects += 1,
+                }
+                self.errors.extend(rejected.errors);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.rejected_keys.is_empty() && self.keyless_rejects == 0
+    }
+}
+
+/// Reads one manifest. `Err` is a file error: the whole file is skipped and every
+/// record it held before keeps its previous desired state.
+pub fn parse_file(
+    file: &DiscoveredFile,
+    file_idx: FileIdx,
+    opts: &ParseOptions,
+) -> Result<ParsedFile, ManifestError> {
+    let unreadable = |err: std::io::Error| {
+        ManifestError::file(
+            &file.rel,
+            format!("cannot be read: {err}; check its permissions"),
+        )
+    };
+    let handle = File::open(&file.path).map_err(unreadable)?;
+    match file.format {
+        Format::Csv => csvfile::parse(
+            BufReader::with_capacity(256 * 1024, handle),
+            &file.rel,
+            file_idx,
+            opts,
+        ),
+        Format::Yaml => {
+            let mut bytes = Vec::new();
+            BufReader::new(handle)
+                .read_to_end(&mut bytes)
+                .map_err(unreadable)?;
+            let text = String::from_utf8(bytes).map_err(|_| {
+                ManifestError::file(&file.rel, "is not valid UTF-8; save it as UTF-8")
+            })?;
+            yamlfile::parse(&text, &file.rel, file_idx, opts)
+        }
+    }
+}
+
+/// Parses manifest text directly (tests and tools).
+pub fn parse_str(
+    text: &str,
+    format: Format,
+    file: &str,
+    opts: &ParseOptions,
+) -> Result<ParsedFile, ManifestError> {
+    match format {
+        Format::Csv => csvfile::parse(text.as_bytes(), file, 0, opts),
+        Format::Yaml => yamlfile::parse(text, file, 0, opts),
+    }
+}

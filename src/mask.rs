@@ -1,0 +1,63 @@
+//! Masking of personal data for logs and human-facing output.
+
+use std::fmt;
+
+/// Shows an email as `j***@example.com`: the first character of the local part
+/// and the domain. Anything that is not an email shows as `***`.
+pub struct MaskedEmail<'a>(pub &'a str);
+
+impl fmt::Display for MaskedEmail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.rsplit_once('@') {
+            Some((local, domain)) if !local.is_empty() => {
+                let first = local.chars().next().unwrap_or('*');
+                write!(f, "{first}***@{domain}")
+            }
+            _ => f.write_str("***"),
+        }
+    }
+}
+
+impl fmt::Debug for MaskedEmail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Masks an email into an owned string.
+pub fn email(value: &str) -> String {
+    MaskedEmail(value).to_string()
+}
+
+/// Shows an account number for logs as `***45`: only its last two characters.
+pub struct MaskedAccount<'a>(pub &'a str);
+
+impl fmt::Display for MaskedAccount<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let chars: Vec<char> = self.0.chars().collect();
+        let tail: String = chars[chars.len().saturating_sub(2)..].iter().collect();
+        write!(f, "***{tail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_email_keeps_its_first_letter_and_domain() {
+        assert_eq!(email("john.smith@example.com"), "j***@example.com");
+    }
+
+    #[test]
+    fn something_that_is_not_an_email_is_fully_masked() {
+        assert_eq!(email("john smith"), "***");
+        assert_eq!(email("@example.com"), "***");
+    }
+
+    #[test]
+    fn an_account_shows_only_its_last_two_characters() {
+        assert_eq!(MaskedAccount("123456").to_string(), "***56");
+        assert_eq!(MaskedAccount("7").to_string(), "***7");
+    }
+}

@@ -1,0 +1,329 @@
+//! The pure diff: desired state + acknowledged state → the Paystar events one key
+//! needs (SPEC §4). No I/O, no clock, no errors: all policy is testable as data.
+
+use crate::customer::Fields;
+
+/// What `manifests.on_removal` says to do when a key leaves every manifest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemovalPolicy {
+    Ignore,
+    Unenroll,
+}
+
+impl RemovalPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemovalPolicy::Ignore => "ignore",
+            RemovalPolicy::Unenroll => "unenroll",
+        }
+    }
+}
+
+/// What the manifests want for a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Desired<'a> {
+    Live {
+        fields: Fields<'a>,
+        /// `Some(false)`: must be unenrolled; `None`: no opinion.
+        autopay: Option<bool>,
+    },
+    /// The key left every manifest.
+    Removed,
+}
+
+/// What Paystar last acknowledged for a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Acked<'a> {
+    /// `None` until a ManageCustomer was acknowledged.
+    pub fields: Option<Fields<'a>>,
+    pub unenrolled: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Paystar never acknowledged this key.
+    Create,
+    /// Which of the acknowledged fields differ.
+    Update {
+        first_name: bool,
+        last_name: bool,
+        email: bool,
+    },
+}
+
+impl Change {
+    /// The names of the changed payload fields.
+    pub fn changed_fields(self) -> Vec<&'static str> {
+        match self {
+            Change::Create => vec!["firstName", "lastName", "emailAddress"],
+            Change::Update {
+                first_name,
+                last_name,
+                email,
+            } => [
+                (first_name, "firstName"),
+                (last_name, "lastName"),
+                (email, "emailAddress"),
+            ]
+            .into_iter()
+            .filter_map(|(changed, name)| changed.then_some(name))
+            .collect(),
+        }
+    }
+}
+
+/// An `Accounts.ManageCustomer` to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Manage<'a> {
+    pub fields: Fields<'a>,
+    /// The acknowledged email, sent as `originalEmailAddress` only when the email changes.
+    pub original_email: Option<&'a str>,
+    pub change: Change,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnenrollCause {
+    /// The manifest says `autopay: false`.
+    AutopayFalse,
+    /// The key left every manifest and `on_removal` is `unenroll`.
+    Removed,
+}
+
+impl UnenrollCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnenrollCause::AutopayFalse => "autopay: false",
+            UnenrollCause::Removed => "removed from manifests",
+        }
+    }
+}
+
+/// The events one key needs, in sending order: ManageCustomer first, then
+/// UnenrollAutopay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyPlan<'a> {
+    pub manage: Option<Manage<'a>>,
+    pub unenroll: Option<UnenrollCause>,
+}
+
+impl KeyPlan<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.manage.is_none() && self.unenroll.is_none()
+    }
+}
+
+/// The events that bring Paystar from `acked` to `desired`.
+pub fn diff<'a>(
+    desired: Desired<'a>,
+    acked: Option<Acked<'a>>,
+    on_removal: RemovalPolicy,
+) -> KeyPlan<'a> {
+    let unenrolled = acked.is_some_and(|a| a.unenrolled);
+    match desired {
+        Desired::Live { fields, autopay } => {
+            let manage = match acked.and_then(|a| a.fields) {
+                None => Some(Manage {
+                    fields,
+                    original_email: None,
+                    change: Change::Create,
+                }),
+                Some(old) if old == fields => None,
+                Some(old) => {
+                    let email = old.email != fields.email;
+                    Some(Manage {
+                        fields,
+                        original_email: email.then_some(old.email),
+                        change: Change::Update {
+                            first_name: old.first_name != fields.first_name,
+                            last_name: old.last_name != fields.last_name,
+                            email,
+                        },
+                    })
+                }
+            };
+            let unenroll =
+                (autopay == Some(false) && !unenrolled).then_some(UnenrollCause::AutopayFalse);
+            KeyPlan { manage, unenroll }
+        }
+        // A key Paystar never acknowledged was never created by us: nothing to stop.
+        Desired::Removed => KeyPlan {
+            manage: None,
+            unenroll: (on_removal == RemovalPolicy::Unenroll && acked.is_some() && !unenrolled)
+                .then_some(UnenrollCause::Removed),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JOHN: Fields<'static> = Fields {
+        first_name: "John",
+        last_name: "Smith",
+        email: "john.smith@example.com",
+    };
+
+    fn live(fields: Fields<'static>, autopay: Option<bool>) -> Desired<'static> {
+        Desired::Live { fields, autopay }
+    }
+
+    fn acked(fields: Option<Fields<'static>>, unenrolled: bool) -> Option<Acked<'static>> {
+        Some(Acked { fields, unenrolled })
+    }
+
+    #[test]
+    fn a_key_never_acknowledged_gets_a_manage_customer_without_original_email() {
+        let plan = diff(live(JOHN, None), None, RemovalPolicy::Ignore);
+        assert_eq!(
+            plan.manage,
+            Some(Manage {
+                fields: JOHN,
+                original_email: None,
+                change: Change::Create
+            })
+        );
+        assert_eq!(plan.unenroll, None);
+    }
+
+    #[test]
+    fn equal_desired_and_acknowledged_state_sends_nothing() {
+        assert!(
+            diff(
+                live(JOHN, None),
+                acked(Some(JOHN), false),
+                RemovalPolicy::Unenroll
+            )
+            .is_empty()
+        );
+        assert!(
+            diff(
+                live(JOHN, Some(true)),
+                acked(Some(JOHN), false),
+                RemovalPolicy::Ignore
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_name_change_sends_manage_customer_without_original_email() {
+        let renamed = Fields {
+            last_name: "Smyth",
+            ..JOHN
+        };
+        let plan = diff(
+            live(renamed, None),
+            acked(Some(JOHN), false),
+            RemovalPolicy::Ignore,
+        );
+        let manage = plan.manage.unwrap();
+        assert_eq!(manage.original_email, None);
+        assert_eq!(manage.change.changed_fields(), vec!["lastName"]);
+    }
+
+    #[test]
+    fn an_email_change_sends_the_acknowledged_email_as_original_email() {
+        let moved = Fields {
+            email: "j.smith@example.org",
+            ..JOHN
+        };
+        let plan = diff(
+            live(moved, None),
+            acked(Some(JOHN), false),
+            RemovalPolicy::Ignore,
+        );
+        let manage = plan.manage.unwrap();
+        assert_eq!(manage.original_email, Some("john.smith@example.com"));
+        assert_eq!(manage.fields.email, "j.smith@example.org");
+        assert_eq!(manage.change.changed_fields(), vec!["emailAddress"]);
+    }
+
+    #[test]
+    fn autopay_false_unenrolls_after_any_manage_customer() {
+        let plan = diff(live(JOHN, Some(false)), None, RemovalPolicy::Ignore);
+        assert!(plan.manage.is_some());
+        assert_eq!(plan.unenroll, Some(UnenrollCause::AutopayFalse));
+    }
+
+    #[test]
+    fn autopay_false_sends_nothing_once_the_unenroll_is_acknowledged() {
+        assert!(
+            diff(
+                live(JOHN, Some(false)),
+                acked(Some(JOHN), true),
+                RemovalPolicy::Ignore
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn autopay_true_or_empty_never_sends_an_unenroll() {
+        assert_eq!(
+            diff(
+                live(JOHN, Some(true)),
+                acked(Some(JOHN), false),
+                RemovalPolicy::Ignore
+            )
+            .unenroll,
+            None
+        );
+        assert_eq!(
+            diff(
+                live(JOHN, None),
+                acked(Some(JOHN), false),
+                RemovalPolicy::Ignore
+            )
+            .unenroll,
+            None
+        );
+    }
+
+    #[test]
+    fn a_removed_key_sends_nothing_when_on_removal_is_ignore() {
+        assert!(
+            diff(
+                Desired::Removed,
+                acked(Some(JOHN), false),
+                RemovalPolicy::Ignore
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_removed_key_is_unenrolled_when_on_removal_is_unenroll() {
+        let plan = diff(
+            Desired::Removed,
+            acked(Some(JOHN), false),
+            RemovalPolicy::Unenroll,
+        );
+        assert_eq!(plan.manage, None);
+        assert_eq!(plan.unenroll, Some(UnenrollCause::Removed));
+        assert!(
+            diff(
+                Desired::Removed,
+                acked(Some(JOHN), true),
+                RemovalPolicy::Unenroll
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_removed_key_paystar_never_acknowledged_sends_nothing() {
+        assert!(diff(Desired::Removed, None, RemovalPolicy::Unenroll).is_empty());
+    }
+
+    #[test]
+    fn a_key_only_ever_unenrolled_gets_its_manage_customer_as_a_create() {
+        let plan = diff(
+            live(JOHN, Some(false)),
+            acked(None, true),
+            RemovalPolicy::Ignore,
+        );
+        assert_eq!(plan.manage.unwrap().change, Change::Create);
+        assert_eq!(plan.unenroll, None);
+    }
+}

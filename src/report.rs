@@ -1,0 +1,278 @@
+//! Human and machine renderings of a plan and of manifest errors. Emails are
+//! masked and names never shown: plans end up in CI logs and pull requests.
+
+use crate::mask::MaskedEmail;
+use crate::reconcile::{Change, UnenrollCause};
+use crate::scan::{Origin, PlannedChange, Scan};
+use crate::store::{SqlError, Store};
+use serde::Serialize;
+use serde_json::json;
+use std::io::{self, Write};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PlanSummary {
+    pub keys: u64,
+    pub manage_create: u64,
+    pub manage_update: u64,
+    pub unenroll: u64,
+    /// Keys that left every manifest in this scan while `on_removal` is `ignore`.
+    pub removals_ignored: u64,
+    pub errors: u64,
+}
+
+impl PlanSummary {
+    pub fn has_changes(&self) -> bool {
+        self.keys > 0
+    }
+
+    fn count(&mut self, change: &PlannedChange<'_>) {
+        self.keys += 1;
+        match change.plan.manage.map(|m| m.change) {
+            Some(Change::Create) => self.manage_create += 1,
+            Some(Change::Update { .. }) => self.manage_update += 1,
+            None => {}
+        }
+        if change.plan.unenroll.is_some() {
+            self.unenroll += 1;
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("cannot write the plan")]
+    Io(#[from] io::Error),
+    #[error("state database query failed")]
+    Store(#[from] SqlError),
+}
+
+/// Keys that left every manifest in this scan and for which nothing is sent.
+fn removals_ignored(scan: &Scan) -> u64 {
+    if scan.on_removal() == crate::reconcile::RemovalPolicy::Ignore {
+        scan.removed_keys().count() as u64
+    } else {
+        0
+    }
+}
+
+fn origin_text(origin: Origin<'_>) -> String {
+    match origin {
+        Origin::Row { file, line } => format!("{file}:{line}"),
+        Origin::Removed { file } => format!("removed from {file}"),
+        Origin::Waiting {
+            file: Some(file),
+            line: Some(line),
+        } => format!("{file}:{line}, queued earlier"),
+        Origin::Waiting {
+            file: Some(file),
+            line: None,
+        } => format!("{file}, queued earlier"),
+        Origin::Waiting { file: None, .. } => "queued earlier".into(),
+    }
+}
+
+/// Writes the text plan; returns its summary.
+pub fn plan_text(
+    scan: &Scan,
+    store: &Store,
+    out: &mut dyn Write,
+) -> Result<PlanSummary, RenderError> {
+    let mut summary = PlanSummary::default();
+    let mut failure: Option<io::Error> = None;
+    scan.for_each_change(store, |change| {
+        if failure.is_some() {
+            return;
+        }
+        summary.count(change);
+        if let Err(err) = write_change(out, change) {
+            failure = Some(err);
+        }
+    })?;
+    if let Some(err) = failure {
+        return Err(err.into());
+    }
+    summary.removals_ignored = removals_ignored(scan);
+    if summary.removals_ignored > 0 {
+        writeln!(
+            out,
+            "\n{} customer(s) left every manifest; nothing is sent for them (manifests.on_removal: ignore)",
+            summary.removals_ignored
+        )?;
+    }
+    summary.errors = scan.errors.len() as u64;
+    if !scan.errors.is_empty() {
+        writeln!(
+            out,
+            "\nErrors ({}): these rows and files keep their previous state",
+            scan.errors.len()
+        )?;
+        for e in &scan.errors {
+            writeln!(out, "  {e}")?;
+        }
+    }
+    for w in &scan.warnings {
+        writeln!(out, "\nwarning: {w}")?;
+    }
+    writeln!(out, "\n{}", summary_line(&summary))?;
+    Ok(summary)
+}
+
+pub fn summary_line(s: &PlanSummary) -> String {
+    if !s.has_changes() {
+        return format!("Plan: no changes. {} error(s).", s.errors);
+    }
+    format!(
+        "Plan: {} customer(s) to send: {} ManageCustomer ({} create, {} update), {} UnenrollAutopay. {} error(s).",
+        s.keys,
+        s.manage_create + s.manage_update,
+        s.manage_create,
+        s.manage_update,
+        s.unenroll,
+        s.errors
+    )
+}
+
+fn write_change(out: &mut dyn Write, change: &PlannedChange<'_>) -> io::Result<()> {
+    let queue = change
+        .queue
+        .map(|q| match &q.last_error {
+            Some(err) => format!("  [{}: {err}]", q.state.as_str()),
+            None => format!("  [{}]", q.state.as_str()),
+        })
+        .unwrap_or_default();
+    let origin = origin_text(change.origin);
+    if let Some(manage) = change.plan.manage {
+        match manage.change {
+            Change::Create => {
+                writeln!(
+                    out,
+                    "+ {}  ManageCustomer create  ({origin}){queue}",
+                    change.key
+                )?;
+                writeln!(
+                    out,
+                    "      emailAddress: {}",
+                    MaskedEmail(manage.fields.email)
+                )?;
+            }
+            Change::Update { .. } => {
+                writeln!(
+                    out,
+                    "~ {}  ManageCustomer update {}  ({origin}){queue}",
+                    change.key,
+                    manage.change.changed_fields().join(", ")
+                )?;
+                if let Some(original) = manage.original_email {
+                    writeln!(
+                        out,
+                        "      emailAddress: {} -> {} (sent with originalEmailAddress)",
+                        MaskedEmail(original),
+                        MaskedEmail(manage.fields.email)
+                    )?;
+                }
+            }
+        }
+    }
+    if let Some(cause) = change.plan.unenroll {
+        writeln!(
+            out,
+            "- {}  UnenrollAutopay ({})  ({origin}){queue}",
+            change.key,
+            cause.as_str()
+        )?;
+    }
+    Ok(())
+}
+
+fn change_json(change: &PlannedChange<'_>) -> serde_json::Value {
+    let mut events = Vec::new();
+    if let Some(m) = change.plan.manage {
+        let mut event = json!({
+            "eventType": "Accounts.ManageCustomer",
+            "change": match m.change { Change::Create => "create", Change::Update { .. } => "update" },
+            "changedFields": m.change.changed_fields(),
+            "emailAddress": MaskedEmail(m.fields.email).to_string(),
+        });
+        if let Some(original) = m.original_email {
+            event["originalEmailAddress"] = json!(MaskedEmail(original).to_string());
+        }
+        events.push(event);
+    }
+    if let Some(cause) = change.plan.unenroll {
+        events.push(json!({
+            "eventType": "Accounts.UnenrollAutopay",
+            "cause": match cause { UnenrollCause::AutopayFalse => "autopay_false", UnenrollCause::Removed => "removed" },
+        }));
+    }
+    let source = match change.origin {
+        Origin::Row { file, line } => json!({ "kind": "row", "file": file, "line": line }),
+        Origin::Removed { file } => json!({ "kind": "removed", "file": file }),
+        Origin::Waiting { file, line } => json!({ "kind": "queued", "file": file, "line": line }),
+    };
+    json!({
+        "businessUnitSlug": change.key.business_unit,
+        "accountNumber": change.key.account,
+        "subAccountNumber": change.key.sub_account,
+        "events": events,
+        "source": source,
+        "queue": change.queue.map(|q| json!({
+            "state": q.state.as_str(),
+            "attempts": q.attempts,
+            "lastError": q.last_error,
+        })),
+    })
+}
+
+/// Writes the JSON plan (documented in the README); returns its summary.
+pub fn plan_json(
+    scan: &Scan,
+    store: &Store,
+    out: &mut dyn Write,
+) -> Result<PlanSummary, RenderError> {
+    let mut summary = PlanSummary::default();
+    let mut failure: Option<io::Error> = None;
+    write!(out, "{{\"version\":1,\"changes\":[")?;
+    let mut first = true;
+    scan.for_each_change(store, |change| {
+        if failure.is_some() {
+            return;
+        }
+        summary.count(change);
+        let sep = if first { "\n" } else { ",\n" };
+        first = false;
+        let result = out.write_all(sep.as_bytes()).and_then(|()| {
+            serde_json::to_writer(&mut *out, &change_json(change)).map_err(io::Error::from)
+        });
+        if let Err(err) = result {
+            failure = Some(err);
+        }
+    })?;
+    if let Some(err) = failure {
+        return Err(err.into());
+    }
+    summary.removals_ignored = removals_ignored(scan);
+    summary.errors = scan.errors.len() as u64;
+    let removed: Vec<_> = scan
+        .removed_keys()
+        .map(|(key, file)| {
+            json!({
+                "businessUnitSlug": key.business_unit,
+                "accountNumber": key.account,
+                "subAccountNumber": key.sub_account,
+                "file": file,
+            })
+        })
+        .collect();
+    write!(out, "\n],\"removed\":")?;
+    serde_json::to_writer(&mut *out, &removed).map_err(io::Error::from)?;
+    write!(out, ",\"errors\":")?;
+    serde_json::to_writer(&mut *out, &scan.errors).map_err(io::Error::from)?;
+    write!(out, ",\"warnings\":")?;
+    serde_json::to_writer(&mut *out, &scan.warnings).map_err(io::Error::from)?;
+    write!(out, ",\"stats\":")?;
+    serde_json::to_writer(&mut *out, &scan.stats).map_err(io::Error::from)?;
+    write!(out, ",\"summary\":")?;
+    serde_json::to_writer(&mut *out, &summary).map_err(io::Error::from)?;
+    writeln!(out, "}}")?;
+    Ok(summary)
+}

@@ -1,0 +1,725 @@
+//! One pass over the manifests folder, shared by `validate`, `plan`, `apply` and
+//! the daemon: find what changed since the last committed scan, read only those
+//! files, and work out which keys' desired state changes.
+//!
+//! A file whose size, mtime and inode are unchanged (and old enough not to be
+//! "racy") is not read at all; one whose content hash is unchanged is not parsed.
+//! A changed file's rows are merged, in key order, with the rows it held before,
+//! so only keys that actually changed are looked up and diffed.
+
+use crate::customer::{CustomerKey, KeyRef};
+use crate::manifest::discover::{DiscoverError, discover};
+use crate::manifest::{
+    DiscoveredFile, ErrorKind, FileStat, ManifestError, ManifestRow, ParseOptions, ParsedFile,
+    parse_file,
+};
+use crate::reconcile::{Acked, Desired, KeyPlan, RemovalPolicy, diff};
+use crate::store::{
+    DesiredWrite, FileEntry, FileWrite, KeyState, QueueRecord, QueueWrite, SqlError, Store,
+};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::Path;
+
+/// A file modified this close (ms) to the scan that recorded it is hashed again
+/// even if its stat looks unchanged: coarse mtimes cannot tell two quick writes apart.
+const RACY_MS: i64 = 2_000;
+
+pub struct ScanSettings<'a> {
+    pub dir: &'a Path,
+    pub parse: &'a ParseOptions,
+    pub on_removal: RemovalPolicy,
+    pub now_ms: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error(transparent)]
+    Discover(#[from] DiscoverError),
+    #[error("state database query failed")]
+    Store(#[from] SqlError),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileFate {
+    /// Not parsed: its stored rows stand. `restat` when its stat changed but its content did not.
+    Unchanged { restat: bool },
+    /// Read and parsed; `keyless` rejected rows forbid removals from it.
+    Parsed { rows: u64, keyless: bool },
+    /// A file error: every record it held keeps its previous state.
+    Failed,
+    /// Gone from the folder: its records count as removed.
+    Deleted,
+}
+
+#[derive(Debug)]
+pub struct ScannedFile {
+    pub rel: String,
+    pub fate: FileFate,
+    stored: Option<FileEntry>,
+    stat: Option<FileStat>,
+    sha256: Option<[u8; 32]>,
+    /// Took part in a duplicate-key conflict: read it again next time.
+    dirty: bool,
+    /// Errors found by this scan (parsed or failed files).
+    errors: Vec<ManifestError>,
+}
+
+impl ScannedFile {
+    fn replaced(&self) -> bool {
+        matches!(self.fate, FileFate::Parsed { .. } | FileFate::Deleted)
+    }
+}
+
+enum TouchedKey {
+    /// Index into `Scan::rows`.
+    Row(u32),
+    /// Left every manifest; the index of the file it was last read from.
+    Gone(CustomerKey, u32),
+}
+
+/// Where a planned change comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin<'a> {
+    /// A row read in this scan.
+    Row { file: &'a str, line: u32 },
+    /// The key left every manifest; it was last in `file`.
+    Removed { file: &'a str },
+    /// Queued by an earlier scan and not yet acknowledged.
+    Waiting {
+        file: Option<&'a str>,
+        line: Option<u32>,
+    },
+}
+
+/// One key's planned events.
+#[derive(Clone, Copy, Debug)]
+pub struct PlannedChange<'a> {
+    pub key: KeyRef<'a>,
+    pub plan: KeyPlan<'a>,
+    pub origin: Origin<'a>,
+    /// The key's place in the delivery queue, if it already waits there.
+    pub queue: Option<&'a QueueRecord>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ScanStats {
+    pub files: u64,
+    pub files_parsed: u64,
+    pub files_unchanged: u64,
+    pub files_failed: u64,
+    pub files_deleted: u64,
+    pub rows_read: u64,
+    pub keys_changed: u64,
+    pub keys_removed: u64,
+}
+
+/// The outcome of one scan, not yet committed.
+pub struct Scan {
+    pub files: Vec<ScannedFile>,
+    /// Valid, unique rows of the parsed files, sorted by key.
+    rows: Vec<ManifestRow>,
+    /// Keys whose desired state changes, sorted by key, with their stored state.
+    touched: Vec<TouchedKey>,
+    states: Vec<Option<Box<KeyState>>>,
+    /// Rows whose only change is their line number.
+    relocated: Vec<u32>,
+    /// Every error, new and stored, ordered by file and line.
+    pub errors: Vec<ManifestError>,
+    pub warnings: Vec<String>,
+    pub stats: ScanStats,
+    on_removal: RemovalPolicy,
+    now_ms: i64,
+}
+
+pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanError> {
+    let discovery = discover(settings.dir)?;
+    let index = store.file_index()?;
+    let mut files: Vec<ScannedFile> = Vec::with_capacity(discovery.files.len());
+    let mut parsed: Vec<ParsedFile> = Vec::new();
+    let mut extra_errors = Vec::new();
+    let mut warnings = Vec::new();
+
+    for found in &discovery.files {
+        let stored = index.get(&found.rel).filter(|e| e.present).cloned();
+        let (fate, sha, outcome) =
+            read_if_changed(found, stored.as_ref(), files.len() as u32, settings);
+        if let Some(p) = outcome {
+            warnings.extend(p.warnings.iter().cloned());
+            parsed.push(p);
+        }
+        let mut errors = Vec::new();
+        let fate = match fate {
+            Ok(fate) => fate,
+            Err(error) => {
+                errors.push(error);
+                FileFate::Failed
+            }
+        };
+        files.push(ScannedFile {
+            rel: found.rel.clone(),
+            fate,
+            stored,
+            stat: Some(found.stat),
+            sha256: sha,
+            dirty: false,
+            errors,
+        });
+    }
+    for (dir, err) in &discovery.unreadable {
+        extra_errors.push(ManifestError::file(
+            dir,
+            format!("cannot list this directory ({err}); its files keep their previous state"),
+        ));
+    }
+    let mut gone: Vec<(&String, &FileEntry)> = index
+        .iter()
+        .filter(|(rel, e)| {
+            e.present
+                && discovery
+                    .files
+                    .binary_search_by(|f| f.rel.as_str().cmp(rel.as_str()))
+                    .is_err()
+                && !discovery
+                    .unreadable
+                    .iter()
+                    .any(|(dir, _)| rel.starts_with(&format!("{dir}/")))
+        })
+        .collect();
+    gone.sort_by(|a, b| a.0.cmp(b.0));
+    for (rel, entry) in gone {
+        files.push(ScannedFile {
+            rel: rel.clone(),
+            fate: FileFate::Deleted,
+            stored: Some(entry.clone()),
+            stat: None,
+            sha256: None,
+            dirty: false,
+            errors: Vec::new(),
+        });
+    }
+
+    // Parsed rows and errors go to their files; keys of rejected rows keep their state.
+    let mut kept: HashSet<CustomerKey> = HashSet::new();
+    let mut rows: Vec<ManifestRow> = Vec::with_capacity(parsed.iter().map(|p| p.rows.len()).sum());
+    for p in parsed {
+        let file = p.rows.first().map(|r| r.file as usize).or_else(|| {
+            p.errors
+                .first()
+                .and_then(|e| files.iter().position(|f| f.rel == e.file))
+        });
+        if let Some(file) = file {
+            files[file].errors.extend(p.errors);
+        }
+        kept.extend(p.rejected_keys);
+        rows.extend(p.rows);
+    }
+    rows.sort_unstable_by(|a, b| {
+        a.key()
+            .cmp(&b.key())
+            .then(a.file.cmp(&b.file))
+            .then(a.line.cmp(&b.line))
+    });
+    let rows_read = rows.len() as u64;
+    reject_duplicates(&mut rows, &mut files, &mut kept);
+
+    // Merge each replaced file's new rows with the rows it held before.
+    let mut by_file: Vec<Vec<u32>> = vec![Vec::new(); files.len()];
+    for (i, row) in rows.iter().enumerate() {
+        by_file[row.file as usize].push(i as u32);
+    }
+    let mut touched: Vec<TouchedKey> = Vec::new();
+    let mut relocated: Vec<u32> = Vec::new();
+    for (file_idx, file) in files.iter().enumerate() {
+        if !file.replaced() {
+            continue;
+        }
+        let fresh = &by_file[file_idx];
+        let may_remove = !matches!(file.fate, FileFate::Parsed { keyless: true, .. });
+        let mut next = 0usize;
+        if let Some(id) = file.stored.as_ref().map(|e| e.id) {
+            store.for_each_file_row(id, |prev| {
+                while next < fresh.len() && rows[fresh[next] as usize].key() < prev.key {
+                    touched.push(TouchedKey::Row(fresh[next]));
+                    next += 1;
+                }
+                if next < fresh.len() && rows[fresh[next] as usize].key() == prev.key {
+                    let row = &rows[fresh[next] as usize];
+                    if prev.removed || prev.fingerprint != row.fingerprint() {
+                        touched.push(TouchedKey::Row(fresh[next]));
+                    } else if prev.line != Some(row.line) {
+                        relocated.push(fresh[next]);
+                    }
+                    next += 1;
+                } else if !prev.removed
+                    && may_remove
+                    && !kept.contains(&prev.key.to_owned())
+                    && rows.binary_search_by(|r| r.key().cmp(&prev.key)).is_err()
+                {
+                    touched.push(TouchedKey::Gone(prev.key.to_owned(), file_idx as u32));
+                }
+            })?;
+        }
+        touched.extend(fresh[next..].iter().map(|&i| TouchedKey::Row(i)));
+    }
+    touched.sort_unstable_by(|a, b| key_of(a, &rows).cmp(&key_of(b, &rows)));
+    let keys: Vec<KeyRef<'_>> = touched.iter().map(|t| key_of(t, &rows)).collect();
+    let mut states = store.load_states(&keys)?;
+    drop(keys);
+
+    // A new row whose key is still held by a file this scan did not replace is a
+    // duplicate across files: both are rejected and the key keeps its state.
+    let replaced: HashSet<&str> = files
+        .iter()
+        .filter(|f| f.replaced())
+        .map(|f| f.rel.as_str())
+        .collect();
+    let mut conflicts: Vec<(usize, String, Option<u32>)> = Vec::new();
+    for (i, t) in touched.iter().enumerate() {
+        if let (TouchedKey::Row(_), Some(state)) = (t, &states[i]) {
+            if let Some(d) = state.desired.as_ref().filter(|d| !d.removed) {
+                if let Some(other) = d.file.as_deref().filter(|f| !replaced.contains(f)) {
+                    conflicts.push((i, other.to_owned(), d.line));
+                }
+            }
+        }
+    }
+    if !conflicts.is_empty() {
+        let mut drop_at = vec![false; touched.len()];
+        for (i, other, other_line) in conflicts {
+            drop_at[i] = true;
+            let TouchedKey::Row(r) = touched[i] else {
+                continue;
+            };
+            let row = &rows[r as usize];
+            let here = files[row.file as usize].rel.clone();
+            let there = match other_line {
+                Some(line) => format!("{other}:{line}"),
+                None => other.clone(),
+            };
+            let message = |elsewhere: &str| {
+                format!(
+                    "customer {} also appears at {elsewhere}; every occurrence is rejected and the customer keeps its previous state",
+                    row.key()
+                )
+            };
+            let error = duplicate_error(&here, Some(row.line), row.key().account, message(&there));
+            files[row.file as usize].errors.push(error);
+            files[row.file as usize].dirty = true;
+            extra_errors.push(duplicate_error(
+                &other,
+                other_line,
+                row.key().account,
+                message(&format!("{here}:{}", row.line)),
+            ));
+            if let Some(f) = files.iter_mut().find(|f| f.rel == other) {
+                f.dirty = true;
+            }
+        }
+        let mut flags = drop_at.iter();
+        touched.retain(|_| !*flags.next().expect("one flag per key"));
+        let mut flags = drop_at.iter();
+        states.retain(|_| !*flags.next().expect("one flag per key"));
+    }
+
+    // Errors of unchanged files come from the store; new ones from this scan.
+    let unchanged_ids: Vec<i64> = files
+        .iter()
+        .filter(|f| matches!(f.fate, FileFate::Unchanged { .. }))
+        .filter_map(|f| f.stored.as_ref().map(|e| e.id))
+        .collect();
+    let mut errors = store.file_errors(&unchanged_ids)?;
+    errors.extend(files.iter().flat_map(|f| f.errors.iter().cloned()));
+    errors.extend(extra_errors);
+    errors.sort_by(|a, b| a.file.cmp(&b.file).then(a.line.cmp(&b.line)));
+    errors.dedup();
+
+    let stats = ScanStats {
+        files: discovery.files.len() as u64,
+        files_parsed: count(&files, |f| matches!(f, FileFate::Parsed { .. })),
+        files_unchanged: count(&files, |f| matches!(f, FileFate::Unchanged { .. })),
+        files_failed: count(&files, |f| f == FileFate::Failed),
+        files_deleted: count(&files, |f| f == FileFate::Deleted),
+        rows_read,
+        keys_changed: touched
+            .iter()
+            .filter(|t| matches!(t, TouchedKey::Row(_)))
+            .count() as u64,
+        keys_removed: touched
+            .iter()
+            .filter(|t| matches!(t, TouchedKey::Gone(..)))
+            .count() as u64,
+    };
+    Ok(Scan {
+        files,
+        rows,
+        touched,
+        states,
+        relocated,
+        errors,
+        warnings,
+        stats,
+        on_removal: settings.on_removal,
+        now_ms: settings.now_ms,
+    })
+}
+
+fn count(files: &[ScannedFile], f: impl Fn(FileFate) -> bool) -> u64 {
+    files.iter().filter(|file| f(file.fate)).count() as u64
+}
+
+fn duplicate_error(file: &str, line: Option<u32>, account: &str, reason: String) -> ManifestError {
+    ManifestError {
+        file: file.to_owned(),
+        line,
+        account: Some(account.to_owned()),
+        field: Some("accountNumber".into()),
+        kind: ErrorKind::Duplicate,
+        reason,
+    }
+}
+
+/// Decides whether a file needs reading, and reads it if so.
+#[allow(clippy::type_complexity)]
+fn read_if_changed(
+    found: &DiscoveredFile,
+    stored: Option<&FileEntry>,
+    file_idx: u32,
+    settings: &ScanSettings<'_>,
+) -> (
+    Result<FileFate, ManifestError>,
+    Option<[u8; 32]>,
+    Option<ParsedFile>,
+) {
+    let trusted = stored.is_some_and(|e| {
+        e.clean
+            && e.stat == Some(found.stat)
+            && found.stat.mtime_ns / 1_000_000 < e.scanned_at - RACY_MS
+    });
+    if trusted {
+        return (Ok(FileFate::Unchanged { restat: false }), None, None);
+    }
+    let sha = match hash_file(&found.path) {
+        Ok(sha) => sha,
+        Err(err) => {
+            let error = ManifestError::file(
+                &found.rel,
+                format!("cannot be read: {err}; check its permissions"),
+            );
+            return (Err(error), None, None);
+        }
+    };
+    if stored.is_some_and(|e| e.clean && e.sha256 == Some(sha)) {
+        return (Ok(FileFate::Unchanged { restat: true }), Some(sha), None);
+    }
+    match parse_file(found, file_idx, settings.parse) {
+        Ok(parsed) => {
+            let fate = FileFate::Parsed {
+                rows: parsed.rows.len() as u64,
+                keyless: parsed.keyless_rejects > 0,
+            };
+            (Ok(fate), Some(sha), Some(parsed))
+        }
+        Err(error) => (Err(error), Some(sha), None),
+    }
+}
+
+fn hash_file(path: &Path) -> std::io::Result<[u8; 32]> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// Removes every row whose key appears more than once, reporting each location.
+fn reject_duplicates(
+    rows: &mut Vec<ManifestRow>,
+    files: &mut [ScannedFile],
+    kept: &mut HashSet<CustomerKey>,
+) {
+    let mut dup = vec![false; rows.len()];
+    let mut start = 0;
+    while start < rows.len() {
+        let mut end = start + 1;
+        while end < rows.len() && rows[end].key() == rows[start].key() {
+            end += 1;
+        }
+        if end - start > 1 {
+            let group = &rows[start..end];
+            let places: Vec<String> = group
+                .iter()
+                .map(|r| format!("{}:{}", files[r.file as usize].rel, r.line))
+                .collect();
+            for (i, row) in group.iter().enumerate() {
+                let others: Vec<&str> = places
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| p.as_str())
+                    .collect();
+                let reason = format!(
+                    "customer {} also appears at {}; every occurrence is rejected and the customer keeps its previous state",
+                    row.key(),
+                    others.join(", ")
+                );
+                let error = duplicate_error(
+                    &files[row.file as usize].rel,
+                    Some(row.line),
+                    row.key().account,
+                    reason,
+                );
+                files[row.file as usize].errors.push(error);
+                files[row.file as usize].dirty = true;
+            }
+            kept.insert(group[0].key().to_owned());
+            dup[start..end].fill(true);
+        }
+        start = end;
+    }
+    let mut flags = dup.iter();
+    rows.retain(|_| !*flags.next().expect("one flag per row"));
+}
+
+fn file_write<'a>(
+    file: &'a ScannedFile,
+    clean: bool,
+    ok: bool,
+    rows: u64,
+    errors: Option<Vec<&'a ManifestError>>,
+) -> FileWrite<'a> {
+    FileWrite {
+        path: &file.rel,
+        present: file.fate != FileFate::Deleted,
+        stat: file.stat,
+        sha256: file.sha256.or(file.stored.as_ref().and_then(|s| s.sha256)),
+        clean,
+        ok,
+        rows,
+        errors,
+    }
+}
+
+fn key_of<'a>(t: &'a TouchedKey, rows: &'a [ManifestRow]) -> KeyRef<'a> {
+    match t {
+        TouchedKey::Row(i) => rows[*i as usize].key(),
+        TouchedKey::Gone(key, _) => key.as_ref(),
+    }
+}
+
+fn desired_of<'a>(t: &'a TouchedKey, rows: &'a [ManifestRow]) -> Desired<'a> {
+    match t {
+        TouchedKey::Row(i) => {
+            let row = &rows[*i as usize];
+            Desired::Live {
+                fields: row.fields(),
+                autopay: row.autopay,
+            }
+        }
+        TouchedKey::Gone(..) => Desired::Removed,
+    }
+}
+
+fn acked_of(state: &Option<Box<KeyState>>) -> Option<Acked<'_>> {
+    state.as_ref()?.acked.as_ref().map(|a| Acked {
+        fields: a.fields.as_ref().map(|f| f.as_ref()),
+        unenrolled: a.unenrolled,
+    })
+}
+
+impl Scan {
+    fn key_of<'a>(&'a self, t: &'a TouchedKey) -> KeyRef<'a> {
+        key_of(t, &self.rows)
+    }
+
+    fn touched_change(&self, i: usize) -> PlannedChange<'_> {
+        let t = &self.touched[i];
+        let state = &self.states[i];
+        let plan = diff(desired_of(t, &self.rows), acked_of(state), self.on_removal);
+        let origin = match t {
+            TouchedKey::Row(r) => {
+                let row = &self.rows[*r as usize];
+                Origin::Row {
+                    file: &self.files[row.file as usize].rel,
+                    line: row.line,
+                }
+            }
+            TouchedKey::Gone(_, file) => Origin::Removed {
+                file: &self.files[*file as usize].rel,
+            },
+        };
+        PlannedChange {
+            key: self.key_of(t),
+            plan,
+            origin,
+            queue: state.as_ref().and_then(|s| s.queue.as_ref()),
+        }
+    }
+
+    pub fn on_removal(&self) -> RemovalPolicy {
+        self.on_removal
+    }
+
+    /// Keys that left every manifest in this scan.
+    pub fn removed_keys(&self) -> impl Iterator<Item = (KeyRef<'_>, &str)> {
+        self.touched.iter().filter_map(|t| match t {
+            TouchedKey::Gone(key, file) => {
+                Some((key.as_ref(), self.files[*file as usize].rel.as_str()))
+            }
+            TouchedKey::Row(_) => None,
+        })
+    }
+
+    /// Calls `f`, in key order, for every key with events to send once this scan
+    /// is committed: the keys it changed, and those already waiting in the queue.
+    pub fn for_each_change(
+        &self,
+        store: &Store,
+        mut f: impl FnMut(&PlannedChange<'_>),
+    ) -> Result<(), SqlError> {
+        let mut next = 0usize;
+        let mut emit_until =
+            |limit: Option<KeyRef<'_>>, f: &mut dyn FnMut(&PlannedChange<'_>)| -> bool {
+                while next < self.touched.len() {
+                    let key = self.key_of(&self.touched[next]);
+                    match limit {
+                        Some(limit) if key > limit => return false,
+                        Some(limit) if key == limit => {
+                            let change = self.touched_change(next);
+                            next += 1;
+                            if !change.plan.is_empty() {
+                                f(&change);
+                            }
+                            return true;
+                        }
+                        _ => {
+                            let change = self.touched_change(next);
+                            next += 1;
+                            if !change.plan.is_empty() {
+                                f(&change);
+                            }
+                        }
+                    }
+                }
+                false
+            };
+        store.for_each_queued(|key, state| {
+            if emit_until(Some(key), &mut f) {
+                return; // this scan changes the key: its new plan replaces the queued one
+            }
+            let Some(d) = &state.desired else { return };
+            let desired = if d.removed {
+                Desired::Removed
+            } else {
+                Desired::Live {
+                    fields: d.fields.as_ref(),
+                    autopay: d.autopay,
+                }
+            };
+            let acked = state.acked.as_ref().map(|a| Acked {
+                fields: a.fields.as_ref().map(|x| x.as_ref()),
+                unenrolled: a.unenrolled,
+            });
+            let plan = diff(desired, acked, self.on_removal);
+            if !plan.is_empty() {
+                f(&PlannedChange {
+                    key,
+                    plan,
+                    origin: Origin::Waiting {
+                        file: d.file.as_deref(),
+                        line: d.line,
+                    },
+                    queue: state.queue.as_ref(),
+                });
+            }
+        })?;
+        emit_until(None, &mut f);
+        Ok(())
+    }
+
+    /// Commits this scan: file index, errors, desired rows and queue, in one
+    /// transaction. `plan` and `validate` never call this.
+    pub fn commit(&self, store: &mut Store) -> Result<(), SqlError> {
+        let mut file_writes = Vec::new();
+        for file in &self.files {
+            let stored = file.stored.as_ref();
+            let write = |clean, ok, rows, errors| file_write(file, clean, ok, rows, errors);
+            match file.fate {
+                FileFate::Unchanged { restat } if restat || file.dirty => {
+                    let s = stored.expect("an unchanged file was stored");
+                    file_writes.push(write(!file.dirty, s.ok, s.rows, None));
+                }
+                FileFate::Unchanged { .. } => {}
+                FileFate::Parsed { rows, .. } => {
+                    file_writes.push(write(
+                        !file.dirty,
+                        true,
+                        rows,
+                        Some(file.errors.iter().collect()),
+                    ));
+                }
+                FileFate::Failed => {
+                    let rows = stored.map_or(0, |s| s.rows);
+                    file_writes.push(write(true, false, rows, Some(file.errors.iter().collect())));
+                }
+                FileFate::Deleted => {
+                    let mut w = write(true, true, 0, Some(Vec::new()));
+                    w.sha256 = None;
+                    file_writes.push(w);
+                }
+            }
+        }
+        let row_write = |i: u32| {
+            let row = &self.rows[i as usize];
+            DesiredWrite::Live {
+                key: row.key(),
+                fields: row.fields(),
+                autopay: row.autopay,
+                fingerprint: row.fingerprint(),
+                file: &self.files[row.file as usize].rel,
+                line: row.line,
+            }
+        };
+        let desired = self
+            .touched
+            .iter()
+            .map(|t| match t {
+                TouchedKey::Row(i) => row_write(*i),
+                TouchedKey::Gone(key, _) => DesiredWrite::Removed { key: key.as_ref() },
+            })
+            .chain(self.relocated.iter().map(|&i| row_write(i)));
+        let queue = self
+            .touched
+            .iter()
+            .zip(&self.states)
+            .map(|(t, state)| QueueWrite {
+                key: self.key_of(t),
+                differs: !diff(desired_of(t, &self.rows), acked_of(state), self.on_removal)
+                    .is_empty(),
+            });
+        let summary = serde_json::json!({ "at_ms": self.now_ms, "stats": self.stats, "errors": self.errors.len() });
+        store.commit_scan(
+            self.now_ms,
+            &file_writes,
+            desired,
+            queue,
+            &[("last_scan", summary.to_string())],
+        )
+    }
+
+    /// Errors grouped by file, for reports.
+    pub fn errors_by_file(&self) -> HashMap<&str, Vec<&ManifestError>> {
+        let mut out: HashMap<&str, Vec<&ManifestError>> = HashMap::new();
+        for e in &self.errors {
+            out.entry(e.file.as_str()).or_default().push(e);
+        }
+        out
+    }
+}

@@ -1,0 +1,748 @@
+//! The state database (SQLite, WAL): manifest files, desired state,
+//! acknowledged state and the delivery queue. This module is the only one that
+//! knows SQL or the schema.
+
+mod schema;
+
+use crate::customer::{Fields, FieldsBuf, KeyRef};
+use crate::manifest::{ErrorKind, FileStat, ManifestError};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub use rusqlite::Error as SqlError;
+pub type Result<T> = std::result::Result<T, SqlError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("state database {}: cannot create its directory", path.display())]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state database {}: cannot open it", path.display())]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: SqlError,
+    },
+    #[error("state database {} is schema v{found}; this paystar-sync uses v{expected}: run `paystar-sync apply` or the daemon once to upgrade it", path.display())]
+    Outdated {
+        path: PathBuf,
+        found: i64,
+        expected: i64,
+    },
+    #[error("state database {} is schema v{found}, written by a newer paystar-sync (this one knows v{expected}); upgrade paystar-sync", path.display())]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        expected: i64,
+    },
+}
+
+/// A manifest file as the last committed scan saw it.
+#[derive(Clone, Debug)]
+pub struct FileEntry {
+    pub id: i64,
+    pub present: bool,
+    pub stat: Option<FileStat>,
+    pub sha256: Option<[u8; 32]>,
+    /// False when the file must be read again even if unchanged (it took part in a
+    /// duplicate-key conflict).
+    pub clean: bool,
+    pub ok: bool,
+    pub rows: u64,
+    pub scanned_at: i64,
+}
+
+/// A previously committed desired row of one file, as the scan's merge needs it.
+pub struct PrevRow<'a> {
+    pub key: KeyRef<'a>,
+    pub fingerprint: i64,
+    pub line: Option<u32>,
+    pub removed: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredRecord {
+    pub fields: FieldsBuf,
+    pub autopay: Option<bool>,
+    pub removed: bool,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AckedRecord {
+    /// `None` until a ManageCustomer was acknowledged.
+    pub fields: Option<FieldsBuf>,
+    pub unenrolled: bool,
+    pub acked_at: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueState {
+    Pending,
+    Retrying,
+    Parked,
+}
+
+impl QueueState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueState::Pending => "pending",
+            QueueState::Retrying => "retrying",
+            QueueState::Parked => "parked",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "retrying" => QueueState::Retrying,
+            "parked" => QueueState::Parked,
+            _ => QueueState::Pending,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueRecord {
+    pub state: QueueState,
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+}
+
+/// Everything stored about one key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyState {
+    pub desired: Option<DesiredRecord>,
+    pub acked: Option<AckedRecord>,
+    pub queue: Option<QueueRecord>,
+}
+
+/// One file's entry in a scan commit.
+pub struct FileWrite<'a> {
+    pub path: &'a str,
+    pub present: bool,
+    pub stat: Option<FileStat>,
+    pub sha256: Option<[u8; 32]>,
+    pub clean: bool,
+    pub ok: bool,
+    pub rows: u64,
+    /// The file's errors as of this scan; `None` keeps the stored ones.
+    pub errors: Option<Vec<&'a ManifestError>>,
+}
+
+pub enum DesiredWrite<'a> {
+    Live {
+        key: KeyRef<'a>,
+        fields: Fields<'a>,
+        autopay: Option<bool>,
+        fingerprint: i64,
+        file: &'a str,
+        line: u32,
+    },
+    Removed {
+        key: KeyRef<'a>,
+    },
+}
+
+/// Whether a key's desired state now differs from its acknowledged one.
+pub struct QueueWrite<'a> {
+    pub key: KeyRef<'a>,
+    pub differs: bool,
+}
+
+/// Counts for `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub desired: u64,
+    pub removed: u64,
+    pub acknowledged: u64,
+    pub pending: u64,
+    pub retrying: u64,
+    pub parked: u64,
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database: the one writer.
+    pub fn open(path: &Path) -> std::result::Result<Store, OpenError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| OpenError::Dir {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        let sql = |source| OpenError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(sql)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(sql)?;
+        migrate(&mut conn, path)?;
+        Ok(Store { conn })
+    }
+
+    /// Opens an existing database without ever writing to it (`plan`, `validate`,
+    /// `status`). A missing database reads as empty.
+    pub fn open_read_only(path: &Path) -> std::result::Result<Store, OpenError> {
+        if !path.exists() {
+            return Self::in_memory().map_err(|source| OpenError::Sqlite {
+                path: path.to_owned(),
+                source,
+            });
+        }
+        let sql = |source| OpenError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql)?;
+        conn.execute_batch("PRAGMA busy_timeout = 5000;")
+            .map_err(sql)?;
+        let found: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sql)?;
+        check_version(path, found)?;
+        Ok(Store { conn })
+    }
+
+    /// An empty, migrated database in memory.
+    pub fn in_memory() -> Result<Store> {
+        let mut conn = Connection::open_in_memory()?;
+        for migration in schema::MIGRATIONS {
+            conn.execute_batch(migration)?;
+        }
+        let tx = conn.transaction()?;
+        tx.pragma_update(None, "user_version", schema::VERSION)?;
+        tx.commit()?;
+        Ok(Store { conn })
+    }
+
+    pub fn file_index(&self) -> Result<HashMap<String, FileEntry>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, path, present, size, mtime_ns, inode, sha256, clean, status, rows, scanned_at FROM files",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let size: Option<i64> = r.get(3)?;
+            let mtime_ns: Option<i64> = r.get(4)?;
+            let inode: Option<i64> = r.get(5)?;
+            let sha: Option<Vec<u8>> = r.get(6)?;
+            Ok((
+                r.get::<_, String>(1)?,
+                FileEntry {
+                    id: r.get(0)?,
+                    present: r.get(2)?,
+                    stat: match (size, mtime_ns, inode) {
+                        (Some(size), Some(mtime_ns), Some(inode)) => Some(FileStat {
+                            size: size as u64,
+                            mtime_ns,
+                            inode: inode as u64,
+                        }),
+                        _ => None,
+                    },
+                    sha256: sha.and_then(|s| s.try_into().ok()),
+                    clean: r.get(7)?,
+                    ok: r.get::<_, String>(8)? == "ok",
+                    rows: r.get::<_, i64>(9)? as u64,
+                    scanned_at: r.get(10)?,
+                },
+            ))
+        })?;
+        rows.collect()
+    }
+
+    /// The stored errors of the given files, in file and line order.
+    pub fn file_errors(&self, file_ids: &[i64]) -> Result<Vec<ManifestError>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT f.path, e.line, e.account, e.field, e.kind, e.reason
+             FROM file_errors e JOIN files f ON f.id = e.file_id
+             WHERE e.file_id = ?1 ORDER BY e.seq",
+        )?;
+        let mut out = Vec::new();
+        for id in file_ids {
+            let rows = stmt.query_map([id], |r| {
+                Ok(ManifestError {
+                    file: r.get(0)?,
+                    line: r.get(1)?,
+                    account: r.get(2)?,
+                    field: r.get(3)?,
+                    kind: ErrorKind::parse(&r.get::<_, String>(4)?).unwrap_or(ErrorKind::Row),
+                    reason: r.get(5)?,
+                })
+            })?;
+            for row in rows {
+                out.push(row?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Calls `f` for every desired row last read from `file_id`, in key order.
+    pub fn for_each_file_row(&self, file_id: i64, mut f: impl FnMut(PrevRow<'_>)) -> Result<()> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT business_unit, account, sub_account, fingerprint, line, removed
+             FROM desired INDEXED BY desired_by_file WHERE file_id = ?1
+             ORDER BY business_unit, account, sub_account",
+        )?;
+        let mut rows = stmt.query([file_id])?;
+        while let Some(r) = rows.next()? {
+            f(PrevRow {
+                key: KeyRef {
+                    business_unit: r.get_ref(0)?.as_str()?,
+                    account: r.get_ref(1)?.as_str()?,
+                    sub_account: r.get_ref(2)?.as_str()?,
+                },
+                fingerprint: r.get(3)?,
+                line: r.get(4)?,
+                removed: r.get(5)?,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the database holds no customers at all (lets a first scan skip lookups).
+    pub fn is_empty(&self) -> Result<bool> {
+        let any: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT 1 WHERE EXISTS (SELECT 1 FROM desired) OR EXISTS (SELECT 1 FROM acked)",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(any.is_none())
+    }
+
+    /// Everything stored about each key, in the order given.
+    pub fn load_states(&self, keys: &[KeyRef<'_>]) -> Result<Vec<Option<Box<KeyState>>>> {
+        if keys.is_empty() || self.is_empty()? {
+            return Ok(keys.iter().map(|_| None).collect());
+        }
+        let mut desired = self.conn.prepare_cached(
+            "SELECT d.first_name, d.last_name, d.email, d.autopay, d.removed, f.path, d.line
+             FROM desired d LEFT JOIN files f ON f.id = d.file_id
+             WHERE d.business_unit = ?1 AND d.account = ?2 AND d.sub_account = ?3",
+        )?;
+        let mut acked = self.conn.prepare_cached(
+            "SELECT first_name, last_name, email, unenrolled, acked_at FROM acked
+             WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
+        )?;
+        let mut queue = self.conn.prepare_cached(
+            "SELECT state, attempts, next_attempt_at, last_error FROM queue
+             WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
+        )?;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let p = params![key.business_unit, key.account, key.sub_account];
+            let state = KeyState {
+                desired: desired.query_row(p, read_desired).optional()?,
+                acked: acked.query_row(p, read_acked).optional()?,
+                queue: queue.query_row(p, read_queue).optional()?,
+            };
+            out.push((state != KeyState::default()).then(|| Box::new(state)));
+        }
+        Ok(out)
+    }
+
+    /// Calls `f` for every queued key with its stored state, in key order.
+    pub fn for_each_queued(&self, mut f: impl FnMut(KeyRef<'_>, KeyState)) -> Result<()> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT q.business_unit, q.account, q.sub_account,
+                    d.first_name, d.last_name, d.email, d.autopay, d.removed, f.path, d.line,
+                    a.first_name, a.last_name, a.email, a.unenrolled, a.acked_at,
+                    q.state, q.attempts, q.next_attempt_at, q.last_error,
+                    d.business_unit IS NOT NULL, a.business_unit IS NOT NULL
+             FROM queue q
+             LEFT JOIN desired d USING (business_unit, account, sub_account)
+             LEFT JOIN files f ON f.id = d.file_id
+             LEFT JOIN acked a USING (business_unit, account, sub_account)
+             ORDER BY q.business_unit, q.account, q.sub_account",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let has_desired: bool = r.get(19)?;
+            let has_acked: bool = r.get(20)?;
+            let state = KeyState {
+                desired: if has_desired {
+                    Some(read_desired_at(r, 3)?)
+                } else {
+                    None
+                },
+                acked: if has_acked {
+                    Some(read_acked_at(r, 10)?)
+                } else {
+                    None
+                },
+                queue: Some(read_queue_at(r, 15)?),
+            };
+            let key = KeyRef {
+                business_unit: r.get_ref(0)?.as_str()?,
+                account: r.get_ref(1)?.as_str()?,
+                sub_account: r.get_ref(2)?.as_str()?,
+            };
+            f(key, state);
+        }
+        Ok(())
+    }
+
+    /// Commits one scan: files, their errors, desired rows and queue entries, in
+    /// one transaction.
+    pub fn commit_scan<'w>(
+        &mut self,
+        now_ms: i64,
+        files: &[FileWrite<'_>],
+        desired: impl IntoIterator<Item = DesiredWrite<'w>>,
+        queue: impl IntoIterator<Item = QueueWrite<'w>>,
+        meta: &[(&str, String)],
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let now = now_ms;
+        let mut ids: HashMap<String, i64> = HashMap::new();
+        {
+            let mut upsert_file = tx.prepare_cached(
+                "INSERT INTO files (path, present, size, mtime_ns, inode, sha256, clean, status, rows, scanned_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (path) DO UPDATE SET present = excluded.present, size = excluded.size,
+                   mtime_ns = excluded.mtime_ns, inode = excluded.inode, sha256 = excluded.sha256,
+                   clean = excluded.clean, status = excluded.status, rows = excluded.rows,
+                   scanned_at = excluded.scanned_at
+                 RETURNING id",
+            )?;
+            let mut clear_errors =
+                tx.prepare_cached("DELETE FROM file_errors WHERE file_id = ?1")?;
+            let mut insert_error = tx.prepare_cached(
+                "INSERT INTO file_errors (file_id, seq, line, account, field, kind, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for file in files {
+                let id: i64 = upsert_file.query_row(
+                    params![
+                        file.path,
+                        file.present,
+                        file.stat.map(|s| s.size as i64),
+                        file.stat.map(|s| s.mtime_ns),
+                        file.stat.map(|s| s.inode as i64),
+                        file.sha256.as_ref().map(|h| &h[..]),
+                        file.clean,
+                        if file.ok { "ok" } else { "error" },
+                        file.rows as i64,
+                        now,
+                    ],
+                    |r| r.get(0),
+                )?;
+                ids.insert(file.path.to_owned(), id);
+                if let Some(errors) = &file.errors {
+                    clear_errors.execute([id])?;
+                    for (seq, e) in errors.iter().enumerate() {
+                        insert_error.execute(params![
+                            id,
+                            seq as i64,
+                            e.line,
+                            e.account,
+                            e.field,
+                            e.kind.as_str(),
+                            e.reason
+                        ])?;
+                    }
+                }
+            }
+        }
+        {
+            let mut file_id = tx.prepare_cached("SELECT id FROM files WHERE path = ?1")?;
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO desired (business_unit, account, sub_account, first_name, last_name, email,
+                                      autopay, removed, file_id, line, fingerprint, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
+                   first_name = excluded.first_name, last_name = excluded.last_name, email = excluded.email,
+                   autopay = excluded.autopay, removed = 0, file_id = excluded.file_id, line = excluded.line,
+                   fingerprint = excluded.fingerprint, updated_at = excluded.updated_at",
+            )?;
+            let mut remove = tx.prepare_cached(
+                "UPDATE desired SET removed = 1, updated_at = ?4
+                 WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
+            )?;
+            for write in desired {
+                match write {
+                    DesiredWrite::Live {
+                        key,
+                        fields,
+                        autopay,
+                        fingerprint,
+                        file,
+                        line,
+                    } => {
+                        let id = match ids.get(file) {
+                            Some(id) => *id,
+                            None => {
+                                let id: i64 = file_id.query_row([file], |r| r.get(0))?;
+                                ids.insert(file.to_owned(), id);
+                                id
+                            }
+                        };
+                        upsert.execute(params![
+                            key.business_unit,
+                            key.account,
+                            key.sub_account,
+                            fields.first_name,
+                            fields.last_name,
+                            fields.email,
+                            autopay,
+                            id,
+                            line,
+                            fingerprint,
+                            now
+                        ])?;
+                    }
+                    DesiredWrite::Removed { key } => {
+                        remove.execute(params![
+                            key.business_unit,
+                            key.account,
+                            key.sub_account,
+                            now
+                        ])?;
+                    }
+                }
+            }
+        }
+        {
+            // A key that waits keeps its place and backoff; a parked key is given
+            // another chance because its desired state changed.
+            let mut enqueue = tx.prepare_cached(
+                "INSERT INTO queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at)
+                 VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4)
+                 ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
+                   state = CASE WHEN state = 'parked' THEN 'pending' ELSE state END,
+                   attempts = CASE WHEN state = 'parked' THEN 0 ELSE attempts END,
+                   next_attempt_at = CASE WHEN state = 'parked' THEN excluded.next_attempt_at ELSE next_attempt_at END",
+            )?;
+            let mut dequeue = tx.prepare_cached(
+                "DELETE FROM queue WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
+            )?;
+            for q in queue {
+                let key = params![q.key.business_unit, q.key.account, q.key.sub_account];
+                if q.differs {
+                    enqueue.execute(params![
+                        q.key.business_unit,
+                        q.key.account,
+                        q.key.sub_account,
+                        now
+                    ])?;
+                } else {
+                    dequeue.execute(key)?;
+                }
+            }
+        }
+        {
+            let mut set_meta = tx.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?;
+            for (key, value) in meta {
+                set_meta.execute(params![key, value])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// Records what Paystar acknowledged for a batch of keys, and whether each
+    /// key still differs, in one transaction (invariant: the acknowledged state
+    /// and the queue change behind it commit together).
+    pub fn record_acks(&mut self, acks: &[Ack<'_>]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO acked (business_unit, account, sub_account, first_name, last_name, email, unenrolled, acked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
+                   first_name = COALESCE(excluded.first_name, first_name),
+                   last_name = COALESCE(excluded.last_name, last_name),
+                   email = COALESCE(excluded.email, email),
+                   unenrolled = MAX(unenrolled, excluded.unenrolled),
+                   acked_at = excluded.acked_at",
+            )?;
+            let mut dequeue = tx.prepare_cached(
+                "DELETE FROM queue WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
+            )?;
+            let mut requeue = tx.prepare_cached(
+                "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = ?4, last_error = NULL
+                 WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
+            )?;
+            for ack in acks {
+                let k = ack.key;
+                upsert.execute(params![
+                    k.business_unit,
+                    k.account,
+                    k.sub_account,
+                    ack.fields.map(|f| f.first_name),
+                    ack.fields.map(|f| f.last_name),
+                    ack.fields.map(|f| f.email),
+                    ack.unenrolled,
+                    ack.at_ms
+                ])?;
+                if ack.still_differs {
+                    requeue.execute(params![
+                        k.business_unit,
+                        k.account,
+                        k.sub_account,
+                        ack.at_ms
+                    ])?;
+                } else {
+                    dequeue.execute(params![k.business_unit, k.account, k.sub_account])?;
+                }
+            }
+        }
+        tx.commit()
+    }
+
+    pub fn counts(&self) -> Result<Counts> {
+        self.conn.query_row(
+            "SELECT
+               (SELECT COUNT(*) FROM desired WHERE removed = 0),
+               (SELECT COUNT(*) FROM desired WHERE removed = 1),
+               (SELECT COUNT(*) FROM acked),
+               (SELECT COUNT(*) FROM queue WHERE state = 'pending'),
+               (SELECT COUNT(*) FROM queue WHERE state = 'retrying'),
+               (SELECT COUNT(*) FROM queue WHERE state = 'parked')",
+            [],
+            |r| {
+                Ok(Counts {
+                    desired: r.get::<_, i64>(0)? as u64,
+                    removed: r.get::<_, i64>(1)? as u64,
+                    acknowledged: r.get::<_, i64>(2)? as u64,
+                    pending: r.get::<_, i64>(3)? as u64,
+                    retrying: r.get::<_, i64>(4)? as u64,
+                    parked: r.get::<_, i64>(5)? as u64,
+                })
+            },
+        )
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+    }
+}
+
+/// What Paystar acknowledged for one key.
+pub struct Ack<'a> {
+    pub key: KeyRef<'a>,
+    /// The fields of an acknowledged ManageCustomer, if one was sent.
+    pub fields: Option<Fields<'a>>,
+    /// An UnenrollAutopay was acknowledged.
+    pub unenrolled: bool,
+    pub at_ms: i64,
+    /// The desired state still differs from what is now acknowledged.
+    pub still_differs: bool,
+}
+
+fn check_version(path: &Path, found: i64) -> std::result::Result<(), OpenError> {
+    let expected = schema::VERSION;
+    if found < expected {
+        return Err(OpenError::Outdated {
+            path: path.to_owned(),
+            found,
+            expected,
+        });
+    }
+    if found > expected {
+        return Err(OpenError::TooNew {
+            path: path.to_owned(),
+            found,
+            expected,
+        });
+    }
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> std::result::Result<(), OpenError> {
+    let sql = |source| OpenError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql)?;
+    if found > schema::VERSION {
+        return Err(OpenError::TooNew {
+            path: path.to_owned(),
+            found,
+            expected: schema::VERSION,
+        });
+    }
+    for (index, migration) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction().map_err(sql)?;
+        tx.execute_batch(migration).map_err(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)
+            .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+    }
+    Ok(())
+}
+
+fn read_desired(r: &rusqlite::Row<'_>) -> Result<DesiredRecord> {
+    read_desired_at(r, 0)
+}
+
+fn read_desired_at(r: &rusqlite::Row<'_>, at: usize) -> Result<DesiredRecord> {
+    Ok(DesiredRecord {
+        fields: FieldsBuf {
+            first_name: r.get(at)?,
+            last_name: r.get(at + 1)?,
+            email: r.get(at + 2)?,
+        },
+        autopay: r.get(at + 3)?,
+        removed: r.get(at + 4)?,
+        file: r.get(at + 5)?,
+        line: r.get(at + 6)?,
+    })
+}
+
+fn read_acked(r: &rusqlite::Row<'_>) -> Result<AckedRecord> {
+    read_acked_at(r, 0)
+}
+
+fn read_acked_at(r: &rusqlite::Row<'_>, at: usize) -> Result<AckedRecord> {
+    let first: Option<String> = r.get(at)?;
+    let last: Option<String> = r.get(at + 1)?;
+    let email: Option<String> = r.get(at + 2)?;
+    Ok(AckedRecord {
+        fields: match (first, last, email) {
+            (Some(first_name), Some(last_name), Some(email)) => Some(FieldsBuf {
+                first_name,
+                last_name,
+                email,
+            }),
+            _ => None,
+        },
+        unenrolled: r.get(at + 3)?,
+        acked_at: r.get(at + 4)?,
+    })
+}
+
+fn read_queue(r: &rusqlite::Row<'_>) -> Result<QueueRecord> {
+    read_queue_at(r, 0)
+}
+
+fn read_queue_at(r: &rusqlite::Row<'_>, at: usize) -> Result<QueueRecord> {
+    Ok(QueueRecord {
+        state: QueueState::parse(r.get_ref(at)?.as_str()?),
+        attempts: r.get(at + 1)?,
+        next_attempt_at: r.get(at + 2)?,
+        last_error: r.get(at + 3)?,
+    })
+}

@@ -1,0 +1,88 @@
+//! Versioned schema migrations, applied in order inside one transaction each.
+//! A released migration is never edited; add a new one instead.
+
+pub const MIGRATIONS: &[&str] = &[
+    // v1: files, desired state, acknowledged state, queue.
+    r#"
+CREATE TABLE files (
+    id          INTEGER PRIMARY KEY,
+    path        TEXT NOT NULL UNIQUE,       -- relative to manifests.dir, '/'-separated
+    present     INTEGER NOT NULL,           -- 0 once the file disappeared
+    size        INTEGER,
+    mtime_ns    INTEGER,
+    inode       INTEGER,
+    sha256      BLOB,
+    clean       INTEGER NOT NULL,           -- 0: read it again on the next scan
+    status      TEXT NOT NULL,              -- 'ok' | 'error'
+    rows        INTEGER NOT NULL,
+    scanned_at  INTEGER NOT NULL            -- unix ms
+);
+
+CREATE TABLE file_errors (
+    file_id     INTEGER NOT NULL REFERENCES files(id),
+    seq         INTEGER NOT NULL,
+    line        INTEGER,
+    account     TEXT,
+    field       TEXT,
+    kind        TEXT NOT NULL,              -- 'file' | 'row' | 'duplicate'
+    reason      TEXT NOT NULL,
+    PRIMARY KEY (file_id, seq)
+) WITHOUT ROWID;
+
+-- What the manifests ask for. A key that left every manifest stays as a tombstone
+-- (removed = 1) so that on_removal and history can see it.
+CREATE TABLE desired (
+    business_unit TEXT NOT NULL,
+    account       TEXT NOT NULL,
+    sub_account   TEXT NOT NULL,
+    first_name    TEXT NOT NULL,
+    last_name     TEXT NOT NULL,
+    email         TEXT NOT NULL,
+    autopay       INTEGER,                  -- NULL: no opinion
+    removed       INTEGER NOT NULL,
+    file_id       INTEGER REFERENCES files(id),
+    line          INTEGER,
+    fingerprint   INTEGER NOT NULL,         -- of the fields; only to skip unchanged rows
+    updated_at    INTEGER NOT NULL,
+    PRIMARY KEY (business_unit, account, sub_account)
+) WITHOUT ROWID;
+CREATE INDEX desired_by_file ON desired (file_id, business_unit, account, sub_account, fingerprint, line, removed);
+
+-- What Paystar last accepted with a 2xx.
+CREATE TABLE acked (
+    business_unit TEXT NOT NULL,
+    account       TEXT NOT NULL,
+    sub_account   TEXT NOT NULL,
+    first_name    TEXT,                     -- NULL until a ManageCustomer is acknowledged
+    last_name     TEXT,
+    email         TEXT,
+    unenrolled    INTEGER NOT NULL,
+    acked_at      INTEGER NOT NULL,
+    PRIMARY KEY (business_unit, account, sub_account)
+) WITHOUT ROWID;
+
+-- Keys whose desired state differs from the acknowledged one. The events are
+-- computed from desired vs acked when sent, so a waiting key always sends its newest state.
+CREATE TABLE queue (
+    business_unit   TEXT NOT NULL,
+    account         TEXT NOT NULL,
+    sub_account     TEXT NOT NULL,
+    state           TEXT NOT NULL,          -- 'pending' | 'retrying' | 'parked'
+    attempts        INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,       -- unix ms
+    enqueued_at     INTEGER NOT NULL,
+    last_error      TEXT,
+    last_request    TEXT,
+    last_response   TEXT,
+    PRIMARY KEY (business_unit, account, sub_account)
+) WITHOUT ROWID;
+CREATE INDEX queue_due ON queue (state, next_attempt_at);
+
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+"#,
+];
+
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
