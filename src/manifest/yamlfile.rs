@@ -83,6 +83,7 @@ pub fn parse(
         ));
     }
     let lines = item_lines(text, under_key).filter(|lines| lines.len() == items.len());
+    let unquoted = unquoted_numbers(text);
     let default_unit = file_unit
         .as_deref()
         .or(opts.default_business_unit.as_deref());
@@ -95,7 +96,7 @@ pub fn parse(
             line: line.unwrap_or(0),
             default_business_unit: default_unit,
         };
-        let mut outcome = entry(item, &ctx);
+        let mut outcome = entry(item, &ctx, &unquoted);
         if line.is_none() {
             // Flow-style lists carry no line per entry: name the entry by index.
             if let Err(rejected) = &mut outcome {
@@ -114,7 +115,11 @@ pub fn parse(
     Ok(parsed)
 }
 
-fn entry(item: &Value, ctx: &RowContext<'_>) -> Result<super::ManifestRow, Rejected> {
+fn entry(
+    item: &Value,
+    ctx: &RowContext<'_>,
+    unquoted: &[&str],
+) -> Result<super::ManifestRow, Rejected> {
     let problem = |field: String, reason: String| ManifestError {
         file: ctx.file.to_owned(),
         line: Some(ctx.line),
@@ -148,6 +153,15 @@ fn entry(item: &Value, ctx: &RowContext<'_>) -> Result<super::ManifestRow, Rejec
         };
         match value {
             Value::Null => {}
+            Value::String(s)
+                if matches!(field, Field::AccountNumber | Field::SubAccountNumber)
+                    && unquoted.contains(&s.as_str()) =>
+            {
+                problems.push(problem(
+                    name.to_owned(),
+                    format!("is an unquoted number; write it as a string (\"{s}\") so every YAML reader keeps its leading zeros"),
+                ));
+            }
             Value::String(s) => raw.set(field, s),
             Value::Bool(b) if field == Field::Autopay => {
                 raw.set(field, if *b { "true" } else { "false" });
@@ -198,6 +212,36 @@ fn unknown_field(name: &str) -> String {
         .map(|f| format!("; did you mean {f}?"))
         .unwrap_or_default();
     format!("is not a customer field{suggestion} (a misspelt field is never ignored)")
+}
+
+/// Account values written as plain (unquoted) numeric scalars, e.g. `accountNumber: 00123`.
+/// serde_yaml reads some of them as strings, but other YAML readers turn them into
+/// numbers (123, or octal 83), so they are refused whatever serde_yaml made of them.
+fn unquoted_numbers(text: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_start().trim_start_matches("- ").trim_start();
+        for key in ["accountNumber", "subAccountNumber"] {
+            let Some(rest) = line.strip_prefix(key) else {
+                continue;
+            };
+            let Some(value) = rest.trim_start().strip_prefix(':') else {
+                continue;
+            };
+            let value = value.split(" #").next().unwrap_or("").trim();
+            let numeric = !value.is_empty()
+                && value
+                    .starts_with(|c: char| c.is_ascii_digit() || c == '+' || c == '-' || c == '.')
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-._".contains(c))
+                && value.chars().any(|c| c.is_ascii_digit());
+            if numeric {
+                found.push(value);
+            }
+        }
+    }
+    found
 }
 
 /// The 1-based line of each block-style list entry (`- …`) of the customers list.

@@ -1,0 +1,111 @@
+//! SPEC §7: commands and exit codes.
+
+use crate::support::Project;
+
+#[test]
+fn validate_exits_0_when_clean_and_65_on_manifest_errors() {
+    let p = Project::new();
+    p.file(
+        "a.csv",
+        "accountNumber,firstName,lastName,emailAddress\n1,Ada,Lovelace,ada@example.com\n",
+    );
+    let clean = p.run(&["validate"]);
+    assert_eq!(clean.code, 0, "{clean:?}");
+    assert!(clean.stdout.contains("1 customer row(s) read; 0 error(s)"));
+    p.file(
+        "b.csv",
+        "accountNumber,firstName,lastName,emailAddress\n2,Alan,Turing,nope\n",
+    );
+    let dirty = p.run(&["validate"]);
+    assert_eq!(dirty.code, 65);
+    assert!(
+        dirty
+            .stdout
+            .contains("b.csv:2: emailAddress: is not a valid email address"),
+        "{}",
+        dirty.stdout
+    );
+}
+
+#[test]
+fn plan_with_detailed_exitcode_exits_2_on_changes_and_0_without() {
+    let p = Project::new();
+    assert_eq!(p.run(&["plan", "--detailed-exitcode"]).code, 0);
+    p.file(
+        "a.csv",
+        "accountNumber,firstName,lastName,emailAddress\n1,Ada,Lovelace,ada@example.com\n",
+    );
+    assert_eq!(p.run(&["plan", "--detailed-exitcode"]).code, 2);
+    assert_eq!(p.run(&["plan"]).code, 0);
+}
+
+#[test]
+fn plan_exits_65_on_manifest_errors_but_still_lists_valid_changes() {
+    let p = Project::new();
+    p.file("a.csv", "accountNumber,firstName,lastName,emailAddress\n1,Ada,Lovelace,ada@example.com\n2,,Turing,alan@example.com\n");
+    let run = p.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(run.code, 65);
+    assert!(
+        run.stdout
+            .contains("+ water-bill-pay/1  ManageCustomer create  (a.csv:2)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("a.csv:3: firstName: is required"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn the_text_plan_masks_emails_and_never_shows_names() {
+    let p = Project::new();
+    p.file(
+        "a.csv",
+        "accountNumber,firstName,lastName,emailAddress\n1,Augusta,Lovelace,ada@example.com\n",
+    );
+    let run = p.run(&["plan"]);
+    assert!(
+        run.stdout.contains("emailAddress: a***@example.com"),
+        "{}",
+        run.stdout
+    );
+    for secret in ["ada@example.com", "Augusta", "Lovelace"] {
+        assert!(
+            !run.stdout.contains(secret) && !run.stderr.contains(secret),
+            "{secret} leaked"
+        );
+    }
+}
+
+#[test]
+fn plan_out_writes_the_json_plan_to_a_file() {
+    let p = Project::new();
+    p.file(
+        "a.csv",
+        "accountNumber,firstName,lastName,emailAddress\n1,Ada,Lovelace,ada@example.com\n",
+    );
+    let out = p.root().join("plan.json");
+    let run = p.run(&["plan", "--out", out.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(plan["version"], 1);
+    assert_eq!(plan["summary"]["manage_create"], 1);
+}
+
+#[test]
+fn a_usage_error_exits_64() {
+    let p = Project::new();
+    assert_eq!(p.run(&["plan", "--format", "yaml"]).code, 64);
+    assert_eq!(p.run(&["frobnicate"]).code, 64);
+}
+
+#[test]
+fn a_missing_manifests_folder_fails_without_touching_anything() {
+    let p = Project::new();
+    std::fs::remove_dir(p.root().join("manifests")).unwrap();
+    let run = p.run(&["plan"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("manifests.dir"), "{}", run.stderr);
+}

@@ -1,0 +1,145 @@
+//! SPEC §8: the config file is checked as a whole before anything runs.
+
+use crate::support::{BASE_CONFIG, Project};
+
+#[test]
+fn every_error_in_a_config_file_is_reported_at_once_with_its_key_path() {
+    let p = Project::with_config(
+        "manifests:\n  on_removal: delete\n  debounce: 30\npaystar:\n  retry: { schedule: [1s, 5s, 5x] }\n  concurrency: 0\nsafety: { max_unenroll_percent: 150 }\nserver: { listen: nowhere }\n",
+    );
+    let run = p.run(&["validate"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    for expected in [
+        "manifests.on_removal: \"delete\" is not one of: ignore, unenroll",
+        "manifests.debounce: 30 is not a duration",
+        "paystar.retry.schedule[2]: \"5x\" is not a duration",
+        "paystar.concurrency: 0 must be a whole number from 1 to 1024",
+        "safety.max_unenroll_percent: 150 must be a number from 0 to 100",
+        "server.listen: \"nowhere\" is not an address:port",
+    ] {
+        assert!(
+            run.stderr.contains(expected),
+            "missing {expected:?} in:\n{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn an_unknown_key_is_an_error_with_a_suggestion() {
+    let p = Project::with_config(&BASE_CONFIG.replace(
+        "  endpoint: sandbox\n",
+        "  endpoint: sandbox\n  concurency: 4\n",
+    ));
+    let run = p.run(&["plan"]);
+    assert_eq!(run.code, 78);
+    assert!(
+        run.stderr
+            .contains("paystar.concurency: unknown key; did you mean concurrency?"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_secret_written_inline_is_a_configuration_error() {
+    let p = Project::with_config(&BASE_CONFIG.replace(
+        "  endpoint: sandbox\n",
+        "  endpoint: sandbox\n  api_key: sk_live_123\n",
+    ));
+    let run = p.run(&["validate"]);
+    assert_eq!(run.code, 78);
+    assert!(
+        run.stderr
+            .contains("paystar.api_key: secrets may not be written in the config file"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("sk_live_123"),
+        "the secret must never be echoed"
+    );
+}
+
+#[test]
+fn a_missing_config_file_is_a_configuration_error() {
+    let p = Project::new();
+    std::fs::remove_file(p.config_path()).unwrap();
+    let run = p.run(&["validate"]);
+    assert_eq!(run.code, 78);
+    assert!(
+        run.stderr.contains("cannot read the file"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn the_configuration_in_the_spec_is_valid() {
+    let spec = r#"
+state:
+  path: ./state/paystar-sync.db
+manifests:
+  dir: ./manifests
+  on_removal: ignore
+  rescan_interval: 5m
+  debounce: 500ms
+  csv: { delimiter: ",", columns: {} }
+paystar:
+  endpoint: https://dev-gateway.paystar.io/integrations/events
+  api_key_env: PAYSTAR_API_KEY
+  default_business_unit: water-bill-pay
+  concurrency: 8
+  timeout: 30s
+  retry: { schedule: [1s, 5s, 30s, 2m, 10m, 30m, 1h, 2h, 6h, 12h] }
+safety: { max_unenrolls: 50, max_unenroll_percent: 5 }
+server:
+  listen: 127.0.0.1:8080
+providers:
+  lotuspay:
+    base_url: https://api-test.lotuspay.com/v1
+    secret_key_env: LOTUSPAY_SECRET_KEY
+    schedule: "0 */5 * * * *"
+    business_unit: water-bill-pay
+    account_path: data.object.metadata.paystar_account_number
+    sub_account_path: data.object.metadata.paystar_sub_account_number
+    return_code_path: data.object.response_code
+    stop_codes: ["01", "02", "07", "08", "14", "21", "22", "23", "53", "54", "60", "61", "68", "69"]
+  payroc:
+    identity_url: https://identity.uat.payroc.com/authorize
+    api_url: https://api.uat.payroc.com/v1
+    api_key_env: PAYROC_API_KEY
+    webhook_secret_env: PAYROC_WEBHOOK_SECRET
+    subscription:
+      event_types: [processingAccount.status.changed]
+      uri: https://sync.example.com/webhooks/payroc
+      support_email: ops@example.com
+  smarterpay:
+    auth: { basic_user_env: SP_USER, basic_password_env: SP_PASSWORD }
+    business_unit: water-bill-pay
+    account_field: reference
+"#;
+    let path = std::path::Path::new("/srv/paystar/config.yaml");
+    let config = paystar_sync::config::Config::parse(spec, path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.state.path,
+        std::path::Path::new("/srv/paystar/./state/paystar-sync.db")
+    );
+    assert_eq!(config.paystar.retry_schedule.len(), 10);
+    assert_eq!(config.providers.lotuspay.unwrap().stop_codes.len(), 14);
+    assert!(config.providers.payroc.unwrap().subscription.is_some());
+}
+
+#[test]
+fn a_bad_cron_schedule_is_reported_with_its_key() {
+    let config =
+        "providers:\n  lotuspay:\n    secret_key_env: LP\n    schedule: \"every five minutes\"\n";
+    let err =
+        paystar_sync::config::Config::parse(config, std::path::Path::new("c.yaml")).unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "providers.lotuspay.schedule: \"every five minutes\" is not a cron expression"
+        ),
+        "{err}"
+    );
+}

@@ -1,0 +1,236 @@
+//! The test harness: a temporary project (config, manifests folder, state
+//! database) driven through the real binary or through the library.
+
+use paystar_sync::config::Config;
+use paystar_sync::customer::{CustomerKey, FieldsBuf};
+use paystar_sync::scan::{Scan, ScanSettings, scan};
+use paystar_sync::store::{Ack, Store};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Project {
+    dir: tempfile::TempDir,
+}
+
+/// What a run of the binary did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub const BASE_CONFIG: &str = "\
+state:
+  path: state/paystar-sync.db
+manifests:
+  dir: manifests
+paystar:
+  endpoint: sandbox
+  default_business_unit: water-bill-pay
+";
+
+impl Project {
+    pub fn new() -> Self {
+        Self::with_config(BASE_CONFIG)
+    }
+
+    pub fn with_config(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("manifests")).expect("manifests dir");
+        let project = Self { dir };
+        project.config(config);
+        project
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.root().join("config.yaml")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.root().join("state/paystar-sync.db")
+    }
+
+    pub fn config(&self, text: &str) -> &Self {
+        std::fs::write(self.config_path(), text).expect("write config");
+        self
+    }
+
+    /// Writes a manifest (path relative to the manifests folder).
+    pub fn file(&self, rel: &str, content: impl AsRef<[u8]>) -> &Self {
+        let path = self.root().join("manifests").join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).expect("write manifest");
+        self
+    }
+
+    pub fn remove(&self, rel: &str) -> &Self {
+        std::fs::remove_file(self.root().join("manifests").join(rel)).expect("remove manifest");
+        self
+    }
+
+    /// Runs the binary with `--config` appended.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let output = Command::new(env!("CARGO_BIN_EXE_paystar-sync"))
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .env_remove("PAYSTAR_SYNC_CONFIG")
+            .output()
+            .expect("run paystar-sync");
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// `plan --format json`, parsed.
+    pub fn plan_json(&self) -> serde_json::Value {
+        let run = self.run(&["plan", "--format", "json"]);
+        assert!(matches!(run.code, 0 | 65), "plan failed: {run:?}");
+        serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("plan JSON: {e}\n{}", run.stdout))
+    }
+
+    /// The plan as compact lines: `slug/account[/sub] Event detail`.
+    pub fn plan_lines(&self) -> Vec<String> {
+        let plan = self.plan_json();
+        let mut lines = Vec::new();
+        for change in plan["changes"].as_array().unwrap() {
+            let mut key = format!(
+                "{}/{}",
+                change["businessUnitSlug"].as_str().unwrap(),
+                change["accountNumber"].as_str().unwrap()
+            );
+            let sub = change["subAccountNumber"].as_str().unwrap();
+            if !sub.is_empty() {
+                key = format!("{key}/{sub}");
+            }
+            for event in change["events"].as_array().unwrap() {
+                let detail = match event["eventType"].as_str().unwrap() {
+                    "Accounts.ManageCustomer" => {
+                        let fields: Vec<&str> = event["changedFields"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|f| f.as_str().unwrap())
+                            .collect();
+                        let original = event["originalEmailAddress"]
+                            .as_str()
+                            .map(|o| format!(" original={o}"))
+                            .unwrap_or_default();
+                        format!(
+                            "ManageCustomer {} {}{original}",
+                            event["change"].as_str().unwrap(),
+                            fields.join(",")
+                        )
+                    }
+                    other => format!("{other} {}", event["cause"].as_str().unwrap()),
+                };
+                lines.push(format!("{key} {}", detail.trim_start_matches("Accounts.")));
+            }
+        }
+        lines
+    }
+
+    pub fn load_config(&self) -> Config {
+        Config::load(&self.config_path()).expect("config")
+    }
+
+    /// Scans and commits through the library, as `apply` and the daemon do.
+    pub fn commit(&self) -> Scan {
+        let config = self.load_config();
+        let mut store = Store::open(&config.state.path).expect("open store");
+        let scan = self.scan_with(&config, &store);
+        scan.commit(&mut store).expect("commit");
+        scan
+    }
+
+    /// Scans without committing, as `plan` does.
+    pub fn dry_scan(&self) -> Scan {
+        let config = self.load_config();
+        let store = Store::open_read_only(&config.state.path).expect("open store");
+        self.scan_with(&config, &store)
+    }
+
+    fn scan_with(&self, config: &Config, store: &Store) -> Scan {
+        let parse = config.parse_options();
+        let settings = ScanSettings {
+            dir: &config.manifests.dir,
+            parse: &parse,
+            on_removal: config.manifests.on_removal,
+            // Far enough ahead that files written by the test count as settled.
+            now_ms: now_ms() + 10_000,
+        };
+        scan(store, &settings).expect("scan")
+    }
+
+    /// Commits a scan, then records every planned event as acknowledged by
+    /// Paystar, as a successful delivery would.
+    pub fn commit_and_acknowledge(&self) {
+        self.commit();
+        let config = self.load_config();
+        let mut store = Store::open(&config.state.path).unwrap();
+        let scan = self.scan_with(&config, &store);
+        let mut acks: Vec<(CustomerKey, Option<FieldsBuf>, bool)> = Vec::new();
+        scan.for_each_change(&store, |change| {
+            acks.push((
+                change.key.to_owned(),
+                change.plan.manage.map(|m| m.fields.to_owned()),
+                change.plan.unenroll.is_some(),
+            ));
+        })
+        .unwrap();
+        let acks: Vec<Ack<'_>> = acks
+            .iter()
+            .map(|(key, fields, unenrolled)| Ack {
+                key: key.as_ref(),
+                fields: fields.as_ref().map(|f| f.as_ref()),
+                unenrolled: *unenrolled,
+                at_ms: now_ms(),
+                still_differs: false,
+            })
+            .collect();
+        store.record_acks(&acks).unwrap();
+    }
+
+    pub fn store(&self) -> Store {
+        Store::open(&self.db_path()).expect("open store")
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Error lines (`file:line: field: reason`) of a plan or validate run.
+pub fn error_lines(plan: &serde_json::Value) -> Vec<String> {
+    plan["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let line = e["line"]
+                .as_u64()
+                .map(|l| format!(":{l}"))
+                .unwrap_or_default();
+            let field = e["field"]
+                .as_str()
+                .map(|f| format!(" {f}"))
+                .unwrap_or_default();
+            format!(
+                "{}{line}{field} [{}]",
+                e["file"].as_str().unwrap(),
+                e["kind"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
