@@ -1,1 +1,317 @@
-fn main() {}
+//! Scale benchmark for scanning and planning (see BENCHMARKS.md).
+//!
+//!     cargo bench --bench scale -- [--sizes 100000,1000000] [--data DIR] [--only NAME]
+//!
+//! Generates deterministic corpora (one big CSV; 100 CSV files; 100 YAML files),
+//! then measures the real `paystar-sync plan` binary as a child process: wall time
+//! and peak RSS (from wait4), for a plan from an empty state, a plan with nothing
+//! changed after the state was committed and acknowledged, and a plan after 1 % of
+//! one file's rows changed. Commit + acknowledge run in-process and are timed too.
+
+use paystar_sync::config::Config;
+use paystar_sync::customer::{CustomerKey, FieldsBuf};
+use paystar_sync::scan::{ScanSettings, scan};
+use paystar_sync::store::{Ack, Store};
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+const FIRST: [&str; 8] = [
+    "Ada", "Alan", "Grace", "Edsger", "Barbara", "Donald", "Frances", "Ken",
+];
+const LAST: [&str; 8] = [
+    "Lovelace", "Turing", "Hopper", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson",
+];
+
+#[derive(Clone, Copy, PartialEq)]
+enum Layout {
+    OneCsv,
+    ManyCsv,
+    ManyYaml,
+}
+
+impl Layout {
+    fn name(self) -> &'static str {
+        match self {
+            Layout::OneCsv => "1 CSV file",
+            Layout::ManyCsv => "100 CSV files",
+            Layout::ManyYaml => "100 YAML files",
+        }
+    }
+}
+
+fn account(i: usize) -> String {
+    format!("{:08}", (i as u64 * 7919 + 13) % 100_000_000)
+}
+
+fn csv_rows(range: std::ops::Range<usize>, edit: impl Fn(usize) -> bool) -> String {
+    let mut out = String::with_capacity(range.len() * 80 + 64);
+    out.push_str("accountNumber,subAccountNumber,firstName,lastName,emailAddress,autopay\n");
+    for i in range {
+        let (f, l) = (FIRST[i % 8], LAST[(i / 8) % 8]);
+        let domain = if edit(i) {
+            "example.org"
+        } else {
+            "example.com"
+        };
+        let autopay = if i % 20 == 0 { "no" } else { "" };
+        let _ = writeln!(
+            out,
+            "{},,{f},{l},{}.{}.{i}@{domain},{autopay}",
+            account(i),
+            f.to_lowercase(),
+            l.to_lowercase()
+        );
+    }
+    out
+}
+
+fn yaml_rows(range: std::ops::Range<usize>, edit: impl Fn(usize) -> bool) -> String {
+    let mut out = String::with_capacity(range.len() * 140 + 64);
+    out.push_str("businessUnitSlug: water-bill-pay\ncustomers:\n");
+    for i in range {
+        let (f, l) = (FIRST[i % 8], LAST[(i / 8) % 8]);
+        let domain = if edit(i) {
+            "example.org"
+        } else {
+            "example.com"
+        };
+        let _ = write!(
+            out,
+            "  - accountNumber: \"{}\"\n    firstName: {f}\n    lastName: {l}\n    emailAddress: {}.{}.{i}@{domain}\n",
+            account(i),
+            f.to_lowercase(),
+            l.to_lowercase()
+        );
+        if i % 20 == 0 {
+            out.push_str("    autopay: false\n");
+        }
+    }
+    out
+}
+
+/// Writes the corpus; `edit` marks rows whose email changes. Files get an old mtime
+/// so that the scanner may trust their stat, as it would for files at rest.
+fn write_corpus(
+    dir: &Path,
+    layout: Layout,
+    size: usize,
+    edit: &dyn Fn(usize) -> bool,
+    only_file: Option<usize>,
+) {
+    let files = if layout == Layout::OneCsv { 1 } else { 100 };
+    let per = size / files;
+    fs::create_dir_all(dir).unwrap();
+    for f in 0..files {
+        if only_file.is_some_and(|o| o != f) {
+            continue;
+        }
+        let range = f * per..(f + 1) * per;
+        let (name, text) = match layout {
+            Layout::ManyYaml => (format!("part-{f:03}.yaml"), yaml_rows(range, edit)),
+            _ => (format!("part-{f:03}.csv"), csv_rows(range, edit)),
+        };
+        let path = dir.join(name);
+        let mut w = BufWriter::new(fs::File::create(&path).unwrap());
+        w.write_all(text.as_bytes()).unwrap();
+        let file = w.into_inner().unwrap();
+        file.set_modified(SystemTime::now() - Duration::from_secs(3600))
+            .unwrap();
+    }
+}
+
+struct Measure {
+    wall: Duration,
+    peak_rss_kib: i64,
+    code: i32,
+}
+
+#[allow(unsafe_code)] // wait4 is the only way to read one child's peak RSS.
+fn wait_with_rusage(child: &std::process::Child) -> (i32, i64) {
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills in; the pid is our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(rc, pid, "wait4 failed");
+    (libc::WEXITSTATUS(status), usage.ru_maxrss)
+}
+
+/// Runs `paystar-sync plan` through this benchmark re-executed in `--measure`
+/// mode. A forked child's peak RSS starts from its parent's RSS at fork time, so
+/// the fork must come from a process as small as that helper, not from this one.
+fn plan(config: &Path) -> Measure {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .arg("--measure")
+        .arg(env!("CARGO_BIN_EXE_paystar-sync"))
+        .args(["plan", "-q", "--config"])
+        .arg(config)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    let mut parts = text.split_whitespace().map(|p| p.parse::<i64>().unwrap());
+    let (wall_ns, peak_rss_kib, code) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    Measure {
+        wall: Duration::from_nanos(wall_ns as u64),
+        peak_rss_kib,
+        code: code as i32,
+    }
+}
+
+/// `--measure CMD ARGS…`: runs CMD with its output discarded and prints
+/// "wall_ns peak_rss_kib exit_code".
+#[allow(clippy::zombie_processes)] // the child is reaped by wait4 in wait_with_rusage
+fn measure(command: &[String]) {
+    let start = std::time::Instant::now();
+    let child = Command::new(&command[0])
+        .args(&command[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let (code, rss) = wait_with_rusage(&child);
+    println!("{} {rss} {code}", start.elapsed().as_nanos());
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Commits a scan, then acknowledges every planned event as a successful `apply`
+/// would; returns the time of each half.
+fn commit_and_acknowledge(config: &Config) -> (Duration, Duration) {
+    let start = std::time::Instant::now();
+    let mut store = Store::open(&config.state.path).unwrap();
+    let parse = config.parse_options();
+    let settings = ScanSettings {
+        dir: &config.manifests.dir,
+        parse: &parse,
+        on_removal: config.manifests.on_removal,
+        now_ms: now_ms(),
+    };
+    let s = scan(&store, &settings).unwrap();
+    s.commit(&mut store).unwrap();
+    let committed = start.elapsed();
+    let mut owned: Vec<(CustomerKey, Option<FieldsBuf>, bool)> = Vec::new();
+    s.for_each_change(&store, |c| {
+        owned.push((
+            c.key.to_owned(),
+            c.plan.manage.map(|m| m.fields.to_owned()),
+            c.plan.unenroll.is_some(),
+        ))
+    })
+    .unwrap();
+    let acks: Vec<Ack<'_>> = owned
+        .iter()
+        .map(|(k, f, u)| Ack {
+            key: k.as_ref(),
+            fields: f.as_ref().map(|f| f.as_ref()),
+            unenrolled: *u,
+            at_ms: now_ms(),
+            still_differs: false,
+        })
+        .collect();
+    store.record_acks(&acks).unwrap();
+    (committed, start.elapsed() - committed)
+}
+
+fn row(size: usize, layout: Layout, step: &str, m: &Measure) -> String {
+    assert!(matches!(m.code, 0 | 2), "plan exited {}", m.code);
+    format!(
+        "| {size} | {} | {step} | {:.2} s | {} MB |",
+        layout.name(),
+        m.wall.as_secs_f64(),
+        m.peak_rss_kib / 1024
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--measure") {
+        return measure(&args[at + 1..]);
+    }
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let sizes: Vec<usize> = arg("--sizes")
+        .unwrap_or_else(|| "100000,1000000".into())
+        .split(',')
+        .map(|s| s.parse().expect("--sizes takes numbers"))
+        .collect();
+    let data = PathBuf::from(arg("--data").unwrap_or_else(|| "bench-data".into()));
+    let only = arg("--only");
+    println!("| customers | layout | step | wall | peak RSS |\n|---|---|---|---|---|");
+    for size in sizes {
+        for layout in [Layout::OneCsv, Layout::ManyCsv, Layout::ManyYaml] {
+            if only.as_deref().is_some_and(|o| !layout.name().contains(o)) {
+                continue;
+            }
+            let root = data.join(format!("{size}-{}", layout.name().replace(' ', "-")));
+            let _ = fs::remove_dir_all(&root);
+            let manifests = root.join("manifests");
+            write_corpus(&manifests, layout, size, &|_| false, None);
+            let config_path = root.join("config.yaml");
+            fs::write(
+                &config_path,
+                "state:\n  path: state/db.sqlite\nmanifests:\n  dir: manifests\npaystar:\n  endpoint: sandbox\n  default_business_unit: water-bill-pay\n",
+            )
+            .unwrap();
+            let config = Config::load(&config_path).unwrap();
+            println!(
+                "{}",
+                row(size, layout, "plan, empty state", &plan(&config_path))
+            );
+            let (commit, ack) = commit_and_acknowledge(&config);
+            println!(
+                "| {size} | {} | scan + commit, empty state (in-process) | {:.2} s | – |",
+                layout.name(),
+                commit.as_secs_f64()
+            );
+            println!(
+                "| {size} | {} | acknowledge every event (in-process) | {:.2} s | – |",
+                layout.name(),
+                ack.as_secs_f64()
+            );
+            println!(
+                "{}",
+                row(size, layout, "plan, nothing changed", &plan(&config_path))
+            );
+            let per = if layout == Layout::OneCsv {
+                size
+            } else {
+                size / 100
+            };
+            // 1 % of one file's rows get a new email.
+            write_corpus(
+                &manifests,
+                layout,
+                size,
+                &|i| i < per && i % 100 == 7,
+                Some(0),
+            );
+            println!(
+                "{}",
+                row(
+                    size,
+                    layout,
+                    "plan, 1 % of one file changed",
+                    &plan(&config_path)
+                )
+            );
+        }
+    }
+}

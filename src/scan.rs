@@ -137,7 +137,7 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
     let discovery = discover(settings.dir)?;
     let index = store.file_index()?;
     let mut files: Vec<ScannedFile> = Vec::with_capacity(discovery.files.len());
-    let mut parsed: Vec<ParsedFile> = Vec::new();
+    let mut parsed: Vec<(usize, ParsedFile)> = Vec::new();
     let mut extra_errors = Vec::new();
     let mut warnings = Vec::new();
 
@@ -147,7 +147,7 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
             read_if_changed(found, stored.as_ref(), files.len() as u32, settings);
         if let Some(p) = outcome {
             warnings.extend(p.warnings.iter().cloned());
-            parsed.push(p);
+            parsed.push((files.len(), p));
         }
         let mut errors = Vec::new();
         let fate = match fate {
@@ -202,16 +202,16 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
 
     // Parsed rows and errors go to their files; keys of rejected rows keep their state.
     let mut kept: HashSet<CustomerKey> = HashSet::new();
-    let mut rows: Vec<ManifestRow> = Vec::with_capacity(parsed.iter().map(|p| p.rows.len()).sum());
-    for p in parsed {
-        let file = p.rows.first().map(|r| r.file as usize).or_else(|| {
-            p.errors
-                .first()
-                .and_then(|e| files.iter().position(|f| f.rel == e.file))
-        });
-        if let Some(file) = file {
-            files[file].errors.extend(p.errors);
-        }
+    // The largest file's rows become the scan's row list without a copy.
+    let total: usize = parsed.iter().map(|(_, p)| p.rows.len()).sum();
+    let largest = (0..parsed.len()).max_by_key(|&i| parsed[i].1.rows.len());
+    let mut rows: Vec<ManifestRow> = match largest {
+        Some(i) => std::mem::take(&mut parsed[i].1.rows),
+        None => Vec::new(),
+    };
+    rows.reserve(total - rows.len());
+    for (file, p) in parsed {
+        files[file].errors.extend(p.errors);
         kept.extend(p.rejected_keys);
         rows.extend(p.rows);
     }
@@ -264,9 +264,7 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
         touched.extend(fresh[next..].iter().map(|&i| TouchedKey::Row(i)));
     }
     touched.sort_unstable_by(|a, b| key_of(a, &rows).cmp(&key_of(b, &rows)));
-    let keys: Vec<KeyRef<'_>> = touched.iter().map(|t| key_of(t, &rows)).collect();
-    let mut states = store.load_states(&keys)?;
-    drop(keys);
+    let mut states = store.load_states(touched.iter().map(|t| key_of(t, &rows)))?;
 
     // A new row whose key is still held by a file this scan did not replace is a
     // duplicate across files: both are rejected and the key keeps its state.

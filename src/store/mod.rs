@@ -185,7 +185,7 @@ impl Store {
         };
         let mut conn = Connection::open(path).map_err(sql)?;
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -32768;",
         )
         .map_err(sql)?;
         migrate(&mut conn, path)?;
@@ -327,9 +327,12 @@ impl Store {
     }
 
     /// Everything stored about each key, in the order given.
-    pub fn load_states(&self, keys: &[KeyRef<'_>]) -> Result<Vec<Option<Box<KeyState>>>> {
-        if keys.is_empty() || self.is_empty()? {
-            return Ok(keys.iter().map(|_| None).collect());
+    pub fn load_states<'k>(
+        &self,
+        keys: impl ExactSizeIterator<Item = KeyRef<'k>>,
+    ) -> Result<Vec<Option<Box<KeyState>>>> {
+        if keys.len() == 0 || self.is_empty()? {
+            return Ok(keys.map(|_| None).collect());
         }
         let mut desired = self.conn.prepare_cached(
             "SELECT d.first_name, d.last_name, d.email, d.autopay, d.removed, f.path, d.line
