@@ -182,7 +182,7 @@ fn validate(path: &Path) -> anyhow::Result<Exit> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for secret in [&config.paystar.api_key].into_iter().flatten() {
-        if let Err(problem) = secret.resolve(&|var| std::env::var(var).ok()) {
+        if let Err(problem) = secret.resolve(&crate::config::process_env) {
             writeln!(out, "warning: {problem} (needed by apply and run)")?;
         }
     }

@@ -16,6 +16,13 @@ use std::str::FromStr;
 use std::time::Duration;
 use walk::Walker;
 
+/// The process environment, for secrets named by `*_env` keys. Everything else
+/// takes an injected lookup so that tests control what it sees.
+#[allow(clippy::disallowed_methods)] // the one place that reads the environment
+pub fn process_env(var: &str) -> Option<String> {
+    std::env::var(var).ok()
+}
+
 /// Every problem found in a config file; the process exits 78.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration {} has {} problem(s):\n  {}", path.display(), problems.len(), problems.join("\n  "))]
