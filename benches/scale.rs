@@ -14,7 +14,7 @@
 use paystar_sync::config::Config;
 use paystar_sync::customer::{CustomerKey, FieldsBuf};
 use paystar_sync::scan::{ScanSettings, scan};
-use paystar_sync::store::{Ack, Store};
+use paystar_sync::store::{Outcome, OutcomeResult, Store};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -215,17 +215,18 @@ fn commit_and_acknowledge(config: &Config) -> (Duration, Duration) {
         ))
     })
     .unwrap();
-    let acks: Vec<Ack<'_>> = owned
-        .iter()
-        .map(|(k, f, u)| Ack {
-            key: k.as_ref(),
-            fields: f.as_ref().map(|f| f.as_ref()),
-            unenrolled: *u,
-            at_ms: now_ms(),
-            still_differs: false,
+    let outcomes: Vec<Outcome> = owned
+        .into_iter()
+        .map(|(key, acked_fields, acked_unenroll)| Outcome {
+            key,
+            acked_fields,
+            acked_unenroll,
+            result: OutcomeResult::Done,
         })
         .collect();
-    store.record_acks(&acks).unwrap();
+    store
+        .record_outcomes(&outcomes, |_| false, now_ms())
+        .unwrap();
     (committed, start.elapsed() - committed)
 }
 

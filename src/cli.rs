@@ -79,6 +79,39 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// One pass: scan, send every change, wait for Paystar's acknowledgements, exit.
+    Apply {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Longest to wait for retries before exiting; what is left stays queued.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Counts by state, retrying and parked customers, last scan, file errors.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+    },
+    /// Put parked customers back in the queue.
+    Retry {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Every parked customer.
+        #[arg(long, conflicts_with = "keys", required_unless_present = "keys")]
+        all: bool,
+        /// ACCOUNT or ACCOUNT/SUBACCOUNT.
+        keys: Vec<String>,
+        /// Business unit of the KEYs (default: paystar.default_business_unit).
+        #[arg(long)]
+        business_unit: Option<String>,
+    },
+    /// Serve local simulators of the external APIs.
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
+    },
     /// Show what would be sent to Paystar; sends nothing, changes nothing.
     Plan {
         #[command(flatten)]
@@ -121,6 +154,15 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Exit 
             out,
             detailed_exitcode,
         } => plan(&config.config, *format, out.as_deref(), *detailed_exitcode),
+        Command::Apply { config, timeout } => block_on(apply(&config.config, *timeout)),
+        Command::Status { config, format } => status(&config.config, *format),
+        Command::Retry {
+            config,
+            all,
+            keys,
+            business_unit,
+        } => retry(&config.config, *all, keys, business_unit.as_deref()),
+        Command::Sandbox { listen } => block_on(sandbox(*listen)),
     };
     match outcome {
         Ok(exit) => exit,
@@ -135,6 +177,18 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Exit 
     }
 }
 
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::config::duration::parse(text)
+}
+
+fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(future)
+}
+
 fn init_logging(cli: &Cli) {
     let level = if cli.quiet {
         "warn"
@@ -143,8 +197,10 @@ fn init_logging(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match cli.log_format {
         LogFormat::Text => builder.try_init(),
@@ -240,4 +296,191 @@ fn plan(
     } else {
         Exit::Ok
     })
+}
+
+async fn apply(path: &Path, timeout: std::time::Duration) -> anyhow::Result<Exit> {
+    let config = Config::load(path)?;
+    let report = crate::app::apply(&config, timeout).await?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for error in &report.scan.errors {
+        writeln!(out, "{error}")?;
+    }
+    let t = &report.totals;
+    writeln!(
+        out,
+        "apply: {} event(s) acknowledged for {} customer(s); {} retry(ies); {} parked, {} still waiting; {} manifest error(s)",
+        t.delivered_events,
+        t.keys_done,
+        t.retries,
+        report.parked,
+        report.waiting,
+        report.scan.errors.len()
+    )?;
+    if report.parked > 0 {
+        writeln!(
+            out,
+            "parked customers wait for an operator: see `paystar-sync status`, fix the cause, then `paystar-sync retry`"
+        )?;
+    }
+    if report.waiting > 0 {
+        writeln!(
+            out,
+            "customers still waiting stay queued; the next apply or the daemon sends them"
+        )?;
+    }
+    Ok(if report.parked > 0 || report.waiting > 0 {
+        Exit::Failure
+    } else if !report.scan.errors.is_empty() {
+        Exit::Data
+    } else {
+        Exit::Ok
+    })
+}
+
+fn when(ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    httpdate::fmt_http_date(at)
+}
+
+fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> {
+    let config = Config::load(path)?;
+    let store = Store::open_read_only(&config.state.path)?;
+    let counts = store.counts()?;
+    let troubled = store.troubled(1000)?;
+    let errors = store.present_file_errors()?;
+    let last_scan: Option<serde_json::Value> = store
+        .meta("last_scan")?
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if format == OutputFormat::Json {
+        let troubled: Vec<serde_json::Value> = troubled
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "businessUnitSlug": t.key.business_unit,
+                    "accountNumber": t.key.account,
+                    "subAccountNumber": t.key.sub_account,
+                    "state": t.state.as_str(),
+                    "attempts": t.attempts,
+                    "nextAttemptAtMs": t.next_attempt_at,
+                    "lastError": t.last_error,
+                })
+            })
+            .collect();
+        let value = serde_json::json!({
+            "state": config.state.path,
+            "counts": counts,
+            "lastScan": last_scan,
+            "queue": troubled,
+            "errors": errors,
+        });
+        serde_json::to_writer_pretty(&mut out, &value)?;
+        writeln!(out)?;
+        return Ok(Exit::Ok);
+    }
+    writeln!(out, "state: {}", config.state.path.display())?;
+    match &last_scan {
+        Some(scan) => writeln!(
+            out,
+            "last scan: {} ({} file(s), {} row(s) read, {} error(s))",
+            when(scan["at_ms"].as_i64().unwrap_or(0)),
+            scan["stats"]["files"],
+            scan["stats"]["rows_read"],
+            scan["errors"]
+        )?,
+        None => writeln!(out, "last scan: never")?,
+    }
+    writeln!(
+        out,
+        "customers: {} desired, {} removed, {} acknowledged by Paystar",
+        counts.desired, counts.removed, counts.acknowledged
+    )?;
+    writeln!(
+        out,
+        "queue: {} pending, {} retrying, {} parked",
+        counts.pending, counts.retrying, counts.parked
+    )?;
+    for t in &troubled {
+        let error = t.last_error.as_deref().unwrap_or("");
+        match t.state {
+            crate::store::QueueState::Parked => writeln!(
+                out,
+                "  parked    {}  after {} attempt(s): {error}",
+                t.key, t.attempts
+            )?,
+            _ => writeln!(
+                out,
+                "  retrying  {}  attempt {} failed, next at {}: {error}",
+                t.key,
+                t.attempts,
+                when(t.next_attempt_at)
+            )?,
+        }
+    }
+    if !errors.is_empty() {
+        writeln!(out, "manifest errors ({}):", errors.len())?;
+        for e in &errors {
+            writeln!(out, "  {e}")?;
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+fn retry(
+    path: &Path,
+    all: bool,
+    keys: &[String],
+    business_unit: Option<&str>,
+) -> anyhow::Result<Exit> {
+    let config = Config::load(path)?;
+    let keys = if all {
+        None
+    } else {
+        let unit = business_unit
+            .or(config.paystar.default_business_unit.as_deref())
+            .context("give --business-unit, or set paystar.default_business_unit")?;
+        let parsed: Result<Vec<_>, String> = keys
+            .iter()
+            .map(|k| crate::customer::CustomerKey::parse_cli(unit, k))
+            .collect();
+        match parsed {
+            Ok(keys) => Some(keys),
+            Err(message) => {
+                eprintln!("error: {message}");
+                return Ok(Exit::Usage);
+            }
+        }
+    };
+    let mut store = Store::open(&config.state.path)?;
+    let count = store.retry_parked(keys.as_deref(), now_ms())?;
+    println!("re-queued {count} parked customer(s); the daemon or the next apply sends them");
+    if let Some(keys) = &keys {
+        if count < keys.len() {
+            println!("{} of the given key(s) were not parked", keys.len() - count);
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+async fn sandbox(listen: std::net::SocketAddr) -> anyhow::Result<Exit> {
+    let running = crate::sandbox::Sandbox::new()
+        .start(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(addr = %running.addr, paystar = %running.paystar_endpoint(), "sandbox serving; Ctrl-C stops it");
+    println!(
+        "Paystar Events API simulator: {}",
+        running.paystar_endpoint()
+    );
+    println!(
+        "accepted events: http://{}/_sandbox/paystar/events",
+        running.addr
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")?;
+    running.stop().await;
+    Ok(Exit::Ok)
 }

@@ -2,13 +2,16 @@
 //! with a folder of declarative manifests. See `ARCHITECTURE.md` for the codemap
 //! and the invariants every change must keep.
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod customer;
+pub mod deliver;
 pub mod manifest;
 pub mod mask;
 pub mod reconcile;
 pub mod report;
+pub mod sandbox;
 pub mod scan;
 pub mod store;
 pub mod suggest;

@@ -526,10 +526,7 @@ fn desired_of<'a>(t: &'a TouchedKey, rows: &'a [ManifestRow]) -> Desired<'a> {
 }
 
 fn acked_of(state: &Option<Box<KeyState>>) -> Option<Acked<'_>> {
-    state.as_ref()?.acked.as_ref().map(|a| Acked {
-        fields: a.fields.as_ref().map(|f| f.as_ref()),
-        unenrolled: a.unenrolled,
-    })
+    state.as_ref()?.acked_view()
 }
 
 impl Scan {
@@ -613,19 +610,7 @@ impl Scan {
                 return; // this scan changes the key: its new plan replaces the queued one
             }
             let Some(d) = &state.desired else { return };
-            let desired = if d.removed {
-                Desired::Removed
-            } else {
-                Desired::Live {
-                    fields: d.fields.as_ref(),
-                    autopay: d.autopay,
-                }
-            };
-            let acked = state.acked.as_ref().map(|a| Acked {
-                fields: a.fields.as_ref().map(|x| x.as_ref()),
-                unenrolled: a.unenrolled,
-            });
-            let plan = diff(desired, acked, self.on_removal);
+            let plan = state.plan(self.on_removal);
             if !plan.is_empty() {
                 f(&PlannedChange {
                     key,

@@ -4,8 +4,9 @@
 
 mod schema;
 
-use crate::customer::{Fields, FieldsBuf, KeyRef};
+use crate::customer::{CustomerKey, Fields, FieldsBuf, KeyRef};
 use crate::manifest::{ErrorKind, FileStat, ManifestError};
+use crate::reconcile::{Acked, Desired, KeyPlan, RemovalPolicy, diff};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -97,7 +98,7 @@ impl QueueState {
         }
     }
 
-    fn parse(text: &str) -> Self {
+    pub fn parse(text: &str) -> Self {
         match text {
             "retrying" => QueueState::Retrying,
             "parked" => QueueState::Parked,
@@ -120,6 +121,63 @@ pub struct KeyState {
     pub desired: Option<DesiredRecord>,
     pub acked: Option<AckedRecord>,
     pub queue: Option<QueueRecord>,
+}
+
+impl KeyState {
+    /// The stored desired state as the diff sees it.
+    pub fn desired_view(&self) -> Option<Desired<'_>> {
+        self.desired.as_ref().map(|d| {
+            if d.removed {
+                Desired::Removed
+            } else {
+                Desired::Live {
+                    fields: d.fields.as_ref(),
+                    autopay: d.autopay,
+                }
+            }
+        })
+    }
+
+    /// The acknowledged state as the diff sees it.
+    pub fn acked_view(&self) -> Option<Acked<'_>> {
+        self.acked.as_ref().map(|a| Acked {
+            fields: a.fields.as_ref().map(FieldsBuf::as_ref),
+            unenrolled: a.unenrolled,
+        })
+    }
+
+    /// The events this key needs now; empty when it has no desired state.
+    pub fn plan(&self, on_removal: RemovalPolicy) -> KeyPlan<'_> {
+        match self.desired_view() {
+            Some(desired) => diff(desired, self.acked_view(), on_removal),
+            None => KeyPlan::default(),
+        }
+    }
+}
+
+/// The store, shared by async tasks: each call runs on the blocking pool.
+#[derive(Clone)]
+pub struct SharedStore(std::sync::Arc<std::sync::Mutex<Store>>);
+
+impl SharedStore {
+    pub fn new(store: Store) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(store)))
+    }
+
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> T + Send + 'static,
+    ) -> T {
+        let inner = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(&mut store)
+        })
+        .await
+        .expect("a store call panicked")
+    }
 }
 
 /// One file's entry in a scan commit.
@@ -561,13 +619,39 @@ impl Store {
         tx.commit()
     }
 
-    /// Records what Paystar acknowledged for a batch of keys, and whether each
-    /// key still differs, in one transaction (invariant: the acknowledged state
-    /// and the queue change behind it commit together).
-    pub fn record_acks(&mut self, acks: &[Ack<'_>]) -> Result<()> {
+    /// Keys the delivery worker may send, soonest first (parked keys excluded),
+    /// with the time each becomes due.
+    pub fn upcoming(&self, limit: usize) -> Result<Vec<(CustomerKey, i64)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT business_unit, account, sub_account, next_attempt_at FROM queue INDEXED BY queue_due
+             WHERE state <> 'parked' ORDER BY next_attempt_at LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok((
+                CustomerKey {
+                    business_unit: r.get(0)?,
+                    account: r.get(1)?,
+                    sub_account: r.get(2)?,
+                },
+                r.get(3)?,
+            ))
+        })?;
+        rows.collect()
+    }
+
+    /// Records the outcome of delivery attempts in one transaction: what Paystar
+    /// acknowledged, and each key's queue entry. After an acknowledgement the key
+    /// is compared again with its *current* desired state (`still_differs`), so a
+    /// change made while a request was in flight is sent next.
+    pub fn record_outcomes(
+        &mut self,
+        outcomes: &[Outcome],
+        still_differs: impl Fn(&KeyState) -> bool,
+        now_ms: i64,
+    ) -> Result<()> {
         let tx = self.conn.transaction()?;
         {
-            let mut upsert = tx.prepare_cached(
+            let mut upsert_acked = tx.prepare_cached(
                 "INSERT INTO acked (business_unit, account, sub_account, first_name, last_name, email, unenrolled, acked_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
@@ -580,35 +664,162 @@ impl Store {
             let mut dequeue = tx.prepare_cached(
                 "DELETE FROM queue WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
             )?;
-            let mut requeue = tx.prepare_cached(
-                "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = ?4, last_error = NULL
+            let mut set_queue = tx.prepare_cached(
+                "INSERT INTO queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at,
+                                    last_error, last_request, last_response)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
+                   state = excluded.state, attempts = excluded.attempts,
+                   next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error,
+                   last_request = COALESCE(excluded.last_request, last_request),
+                   last_response = COALESCE(excluded.last_response, last_response)",
+            )?;
+            let mut desired = tx.prepare_cached(
+                "SELECT d.first_name, d.last_name, d.email, d.autopay, d.removed, f.path, d.line
+                 FROM desired d LEFT JOIN files f ON f.id = d.file_id
+                 WHERE d.business_unit = ?1 AND d.account = ?2 AND d.sub_account = ?3",
+            )?;
+            let mut acked = tx.prepare_cached(
+                "SELECT first_name, last_name, email, unenrolled, acked_at FROM acked
                  WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
             )?;
-            for ack in acks {
-                let k = ack.key;
-                upsert.execute(params![
-                    k.business_unit,
-                    k.account,
-                    k.sub_account,
-                    ack.fields.map(|f| f.first_name),
-                    ack.fields.map(|f| f.last_name),
-                    ack.fields.map(|f| f.email),
-                    ack.unenrolled,
-                    ack.at_ms
-                ])?;
-                if ack.still_differs {
-                    requeue.execute(params![
+            for o in outcomes {
+                let k = o.key.as_ref();
+                let key = params![k.business_unit, k.account, k.sub_account];
+                if o.acked_fields.is_some() || o.acked_unenroll {
+                    let f = o.acked_fields.as_ref();
+                    upsert_acked.execute(params![
                         k.business_unit,
                         k.account,
                         k.sub_account,
-                        ack.at_ms
+                        f.map(|f| &f.first_name),
+                        f.map(|f| &f.last_name),
+                        f.map(|f| &f.email),
+                        o.acked_unenroll,
+                        now_ms
                     ])?;
-                } else {
-                    dequeue.execute(params![k.business_unit, k.account, k.sub_account])?;
                 }
+                let (state, attempts, at, error, request, response) = match &o.result {
+                    OutcomeResult::Done => {
+                        let state = KeyState {
+                            desired: desired.query_row(key, read_desired).optional()?,
+                            acked: acked.query_row(key, read_acked).optional()?,
+                            queue: None,
+                        };
+                        if !still_differs(&state) {
+                            dequeue.execute(key)?;
+                            continue;
+                        }
+                        ("pending", 0, now_ms, None, None, None)
+                    }
+                    OutcomeResult::Retry {
+                        attempts,
+                        next_attempt_at,
+                        error,
+                    } => (
+                        "retrying",
+                        *attempts,
+                        *next_attempt_at,
+                        Some(error),
+                        None,
+                        None,
+                    ),
+                    OutcomeResult::Park {
+                        attempts,
+                        error,
+                        request,
+                        response,
+                    } => (
+                        "parked",
+                        *attempts,
+                        now_ms,
+                        Some(error),
+                        Some(request),
+                        Some(response),
+                    ),
+                };
+                set_queue.execute(params![
+                    k.business_unit,
+                    k.account,
+                    k.sub_account,
+                    state,
+                    attempts,
+                    at,
+                    now_ms,
+                    error,
+                    request,
+                    response
+                ])?;
             }
         }
         tx.commit()
+    }
+
+    /// Puts parked keys back in the queue (all of them when `keys` is `None`);
+    /// returns how many.
+    pub fn retry_parked(&mut self, keys: Option<&[CustomerKey]>, now_ms: i64) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let mut changed = 0;
+        {
+            match keys {
+                None => {
+                    changed += tx.execute(
+                        "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = ?1 WHERE state = 'parked'",
+                        [now_ms],
+                    )?;
+                }
+                Some(keys) => {
+                    let mut one = tx.prepare_cached(
+                        "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = ?4
+                         WHERE state = 'parked' AND business_unit = ?1 AND account = ?2 AND sub_account = ?3",
+                    )?;
+                    for k in keys {
+                        changed += one.execute(params![
+                            k.business_unit,
+                            k.account,
+                            k.sub_account,
+                            now_ms
+                        ])?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(changed)
+    }
+
+    /// Retrying and parked keys, soonest first, for `status`.
+    pub fn troubled(&self, limit: usize) -> Result<Vec<Troubled>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT business_unit, account, sub_account, state, attempts, next_attempt_at, last_error, last_response
+             FROM queue WHERE state IN ('retrying', 'parked')
+             ORDER BY state, next_attempt_at LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok(Troubled {
+                key: CustomerKey {
+                    business_unit: r.get(0)?,
+                    account: r.get(1)?,
+                    sub_account: r.get(2)?,
+                },
+                state: QueueState::parse(r.get_ref(3)?.as_str()?),
+                attempts: r.get(4)?,
+                next_attempt_at: r.get(5)?,
+                last_error: r.get(6)?,
+                last_response: r.get(7)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// The stored errors of every file still present.
+    pub fn present_file_errors(&self) -> Result<Vec<ManifestError>> {
+        let ids: Vec<i64> = self
+            .conn
+            .prepare("SELECT id FROM files WHERE present = 1 ORDER BY path")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_>>()?;
+        self.file_errors(&ids)
     }
 
     pub fn counts(&self) -> Result<Counts> {
@@ -641,16 +852,43 @@ impl Store {
     }
 }
 
-/// What Paystar acknowledged for one key.
-pub struct Ack<'a> {
-    pub key: KeyRef<'a>,
-    /// The fields of an acknowledged ManageCustomer, if one was sent.
-    pub fields: Option<Fields<'a>>,
+/// What one delivery attempt of a key ended with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub key: CustomerKey,
+    /// The fields of an acknowledged ManageCustomer, if one was acknowledged.
+    pub acked_fields: Option<FieldsBuf>,
     /// An UnenrollAutopay was acknowledged.
-    pub unenrolled: bool,
-    pub at_ms: i64,
-    /// The desired state still differs from what is now acknowledged.
-    pub still_differs: bool,
+    pub acked_unenroll: bool,
+    pub result: OutcomeResult,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutcomeResult {
+    /// Every event planned for the key was acknowledged.
+    Done,
+    Retry {
+        attempts: u32,
+        next_attempt_at: i64,
+        error: String,
+    },
+    Park {
+        attempts: u32,
+        error: String,
+        request: String,
+        response: String,
+    },
+}
+
+/// A retrying or parked key, for `status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Troubled {
+    pub key: CustomerKey,
+    pub state: QueueState,
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub last_response: Option<String>,
 }
 
 fn check_version(path: &Path, found: i64) -> std::result::Result<(), OpenError> {

@@ -76,7 +76,8 @@ CREATE TABLE queue (
     last_response   TEXT,
     PRIMARY KEY (business_unit, account, sub_account)
 ) WITHOUT ROWID;
-CREATE INDEX queue_due ON queue (state, next_attempt_at);
+-- Keys the delivery worker may send, soonest first.
+CREATE INDEX queue_due ON queue (next_attempt_at) WHERE state <> 'parked';
 
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,

@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod deliver;
 mod diff;
 mod manifests;
 mod state;

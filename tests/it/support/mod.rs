@@ -3,8 +3,9 @@
 
 use paystar_sync::config::Config;
 use paystar_sync::customer::{CustomerKey, FieldsBuf};
+use paystar_sync::sandbox::{RunningSandbox, Sandbox};
 use paystar_sync::scan::{Scan, ScanSettings, scan};
-use paystar_sync::store::{Ack, Store};
+use paystar_sync::store::{Outcome, OutcomeResult, Store};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -81,6 +82,25 @@ impl Project {
             .arg(self.config_path())
             .env_remove("PAYSTAR_SYNC_CONFIG")
             .output()
+            .expect("run paystar-sync");
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Runs the binary with `--config` appended, without blocking the runtime
+    /// (the sandbox it talks to runs in this process).
+    pub async fn run_async(&self, args: &[&str]) -> Run {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_paystar-sync"))
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .env_remove("PAYSTAR_SYNC_CONFIG")
+            .env("PAYSTAR_API_KEY", TEST_API_KEY)
+            .output()
+            .await
             .expect("run paystar-sync");
         Run {
             code: output.status.code().unwrap_or(-1),
@@ -186,22 +206,39 @@ impl Project {
             ));
         })
         .unwrap();
-        let acks: Vec<Ack<'_>> = acks
-            .iter()
-            .map(|(key, fields, unenrolled)| Ack {
-                key: key.as_ref(),
-                fields: fields.as_ref().map(|f| f.as_ref()),
-                unenrolled: *unenrolled,
-                at_ms: now_ms(),
-                still_differs: false,
+        let outcomes: Vec<Outcome> = acks
+            .into_iter()
+            .map(|(key, fields, unenrolled)| Outcome {
+                key,
+                acked_fields: fields,
+                acked_unenroll: unenrolled,
+                result: OutcomeResult::Done,
             })
             .collect();
-        store.record_acks(&acks).unwrap();
+        store
+            .record_outcomes(&outcomes, |_| false, now_ms())
+            .unwrap();
     }
 
     pub fn store(&self) -> Store {
         Store::open(&self.db_path()).expect("open store")
     }
+}
+
+pub const TEST_API_KEY: &str = "test-key-9f3a1c";
+
+/// A project whose config points at a sandbox running in the test process, with
+/// fast retries.
+pub async fn with_sandbox(extra_paystar: &str) -> (Project, RunningSandbox) {
+    let sandbox = Sandbox::new()
+        .start(([127, 0, 0, 1], 0).into())
+        .await
+        .expect("start sandbox");
+    let config = format!(
+        "state:\n  path: state/paystar-sync.db\nmanifests:\n  dir: manifests\npaystar:\n  endpoint: {}\n  api_key_env: PAYSTAR_API_KEY\n  default_business_unit: water-bill-pay\n  retry: {{ schedule: [50ms, 50ms, 50ms] }}\n  timeout: 2s\n{extra_paystar}",
+        sandbox.paystar_endpoint()
+    );
+    (Project::with_config(&config), sandbox)
 }
 
 pub fn now_ms() -> i64 {

@@ -1,0 +1,247 @@
+//! The one place that decides what an answer from Paystar means: delivered, retry
+//! at a time, or park for an operator (SPEC §4). Pure: the caller passes the clock
+//! and the jitter, and nothing here sleeps.
+
+use std::time::{Duration, SystemTime};
+
+/// What one attempt produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    Response {
+        status: u16,
+        retry_after: Option<String>,
+        /// The start of the body (bounded by the client).
+        body: String,
+    },
+    /// No HTTP answer: connection refused or reset, DNS, TLS, or a timeout.
+    Transport { timeout: bool, message: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Delivered,
+    Retry { after: Duration, reason: String },
+    Park { reason: String },
+}
+
+/// `Retry-After` is honoured up to this long.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
+
+/// Decides after the `failures_before + 1`-th attempt of a key.
+/// `jitter` is a factor in `[-0.2, 0.2]` applied to the scheduled wait.
+pub fn classify(
+    attempt: &Attempt,
+    failures_before: u32,
+    schedule: &[Duration],
+    jitter: f64,
+    now: SystemTime,
+) -> Decision {
+    let (reason, retry_after) = match attempt {
+        Attempt::Response { status, body, .. } if (200..300).contains(status) => {
+            return match has_errors(body) {
+                Some(errors) => Decision::Park {
+                    reason: format!("HTTP {status} with hasErrors: {errors}"),
+                },
+                None => Decision::Delivered,
+            };
+        }
+        Attempt::Response {
+            status,
+            retry_after,
+            body,
+        } => {
+            let retryable = matches!(status, 408 | 425 | 429) || (500..600).contains(status);
+            let reason = format!("HTTP {status}{}", short(body));
+            if !retryable {
+                let hint = match status {
+                    401 | 403 => " (check the API key: paystar.api_key_env / api_key_file)",
+                    _ => "",
+                };
+                return Decision::Park {
+                    reason: format!("{reason}{hint}"),
+                };
+            }
+            (
+                reason,
+                retry_after
+                    .as_deref()
+                    .and_then(|v| parse_retry_after(v, now)),
+            )
+        }
+        Attempt::Transport {
+            timeout: true,
+            message,
+        } => (format!("timed out: {message}"), None),
+        Attempt::Transport { message, .. } => (format!("connection failed: {message}"), None),
+    };
+    let Some(step) = schedule.get(failures_before as usize) else {
+        return Decision::Park {
+            reason: format!(
+                "retry schedule exhausted after {} attempts; last: {reason}",
+                failures_before + 1
+            ),
+        };
+    };
+    let scheduled = step.mul_f64((1.0 + jitter.clamp(-0.2, 0.2)).max(0.0));
+    let after = match retry_after {
+        Some(floor) => scheduled.max(floor.min(RETRY_AFTER_CAP)),
+        None => scheduled,
+    };
+    Decision::Retry { after, reason }
+}
+
+/// `Retry-After` as delay seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The `errors` of a `{"hasErrors": true, …}` body, if it is one.
+fn has_errors(body: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    if value.get("hasErrors")?.as_bool()? {
+        Some(
+            value
+                .get("errors")
+                .map_or_else(|| "[]".into(), |e| e.to_string()),
+        )
+    } else {
+        None
+    }
+}
+
+fn short(body: &str) -> String {
+    let body = body.trim();
+    if body.is_empty() {
+        return String::new();
+    }
+    let cut: String = body.chars().take(200).collect();
+    format!(": {cut}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHEDULE: [Duration; 3] = [
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+    ];
+
+    fn response(status: u16, body: &str, retry_after: Option<&str>) -> Attempt {
+        Attempt::Response {
+            status,
+            retry_after: retry_after.map(str::to_owned),
+            body: body.into(),
+        }
+    }
+
+    fn decide(attempt: Attempt, failures: u32) -> Decision {
+        classify(
+            &attempt,
+            failures,
+            &SCHEDULE,
+            0.0,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
+        )
+    }
+
+    #[test]
+    fn a_2xx_is_delivered_whatever_its_body_unless_it_says_has_errors() {
+        for body in ["", "ok", "{}", r#"{"hasErrors":false,"errors":[]}"#] {
+            assert_eq!(
+                decide(response(200, body, None), 0),
+                Decision::Delivered,
+                "{body}"
+            );
+        }
+        assert_eq!(decide(response(204, "", None), 0), Decision::Delivered);
+        let parked = decide(
+            response(200, r#"{"hasErrors":true,"errors":["bad account"]}"#, None),
+            0,
+        );
+        assert!(matches!(parked, Decision::Park { reason } if reason.contains("bad account")));
+    }
+
+    #[test]
+    fn timeouts_connection_errors_408_425_429_and_5xx_are_retried_on_the_schedule() {
+        for status in [408, 425, 429, 500, 502, 503, 504] {
+            assert_eq!(
+                decide(response(status, "", None), 1),
+                Decision::Retry {
+                    after: Duration::from_secs(5),
+                    reason: format!("HTTP {status}")
+                }
+            );
+        }
+        let timeout = Attempt::Transport {
+            timeout: true,
+            message: "30s".into(),
+        };
+        assert!(
+            matches!(decide(timeout, 0), Decision::Retry { after, .. } if after == Duration::from_secs(1))
+        );
+        let refused = Attempt::Transport {
+            timeout: false,
+            message: "refused".into(),
+        };
+        assert!(
+            matches!(decide(refused, 2), Decision::Retry { after, .. } if after == Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn other_4xx_are_parked_and_401_points_at_the_api_key() {
+        for status in [400, 404, 409, 422] {
+            assert!(
+                matches!(
+                    decide(response(status, "nope", None), 0),
+                    Decision::Park { .. }
+                ),
+                "{status}"
+            );
+        }
+        assert!(
+            matches!(decide(response(401, "", None), 0), Decision::Park { reason } if reason.contains("api_key"))
+        );
+    }
+
+    #[test]
+    fn an_exhausted_schedule_parks() {
+        assert!(
+            matches!(decide(response(503, "", None), 3), Decision::Park { reason } if reason.contains("exhausted after 4 attempts"))
+        );
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date_is_a_floor_capped_at_an_hour() {
+        assert!(
+            matches!(decide(response(429, "", Some("120")), 0), Decision::Retry { after, .. } if after == Duration::from_secs(120))
+        );
+        assert!(
+            matches!(decide(response(429, "", Some("0")), 1), Decision::Retry { after, .. } if after == Duration::from_secs(5))
+        );
+        assert!(
+            matches!(decide(response(503, "", Some("86400")), 0), Decision::Retry { after, .. } if after == RETRY_AFTER_CAP)
+        );
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(90));
+        assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(90)));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn jitter_moves_the_wait_by_at_most_twenty_percent() {
+        let attempt = response(503, "", None);
+        let now = SystemTime::UNIX_EPOCH;
+        let low = classify(&attempt, 2, &SCHEDULE, -0.5, now);
+        let high = classify(&attempt, 2, &SCHEDULE, 0.2, now);
+        assert!(matches!(low, Decision::Retry { after, .. } if after == Duration::from_secs(24)));
+        assert!(matches!(high, Decision::Retry { after, .. } if after == Duration::from_secs(36)));
+    }
+}

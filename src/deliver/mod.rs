@@ -1,0 +1,11 @@
+//! The Paystar sink: the request (`event`), the HTTP client (`client`), the one
+//! decision table for answers (`classify`) and the queue-draining `worker`.
+
+pub mod classify;
+pub mod client;
+pub mod event;
+pub mod worker;
+
+pub use client::PaystarClient;
+pub use event::{EventType, PaystarEvent};
+pub use worker::{Totals, Until, Worker, WorkerSettings};

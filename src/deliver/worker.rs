@@ -1,0 +1,244 @@
+//! The delivery worker: takes due keys from the durable queue, sends each key's
+//! events in order (ManageCustomer, then UnenrollAutopay), and records outcomes.
+//!
+//! - Never two requests in flight for one key: a key is claimed until its outcome
+//!   is committed.
+//! - At most `concurrency` keys in flight.
+//! - Outcomes that finish together are committed in one transaction.
+//! - Each attempt computes the key's events from its state at that moment, so a
+//!   key whose desired state changed while it waited sends its newest state once.
+
+use super::classify::{Attempt, Decision, classify};
+use super::client::PaystarClient;
+use super::event::PaystarEvent;
+use crate::customer::CustomerKey;
+use crate::mask::MaskedAccount;
+use crate::reconcile::RemovalPolicy;
+use crate::store::{KeyState, Outcome, OutcomeResult, SharedStore, SqlError};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    pub schedule: Vec<Duration>,
+    pub on_removal: RemovalPolicy,
+    /// How long in-flight requests may finish after shutdown is asked for.
+    pub grace: Duration,
+}
+
+/// When `run` returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Until {
+    /// Only when cancelled (the daemon).
+    Cancelled,
+    /// Also when nothing is left to send except parked keys (`apply`).
+    Idle,
+}
+
+/// Totals of one `run`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub delivered_events: u64,
+    pub keys_done: u64,
+    pub retries: u64,
+    pub parked: u64,
+}
+
+pub struct Worker {
+    store: SharedStore,
+    client: PaystarClient,
+    settings: WorkerSettings,
+    wake: Arc<Notify>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Worker {
+    pub fn new(store: SharedStore, client: PaystarClient, settings: WorkerSettings) -> Self {
+        Self {
+            store,
+            client,
+            settings,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Wakes the worker after new work was queued.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    pub async fn run(&self, until: Until, cancel: CancellationToken) -> Result<Totals, SqlError> {
+        let mut tasks: JoinSet<(Outcome, u64)> = JoinSet::new();
+        let mut in_flight: HashSet<CustomerKey> = HashSet::new();
+        let mut totals = Totals::default();
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let mut next_due: Option<i64> = None;
+            let mut idle = tasks.is_empty();
+            if deadline.is_none() {
+                let free = self.settings.concurrency - tasks.len();
+                let limit = free + in_flight.len() + 1;
+                let upcoming = self.store.call(move |s| s.upcoming(limit)).await?;
+                let now = now_ms();
+                let mut claimed = Vec::new();
+                for (key, at) in upcoming {
+                    if in_flight.contains(&key) {
+                        continue;
+                    }
+                    idle = false;
+                    if at > now {
+                        next_due = Some(at);
+                        break;
+                    }
+                    if claimed.len() < free {
+                        claimed.push(key);
+                    }
+                }
+                if !claimed.is_empty() {
+                    let keys = claimed.clone();
+                    let states = self
+                        .store
+                        .call(move |s| s.load_states(keys.iter().map(CustomerKey::as_ref)))
+                        .await?;
+                    for (key, state) in claimed.into_iter().zip(states) {
+                        in_flight.insert(key.clone());
+                        let client = self.client.clone();
+                        let settings = self.settings.clone();
+                        let state = state.map(|b| *b).unwrap_or_default();
+                        tasks.spawn(
+                            async move { deliver_key(&client, &settings, key, state).await },
+                        );
+                    }
+                    continue;
+                }
+            }
+            if tasks.is_empty() && (deadline.is_some() || (until == Until::Idle && idle)) {
+                return Ok(totals);
+            }
+            let sleep_for = next_due.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
+            tokio::select! {
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    let mut batch = vec![joined];
+                    while let Some(more) = tasks.try_join_next() {
+                        batch.push(more);
+                    }
+                    let mut outcomes = Vec::with_capacity(batch.len());
+                    for joined in batch {
+                        let (outcome, delivered) = joined.expect("a delivery task panicked");
+                        totals.delivered_events += delivered;
+                        match &outcome.result {
+                            OutcomeResult::Done => totals.keys_done += 1,
+                            OutcomeResult::Retry { .. } => totals.retries += 1,
+                            OutcomeResult::Park { .. } => totals.parked += 1,
+                        }
+                        outcomes.push(outcome);
+                    }
+                    let policy = self.settings.on_removal;
+                    let keys: Vec<CustomerKey> = outcomes.iter().map(|o| o.key.clone()).collect();
+                    self.store
+                        .call(move |s| s.record_outcomes(&outcomes, |state| !state.plan(policy).is_empty(), now_ms()))
+                        .await?;
+                    for key in keys {
+                        in_flight.remove(&key);
+                    }
+                }
+                _ = self.wake.notified(), if deadline.is_none() => {}
+                _ = tokio::time::sleep(sleep_for.unwrap_or_default()), if sleep_for.is_some() && deadline.is_none() => {}
+                _ = cancel.cancelled(), if deadline.is_none() => {
+                    tracing::info!(in_flight = tasks.len(), grace = ?self.settings.grace, "delivery stopping; letting in-flight requests finish");
+                    deadline = Some(tokio::time::Instant::now() + self.settings.grace);
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                    tracing::warn!(abandoned = tasks.len(), "grace period over; abandoning in-flight requests (they stay queued and are sent after restart)");
+                    tasks.abort_all();
+                    return Ok(totals);
+                }
+            }
+        }
+    }
+}
+
+/// Sends one key's events in order; returns the outcome and how many events
+/// Paystar acknowledged.
+async fn deliver_key(
+    client: &PaystarClient,
+    settings: &WorkerSettings,
+    key: CustomerKey,
+    state: KeyState,
+) -> (Outcome, u64) {
+    let plan = state.plan(settings.on_removal);
+    let failures = state.queue.as_ref().map_or(0, |q| q.attempts);
+    let mut outcome = Outcome {
+        key: key.clone(),
+        acked_fields: None,
+        acked_unenroll: false,
+        result: OutcomeResult::Done,
+    };
+    let mut delivered = 0;
+    let mut events = Vec::with_capacity(2);
+    if let Some(manage) = &plan.manage {
+        events.push((
+            PaystarEvent::manage(key.as_ref(), manage),
+            Some(manage.fields.to_owned()),
+        ));
+    }
+    if plan.unenroll.is_some() {
+        events.push((PaystarEvent::unenroll(key.as_ref()), None));
+    }
+    for (event, fields) in events {
+        let attempt = client.send(&event).await;
+        let jitter = fastrand::f64() * 0.4 - 0.2;
+        let decision = classify(
+            &attempt,
+            failures,
+            &settings.schedule,
+            jitter,
+            SystemTime::now(),
+        );
+        let account = MaskedAccount(&key.account);
+        match decision {
+            Decision::Delivered => {
+                tracing::debug!(event = event.event_type.as_str(), business_unit = %key.business_unit, account = %account, "delivered");
+                delivered += 1;
+                match fields {
+                    Some(fields) => outcome.acked_fields = Some(fields),
+                    None => outcome.acked_unenroll = true,
+                }
+            }
+            Decision::Retry { after, reason } => {
+                tracing::warn!(event = event.event_type.as_str(), business_unit = %key.business_unit, account = %account, attempt = failures + 1, retry_in = ?after, error = %reason, "delivery failed; will retry");
+                outcome.result = OutcomeResult::Retry {
+                    attempts: failures + 1,
+                    next_attempt_at: now_ms() + after.as_millis() as i64,
+                    error: reason,
+                };
+                return (outcome, delivered);
+            }
+            Decision::Park { reason } => {
+                tracing::error!(event = event.event_type.as_str(), business_unit = %key.business_unit, account = %account, error = %reason, "delivery parked; fix the cause, then run `paystar-sync retry`");
+                let response = match &attempt {
+                    Attempt::Response { status, body, .. } => format!("HTTP {status}\n{body}"),
+                    Attempt::Transport { message, .. } => message.clone(),
+                };
+                outcome.result = OutcomeResult::Park {
+                    attempts: failures + 1,
+                    error: reason,
+                    request: event.body,
+                    response,
+                };
+                return (outcome, delivered);
+            }
+        }
+    }
+    (outcome, delivered)
+}

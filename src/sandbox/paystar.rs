@@ -1,0 +1,411 @@
+//! A Paystar Events API simulator, as strict as the vendor page implies: the API
+//! key header, a JSON envelope of exactly `eventType`, `businessUnitSlug` and
+//! `payload`, `payload` a *string* holding a JSON object with the event's fields.
+//! Accepted events are listed; faults and latency can be injected.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// An event the simulator accepted.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Accepted {
+    pub event_type: String,
+    pub business_unit_slug: String,
+    /// The payload string as sent.
+    pub payload: String,
+}
+
+impl Accepted {
+    /// The payload, parsed.
+    pub fn payload_json(&self) -> Value {
+        serde_json::from_str(&self.payload).expect("accepted payloads are JSON")
+    }
+}
+
+/// An injected fault: the next `count` requests get `status` (after `delay_ms`),
+/// or never get an answer when `hang` is set.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct Fault {
+    #[serde(default)]
+    pub status: u16,
+    #[serde(default = "one")]
+    pub count: u32,
+    #[serde(default)]
+    pub delay_ms: u64,
+    #[serde(default)]
+    pub retry_after: Option<String>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub hang: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Default)]
+struct SimState {
+    accepted: Vec<Accepted>,
+    faults: VecDeque<Fault>,
+    latency: Duration,
+    requests: u64,
+    /// Requests being answered right now, in total and per customer.
+    active: usize,
+    active_keys: HashMap<String, usize>,
+    max_active: usize,
+    /// Times a request arrived while another one for the same customer was open.
+    overlaps: u64,
+}
+
+/// Counts a request as open until dropped (also when the client gives up).
+struct Open {
+    sim: PaystarSim,
+    key: String,
+}
+
+impl Open {
+    fn new(sim: &PaystarSim, key: String) -> Self {
+        let mut state = sim.lock();
+        state.requests += 1;
+        state.active += 1;
+        state.max_active = state.max_active.max(state.active);
+        let count = state.active_keys.entry(key.clone()).or_default();
+        *count += 1;
+        if *count > 1 {
+            state.overlaps += 1;
+        }
+        drop(state);
+        Self {
+            sim: sim.clone(),
+            key,
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let mut state = self.sim.lock();
+        state.active -= 1;
+        if let Some(count) = state.active_keys.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                state.active_keys.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The customer a request is about, read leniently (for concurrency tracking only).
+fn request_key(body: &[u8]) -> String {
+    let envelope: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let payload: Value = envelope["payload"]
+        .as_str()
+        .and_then(|p| serde_json::from_str(p).ok())
+        .unwrap_or(Value::Null);
+    format!(
+        "{}/{}/{}",
+        envelope["businessUnitSlug"].as_str().unwrap_or(""),
+        payload["accountNumber"].as_str().unwrap_or(""),
+        payload["subAccountNumber"].as_str().unwrap_or("")
+    )
+}
+
+/// The simulator's state; clones share it.
+#[derive(Clone, Default)]
+pub struct PaystarSim {
+    state: Arc<Mutex<SimState>>,
+}
+
+impl PaystarSim {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SimState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn accepted(&self) -> Vec<Accepted> {
+        self.lock().accepted.clone()
+    }
+
+    /// Every request that reached the endpoint, valid or not.
+    pub fn requests(&self) -> u64 {
+        self.lock().requests
+    }
+
+    /// The most requests ever open at once.
+    pub fn max_concurrent(&self) -> usize {
+        self.lock().max_active
+    }
+
+    /// How often a request came while another for the same customer was open.
+    pub fn same_customer_overlaps(&self) -> u64 {
+        self.lock().overlaps
+    }
+
+    pub fn push_fault(&self, fault: Fault) {
+        self.lock().faults.push_back(fault);
+    }
+
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/integrations/events", post(receive))
+            .route("/_sandbox/paystar/events", get(list))
+            .route(
+                "/_sandbox/paystar/faults",
+                post(add_fault).delete(clear_faults),
+            )
+            .route("/_sandbox/paystar/latency", post(set_latency))
+            .with_state(self.clone())
+    }
+
+    /// Takes the next fault to apply, if any.
+    fn next_fault(&self) -> Option<Fault> {
+        let mut state = self.lock();
+        let fault = state.faults.front_mut()?;
+        fault.count = fault.count.saturating_sub(1);
+        let taken = fault.clone();
+        if fault.count == 0 {
+            state.faults.pop_front();
+        }
+        Some(taken)
+    }
+}
+
+fn rejection(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({ "hasErrors": true, "errors": [message.into()], "data": null })),
+    )
+        .into_response()
+}
+
+async fn receive(
+    State(sim): State<PaystarSim>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let _open = Open::new(&sim, request_key(&body));
+    let latency = sim.lock().latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if let Some(fault) = sim.next_fault() {
+        if fault.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
+        }
+        if fault.hang {
+            std::future::pending::<()>().await;
+        }
+        let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let mut response = (status, fault.body.unwrap_or_default()).into_response();
+        if let Some(value) = fault
+            .retry_after
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
+    match validate(&headers, &body) {
+        Ok(accepted) => {
+            sim.lock().accepted.push(accepted);
+            (
+                StatusCode::OK,
+                Json(json!({ "hasErrors": false, "errors": [], "data": null })),
+            )
+                .into_response()
+        }
+        Err((status, message)) => rejection(status, message),
+    }
+}
+
+/// Checks a request as strictly as the vendor page implies.
+pub fn validate(headers: &HeaderMap, body: &[u8]) -> Result<Accepted, (StatusCode, String)> {
+    let bad = |m: &str| (StatusCode::BAD_REQUEST, m.to_owned());
+    let key = headers
+        .get("x-paystar-api-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if key.trim().is_empty() {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "missing X-Paystar-Api-Key header".into(),
+        ));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/json") {
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json".into(),
+        ));
+    }
+    let envelope: Map<String, Value> = match serde_json::from_slice(body) {
+        Ok(Value::Object(map)) => map,
+        _ => return Err(bad("body must be a JSON object")),
+    };
+    for field in envelope.keys() {
+        if !["eventType", "businessUnitSlug", "payload"].contains(&field.as_str()) {
+            return Err(bad(&format!("unknown field {field:?} in the request body")));
+        }
+    }
+    let text = |name: &str| match envelope.get(name) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(bad(&format!("{name} must be a string"))),
+        None => Err(bad(&format!("{name} is required"))),
+    };
+    let event_type = text("eventType")?;
+    let business_unit_slug = text("businessUnitSlug")?;
+    if business_unit_slug.trim().is_empty() {
+        return Err(bad("businessUnitSlug must not be empty"));
+    }
+    let payload_text = match envelope.get("payload") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Object(_)) => {
+            return Err(bad(
+                "payload must be a serialized JSON string, not a raw JSON object",
+            ));
+        }
+        Some(_) => return Err(bad("payload must be a string")),
+        None => return Err(bad("payload is required")),
+    };
+    let payload: Map<String, Value> = match serde_json::from_str(&payload_text) {
+        Ok(Value::Object(map)) => map,
+        _ => return Err(bad("payload must hold a serialized JSON object")),
+    };
+    let (required, optional): (&[&str], &[&str]) = match event_type.as_str() {
+        "Accounts.ManageCustomer" => (
+            &[
+                "accountNumber",
+                "subAccountNumber",
+                "firstName",
+                "lastName",
+                "emailAddress",
+            ],
+            &["originalEmailAddress"],
+        ),
+        "Accounts.UnenrollAutopay" => (&["accountNumber", "subAccountNumber"], &[]),
+        other => return Err(bad(&format!("unknown eventType {other:?}"))),
+    };
+    for field in required {
+        match payload.get(*field) {
+            Some(Value::String(s)) if !s.is_empty() || *field == "subAccountNumber" => {}
+            Some(Value::String(_)) => {
+                return Err(bad(&format!("payload.{field} must not be empty")));
+            }
+            Some(_) => return Err(bad(&format!("payload.{field} must be a string"))),
+            None => return Err(bad(&format!("payload.{field} is required"))),
+        }
+    }
+    for (field, value) in &payload {
+        if !required.contains(&field.as_str()) && !optional.contains(&field.as_str()) {
+            return Err(bad(&format!("unknown payload field {field:?}")));
+        }
+        if !value.is_string() {
+            return Err(bad(&format!("payload.{field} must be a string")));
+        }
+    }
+    Ok(Accepted {
+        event_type,
+        business_unit_slug,
+        payload: payload_text,
+    })
+}
+
+async fn list(State(sim): State<PaystarSim>) -> Json<Value> {
+    Json(json!({ "events": sim.accepted() }))
+}
+
+async fn add_fault(State(sim): State<PaystarSim>, Json(fault): Json<Fault>) -> StatusCode {
+    sim.push_fault(fault);
+    StatusCode::NO_CONTENT
+}
+
+async fn clear_faults(State(sim): State<PaystarSim>) -> StatusCode {
+    sim.lock().faults.clear();
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct Latency {
+    ms: u64,
+}
+
+async fn set_latency(State(sim): State<PaystarSim>, Json(latency): Json<Latency>) -> StatusCode {
+    sim.set_latency(Duration::from_millis(latency.ms));
+    StatusCode::NO_CONTENT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-paystar-api-key", HeaderValue::from_static("k"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h
+    }
+
+    #[test]
+    fn the_vendor_example_is_accepted() {
+        let body = br#"{"eventType":"Accounts.UnenrollAutopay","businessUnitSlug":"water-bill-pay","payload":"{\"accountNumber\":\"12345\",\"subAccountNumber\":\"\"}"}"#;
+        assert!(validate(&headers(), body).is_ok());
+    }
+
+    #[test]
+    fn a_raw_object_payload_is_rejected_with_a_clear_400() {
+        let body = br#"{"eventType":"Accounts.UnenrollAutopay","businessUnitSlug":"w","payload":{"accountNumber":"1","subAccountNumber":""}}"#;
+        let (status, message) = validate(&headers(), body).unwrap_err();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(message.contains("not a raw JSON object"));
+    }
+
+    #[test]
+    fn missing_key_missing_fields_and_unknown_types_are_rejected() {
+        let ok = br#"{"eventType":"Accounts.ManageCustomer","businessUnitSlug":"w","payload":"{\"accountNumber\":\"1\",\"subAccountNumber\":\"\",\"firstName\":\"A\",\"lastName\":\"B\",\"emailAddress\":\"a@example.com\"}"}"#;
+        assert!(validate(&headers(), ok).is_ok());
+        assert_eq!(
+            validate(&HeaderMap::new(), ok).unwrap_err().0,
+            StatusCode::UNAUTHORIZED
+        );
+        let no_sub = br#"{"eventType":"Accounts.UnenrollAutopay","businessUnitSlug":"w","payload":"{\"accountNumber\":\"1\"}"}"#;
+        assert!(
+            validate(&headers(), no_sub)
+                .unwrap_err()
+                .1
+                .contains("subAccountNumber is required")
+        );
+        let unknown = br#"{"eventType":"Accounts.Delete","businessUnitSlug":"w","payload":"{}"}"#;
+        assert!(
+            validate(&headers(), unknown)
+                .unwrap_err()
+                .1
+                .contains("unknown eventType")
+        );
+    }
+}

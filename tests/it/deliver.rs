@@ -1,0 +1,304 @@
+//! SPEC §4 delivery guarantees, through the real binary and the Paystar simulator
+//! over loopback HTTP.
+
+use crate::support::{Project, with_sandbox};
+use paystar_sync::sandbox::paystar::Fault;
+
+const HEADER: &str = "accountNumber,subAccountNumber,firstName,lastName,emailAddress,autopay\n";
+
+fn csv(rows: &[&str]) -> String {
+    format!("{HEADER}{}\n", rows.join("\n"))
+}
+
+fn event_types(sandbox: &paystar_sync::sandbox::RunningSandbox) -> Vec<String> {
+    sandbox
+        .sandbox
+        .paystar
+        .accepted()
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {}",
+                a.event_type,
+                a.payload_json()["accountNumber"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+async fn apply(p: &Project) -> crate::support::Run {
+    p.run_async(&["apply", "--timeout", "20s"]).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn paystar_receives_the_vendor_envelope_with_the_payload_as_a_json_string() {
+    let (p, sandbox) = with_sandbox("").await;
+    p.file(
+        "c.csv",
+        csv(&["12345,,John,Smith,john.smith@example.com,no"]),
+    );
+    let run = apply(&p).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let accepted = sandbox.sandbox.paystar.accepted();
+    assert_eq!(accepted.len(), 2);
+    assert_eq!(accepted[0].event_type, "Accounts.ManageCustomer");
+    assert_eq!(accepted[0].business_unit_slug, "water-bill-pay");
+    assert_eq!(
+        accepted[0].payload,
+        r#"{"accountNumber":"12345","subAccountNumber":"","firstName":"John","lastName":"Smith","emailAddress":"john.smith@example.com"}"#
+    );
+    assert_eq!(accepted[1].event_type, "Accounts.UnenrollAutopay");
+    assert_eq!(
+        accepted[1].payload,
+        r#"{"accountNumber":"12345","subAccountNumber":""}"#
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_apply_sends_nothing() {
+    let (p, sandbox) = with_sandbox("").await;
+    p.file(
+        "c.csv",
+        csv(&[
+            "1,,Ada,Lovelace,ada@example.com,",
+            "2,,Alan,Turing,alan@example.com,false",
+        ]),
+    );
+    assert_eq!(apply(&p).await.code, 0);
+    let requests = sandbox.sandbox.paystar.requests();
+    assert_eq!(requests, 3);
+    let again = apply(&p).await;
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(sandbox.sandbox.paystar.requests(), requests);
+    assert!(
+        again.stdout.contains("0 event(s) acknowledged"),
+        "{}",
+        again.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_503s_then_a_200_deliver_the_event_once() {
+    let (p, sandbox) = with_sandbox("").await;
+    sandbox.sandbox.paystar.push_fault(Fault {
+        status: 503,
+        count: 2,
+        ..Fault::default()
+    });
+    p.file("c.csv", csv(&["1,,Ada,Lovelace,ada@example.com,"]));
+    let run = apply(&p).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(sandbox.sandbox.paystar.requests(), 3);
+    assert_eq!(event_types(&sandbox), ["Accounts.ManageCustomer 1"]);
+    assert!(run.stdout.contains("2 retry(ies)"), "{}", run.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_after_longer_than_the_schedule_is_honoured() {
+    let (p, sandbox) = with_sandbox("").await;
+    sandbox.sandbox.paystar.push_fault(Fault {
+        status: 429,
+        retry_after: Some("1".into()),
+        ..Fault::default()
+    });
+    p.file("c.csv", csv(&["1,,Ada,Lovelace,ada@example.com,"]));
+    let started = tokio::time::Instant::now();
+    let run = apply(&p).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "the 50ms schedule must wait for Retry-After: 1"
+    );
+    assert_eq!(event_types(&sandbox), ["Accounts.ManageCustomer 1"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_400_parks_the_customer_until_retry() {
+    let (p, sandbox) = with_sandbox("").await;
+    sandbox.sandbox.paystar.push_fault(Fault {
+        status: 400,
+        body: Some(r#"{"hasErrors":true,"errors":["account locked"]}"#.into()),
+        ..Fault::default()
+    });
+    p.file(
+        "c.csv",
+        csv(&[
+            "1,,Ada,Lovelace,ada@example.com,",
+            "2,,Alan,Turing,alan@example.com,",
+        ]),
+    );
+    let run = apply(&p).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(
+        sandbox.sandbox.paystar.accepted().len(),
+        1,
+        "the other customer is not held back"
+    );
+    let status = p.run_async(&["status"]).await;
+    assert!(status.stdout.contains("1 parked"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("HTTP 400") && status.stdout.contains("account locked"),
+        "{}",
+        status.stdout
+    );
+    // A parked customer is not retried by the next apply on its own…
+    let requests = sandbox.sandbox.paystar.requests();
+    assert_eq!(apply(&p).await.code, 1);
+    assert_eq!(sandbox.sandbox.paystar.requests(), requests);
+    // …only after `retry`.
+    let retry = p.run_async(&["retry", "--all"]).await;
+    assert!(retry.stdout.contains("re-queued 1 parked"), "{retry:?}");
+    assert_eq!(apply(&p).await.code, 0);
+    assert_eq!(sandbox.sandbox.paystar.accepted().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parked_customer_is_retried_when_its_desired_state_changes() {
+    let (p, sandbox) = with_sandbox("").await;
+    sandbox.sandbox.paystar.push_fault(Fault {
+        status: 422,
+        ..Fault::default()
+    });
+    p.file("c.csv", csv(&["1,,Ada,Lovelace,ada@example.com,"]));
+    assert_eq!(apply(&p).await.code, 1);
+    p.file("c.csv", csv(&["1,,Ada,Lovelace,ada.lovelace@example.com,"]));
+    assert_eq!(apply(&p).await.code, 0);
+    let accepted = sandbox.sandbox.paystar.accepted();
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(
+        accepted[0].payload_json()["emailAddress"],
+        "ada.lovelace@example.com"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn has_errors_true_in_a_2xx_parks_the_customer() {
+    let (p, sandbox) = with_sandbox("").await;
+    sandbox.sandbox.paystar.push_fault(Fault {
+        status: 200,
+        body: Some(r#"{"hasErrors":true,"errors":["unknown business unit"]}"#.into()),
+        ..Fault::default()
+    });
+    p.file("c.csv", csv(&["1,,Ada,Lovelace,ada@example.com,"]));
+    assert_eq!(apply(&p).await.code, 1);
+    let status = p.run_async(&["status", "--format", "json"]).await;
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["counts"]["parked"], 1);
+    assert!(
+        status["queue"][0]["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("unknown business unit")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_that_hangs_times_out_and_is_retried() {
+    let (p, sandbox) = with_sandbox("").await;
+    p.config(
+        &std::fs::read_to_string(p.config_path())
+            .unwrap()
+            .replace("timeout: 2s", "timeout: 300ms"),
+    );
+    sandbox.sandbox.paystar.push_fault(Fault {
+        hang: true,
+        ..Fault::default()
+    });
+    p.file("c.csv", csv(&["1,,Ada,Lovelace,ada@example.com,"]));
+    let run = apply(&p).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("timed out"), "{}", run.stderr);
+    assert_eq!(event_types(&sandbox), ["Accounts.ManageCustomer 1"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exhausted_retry_schedule_parks_the_customer() {
+    let (p, sandbox) = with_sandbox("").await;
+    sandbox.sandbox.paystar.push_fault(Fault {
+        status: 500,
+        count: 4,
+        ..Fault::default()
+    });
+    p.file("c.csv", csv(&["1,,Ada,Lovelace,ada@example.com,"]));
+    assert_eq!(apply(&p).await.code, 1);
+    assert_eq!(sandbox.sandbox.paystar.requests(), 4);
+    let status = p.run_async(&["status"]).await;
+    assert!(
+        status
+            .stdout
+            .contains("retry schedule exhausted after 4 attempts"),
+        "{}",
+        status.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edits_made_while_a_customer_waits_are_sent_once_with_the_acknowledged_email_as_original() {
+    let (p, sandbox) = with_sandbox("").await;
+    p.file("c.csv", csv(&["1,,Ada,Lovelace,ada@example.com,"]));
+    assert_eq!(apply(&p).await.code, 0);
+    for email in [
+        "second@example.com",
+        "third@example.com",
+        "fourth@example.com",
+    ] {
+        p.file("c.csv", csv(&[&format!("1,,Ada,Lovelace,{email},")]));
+        p.commit();
+    }
+    assert_eq!(apply(&p).await.code, 0);
+    let accepted = sandbox.sandbox.paystar.accepted();
+    assert_eq!(accepted.len(), 2);
+    let payload = accepted[1].payload_json();
+    assert_eq!(payload["emailAddress"], "fourth@example.com");
+    assert_eq!(payload["originalEmailAddress"], "ada@example.com");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrency_is_bounded_and_a_customer_is_never_in_flight_twice() {
+    let (p, sandbox) = with_sandbox("  concurrency: 4\n").await;
+    sandbox
+        .sandbox
+        .paystar
+        .set_latency(std::time::Duration::from_millis(30));
+    let rows: Vec<String> = (0..24)
+        .map(|i| format!("{i},,Ada,Lovelace,ada{i}@example.com,no"))
+        .collect();
+    let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+    p.file("c.csv", csv(&rows));
+    let run = apply(&p).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let sim = &sandbox.sandbox.paystar;
+    assert_eq!(sim.accepted().len(), 48);
+    assert_eq!(sim.max_concurrent(), 4);
+    assert_eq!(sim.same_customer_overlaps(), 0);
+    // Per customer, ManageCustomer always comes before UnenrollAutopay.
+    for i in 0..24 {
+        let order: Vec<String> = sim
+            .accepted()
+            .iter()
+            .filter(|a| a.payload_json()["accountNumber"].as_str() == Some(i.to_string().as_str()))
+            .map(|a| a.event_type.clone())
+            .collect();
+        assert_eq!(
+            order,
+            ["Accounts.ManageCustomer", "Accounts.UnenrollAutopay"]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_without_an_api_key_is_a_configuration_error() {
+    let (p, _sandbox) = with_sandbox("").await;
+    p.file("c.csv", csv(&["1,,Ada,Lovelace,ada@example.com,"]));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_paystar-sync"))
+        .args(["apply", "--config"])
+        .arg(p.config_path())
+        .env_remove("PAYSTAR_API_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("paystar.api_key_env: environment variable PAYSTAR_API_KEY is not set")
+    );
+}
