@@ -202,6 +202,8 @@ fn commit_and_acknowledge(config: &Config) -> (Duration, Duration) {
         parse: &parse,
         on_removal: config.manifests.on_removal,
         now_ms: now_ms(),
+        settle_ms: 0,
+        busy: &[],
     };
     let s = scan(&store, &settings).unwrap();
     s.commit(&mut store).unwrap();

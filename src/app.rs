@@ -4,6 +4,7 @@
 
 use crate::config::{Config, ConfigError, Endpoint, Secret};
 use crate::deliver::{PaystarClient, Totals, Until, Worker, WorkerSettings};
+use crate::manifest::watch::FolderWatch;
 use crate::sandbox::{RunningSandbox, Sandbox};
 use crate::scan::{Scan, ScanSettings, scan};
 use crate::store::{SharedStore, Store};
@@ -79,6 +80,8 @@ pub async fn scan_and_commit(config: &Config, store: &SharedStore) -> anyhow::Re
                 parse: &parse,
                 on_removal,
                 now_ms: now_ms(),
+                settle_ms: 0,
+                busy: &[],
             };
             let scan = scan(s, &settings).context("cannot scan the manifests")?;
             scan.commit(s)
@@ -131,4 +134,259 @@ pub async fn apply(config: &Config, timeout: Duration) -> anyhow::Result<ApplyRe
         parked: counts.parked,
         waiting: counts.pending + counts.retrying,
     })
+}
+
+/// What the process asks the daemon to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM / SIGINT: stop intake, finish in-flight requests within the grace period, exit.
+    Shutdown,
+    /// SIGHUP: reload the config; an invalid one is reported and the old one keeps running.
+    Reload,
+}
+
+/// The daemon (SPEC §9). Returns when told to shut down, or with the error of a
+/// stage that died.
+pub async fn run(
+    config_path: &std::path::Path,
+    mut config: Config,
+    mut signals: tokio::sync::mpsc::Receiver<Signal>,
+    notifier: crate::systemd::Notifier,
+) -> anyhow::Result<()> {
+    let store = SharedStore::new(Store::open(&config.state.path)?);
+    loop {
+        let mut pipeline = Pipeline::start(&config, store.clone()).await?;
+        notifier.notify("READY=1\nSTATUS=watching manifests");
+        tracing::info!(manifests = %config.manifests.dir.display(), "ready");
+        let mut watchdog = notifier.watchdog_interval().map(tokio::time::interval);
+        let next = loop {
+            tokio::select! {
+                signal = signals.recv() => match signal.unwrap_or(Signal::Shutdown) {
+                    Signal::Shutdown => break None,
+                    Signal::Reload => match Config::load(config_path) {
+                        Ok(new) => {
+                            if new.state.path != config.state.path {
+                                tracing::warn!(old = %config.state.path.display(), new = %new.state.path.display(), "state.path changes take effect on restart; keeping the old one");
+                            }
+                            tracing::info!("configuration reloaded");
+                            break Some(new);
+                        }
+                        Err(err) => tracing::error!(error = %err, "reload refused; the running configuration stays in force"),
+                    },
+                },
+                failure = pipeline.failures.recv() => {
+                    let err = failure.unwrap_or_else(|| anyhow::anyhow!("a pipeline stage stopped"));
+                    pipeline.stop().await;
+                    return Err(err);
+                }
+                _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => {
+                    notifier.notify("WATCHDOG=1");
+                }
+            }
+        };
+        match next {
+            None => {
+                notifier.notify("STOPPING=1");
+                tracing::info!("shutting down");
+                pipeline.stop().await;
+                return Ok(());
+            }
+            Some(mut new) => {
+                notifier.notify("RELOADING=1");
+                new.state.path = config.state.path.clone();
+                pipeline.stop().await;
+                config = new;
+            }
+        }
+    }
+}
+
+/// The running stages of one configuration: intake (watch + rescans) and delivery.
+struct Pipeline {
+    cancel: CancellationToken,
+    tracker: tokio_util::task::TaskTracker,
+    failures: tokio::sync::mpsc::Receiver<anyhow::Error>,
+    sandbox: Option<RunningSandbox>,
+}
+
+impl Pipeline {
+    async fn start(config: &Config, store: SharedStore) -> anyhow::Result<Pipeline> {
+        let (client, sandbox) = paystar(config).await?;
+        // Watch first, then scan: a change made during the startup scan is then
+        // either in it or triggers the next one, never lost in between.
+        let (tx, changes) = tokio::sync::mpsc::unbounded_channel();
+        let watch = Intake::watch(&config.manifests.dir, &tx);
+        let scan = scan_and_commit(config, &store).await?;
+        log_scan(&scan);
+        let cancel = CancellationToken::new();
+        let tracker = tokio_util::task::TaskTracker::new();
+        let (fail_tx, failures) = tokio::sync::mpsc::channel(4);
+        let worker =
+            std::sync::Arc::new(Worker::new(store.clone(), client, worker_settings(config)));
+        let wake = worker.waker();
+        {
+            let cancel = cancel.child_token();
+            let fail = fail_tx.clone();
+            tracker.spawn(async move {
+                if let Err(err) = worker.run(Until::Cancelled, cancel).await {
+                    let _ = fail
+                        .send(anyhow::Error::new(err).context("delivery stopped"))
+                        .await;
+                }
+            });
+        }
+        {
+            let intake = Intake {
+                config: config.clone(),
+                store,
+                wake,
+            };
+            let cancel = cancel.child_token();
+            tracker.spawn(async move {
+                if let Err(err) = intake.run(watch, tx, changes, cancel).await {
+                    let _ = fail_tx.send(err.context("manifest intake stopped")).await;
+                }
+            });
+        }
+        tracker.close();
+        Ok(Pipeline {
+            cancel,
+            tracker,
+            failures,
+            sandbox,
+        })
+    }
+
+    /// Stops intake and delivery; delivery lets in-flight requests finish within its grace period.
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.tracker.wait().await;
+        if let Some(sandbox) = self.sandbox {
+            sandbox.stop().await;
+        }
+    }
+}
+
+fn log_scan(scan: &Scan) {
+    for error in scan.new_errors() {
+        tracing::warn!(%error, "manifest error; the customer keeps its previous state");
+    }
+    let s = &scan.stats;
+    tracing::info!(
+        files = s.files,
+        parsed = s.files_parsed,
+        deferred = s.files_deferred,
+        changed = s.keys_changed,
+        removed = s.keys_removed,
+        errors = scan.errors.len(),
+        "scan committed"
+    );
+}
+
+/// Turns folder changes and the rescan interval into committed scans.
+struct Intake {
+    config: Config,
+    store: SharedStore,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Intake {
+    async fn run(
+        self,
+        mut watch: Option<FolderWatch>,
+        tx: tokio::sync::mpsc::UnboundedSender<()>,
+        mut changes: tokio::sync::mpsc::UnboundedReceiver<()>,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<()> {
+        use tokio::time::{Instant, MissedTickBehavior};
+        let dir = self.config.manifests.dir.clone();
+        let debounce = self.config.manifests.debounce;
+        let mut rescan = tokio::time::interval(self.config.manifests.rescan_interval);
+        rescan.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        rescan.tick().await; // the startup scan just ran
+        let mut due: Option<Instant> = None;
+        let mut first_change: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                Some(()) = changes.recv() => {
+                    let now = Instant::now();
+                    let first = *first_change.get_or_insert(now);
+                    // Wait for quiet, but never longer than ten debounce periods.
+                    due = Some((now + debounce).min(first + debounce * 10));
+                }
+                _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                    due = None;
+                    first_change = None;
+                    if self.scan(watch.as_ref()).await? > 0 {
+                        due = Some(Instant::now() + debounce);
+                    }
+                    if watch.as_ref().is_none_or(|w| w.moved(&dir)) {
+                        watch = Self::watch(&dir, &tx);
+                    }
+                }
+                _ = rescan.tick() => {
+                    if self.scan(watch.as_ref()).await? > 0 {
+                        due = Some(Instant::now() + debounce);
+                    }
+                    if watch.as_ref().is_none_or(|w| w.moved(&dir)) {
+                        watch = Self::watch(&dir, &tx);
+                    }
+                }
+            }
+        }
+    }
+
+    fn watch(
+        dir: &std::path::Path,
+        tx: &tokio::sync::mpsc::UnboundedSender<()>,
+    ) -> Option<FolderWatch> {
+        match FolderWatch::new(dir, tx.clone()) {
+            Ok(watch) => Some(watch),
+            Err(err) => {
+                tracing::warn!(error = %err, dir = %dir.display(), "cannot watch the manifests folder; relying on manifests.rescan_interval");
+                None
+            }
+        }
+    }
+
+    /// One committed scan; returns how many files were left to settle.
+    async fn scan(&self, watch: Option<&FolderWatch>) -> anyhow::Result<u64> {
+        let stale = (self.config.manifests.debounce * 10).max(Duration::from_secs(30));
+        let busy = watch.map(|w| w.writers.snapshot(stale)).unwrap_or_default();
+        let dir = self.config.manifests.dir.clone();
+        let parse = self.config.parse_options();
+        let on_removal = self.config.manifests.on_removal;
+        let settle_ms = self.config.manifests.debounce.as_millis() as i64;
+        let result = self
+            .store
+            .call(move |s| -> Result<Scan, crate::scan::ScanError> {
+                let settings = ScanSettings {
+                    dir: &dir,
+                    parse: &parse,
+                    on_removal,
+                    now_ms: now_ms(),
+                    settle_ms,
+                    busy: &busy,
+                };
+                let scan = scan(s, &settings)?;
+                scan.commit(s)?;
+                Ok(scan)
+            })
+            .await;
+        match result {
+            Ok(scan) => {
+                log_scan(&scan);
+                self.wake.notify_one();
+                Ok(scan.stats.files_deferred)
+            }
+            // The folder may be briefly missing (a symlink swap, a remount): nothing is
+            // removed, and the next change or rescan tries again.
+            Err(crate::scan::ScanError::Discover(err)) => {
+                tracing::error!(error = %err, "cannot scan the manifests folder; nothing changes until it is back");
+                Ok(0)
+            }
+            Err(err) => Err(anyhow::Error::new(err)),
+        }
+    }
 }

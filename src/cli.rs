@@ -79,6 +79,11 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// The daemon: watch the manifests, deliver changes, until SIGTERM or SIGINT.
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// One pass: scan, send every change, wait for Paystar's acknowledgements, exit.
     Apply {
         #[command(flatten)]
@@ -154,6 +159,7 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Exit 
             out,
             detailed_exitcode,
         } => plan(&config.config, *format, out.as_deref(), *detailed_exitcode),
+        Command::Run { config } => block_on(daemon(&config.config)),
         Command::Apply { config, timeout } => block_on(apply(&config.config, *timeout)),
         Command::Status { config, format } => status(&config.config, *format),
         Command::Retry {
@@ -225,6 +231,8 @@ fn dry_scan(path: &Path) -> anyhow::Result<(Config, Store, Scan)> {
         parse: &parse,
         on_removal: config.manifests.on_removal,
         now_ms: now_ms(),
+        settle_ms: 0,
+        busy: &[],
     };
     let scan = scan(&store, &settings).context("cannot scan the manifests")?;
     for warning in &scan.warnings {
@@ -482,5 +490,29 @@ async fn sandbox(listen: std::net::SocketAddr) -> anyhow::Result<Exit> {
         .await
         .context("cannot listen for Ctrl-C")?;
     running.stop().await;
+    Ok(Exit::Ok)
+}
+
+async fn daemon(path: &Path) -> anyhow::Result<Exit> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let config = Config::load(path)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    tokio::spawn(async move {
+        loop {
+            let signal = tokio::select! {
+                _ = term.recv() => crate::app::Signal::Shutdown,
+                _ = int.recv() => crate::app::Signal::Shutdown,
+                _ = hup.recv() => crate::app::Signal::Reload,
+            };
+            if tx.send(signal).await.is_err() {
+                return;
+            }
+        }
+    });
+    let notifier = crate::systemd::Notifier::from_env(&crate::config::process_env);
+    crate::app::run(path, config, rx, notifier).await?;
     Ok(Exit::Ok)
 }

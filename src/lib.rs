@@ -15,3 +15,4 @@ pub mod sandbox;
 pub mod scan;
 pub mod store;
 pub mod suggest;
+pub mod systemd;

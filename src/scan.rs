@@ -31,6 +31,11 @@ pub struct ScanSettings<'a> {
     pub parse: &'a ParseOptions,
     pub on_removal: RemovalPolicy,
     pub now_ms: i64,
+    /// A file modified less than this long ago may still be being written: it is
+    /// left for a later scan (the daemon rescans once it settles). 0 reads everything.
+    pub settle_ms: i64,
+    /// Files known to be open for writing (from the folder watch): left for later too.
+    pub busy: &'a [std::path::PathBuf],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +56,8 @@ pub enum FileFate {
     Failed,
     /// Gone from the folder: its records count as removed.
     Deleted,
+    /// Modified too recently to be read safely; left for the next scan.
+    Deferred,
 }
 
 #[derive(Debug)]
@@ -110,6 +117,7 @@ pub struct ScanStats {
     pub files_unchanged: u64,
     pub files_failed: u64,
     pub files_deleted: u64,
+    pub files_deferred: u64,
     pub rows_read: u64,
     pub keys_changed: u64,
     pub keys_removed: u64,
@@ -324,7 +332,7 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
     // Errors of unchanged files come from the store; new ones from this scan.
     let unchanged_ids: Vec<i64> = files
         .iter()
-        .filter(|f| matches!(f.fate, FileFate::Unchanged { .. }))
+        .filter(|f| matches!(f.fate, FileFate::Unchanged { .. } | FileFate::Deferred))
         .filter_map(|f| f.stored.as_ref().map(|e| e.id))
         .collect();
     let mut errors = store.file_errors(&unchanged_ids)?;
@@ -339,6 +347,7 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
         files_unchanged: count(&files, |f| matches!(f, FileFate::Unchanged { .. })),
         files_failed: count(&files, |f| f == FileFate::Failed),
         files_deleted: count(&files, |f| f == FileFate::Deleted),
+        files_deferred: count(&files, |f| f == FileFate::Deferred),
         rows_read,
         keys_changed: touched
             .iter()
@@ -390,6 +399,11 @@ fn read_if_changed(
     Option<[u8; 32]>,
     Option<ParsedFile>,
 ) {
+    let settling = settings.settle_ms > 0
+        && found.stat.mtime_ns / 1_000_000 > settings.now_ms - settings.settle_ms;
+    if settling || settings.busy.contains(&found.path) {
+        return (Ok(FileFate::Deferred), None, None);
+    }
     let trusted = stored.is_some_and(|e| {
         e.clean
             && e.stat == Some(found.stat)
@@ -639,7 +653,7 @@ impl Scan {
                     let s = stored.expect("an unchanged file was stored");
                     file_writes.push(write(!file.dirty, s.ok, s.rows, None));
                 }
-                FileFate::Unchanged { .. } => {}
+                FileFate::Unchanged { .. } | FileFate::Deferred => {}
                 FileFate::Parsed { rows, .. } => {
                     file_writes.push(write(
                         !file.dirty,
@@ -695,6 +709,11 @@ impl Scan {
             queue,
             &[("last_scan", summary.to_string())],
         )
+    }
+
+    /// Errors found by reading files in this scan (not the stored ones of unchanged files).
+    pub fn new_errors(&self) -> impl Iterator<Item = &ManifestError> {
+        self.files.iter().flat_map(|f| f.errors.iter())
     }
 
     /// Errors grouped by file, for reports.

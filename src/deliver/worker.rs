@@ -22,6 +22,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// The longest the worker waits without looking at the queue.
+const IDLE_POLL: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct WorkerSettings {
     pub concurrency: usize,
@@ -125,7 +128,11 @@ impl Worker {
             if tasks.is_empty() && (deadline.is_some() || (until == Until::Idle && idle)) {
                 return Ok(totals);
             }
-            let sleep_for = next_due.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
+            // Also look again now and then: another process (`retry`) may have queued work.
+            let sleep_for = next_due
+                .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
+                .unwrap_or(IDLE_POLL)
+                .min(IDLE_POLL);
             tokio::select! {
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                     let mut batch = vec![joined];
@@ -133,6 +140,7 @@ impl Worker {
                         batch.push(more);
                     }
                     let mut outcomes = Vec::with_capacity(batch.len());
+                    let delivered_before = totals.delivered_events;
                     for joined in batch {
                         let (outcome, delivered) = joined.expect("a delivery task panicked");
                         totals.delivered_events += delivered;
@@ -148,12 +156,16 @@ impl Worker {
                     self.store
                         .call(move |s| s.record_outcomes(&outcomes, |state| !state.plan(policy).is_empty(), now_ms()))
                         .await?;
+                    let delivered = totals.delivered_events - delivered_before;
+                    if delivered > 0 && until == Until::Cancelled {
+                        tracing::info!(events = delivered, customers = keys.len(), "acknowledged by Paystar");
+                    }
                     for key in keys {
                         in_flight.remove(&key);
                     }
                 }
                 _ = self.wake.notified(), if deadline.is_none() => {}
-                _ = tokio::time::sleep(sleep_for.unwrap_or_default()), if sleep_for.is_some() && deadline.is_none() => {}
+                _ = tokio::time::sleep(sleep_for), if deadline.is_none() => {}
                 _ = cancel.cancelled(), if deadline.is_none() => {
                     tracing::info!(in_flight = tasks.len(), grace = ?self.settings.grace, "delivery stopping; letting in-flight requests finish");
                     deadline = Some(tokio::time::Instant::now() + self.settings.grace);

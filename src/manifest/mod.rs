@@ -8,6 +8,7 @@ pub mod discover;
 mod error;
 pub mod fields;
 mod row;
+pub mod watch;
 mod yamlfile;
 
 pub use discover::{DiscoveredFile, FileStat, Format};

@@ -54,9 +54,10 @@ fn one() -> u32 {
     1
 }
 
-#[derive(Default)]
 struct SimState {
     accepted: Vec<Accepted>,
+    /// Tells waiters how many events were accepted so far.
+    accepted_count: tokio::sync::watch::Sender<usize>,
     faults: VecDeque<Fault>,
     latency: Duration,
     requests: u64,
@@ -66,6 +67,22 @@ struct SimState {
     max_active: usize,
     /// Times a request arrived while another one for the same customer was open.
     overlaps: u64,
+}
+
+impl Default for SimState {
+    fn default() -> Self {
+        Self {
+            accepted: Vec::new(),
+            accepted_count: tokio::sync::watch::channel(0).0,
+            faults: VecDeque::new(),
+            latency: Duration::ZERO,
+            requests: 0,
+            active: 0,
+            active_keys: HashMap::new(),
+            max_active: 0,
+            overlaps: 0,
+        }
+    }
 }
 
 /// Counts a request as open until dropped (also when the client gives up).
@@ -140,6 +157,14 @@ impl PaystarSim {
 
     pub fn accepted(&self) -> Vec<Accepted> {
         self.lock().accepted.clone()
+    }
+
+    /// Waits until at least `count` events were accepted, or `timeout` passes;
+    /// returns the accepted events either way.
+    pub async fn wait_for(&self, count: usize, timeout: Duration) -> Vec<Accepted> {
+        let mut counter = self.lock().accepted_count.subscribe();
+        let _ = tokio::time::timeout(timeout, counter.wait_for(|n| *n >= count)).await;
+        self.accepted()
     }
 
     /// Every request that reached the endpoint, valid or not.
@@ -227,7 +252,16 @@ async fn receive(
     }
     match validate(&headers, &body) {
         Ok(accepted) => {
-            sim.lock().accepted.push(accepted);
+            tracing::info!(
+                event = %accepted.event_type,
+                business_unit = %accepted.business_unit_slug,
+                "sandbox: Paystar accepted an event"
+            );
+            let mut state = sim.lock();
+            state.accepted.push(accepted);
+            let count = state.accepted.len();
+            state.accepted_count.send_replace(count);
+            drop(state);
             (
                 StatusCode::OK,
                 Json(json!({ "hasErrors": false, "errors": [], "data": null })),

@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod daemon;
 mod deliver;
 mod diff;
 mod manifests;

@@ -186,6 +186,8 @@ impl Project {
             on_removal: config.manifests.on_removal,
             // Far enough ahead that files written by the test count as settled.
             now_ms: now_ms() + 10_000,
+            settle_ms: 0,
+            busy: &[],
         };
         scan(store, &settings).expect("scan")
     }
@@ -270,4 +272,85 @@ pub fn error_lines(plan: &serde_json::Value) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// The daemon running as a real process, with a notify socket standing in for systemd.
+pub struct Daemon {
+    child: tokio::process::Child,
+    notify: tokio::net::UnixDatagram,
+    pub log: PathBuf,
+}
+
+impl Project {
+    /// Starts `paystar-sync run` and waits for it to say READY=1.
+    pub async fn start_daemon(&self) -> Daemon {
+        let socket = self.root().join(format!("notify-{}.sock", now_ms()));
+        let notify = tokio::net::UnixDatagram::bind(&socket).expect("bind notify socket");
+        let log = self.root().join("daemon.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_paystar-sync"))
+            .args(["run", "--log-level", "debug", "--config"])
+            .arg(self.config_path())
+            .env("NOTIFY_SOCKET", &socket)
+            .env("PAYSTAR_API_KEY", TEST_API_KEY)
+            .env_remove("PAYSTAR_SYNC_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start daemon");
+        let daemon = Daemon { child, notify, log };
+        let ready = daemon.next_notify(std::time::Duration::from_secs(30)).await;
+        assert!(
+            ready.as_deref().is_some_and(|m| m.contains("READY=1")),
+            "daemon never became ready: {ready:?}\n{}",
+            daemon.log_text()
+        );
+        daemon
+    }
+}
+
+impl Daemon {
+    pub async fn next_notify(&self, timeout: std::time::Duration) -> Option<String> {
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(timeout, self.notify.recv(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    /// Sends a real signal (`TERM`, `INT`, `HUP`, `KILL`).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("daemon running").to_string();
+        let status = Command::new("kill")
+            .args(["-s", name, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// The exit code, or `None` if it did not exit within `timeout`.
+    pub async fn wait_exit(&mut self, timeout: std::time::Duration) -> Option<Option<i32>> {
+        let status = tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .ok()?
+            .ok()?;
+        Some(status.code())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// The daemon config used by daemon tests: fast debounce, no periodic rescans.
+pub fn daemon_config(endpoint: &str, extra_manifests: &str) -> String {
+    format!(
+        "state:\n  path: state/paystar-sync.db\nmanifests:\n  dir: manifests\n  debounce: 100ms\n  rescan_interval: 1h\n{extra_manifests}paystar:\n  endpoint: {endpoint}\n  api_key_env: PAYSTAR_API_KEY\n  default_business_unit: water-bill-pay\n  retry: {{ schedule: [50ms, 50ms, 50ms] }}\n  timeout: 2s\n"
+    )
 }
