@@ -357,7 +357,9 @@ impl Intake {
         let dir = self.config.manifests.dir.clone();
         let parse = self.config.parse_options();
         let on_removal = self.config.manifests.on_removal;
-        let settle_ms = self.config.manifests.debounce.as_millis() as i64;
+        // The debounce already waited for quiet; the mtime check only guards against
+        // writers the watch cannot see (network filesystems, missed events).
+        let settle_ms = (self.config.manifests.debounce / 2).as_millis() as i64;
         let result = self
             .store
             .call(move |s| -> Result<Scan, crate::scan::ScanError> {

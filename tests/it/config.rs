@@ -143,3 +143,13 @@ fn a_bad_cron_schedule_is_reported_with_its_key() {
         "{err}"
     );
 }
+
+#[test]
+fn the_shipped_example_configs_are_valid() {
+    for file in ["examples/quickstart.yaml", "examples/production.yaml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        if let Err(err) = paystar_sync::config::Config::load(&path) {
+            panic!("{file}: {err}");
+        }
+    }
+}

@@ -344,3 +344,14 @@ async fn a_daemon_killed_mid_delivery_loses_nothing_and_resends_only_the_unackno
         (CUSTOMERS as u64, 0, 0, 0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_pings_the_systemd_watchdog_at_half_its_interval() {
+    let (p, _sandbox) = setup("").await;
+    let daemon = p
+        .start_daemon_with_env(&[("WATCHDOG_USEC", "200000")])
+        .await;
+    let ping = daemon.next_notify(Duration::from_secs(5)).await;
+    assert_eq!(ping.as_deref(), Some("WATCHDOG=1"));
+    stop(daemon).await;
+}

@@ -284,6 +284,10 @@ pub struct Daemon {
 impl Project {
     /// Starts `paystar-sync run` and waits for it to say READY=1.
     pub async fn start_daemon(&self) -> Daemon {
+        self.start_daemon_with_env(&[]).await
+    }
+
+    pub async fn start_daemon_with_env(&self, env: &[(&str, &str)]) -> Daemon {
         let socket = self.root().join(format!("notify-{}.sock", now_ms()));
         let notify = tokio::net::UnixDatagram::bind(&socket).expect("bind notify socket");
         let log = self.root().join("daemon.log");
@@ -298,6 +302,7 @@ impl Project {
             .env("NOTIFY_SOCKET", &socket)
             .env("PAYSTAR_API_KEY", TEST_API_KEY)
             .env_remove("PAYSTAR_SYNC_CONFIG")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(log_file)
             .kill_on_drop(true)
