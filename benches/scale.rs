@@ -12,119 +12,13 @@
 #![allow(clippy::disallowed_methods)]
 
 use paystar_sync::config::Config;
-use paystar_sync::customer::{CustomerKey, FieldsBuf};
-use paystar_sync::scan::{ScanSettings, scan};
-use paystar_sync::store::{Outcome, OutcomeResult, Store};
-use std::fmt::Write as _;
 use std::fs;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-const FIRST: [&str; 8] = [
-    "Ada", "Alan", "Grace", "Edsger", "Barbara", "Donald", "Frances", "Ken",
-];
-const LAST: [&str; 8] = [
-    "Lovelace", "Turing", "Hopper", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson",
-];
-
-#[derive(Clone, Copy, PartialEq)]
-enum Layout {
-    OneCsv,
-    ManyCsv,
-    ManyYaml,
-}
-
-impl Layout {
-    fn name(self) -> &'static str {
-        match self {
-            Layout::OneCsv => "1 CSV file",
-            Layout::ManyCsv => "100 CSV files",
-            Layout::ManyYaml => "100 YAML files",
-        }
-    }
-}
-
-fn account(i: usize) -> String {
-    format!("{:08}", (i as u64 * 7919 + 13) % 100_000_000)
-}
-
-fn csv_rows(range: std::ops::Range<usize>, edit: impl Fn(usize) -> bool) -> String {
-    let mut out = String::with_capacity(range.len() * 80 + 64);
-    out.push_str("accountNumber,subAccountNumber,firstName,lastName,emailAddress,autopay\n");
-    for i in range {
-        let (f, l) = (FIRST[i % 8], LAST[(i / 8) % 8]);
-        let domain = if edit(i) {
-            "example.org"
-        } else {
-            "example.com"
-        };
-        let autopay = if i % 20 == 0 { "no" } else { "" };
-        let _ = writeln!(
-            out,
-            "{},,{f},{l},{}.{}.{i}@{domain},{autopay}",
-            account(i),
-            f.to_lowercase(),
-            l.to_lowercase()
-        );
-    }
-    out
-}
-
-fn yaml_rows(range: std::ops::Range<usize>, edit: impl Fn(usize) -> bool) -> String {
-    let mut out = String::with_capacity(range.len() * 140 + 64);
-    out.push_str("businessUnitSlug: water-bill-pay\ncustomers:\n");
-    for i in range {
-        let (f, l) = (FIRST[i % 8], LAST[(i / 8) % 8]);
-        let domain = if edit(i) {
-            "example.org"
-        } else {
-            "example.com"
-        };
-        let _ = write!(
-            out,
-            "  - accountNumber: \"{}\"\n    firstName: {f}\n    lastName: {l}\n    emailAddress: {}.{}.{i}@{domain}\n",
-            account(i),
-            f.to_lowercase(),
-            l.to_lowercase()
-        );
-        if i % 20 == 0 {
-            out.push_str("    autopay: false\n");
-        }
-    }
-    out
-}
-
-/// Writes the corpus; `edit` marks rows whose email changes. Files get an old mtime
-/// so that the scanner may trust their stat, as it would for files at rest.
-fn write_corpus(
-    dir: &Path,
-    layout: Layout,
-    size: usize,
-    edit: &dyn Fn(usize) -> bool,
-    only_file: Option<usize>,
-) {
-    let files = if layout == Layout::OneCsv { 1 } else { 100 };
-    let per = size / files;
-    fs::create_dir_all(dir).unwrap();
-    for f in 0..files {
-        if only_file.is_some_and(|o| o != f) {
-            continue;
-        }
-        let range = f * per..(f + 1) * per;
-        let (name, text) = match layout {
-            Layout::ManyYaml => (format!("part-{f:03}.yaml"), yaml_rows(range, edit)),
-            _ => (format!("part-{f:03}.csv"), csv_rows(range, edit)),
-        };
-        let path = dir.join(name);
-        let mut w = BufWriter::new(fs::File::create(&path).unwrap());
-        w.write_all(text.as_bytes()).unwrap();
-        let file = w.into_inner().unwrap();
-        file.set_modified(SystemTime::now() - Duration::from_secs(3600))
-            .unwrap();
-    }
-}
+mod common;
+use common::{Layout, commit_and_acknowledge, write_corpus};
 
 struct Measure {
     wall: Duration,
@@ -182,54 +76,6 @@ fn measure(command: &[String]) {
         .unwrap();
     let (code, rss) = wait_with_rusage(&child);
     println!("{} {rss} {code}", start.elapsed().as_nanos());
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-/// Commits a scan, then acknowledges every planned event as a successful `apply`
-/// would; returns the time of each half.
-fn commit_and_acknowledge(config: &Config) -> (Duration, Duration) {
-    let start = std::time::Instant::now();
-    let mut store = Store::open(&config.state.path).unwrap();
-    let parse = config.parse_options();
-    let settings = ScanSettings {
-        dir: &config.manifests.dir,
-        parse: &parse,
-        on_removal: config.manifests.on_removal,
-        now_ms: now_ms(),
-        settle_ms: 0,
-        busy: &[],
-    };
-    let s = scan(&store, &settings).unwrap();
-    s.commit(&mut store).unwrap();
-    let committed = start.elapsed();
-    let mut owned: Vec<(CustomerKey, Option<FieldsBuf>, bool)> = Vec::new();
-    s.for_each_change(&store, |c| {
-        owned.push((
-            c.key.to_owned(),
-            c.plan.manage.map(|m| m.fields.to_owned()),
-            c.plan.unenroll.is_some(),
-        ))
-    })
-    .unwrap();
-    let outcomes: Vec<Outcome> = owned
-        .into_iter()
-        .map(|(key, acked_fields, acked_unenroll)| Outcome {
-            key,
-            acked_fields,
-            acked_unenroll,
-            result: OutcomeResult::Done,
-        })
-        .collect();
-    store
-        .record_outcomes(&outcomes, |_| false, now_ms())
-        .unwrap();
-    (committed, start.elapsed() - committed)
 }
 
 fn row(size: usize, layout: Layout, step: &str, m: &Measure) -> String {

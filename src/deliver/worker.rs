@@ -85,51 +85,39 @@ impl Worker {
         let mut in_flight: HashSet<CustomerKey> = HashSet::new();
         let mut totals = Totals::default();
         let mut deadline: Option<tokio::time::Instant> = None;
+        let mut finished: Vec<Outcome> = Vec::new();
         loop {
-            let mut next_due: Option<i64> = None;
-            let mut idle = tasks.is_empty();
-            if deadline.is_none() {
-                let free = self.settings.concurrency - tasks.len();
-                let limit = free + in_flight.len() + 1;
-                let upcoming = self.store.call(move |s| s.upcoming(limit)).await?;
-                let now = now_ms();
-                let mut claimed = Vec::new();
-                for (key, at) in upcoming {
-                    if in_flight.contains(&key) {
-                        continue;
-                    }
-                    idle = false;
-                    if at > now {
-                        next_due = Some(at);
-                        break;
-                    }
-                    if claimed.len() < free {
-                        claimed.push(key);
-                    }
-                }
-                if !claimed.is_empty() {
-                    let keys = claimed.clone();
-                    let states = self
-                        .store
-                        .call(move |s| s.load_states(keys.iter().map(CustomerKey::as_ref)))
-                        .await?;
-                    for (key, state) in claimed.into_iter().zip(states) {
-                        in_flight.insert(key.clone());
-                        let client = self.client.clone();
-                        let settings = self.settings.clone();
-                        let state = state.map(|b| *b).unwrap_or_default();
-                        tasks.spawn(
-                            async move { deliver_key(&client, &settings, key, state).await },
-                        );
-                    }
-                    continue;
-                }
+            // One store call records what finished and claims what is due next.
+            let free = if deadline.is_none() {
+                self.settings.concurrency - tasks.len()
+            } else {
+                0
+            };
+            // A finished key is no longer in flight: its outcome commits in the same
+            // step, before anything is claimed.
+            let outcomes = std::mem::take(&mut finished);
+            for outcome in &outcomes {
+                in_flight.remove(&outcome.key);
             }
+            let busy: Vec<CustomerKey> = in_flight.iter().cloned().collect();
+            let policy = self.settings.on_removal;
+            let step = self
+                .store
+                .call(move |s| claim_step(s, &outcomes, policy, &busy, free))
+                .await?;
+            for (key, state) in step.claimed {
+                in_flight.insert(key.clone());
+                let client = self.client.clone();
+                let settings = self.settings.clone();
+                tasks.spawn(async move { deliver_key(&client, &settings, key, state).await });
+            }
+            let idle = tasks.is_empty() && !step.more;
             if tasks.is_empty() && (deadline.is_some() || (until == Until::Idle && idle)) {
                 return Ok(totals);
             }
             // Also look again now and then: another process (`retry`) may have queued work.
-            let sleep_for = next_due
+            let sleep_for = step
+                .next_due
                 .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
                 .unwrap_or(IDLE_POLL)
                 .min(IDLE_POLL);
@@ -139,33 +127,24 @@ impl Worker {
                     while let Some(more) = tasks.try_join_next() {
                         batch.push(more);
                     }
-                    let mut outcomes = Vec::with_capacity(batch.len());
-                    let delivered_before = totals.delivered_events;
+                    let mut delivered = 0;
                     for joined in batch {
-                        let (outcome, delivered) = joined.expect("a delivery task panicked");
-                        totals.delivered_events += delivered;
+                        let (outcome, events) = joined.expect("a delivery task panicked");
+                        delivered += events;
                         match &outcome.result {
                             OutcomeResult::Done => totals.keys_done += 1,
                             OutcomeResult::Retry { .. } => totals.retries += 1,
                             OutcomeResult::Park { .. } => totals.parked += 1,
                         }
-                        outcomes.push(outcome);
+                        finished.push(outcome);
                     }
-                    let policy = self.settings.on_removal;
-                    let keys: Vec<CustomerKey> = outcomes.iter().map(|o| o.key.clone()).collect();
-                    self.store
-                        .call(move |s| s.record_outcomes(&outcomes, |state| !state.plan(policy).is_empty(), now_ms()))
-                        .await?;
-                    let delivered = totals.delivered_events - delivered_before;
+                    totals.delivered_events += delivered;
                     if delivered > 0 && until == Until::Cancelled {
-                        tracing::info!(events = delivered, customers = keys.len(), "acknowledged by Paystar");
-                    }
-                    for key in keys {
-                        in_flight.remove(&key);
+                        tracing::info!(events = delivered, customers = finished.len(), "acknowledged by Paystar");
                     }
                 }
                 _ = self.wake.notified(), if deadline.is_none() => {}
-                _ = tokio::time::sleep(sleep_for), if deadline.is_none() => {}
+                _ = tokio::time::sleep(sleep_for), if deadline.is_none() && tasks.len() < self.settings.concurrency => {}
                 _ = cancel.cancelled(), if deadline.is_none() => {
                     tracing::info!(in_flight = tasks.len(), grace = ?self.settings.grace, "delivery stopping; letting in-flight requests finish");
                     deadline = Some(tokio::time::Instant::now() + self.settings.grace);
@@ -178,6 +157,59 @@ impl Worker {
             }
         }
     }
+}
+
+/// What one store step found.
+struct Step {
+    /// Keys to send now, with their state.
+    claimed: Vec<(CustomerKey, KeyState)>,
+    /// When the soonest waiting key not claimed becomes due.
+    next_due: Option<i64>,
+    /// Whether any key not in flight is still queued (due or not).
+    more: bool,
+}
+
+/// Records finished outcomes, then claims up to `free` due keys that are not in
+/// flight: one transaction and a few reads, on the store's thread.
+fn claim_step(
+    store: &mut crate::store::Store,
+    outcomes: &[Outcome],
+    policy: RemovalPolicy,
+    busy: &[CustomerKey],
+    free: usize,
+) -> Result<Step, SqlError> {
+    if !outcomes.is_empty() {
+        store.record_outcomes(outcomes, |state| !state.plan(policy).is_empty(), now_ms())?;
+    }
+    let upcoming = store.upcoming(free + busy.len() + 1)?;
+    let now = now_ms();
+    let mut claimed = Vec::new();
+    let mut next_due = None;
+    let mut more = false;
+    for (key, at) in upcoming {
+        if busy.contains(&key) {
+            continue;
+        }
+        more = true;
+        if at > now {
+            next_due = Some(at);
+            break;
+        }
+        if claimed.len() < free {
+            claimed.push(key);
+        }
+    }
+    let states = store.load_states(claimed.iter().map(CustomerKey::as_ref))?;
+    let claimed = claimed
+        .into_iter()
+        .zip(states)
+        .map(|(key, state)| (key, state.map(|b| *b).unwrap_or_default()))
+        .collect();
+    Ok(Step {
+        claimed,
+        next_due,
+        more,
+    })
 }
 
 /// Sends one key's events in order; returns the outcome and how many events

@@ -215,6 +215,14 @@ impl PaystarSim {
     }
 }
 
+/// Sleeps with the OS timer: tokio's timer rounds up to whole milliseconds, which
+/// would make an injected 5 ms latency 5–6 ms and skew delivery benchmarks.
+async fn precise_sleep(duration: Duration) {
+    #[allow(clippy::disallowed_methods)] // on the blocking pool, not a runtime thread
+    let sleep = move || std::thread::sleep(duration);
+    let _ = tokio::task::spawn_blocking(sleep).await;
+}
+
 fn rejection(status: StatusCode, message: impl Into<String>) -> Response {
     (
         status,
@@ -231,7 +239,7 @@ async fn receive(
     let _open = Open::new(&sim, request_key(&body));
     let latency = sim.lock().latency;
     if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+        precise_sleep(latency).await;
     }
     if let Some(fault) = sim.next_fault() {
         if fault.delay_ms > 0 {

@@ -1,0 +1,275 @@
+//! Delivery benchmarks (see BENCHMARKS.md).
+//!
+//!     cargo bench --bench delivery -- [throughput] [latency] [--customers 1000000] [--edits 100]
+//!
+//! - throughput: the delivery worker draining a committed queue into the Paystar
+//!   simulator answering after 5 ms, at concurrency 8 and 64 (in-process, one runtime).
+//! - latency: the `paystar-sync run` daemon holding 1M customers in 100 CSV files,
+//!   debounce 200 ms; each of 100 edits rewrites one file (temp file + rename) with one
+//!   customer's email changed, and the time from the rename to the request reaching the
+//!   simulator is measured. Also reports the daemon's peak RSS (VmHWM) during its first
+//!   import and while holding the committed state.
+
+// Wall-clock measurement in a benchmark: std's Instant is the right clock here.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use common::{Layout, commit_and_acknowledge, now_ms, write_corpus};
+use paystar_sync::config::{Config, Secret};
+use paystar_sync::deliver::{PaystarClient, Until, Worker, WorkerSettings};
+use paystar_sync::reconcile::RemovalPolicy;
+use paystar_sync::sandbox::Sandbox;
+use paystar_sync::scan::{ScanSettings, scan};
+use paystar_sync::store::{SharedStore, Store};
+use std::fs;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+fn config_text(endpoint: &str) -> String {
+    format!(
+        "state:\n  path: state/db.sqlite\nmanifests:\n  dir: manifests\n  debounce: 200ms\n  rescan_interval: 1h\npaystar:\n  endpoint: {endpoint}\n  api_key_env: PAYSTAR_API_KEY\n  default_business_unit: water-bill-pay\n  concurrency: 64\n"
+    )
+}
+
+/// Commits `customers` rows (one ManageCustomer each) into a fresh state.
+fn committed_store(root: &Path, customers: usize) -> Config {
+    let _ = fs::remove_dir_all(root);
+    write_corpus(
+        &root.join("manifests"),
+        Layout::OneCsv,
+        customers,
+        &|_| false,
+        None,
+    );
+    fs::write(root.join("config.yaml"), config_text("sandbox")).unwrap();
+    let config = Config::load(&root.join("config.yaml")).unwrap();
+    let mut store = Store::open(&config.state.path).unwrap();
+    let parse = config.parse_options();
+    let settings = ScanSettings {
+        dir: &config.manifests.dir,
+        parse: &parse,
+        on_removal: RemovalPolicy::Ignore,
+        now_ms: now_ms(),
+        settle_ms: 0,
+        busy: &[],
+    };
+    scan(&store, &settings).unwrap().commit(&mut store).unwrap();
+    config
+}
+
+async fn throughput(data: &Path) {
+    println!("| concurrency | events | wall | events/s | ceiling |\n|---|---|---|---|---|");
+    for (concurrency, customers) in [(8usize, 10_000usize), (64, 40_000)] {
+        // One ManageCustomer per customer; one in 20 also has autopay: no (an unenroll).
+        let config = committed_store(&data.join(format!("throughput-{concurrency}")), customers);
+        let sandbox = Sandbox::new()
+            .start(([127, 0, 0, 1], 0).into())
+            .await
+            .unwrap();
+        sandbox
+            .sandbox
+            .paystar
+            .set_latency(Duration::from_millis(5));
+        let client = PaystarClient::new(
+            &sandbox.paystar_endpoint(),
+            Secret::new("bench"),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        let store = SharedStore::new(Store::open(&config.state.path).unwrap());
+        let worker = Worker::new(
+            store,
+            client,
+            WorkerSettings {
+                concurrency,
+                schedule: vec![Duration::from_millis(10); 5],
+                on_removal: RemovalPolicy::Ignore,
+                grace: Duration::from_secs(10),
+            },
+        );
+        let start = Instant::now();
+        let totals = worker
+            .run(Until::Idle, CancellationToken::new())
+            .await
+            .unwrap();
+        let wall = start.elapsed();
+        assert_eq!(totals.parked, 0);
+        let events = totals.delivered_events;
+        assert_eq!(events as usize, sandbox.sandbox.paystar.accepted().len());
+        println!(
+            "| {concurrency} | {events} | {:.2} s | {:.0} | {} |",
+            wall.as_secs_f64(),
+            events as f64 / wall.as_secs_f64(),
+            concurrency * 200
+        );
+        sandbox.stop().await;
+    }
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+struct Daemon {
+    child: std::process::Child,
+    notify: UnixDatagram,
+}
+
+fn start_daemon(root: &Path) -> Daemon {
+    let socket = root.join("notify.sock");
+    let _ = fs::remove_file(&socket);
+    let notify = UnixDatagram::bind(&socket).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(600)))
+        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_paystar-sync"))
+        .args(["run", "-q", "--config"])
+        .arg(root.join("config.yaml"))
+        .env("NOTIFY_SOCKET", &socket)
+        .env("PAYSTAR_API_KEY", "bench")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        let n = notify.recv(&mut buf).expect("daemon never became ready");
+        if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
+            break;
+        }
+    }
+    Daemon { child, notify }
+}
+
+impl Daemon {
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-s", "TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        drop(self.notify);
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+async fn latency(data: &Path, customers: usize, edits: usize) {
+    let root: PathBuf = data.join("latency");
+    let _ = fs::remove_dir_all(&root);
+    let manifests = root.join("manifests");
+    write_corpus(&manifests, Layout::ManyCsv, customers, &|_| false, None);
+    let sandbox = Sandbox::new()
+        .start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    fs::write(
+        root.join("config.yaml"),
+        config_text(&sandbox.paystar_endpoint()),
+    )
+    .unwrap();
+
+    // First import: the daemon reads and commits every customer before READY=1.
+    let import_start = Instant::now();
+    let daemon = start_daemon(&root);
+    let import = import_start.elapsed();
+    let import_hwm = vm_hwm_kib(daemon.child.id());
+    daemon.stop();
+    // Acknowledge everything (as if delivered), so the edits are the only traffic.
+    let config = Config::load(&root.join("config.yaml")).unwrap();
+    commit_and_acknowledge(&config);
+
+    let restart = Instant::now();
+    let daemon = start_daemon(&root);
+    let restart = restart.elapsed();
+    let per_file = customers / 100;
+    let mut samples = Vec::with_capacity(edits);
+    for edit in 0..edits {
+        let file = edit % 100;
+        let row = file * per_file + (edit * 37) % per_file;
+        let mut text = common::csv_rows(file * per_file..(file + 1) * per_file, |_| false);
+        let old = format!(".{row}@example.com");
+        let new = format!(".{row}@edit{edit}.example.com");
+        text = text.replacen(&old, &new, 1);
+        let tmp = manifests.join(format!(".part-{file:03}.csv.tmp"));
+        fs::write(&tmp, text).unwrap();
+        let expected = sandbox.sandbox.paystar.accepted().len() + 1;
+        let start = Instant::now();
+        fs::rename(&tmp, manifests.join(format!("part-{file:03}.csv"))).unwrap();
+        let got = sandbox
+            .sandbox
+            .paystar
+            .wait_for(expected, Duration::from_secs(30))
+            .await;
+        assert_eq!(got.len(), expected, "edit {edit} never arrived");
+        samples.push(start.elapsed());
+    }
+    let steady_hwm = vm_hwm_kib(daemon.child.id());
+    daemon.stop();
+    samples.sort();
+    println!("| measure | value |\n|---|---|");
+    println!("| customers | {customers} in 100 CSV files |");
+    println!(
+        "| first import: start to READY=1 | {:.2} s |",
+        import.as_secs_f64()
+    );
+    println!("| first import: peak RSS | {} MB |", import_hwm / 1024);
+    println!(
+        "| restart on committed state: start to READY=1 | {:.2} s |",
+        restart.as_secs_f64()
+    );
+    println!(
+        "| edit → request at Paystar, p50 ({edits} edits) | {} ms |",
+        percentile(&samples, 0.5).as_millis()
+    );
+    println!(
+        "| edit → request at Paystar, p99 | {} ms |",
+        percentile(&samples, 0.99).as_millis()
+    );
+    println!(
+        "| edit → request at Paystar, max | {} ms |",
+        samples.last().unwrap().as_millis()
+    );
+    println!(
+        "| holding the committed state through {edits} edits: peak RSS | {} MB |",
+        steady_hwm / 1024
+    );
+    sandbox.stop().await;
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let customers: usize = arg("--customers").map_or(1_000_000, |v| v.parse().unwrap());
+    let edits: usize = arg("--edits").map_or(100, |v| v.parse().unwrap());
+    let data = PathBuf::from(arg("--data").unwrap_or_else(|| "bench-data".into()));
+    let all = !args.iter().any(|a| a == "throughput" || a == "latency");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        if all || args.iter().any(|a| a == "throughput") {
+            throughput(&data).await;
+        }
+        if all || args.iter().any(|a| a == "latency") {
+            latency(&data, customers, edits).await;
+        }
+    });
+}
