@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 fn config_text(endpoint: &str) -> String {
     format!(
-        "state:\n  path: state/db.sqlite\nmanifests:\n  dir: manifests\n  debounce: 200ms\n  rescan_interval: 1h\npaystar:\n  endpoint: {endpoint}\n  api_key_env: PAYSTAR_API_KEY\n  default_business_unit: water-bill-pay\n  concurrency: 64\n"
+        "state:\n  path: state/db.sqlite\nmanifests:\n  dir: manifests\n  debounce: 200ms\n  rescan_interval: 1h\npaystar:\n  endpoint: {endpoint}\n  api_key_env: PAYSTAR_API_KEY\n  default_business_unit: water-bill-pay\n  concurrency: 64\nsafety: {{ max_unenrolls: 100000000, max_unenroll_percent: 100 }}\n"
     )
 }
 
@@ -49,14 +49,7 @@ fn committed_store(root: &Path, customers: usize) -> Config {
     let config = Config::load(&root.join("config.yaml")).unwrap();
     let mut store = Store::open(&config.state.path).unwrap();
     let parse = config.parse_options();
-    let settings = ScanSettings {
-        dir: &config.manifests.dir,
-        parse: &parse,
-        on_removal: RemovalPolicy::Ignore,
-        now_ms: now_ms(),
-        settle_ms: 0,
-        busy: &[],
-    };
+    let settings = ScanSettings::new(&config, &parse, now_ms());
     scan(&store, &settings).unwrap().commit(&mut store).unwrap();
     config
 }

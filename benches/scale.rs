@@ -119,7 +119,7 @@ fn main() {
             let config_path = root.join("config.yaml");
             fs::write(
                 &config_path,
-                "state:\n  path: state/db.sqlite\nmanifests:\n  dir: manifests\npaystar:\n  endpoint: sandbox\n  default_business_unit: water-bill-pay\n",
+                "state:\n  path: state/db.sqlite\nmanifests:\n  dir: manifests\npaystar:\n  endpoint: sandbox\n  default_business_unit: water-bill-pay\nsafety: { max_unenrolls: 100000000, max_unenroll_percent: 100 }\n",
             )
             .unwrap();
             let config = Config::load(&config_path).unwrap();

@@ -70,19 +70,11 @@ pub fn worker_settings(config: &Config) -> WorkerSettings {
 
 /// Scans the manifests and commits the result: the one path every change takes.
 pub async fn scan_and_commit(config: &Config, store: &SharedStore) -> anyhow::Result<Scan> {
-    let dir = config.manifests.dir.clone();
-    let parse = config.parse_options();
-    let on_removal = config.manifests.on_removal;
+    let config = config.clone();
     store
         .call(move |s| -> anyhow::Result<Scan> {
-            let settings = ScanSettings {
-                dir: &dir,
-                parse: &parse,
-                on_removal,
-                now_ms: now_ms(),
-                settle_ms: 0,
-                busy: &[],
-            };
+            let parse = config.parse_options();
+            let settings = ScanSettings::new(&config, &parse, now_ms());
             let scan = scan(s, &settings).context("cannot scan the manifests")?;
             scan.commit(s)
                 .context("cannot commit the scan to the state database")?;
@@ -354,22 +346,18 @@ impl Intake {
     async fn scan(&self, watch: Option<&FolderWatch>) -> anyhow::Result<u64> {
         let stale = (self.config.manifests.debounce * 10).max(Duration::from_secs(30));
         let busy = watch.map(|w| w.writers.snapshot(stale)).unwrap_or_default();
-        let dir = self.config.manifests.dir.clone();
-        let parse = self.config.parse_options();
-        let on_removal = self.config.manifests.on_removal;
+        let config = self.config.clone();
         // The debounce already waited for quiet; the mtime check only guards against
         // writers the watch cannot see (network filesystems, missed events).
         let settle_ms = (self.config.manifests.debounce / 2).as_millis() as i64;
         let result = self
             .store
             .call(move |s| -> Result<Scan, crate::scan::ScanError> {
+                let parse = config.parse_options();
                 let settings = ScanSettings {
-                    dir: &dir,
-                    parse: &parse,
-                    on_removal,
-                    now_ms: now_ms(),
                     settle_ms,
                     busy: &busy,
+                    ..ScanSettings::new(&config, &parse, now_ms())
                 };
                 let scan = scan(s, &settings)?;
                 scan.commit(s)?;

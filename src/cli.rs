@@ -226,14 +226,7 @@ fn dry_scan(path: &Path) -> anyhow::Result<(Config, Store, Scan)> {
     let config = Config::load(path)?;
     let store = Store::open_read_only(&config.state.path)?;
     let parse = config.parse_options();
-    let settings = ScanSettings {
-        dir: &config.manifests.dir,
-        parse: &parse,
-        on_removal: config.manifests.on_removal,
-        now_ms: now_ms(),
-        settle_ms: 0,
-        busy: &[],
-    };
+    let settings = ScanSettings::new(&config, &parse, now_ms());
     let scan = scan(&store, &settings).context("cannot scan the manifests")?;
     for warning in &scan.warnings {
         tracing::warn!(%warning, "manifest warning");

@@ -13,9 +13,12 @@ use crate::manifest::{
     DiscoveredFile, ErrorKind, FileStat, ManifestError, ManifestRow, ParseOptions, ParsedFile,
     parse_file,
 };
-use crate::reconcile::{Acked, Desired, KeyPlan, RemovalPolicy, diff};
+use crate::reconcile::{
+    Acked, Desired, GuardTrip, KeyPlan, RemovalPolicy, UnenrollLimits, diff, mass_unenroll,
+};
 use crate::store::{
-    DesiredWrite, FileEntry, FileWrite, KeyState, QueueRecord, QueueWrite, SqlError, Store,
+    DesiredWrite, FileEntry, FileWrite, HoldWrite, KeyState, QueueRecord, QueueWrite, SqlError,
+    Store,
 };
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -36,6 +39,26 @@ pub struct ScanSettings<'a> {
     pub settle_ms: i64,
     /// Files known to be open for writing (from the folder watch): left for later too.
     pub busy: &'a [std::path::PathBuf],
+    /// The mass-change guard's limits (SPEC §6).
+    pub limits: UnenrollLimits,
+}
+
+impl<'a> ScanSettings<'a> {
+    /// Settings from the config: every file read as it is, nothing busy.
+    pub fn new(config: &'a crate::config::Config, parse: &'a ParseOptions, now_ms: i64) -> Self {
+        Self {
+            dir: &config.manifests.dir,
+            parse,
+            on_removal: config.manifests.on_removal,
+            now_ms,
+            settle_ms: 0,
+            busy: &[],
+            limits: UnenrollLimits {
+                max_unenrolls: config.safety.max_unenrolls,
+                max_percent: config.safety.max_unenroll_percent,
+            },
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +131,8 @@ pub struct PlannedChange<'a> {
     pub origin: Origin<'a>,
     /// The key's place in the delivery queue, if it already waits there.
     pub queue: Option<&'a QueueRecord>,
+    /// The unenroll in `plan` is held by the mass-change guard, not sent.
+    pub unenroll_held: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -133,6 +158,12 @@ pub struct Scan {
     states: Vec<Option<Box<KeyState>>>,
     /// Rows whose only change is their line number.
     relocated: Vec<u32>,
+    /// Per touched key: its unenroll is held after this scan (new or kept hold).
+    held: Vec<bool>,
+    /// Hold changes: touched index and the new cause, or `None` to release.
+    hold_writes: Vec<(usize, Option<String>)>,
+    /// Set when this pass's new unenrolls tripped the mass-change guard.
+    pub guard: Option<GuardTrip>,
     /// Every error, new and stored, ordered by file and line.
     pub errors: Vec<ManifestError>,
     pub warnings: Vec<String>,
@@ -329,6 +360,8 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
         states.retain(|_| !*flags.next().expect("one flag per key"));
     }
 
+    let (held, hold_writes, guard) = guard(store, settings, &touched, &states, &rows, &files)?;
+
     // Errors of unchanged files come from the store; new ones from this scan.
     let unchanged_ids: Vec<i64> = files
         .iter()
@@ -364,12 +397,80 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
         touched,
         states,
         relocated,
+        held,
+        hold_writes,
+        guard,
         errors,
         warnings,
         stats,
         on_removal: settings.on_removal,
         now_ms: settings.now_ms,
     })
+}
+
+/// The mass-change guard: holds this pass's new manifest-driven unenrolls when
+/// there are too many, keeps earlier holds, and releases holds whose cause went.
+#[allow(clippy::type_complexity)]
+fn guard(
+    store: &Store,
+    settings: &ScanSettings<'_>,
+    touched: &[TouchedKey],
+    states: &[Option<Box<KeyState>>],
+    rows: &[ManifestRow],
+    files: &[ScannedFile],
+) -> Result<(Vec<bool>, Vec<(usize, Option<String>)>, Option<GuardTrip>), SqlError> {
+    let policy = settings.on_removal;
+    let mut held = vec![false; touched.len()];
+    let mut writes = Vec::new();
+    let mut candidates = Vec::new();
+    let (mut added, mut removed) = (0u64, 0u64);
+    for (i, t) in touched.iter().enumerate() {
+        let state = states[i].as_deref();
+        let live_before = state
+            .and_then(|s| s.desired.as_ref())
+            .is_some_and(|d| !d.removed);
+        match t {
+            TouchedKey::Row(_) if !live_before => added += 1,
+            TouchedKey::Gone(..) if live_before => removed += 1,
+            _ => {}
+        }
+        let wants = diff(desired_of(t, rows), acked_of(&states[i]), policy)
+            .unenroll
+            .is_some();
+        let was_held = state.is_some_and(|s| s.held.is_some());
+        match (wants, was_held) {
+            (true, true) => held[i] = true,
+            (false, true) => writes.push((i, None)),
+            (true, false) => {
+                let wanted_before = state.is_some_and(|s| s.wanted(policy).unenroll.is_some());
+                if !wanted_before {
+                    candidates.push(i);
+                }
+            }
+            (false, false) => {}
+        }
+    }
+    if candidates.is_empty() {
+        return Ok((held, writes, None));
+    }
+    let live = store.live_count()?;
+    let known = live.max((live + added).saturating_sub(removed));
+    let trip = mass_unenroll(candidates.len() as u64, known, settings.limits);
+    if trip.is_some() {
+        for i in candidates {
+            held[i] = true;
+            let cause = match &touched[i] {
+                TouchedKey::Row(r) => format!(
+                    "autopay: false in {}",
+                    files[rows[*r as usize].file as usize].rel
+                ),
+                TouchedKey::Gone(_, file) => format!("removed from {}", files[*file as usize].rel),
+            };
+            writes.push((i, Some(cause)));
+        }
+        writes.sort_by_key(|(i, _)| *i);
+    }
+    Ok((held, writes, trip))
 }
 
 fn count(files: &[ScannedFile], f: impl Fn(FileFate) -> bool) -> u64 {
@@ -548,10 +649,19 @@ impl Scan {
         key_of(t, &self.rows)
     }
 
+    /// The events a touched key needs, and whether its unenroll is held.
+    fn touched_plan(&self, i: usize) -> KeyPlan<'_> {
+        diff(
+            desired_of(&self.touched[i], &self.rows),
+            acked_of(&self.states[i]),
+            self.on_removal,
+        )
+    }
+
     fn touched_change(&self, i: usize) -> PlannedChange<'_> {
         let t = &self.touched[i];
         let state = &self.states[i];
-        let plan = diff(desired_of(t, &self.rows), acked_of(state), self.on_removal);
+        let plan = self.touched_plan(i);
         let origin = match t {
             TouchedKey::Row(r) => {
                 let row = &self.rows[*r as usize];
@@ -569,6 +679,7 @@ impl Scan {
             plan,
             origin,
             queue: state.as_ref().and_then(|s| s.queue.as_ref()),
+            unenroll_held: self.held[i] && plan.unenroll.is_some(),
         }
     }
 
@@ -634,6 +745,7 @@ impl Scan {
                         line: d.line,
                     },
                     queue: state.queue.as_ref(),
+                    unenroll_held: false,
                 });
             }
         })?;
@@ -692,21 +804,27 @@ impl Scan {
                 TouchedKey::Gone(key, _) => DesiredWrite::Removed { key: key.as_ref() },
             })
             .chain(self.relocated.iter().map(|&i| row_write(i)));
-        let queue = self
-            .touched
-            .iter()
-            .zip(&self.states)
-            .map(|(t, state)| QueueWrite {
+        let queue = self.touched.iter().enumerate().map(|(i, t)| {
+            let mut plan = self.touched_plan(i);
+            if self.held[i] {
+                plan.unenroll = None;
+            }
+            QueueWrite {
                 key: self.key_of(t),
-                differs: !diff(desired_of(t, &self.rows), acked_of(state), self.on_removal)
-                    .is_empty(),
-            });
+                differs: !plan.is_empty(),
+            }
+        });
+        let holds = self.hold_writes.iter().map(|(i, cause)| HoldWrite {
+            key: self.key_of(&self.touched[*i]),
+            cause: cause.clone(),
+        });
         let summary = serde_json::json!({ "at_ms": self.now_ms, "stats": self.stats, "errors": self.errors.len() });
         store.commit_scan(
             self.now_ms,
             &file_writes,
             desired,
             queue,
+            holds,
             &[("last_scan", summary.to_string())],
         )
     }

@@ -129,14 +129,7 @@ pub fn commit_and_acknowledge(config: &Config) -> (Duration, Duration) {
     let start = std::time::Instant::now();
     let mut store = Store::open(&config.state.path).unwrap();
     let parse = config.parse_options();
-    let settings = ScanSettings {
-        dir: &config.manifests.dir,
-        parse: &parse,
-        on_removal: config.manifests.on_removal,
-        now_ms: now_ms(),
-        settle_ms: 0,
-        busy: &[],
-    };
+    let settings = ScanSettings::new(config, &parse, now_ms());
     let s = scan(&store, &settings).unwrap();
     s.commit(&mut store).unwrap();
     let committed = start.elapsed();
@@ -156,6 +149,7 @@ pub fn commit_and_acknowledge(config: &Config) -> (Duration, Duration) {
             acked_fields,
             acked_unenroll,
             result: OutcomeResult::Done,
+            history: Vec::new(),
         })
         .collect();
     store

@@ -14,7 +14,7 @@ use super::event::PaystarEvent;
 use crate::customer::CustomerKey;
 use crate::mask::MaskedAccount;
 use crate::reconcile::RemovalPolicy;
-use crate::store::{KeyState, Outcome, OutcomeResult, SharedStore, SqlError};
+use crate::store::{HistoryEntry, KeyState, Outcome, OutcomeResult, SharedStore, SqlError};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -227,6 +227,29 @@ async fn deliver_key(
         acked_fields: None,
         acked_unenroll: false,
         result: OutcomeResult::Done,
+        history: Vec::new(),
+    };
+    let provenance = provenance(&state);
+    let attempt_no = failures + 1;
+    let record = |kind: &'static str,
+                  event: &PaystarEvent,
+                  attempt: &Attempt,
+                  cause: Option<&str>| {
+        HistoryEntry {
+        kind,
+        event_type: Some(event.event_type.as_str()),
+        detail: serde_json::json!({
+            "attempt": attempt_no,
+            "cause": cause,
+            "provenance": provenance,
+            "request": event.body,
+            "response": match attempt {
+                Attempt::Response { status, body, .. } => serde_json::json!({ "status": status, "body": body }),
+                Attempt::Transport { message, .. } => serde_json::json!({ "error": message }),
+            },
+        })
+        .to_string(),
+    }
     };
     let mut delivered = 0;
     let mut events = Vec::with_capacity(2);
@@ -239,7 +262,13 @@ async fn deliver_key(
     if plan.unenroll.is_some() {
         events.push((PaystarEvent::unenroll(key.as_ref()), None));
     }
+    let unenroll_cause = plan.unenroll.map(|c| c.as_str());
     for (event, fields) in events {
+        let cause = if fields.is_none() {
+            unenroll_cause
+        } else {
+            None
+        };
         let attempt = client.send(&event).await;
         let jitter = fastrand::f64() * 0.4 - 0.2;
         let decision = classify(
@@ -252,6 +281,9 @@ async fn deliver_key(
         let account = MaskedAccount(&key.account);
         match decision {
             Decision::Delivered => {
+                outcome
+                    .history
+                    .push(record("delivered", &event, &attempt, cause));
                 tracing::debug!(event = event.event_type.as_str(), business_unit = %key.business_unit, account = %account, "delivered");
                 delivered += 1;
                 match fields {
@@ -260,6 +292,9 @@ async fn deliver_key(
                 }
             }
             Decision::Retry { after, reason } => {
+                outcome
+                    .history
+                    .push(record("retry", &event, &attempt, cause));
                 tracing::warn!(event = event.event_type.as_str(), business_unit = %key.business_unit, account = %account, attempt = failures + 1, retry_in = ?after, error = %reason, "delivery failed; will retry");
                 outcome.result = OutcomeResult::Retry {
                     attempts: failures + 1,
@@ -269,6 +304,9 @@ async fn deliver_key(
                 return (outcome, delivered);
             }
             Decision::Park { reason } => {
+                outcome
+                    .history
+                    .push(record("parked", &event, &attempt, cause));
                 tracing::error!(event = event.event_type.as_str(), business_unit = %key.business_unit, account = %account, error = %reason, "delivery parked; fix the cause, then run `paystar-sync retry`");
                 let response = match &attempt {
                     Attempt::Response { status, body, .. } => format!("HTTP {status}\n{body}"),
@@ -285,4 +323,20 @@ async fn deliver_key(
         }
     }
     (outcome, delivered)
+}
+
+/// Where a key's desired state came from, for its history.
+fn provenance(state: &KeyState) -> serde_json::Value {
+    match &state.desired {
+        Some(d) => serde_json::json!({
+            "source": "manifest",
+            "file": d.file,
+            "line": d.line,
+            "removed": d.removed,
+            "sha256": d.file_sha256,
+            "gitCommit": d.git_commit,
+            "gitAuthor": d.git_author,
+        }),
+        None => serde_json::Value::Null,
+    }
 }

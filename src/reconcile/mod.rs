@@ -154,6 +154,71 @@ pub fn diff<'a>(
     }
 }
 
+/// `safety.max_unenrolls` and `safety.max_unenroll_percent`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UnenrollLimits {
+    pub max_unenrolls: u64,
+    pub max_percent: f64,
+}
+
+/// Why a pass's manifest-driven unenrolls are held.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum GuardTrip {
+    Count {
+        count: u64,
+        max: u64,
+    },
+    Percent {
+        count: u64,
+        known: u64,
+        max_percent: f64,
+    },
+}
+
+impl std::fmt::Display for GuardTrip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GuardTrip::Count { count, max } => {
+                write!(
+                    f,
+                    "{count} unenrolls in one pass exceed safety.max_unenrolls ({max})"
+                )
+            }
+            GuardTrip::Percent {
+                count,
+                known,
+                max_percent,
+            } => write!(
+                f,
+                "{count} unenrolls of {known} known customers exceed safety.max_unenroll_percent ({max_percent} %)"
+            ),
+        }
+    }
+}
+
+/// The mass-change guard (SPEC §6): whether `count` new manifest-driven unenrolls
+/// in one pass, among `known` customers, must wait for approval.
+pub fn mass_unenroll(count: u64, known: u64, limits: UnenrollLimits) -> Option<GuardTrip> {
+    if count == 0 {
+        return None;
+    }
+    if count > limits.max_unenrolls {
+        return Some(GuardTrip::Count {
+            count,
+            max: limits.max_unenrolls,
+        });
+    }
+    let allowed = known as f64 * limits.max_percent / 100.0;
+    if count as f64 > allowed {
+        return Some(GuardTrip::Percent {
+            count,
+            known,
+            max_percent: limits.max_percent,
+        });
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +379,30 @@ mod tests {
     #[test]
     fn a_removed_key_paystar_never_acknowledged_sends_nothing() {
         assert!(diff(Desired::Removed, None, RemovalPolicy::Unenroll).is_empty());
+    }
+
+    const LIMITS: UnenrollLimits = UnenrollLimits {
+        max_unenrolls: 50,
+        max_percent: 5.0,
+    };
+
+    #[test]
+    fn the_guard_trips_above_the_count_or_the_percentage_but_not_at_them() {
+        assert_eq!(mass_unenroll(0, 10, LIMITS), None);
+        assert_eq!(mass_unenroll(50, 10_000, LIMITS), None);
+        assert_eq!(
+            mass_unenroll(51, 10_000, LIMITS),
+            Some(GuardTrip::Count { count: 51, max: 50 })
+        );
+        assert_eq!(mass_unenroll(5, 100, LIMITS), None);
+        assert!(matches!(
+            mass_unenroll(6, 100, LIMITS),
+            Some(GuardTrip::Percent {
+                count: 6,
+                known: 100,
+                ..
+            })
+        ));
     }
 
     #[test]

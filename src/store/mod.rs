@@ -72,6 +72,10 @@ pub struct DesiredRecord {
     pub removed: bool,
     pub file: Option<String>,
     pub line: Option<u32>,
+    /// SHA-256 (hex) of the file as last read, and its last Git commit and author.
+    pub file_sha256: Option<String>,
+    pub git_commit: Option<String>,
+    pub git_author: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,6 +125,8 @@ pub struct KeyState {
     pub desired: Option<DesiredRecord>,
     pub acked: Option<AckedRecord>,
     pub queue: Option<QueueRecord>,
+    /// The cause of a held unenroll, waiting for `approve`.
+    pub held: Option<String>,
 }
 
 impl KeyState {
@@ -146,12 +152,21 @@ impl KeyState {
         })
     }
 
-    /// The events this key needs now; empty when it has no desired state.
-    pub fn plan(&self, on_removal: RemovalPolicy) -> KeyPlan<'_> {
+    /// The events this key needs, held unenrolls included.
+    pub fn wanted(&self, on_removal: RemovalPolicy) -> KeyPlan<'_> {
         match self.desired_view() {
             Some(desired) => diff(desired, self.acked_view(), on_removal),
             None => KeyPlan::default(),
         }
+    }
+
+    /// The events to send now: [`KeyState::wanted`] without a held unenroll.
+    pub fn plan(&self, on_removal: RemovalPolicy) -> KeyPlan<'_> {
+        let mut plan = self.wanted(on_removal);
+        if self.held.is_some() {
+            plan.unenroll = None;
+        }
+        plan
     }
 }
 
@@ -222,6 +237,8 @@ pub struct Counts {
     pub pending: u64,
     pub retrying: u64,
     pub parked: u64,
+    /// Unenrolls held by the mass-change guard.
+    pub held: u64,
 }
 
 pub struct Store {
@@ -393,7 +410,8 @@ impl Store {
             return Ok(keys.map(|_| None).collect());
         }
         let mut desired = self.conn.prepare_cached(
-            "SELECT d.first_name, d.last_name, d.email, d.autopay, d.removed, f.path, d.line
+            "SELECT d.first_name, d.last_name, d.email, d.autopay, d.removed, f.path, d.line,
+                    f.sha256, f.git_commit, f.git_author
              FROM desired d LEFT JOIN files f ON f.id = d.file_id
              WHERE d.business_unit = ?1 AND d.account = ?2 AND d.sub_account = ?3",
         )?;
@@ -405,6 +423,9 @@ impl Store {
             "SELECT state, attempts, next_attempt_at, last_error FROM queue
              WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
         )?;
+        let mut held = self.conn.prepare_cached(
+            "SELECT cause FROM holds WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
+        )?;
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             let p = params![key.business_unit, key.account, key.sub_account];
@@ -412,6 +433,7 @@ impl Store {
                 desired: desired.query_row(p, read_desired).optional()?,
                 acked: acked.query_row(p, read_acked).optional()?,
                 queue: queue.query_row(p, read_queue).optional()?,
+                held: held.query_row(p, |r| r.get(0)).optional()?,
             };
             out.push((state != KeyState::default()).then(|| Box::new(state)));
         }
@@ -423,19 +445,21 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT q.business_unit, q.account, q.sub_account,
                     d.first_name, d.last_name, d.email, d.autopay, d.removed, f.path, d.line,
+                    f.sha256, f.git_commit, f.git_author,
                     a.first_name, a.last_name, a.email, a.unenrolled, a.acked_at,
                     q.state, q.attempts, q.next_attempt_at, q.last_error,
-                    d.business_unit IS NOT NULL, a.business_unit IS NOT NULL
+                    d.business_unit IS NOT NULL, a.business_unit IS NOT NULL, h.cause
              FROM queue q
              LEFT JOIN desired d USING (business_unit, account, sub_account)
              LEFT JOIN files f ON f.id = d.file_id
              LEFT JOIN acked a USING (business_unit, account, sub_account)
+             LEFT JOIN holds h USING (business_unit, account, sub_account)
              ORDER BY q.business_unit, q.account, q.sub_account",
         )?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            let has_desired: bool = r.get(19)?;
-            let has_acked: bool = r.get(20)?;
+            let has_desired: bool = r.get(22)?;
+            let has_acked: bool = r.get(23)?;
             let state = KeyState {
                 desired: if has_desired {
                     Some(read_desired_at(r, 3)?)
@@ -443,11 +467,12 @@ impl Store {
                     None
                 },
                 acked: if has_acked {
-                    Some(read_acked_at(r, 10)?)
+                    Some(read_acked_at(r, 13)?)
                 } else {
                     None
                 },
-                queue: Some(read_queue_at(r, 15)?),
+                queue: Some(read_queue_at(r, 18)?),
+                held: r.get(24)?,
             };
             let key = KeyRef {
                 business_unit: r.get_ref(0)?.as_str()?,
@@ -467,6 +492,7 @@ impl Store {
         files: &[FileWrite<'_>],
         desired: impl IntoIterator<Item = DesiredWrite<'w>>,
         queue: impl IntoIterator<Item = QueueWrite<'w>>,
+        holds: impl IntoIterator<Item = HoldWrite<'w>>,
         meta: &[(&str, String)],
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
@@ -608,6 +634,56 @@ impl Store {
             }
         }
         {
+            let mut hold = tx.prepare_cached(
+                "INSERT INTO holds (business_unit, account, sub_account, cause, held_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET cause = excluded.cause",
+            )?;
+            let mut release = tx.prepare_cached(
+                "DELETE FROM holds WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
+            )?;
+            let mut history = tx.prepare_cached(
+                "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'Accounts.UnenrollAutopay', ?6)",
+            )?;
+            for h in holds {
+                let k = h.key;
+                match &h.cause {
+                    Some(cause) => {
+                        hold.execute(params![
+                            k.business_unit,
+                            k.account,
+                            k.sub_account,
+                            cause,
+                            now
+                        ])?;
+                        let detail = serde_json::json!({ "cause": cause }).to_string();
+                        history.execute(params![
+                            k.business_unit,
+                            k.account,
+                            k.sub_account,
+                            now,
+                            "held",
+                            detail
+                        ])?;
+                    }
+                    None => {
+                        if release.execute(params![k.business_unit, k.account, k.sub_account])? > 0
+                        {
+                            let detail = serde_json::json!({ "cause": "the reason for the unenroll went away" }).to_string();
+                            history.execute(params![
+                                k.business_unit,
+                                k.account,
+                                k.sub_account,
+                                now,
+                                "released",
+                                detail
+                            ])?;
+                        }
+                    }
+                }
+            }
+        }
+        {
             let mut set_meta = tx.prepare_cached(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -675,7 +751,8 @@ impl Store {
                    last_response = COALESCE(excluded.last_response, last_response)",
             )?;
             let mut desired = tx.prepare_cached(
-                "SELECT d.first_name, d.last_name, d.email, d.autopay, d.removed, f.path, d.line
+                "SELECT d.first_name, d.last_name, d.email, d.autopay, d.removed, f.path, d.line,
+                        f.sha256, f.git_commit, f.git_author
                  FROM desired d LEFT JOIN files f ON f.id = d.file_id
                  WHERE d.business_unit = ?1 AND d.account = ?2 AND d.sub_account = ?3",
             )?;
@@ -683,9 +760,27 @@ impl Store {
                 "SELECT first_name, last_name, email, unenrolled, acked_at FROM acked
                  WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
             )?;
+            let mut held = tx.prepare_cached(
+                "SELECT cause FROM holds WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
+            )?;
+            let mut history = tx.prepare_cached(
+                "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
             for o in outcomes {
                 let k = o.key.as_ref();
                 let key = params![k.business_unit, k.account, k.sub_account];
+                for entry in &o.history {
+                    history.execute(params![
+                        k.business_unit,
+                        k.account,
+                        k.sub_account,
+                        now_ms,
+                        entry.kind,
+                        entry.event_type,
+                        entry.detail
+                    ])?;
+                }
                 if o.acked_fields.is_some() || o.acked_unenroll {
                     let f = o.acked_fields.as_ref();
                     upsert_acked.execute(params![
@@ -705,6 +800,7 @@ impl Store {
                             desired: desired.query_row(key, read_desired).optional()?,
                             acked: acked.query_row(key, read_acked).optional()?,
                             queue: None,
+                            held: held.query_row(key, |r| r.get(0)).optional()?,
                         };
                         if !still_differs(&state) {
                             dequeue.execute(key)?;
@@ -822,6 +918,88 @@ impl Store {
         self.file_errors(&ids)
     }
 
+    /// Releases every held unenroll into the queue; returns how many.
+    pub fn approve(&mut self, now_ms: i64) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
+             SELECT business_unit, account, sub_account, ?1, 'approved', 'Accounts.UnenrollAutopay',
+                    json_object('cause', cause)
+             FROM holds",
+            [now_ms],
+        )?;
+        tx.execute(
+            "INSERT INTO queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at)
+             SELECT business_unit, account, sub_account, 'pending', 0, ?1, ?1 FROM holds WHERE true
+             ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
+               state = CASE WHEN state = 'parked' THEN 'pending' ELSE state END",
+            [now_ms],
+        )?;
+        let count = tx.execute("DELETE FROM holds", [])?;
+        tx.commit()?;
+        Ok(count)
+    }
+
+    /// Held unenrolls by cause, most first.
+    pub fn holds_by_cause(&self) -> Result<Vec<(String, u64)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT cause, COUNT(*) FROM holds GROUP BY cause ORDER BY COUNT(*) DESC, cause",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        rows.collect()
+    }
+
+    /// One customer's history, oldest first.
+    pub fn history(&self, key: KeyRef<'_>) -> Result<Vec<HistoryRecord>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT at_ms, kind, event_type, detail FROM history
+             WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(
+            params![key.business_unit, key.account, key.sub_account],
+            |r| {
+                let detail: String = r.get(3)?;
+                Ok(HistoryRecord {
+                    at_ms: r.get(0)?,
+                    kind: r.get(1)?,
+                    event_type: r.get(2)?,
+                    detail: serde_json::from_str(&detail)
+                        .unwrap_or(serde_json::Value::String(detail)),
+                })
+            },
+        )?;
+        rows.collect()
+    }
+
+    /// Drops history older than `before_ms`; returns how many lines.
+    pub fn prune_history(&mut self, before_ms: i64) -> Result<usize> {
+        self.conn
+            .execute("DELETE FROM history WHERE at_ms < ?1", [before_ms])
+    }
+
+    /// Records the last Git commit and author of manifest files.
+    pub fn set_git_provenance(&mut self, files: &[(String, String, String)]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE files SET git_commit = ?2, git_author = ?3 WHERE path = ?1",
+            )?;
+            for (path, commit, author) in files {
+                stmt.execute(params![path, commit, author])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// How many customers the manifests hold (tombstones not counted).
+    pub fn live_count(&self) -> Result<u64> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM desired WHERE removed = 0", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+    }
+
     pub fn counts(&self) -> Result<Counts> {
         self.conn.query_row(
             "SELECT
@@ -830,7 +1008,8 @@ impl Store {
                (SELECT COUNT(*) FROM acked),
                (SELECT COUNT(*) FROM queue WHERE state = 'pending'),
                (SELECT COUNT(*) FROM queue WHERE state = 'retrying'),
-               (SELECT COUNT(*) FROM queue WHERE state = 'parked')",
+               (SELECT COUNT(*) FROM queue WHERE state = 'parked'),
+               (SELECT COUNT(*) FROM holds)",
             [],
             |r| {
                 Ok(Counts {
@@ -840,6 +1019,7 @@ impl Store {
                     pending: r.get::<_, i64>(3)? as u64,
                     retrying: r.get::<_, i64>(4)? as u64,
                     parked: r.get::<_, i64>(5)? as u64,
+                    held: r.get::<_, i64>(6)? as u64,
                 })
             },
         )
@@ -861,6 +1041,33 @@ pub struct Outcome {
     /// An UnenrollAutopay was acknowledged.
     pub acked_unenroll: bool,
     pub result: OutcomeResult,
+    /// What to add to the customer's history.
+    pub history: Vec<HistoryEntry>,
+}
+
+/// One line of a customer's story.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// `delivered`, `retry`, `parked`, `held`, `approved` or `released`.
+    pub kind: &'static str,
+    pub event_type: Option<&'static str>,
+    /// JSON: provenance, request, response.
+    pub detail: String,
+}
+
+/// A stored history line.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HistoryRecord {
+    pub at_ms: i64,
+    pub kind: String,
+    pub event_type: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+/// Sets (`Some(cause)`) or releases (`None`) a key's held unenroll.
+pub struct HoldWrite<'a> {
+    pub key: KeyRef<'a>,
+    pub cause: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -940,7 +1147,11 @@ fn read_desired(r: &rusqlite::Row<'_>) -> Result<DesiredRecord> {
 }
 
 fn read_desired_at(r: &rusqlite::Row<'_>, at: usize) -> Result<DesiredRecord> {
+    let sha: Option<Vec<u8>> = r.get(at + 7)?;
     Ok(DesiredRecord {
+        file_sha256: sha.map(|h| h.iter().map(|b| format!("{b:02x}")).collect()),
+        git_commit: r.get(at + 8)?,
+        git_author: r.get(at + 9)?,
         fields: FieldsBuf {
             first_name: r.get(at)?,
             last_name: r.get(at + 1)?,

@@ -84,6 +84,35 @@ CREATE TABLE meta (
     value TEXT NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // v2: held unenrolls, per-customer history, Git provenance of manifest files.
+    r#"
+-- Manifest-driven unenrolls held by the mass-change guard until `approve`.
+CREATE TABLE holds (
+    business_unit TEXT NOT NULL,
+    account       TEXT NOT NULL,
+    sub_account   TEXT NOT NULL,
+    cause         TEXT NOT NULL,            -- e.g. "removed from old.csv"
+    held_at       INTEGER NOT NULL,
+    PRIMARY KEY (business_unit, account, sub_account)
+) WITHOUT ROWID;
+
+-- One customer's story: events sent and Paystar's answers, holds, approvals.
+CREATE TABLE history (
+    id            INTEGER PRIMARY KEY,
+    business_unit TEXT NOT NULL,
+    account       TEXT NOT NULL,
+    sub_account   TEXT NOT NULL,
+    at_ms         INTEGER NOT NULL,
+    kind          TEXT NOT NULL,            -- 'delivered' | 'retry' | 'parked' | 'held' | 'approved' | 'released'
+    event_type    TEXT,
+    detail        TEXT NOT NULL             -- JSON: provenance, request, response
+);
+CREATE INDEX history_by_key ON history (business_unit, account, sub_account, id);
+CREATE INDEX history_by_time ON history (at_ms);
+
+ALTER TABLE files ADD COLUMN git_commit TEXT;
+ALTER TABLE files ADD COLUMN git_author TEXT;
+"#,
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -29,6 +29,7 @@ manifests:
 paystar:
   endpoint: sandbox
   default_business_unit: water-bill-pay
+safety: { max_unenrolls: 100000, max_unenroll_percent: 100 }
 ";
 
 impl Project {
@@ -180,15 +181,8 @@ impl Project {
 
     fn scan_with(&self, config: &Config, store: &Store) -> Scan {
         let parse = config.parse_options();
-        let settings = ScanSettings {
-            dir: &config.manifests.dir,
-            parse: &parse,
-            on_removal: config.manifests.on_removal,
-            // Far enough ahead that files written by the test count as settled.
-            now_ms: now_ms() + 10_000,
-            settle_ms: 0,
-            busy: &[],
-        };
+        // Far enough ahead that files written by the test count as settled.
+        let settings = ScanSettings::new(config, &parse, now_ms() + 10_000);
         scan(store, &settings).expect("scan")
     }
 
@@ -215,6 +209,7 @@ impl Project {
                 acked_fields: fields,
                 acked_unenroll: unenrolled,
                 result: OutcomeResult::Done,
+                history: Vec::new(),
             })
             .collect();
         store
@@ -237,7 +232,7 @@ pub async fn with_sandbox(extra_paystar: &str) -> (Project, RunningSandbox) {
         .await
         .expect("start sandbox");
     let config = format!(
-        "state:\n  path: state/paystar-sync.db\nmanifests:\n  dir: manifests\npaystar:\n  endpoint: {}\n  api_key_env: PAYSTAR_API_KEY\n  default_business_unit: water-bill-pay\n  retry: {{ schedule: [50ms, 50ms, 50ms] }}\n  timeout: 2s\n{extra_paystar}",
+        "state:\n  path: state/paystar-sync.db\nmanifests:\n  dir: manifests\npaystar:\n  endpoint: {}\n  api_key_env: PAYSTAR_API_KEY\n  default_business_unit: water-bill-pay\n  retry: {{ schedule: [50ms, 50ms, 50ms] }}\n  timeout: 2s\n{extra_paystar}safety: {{ max_unenrolls: 100000, max_unenroll_percent: 100 }}\n",
         sandbox.paystar_endpoint()
     );
     (Project::with_config(&config), sandbox)
@@ -356,6 +351,6 @@ impl Daemon {
 /// The daemon config used by daemon tests: fast debounce, no periodic rescans.
 pub fn daemon_config(endpoint: &str, extra_manifests: &str) -> String {
     format!(
-        "state:\n  path: state/paystar-sync.db\nmanifests:\n  dir: manifests\n  debounce: 100ms\n  rescan_interval: 1h\n{extra_manifests}paystar:\n  endpoint: {endpoint}\n  api_key_env: PAYSTAR_API_KEY\n  default_business_unit: water-bill-pay\n  retry: {{ schedule: [50ms, 50ms, 50ms] }}\n  timeout: 2s\n"
+        "state:\n  path: state/paystar-sync.db\nmanifests:\n  dir: manifests\n  debounce: 100ms\n  rescan_interval: 1h\n{extra_manifests}paystar:\n  endpoint: {endpoint}\n  api_key_env: PAYSTAR_API_KEY\n  default_business_unit: water-bill-pay\n  retry: {{ schedule: [50ms, 50ms, 50ms] }}\n  timeout: 2s\nsafety: {{ max_unenrolls: 100000, max_unenroll_percent: 100 }}\n"
     )
 }
