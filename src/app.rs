@@ -71,16 +71,55 @@ pub fn worker_settings(config: &Config) -> WorkerSettings {
 /// Scans the manifests and commits the result: the one path every change takes.
 pub async fn scan_and_commit(config: &Config, store: &SharedStore) -> anyhow::Result<Scan> {
     let config = config.clone();
-    store
-        .call(move |s| -> anyhow::Result<Scan> {
-            let parse = config.parse_options();
-            let settings = ScanSettings::new(&config, &parse, now_ms());
-            let scan = scan(s, &settings).context("cannot scan the manifests")?;
-            scan.commit(s)
-                .context("cannot commit the scan to the state database")?;
-            Ok(scan)
-        })
+    let scan = store
+        .call(move |s| commit_pass(s, &config, 0, &[]))
         .await
+        .context("cannot scan and commit the manifests")?;
+    Ok(scan)
+}
+
+/// One committed pass: scan, commit, Git provenance of the files read, history
+/// retention. `settle_ms` and `busy` defer files that may still be being written.
+fn commit_pass(
+    store: &mut Store,
+    config: &Config,
+    settle_ms: i64,
+    busy: &[std::path::PathBuf],
+) -> Result<Scan, crate::scan::ScanError> {
+    let parse = config.parse_options();
+    let settings = ScanSettings {
+        settle_ms,
+        busy,
+        ..ScanSettings::new(config, &parse, now_ms())
+    };
+    let scan = scan(store, &settings)?;
+    scan.commit(store)?;
+    record_git_provenance(store, &config.manifests.dir, &scan)?;
+    prune_history(store, config)?;
+    Ok(scan)
+}
+
+/// Stores the last Git commit and author of the files a scan read, when the
+/// manifests folder is a Git work tree.
+fn record_git_provenance(
+    store: &mut Store,
+    dir: &std::path::Path,
+    scan: &Scan,
+) -> Result<(), crate::store::SqlError> {
+    let parsed: Vec<&str> = scan.parsed_files().collect();
+    let commits = crate::manifest::git::last_commits(dir, &parsed);
+    if commits.is_empty() {
+        return Ok(());
+    }
+    store.set_git_provenance(&commits)
+}
+
+/// Drops history older than `history.retention`, if set.
+fn prune_history(store: &mut Store, config: &Config) -> Result<(), crate::store::SqlError> {
+    if let Some(retention) = config.history.retention {
+        store.prune_history(now_ms() - retention.as_millis() as i64)?;
+    }
+    Ok(())
 }
 
 /// What one `apply` did.
@@ -90,6 +129,8 @@ pub struct ApplyReport {
     pub parked: u64,
     /// Keys still queued (retrying) when the time limit ran out.
     pub waiting: u64,
+    /// Unenrolls held by the mass-change guard.
+    pub held: u64,
 }
 
 /// One pass: scan, commit, send until everything is acknowledged or parked, or
@@ -125,6 +166,7 @@ pub async fn apply(config: &Config, timeout: Duration) -> anyhow::Result<ApplyRe
         totals,
         parked: counts.parked,
         waiting: counts.pending + counts.retrying,
+        held: counts.held,
     })
 }
 
@@ -260,6 +302,9 @@ impl Pipeline {
 }
 
 fn log_scan(scan: &Scan) {
+    if let Some(trip) = &scan.guard {
+        tracing::error!(reason = %trip, "mass unenroll held for approval; review `paystar-sync status`, then run `paystar-sync approve`");
+    }
     for error in scan.new_errors() {
         tracing::warn!(%error, "manifest error; the customer keeps its previous state");
     }
@@ -352,17 +397,7 @@ impl Intake {
         let settle_ms = (self.config.manifests.debounce / 2).as_millis() as i64;
         let result = self
             .store
-            .call(move |s| -> Result<Scan, crate::scan::ScanError> {
-                let parse = config.parse_options();
-                let settings = ScanSettings {
-                    settle_ms,
-                    busy: &busy,
-                    ..ScanSettings::new(&config, &parse, now_ms())
-                };
-                let scan = scan(s, &settings)?;
-                scan.commit(s)?;
-                Ok(scan)
-            })
+            .call(move |s| commit_pass(s, &config, settle_ms, &busy))
             .await;
         match result {
             Ok(scan) => {

@@ -112,6 +112,23 @@ enum Command {
         #[arg(long)]
         business_unit: Option<String>,
     },
+    /// One customer's story: what was sent, why, from where, and Paystar's answers.
+    History {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// ACCOUNT or ACCOUNT/SUBACCOUNT.
+        key: String,
+        /// Business unit of KEY (default: paystar.default_business_unit).
+        #[arg(long)]
+        business_unit: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+    },
+    /// Release unenrolls held by the mass-change guard.
+    Approve {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Serve local simulators of the external APIs.
     Sandbox {
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -168,6 +185,13 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Exit 
             keys,
             business_unit,
         } => retry(&config.config, *all, keys, business_unit.as_deref()),
+        Command::Approve { config } => approve(&config.config),
+        Command::History {
+            config,
+            key,
+            business_unit,
+            format,
+        } => history(&config.config, key, business_unit.as_deref(), *format),
         Command::Sandbox { listen } => block_on(sandbox(*listen)),
     };
     match outcome {
@@ -330,13 +354,25 @@ async fn apply(path: &Path, timeout: std::time::Duration) -> anyhow::Result<Exit
             "customers still waiting stay queued; the next apply or the daemon sends them"
         )?;
     }
-    Ok(if report.parked > 0 || report.waiting > 0 {
-        Exit::Failure
-    } else if !report.scan.errors.is_empty() {
-        Exit::Data
-    } else {
-        Exit::Ok
-    })
+    if let Some(trip) = &report.scan.guard {
+        writeln!(out, "held by the mass-change guard: {trip}")?;
+    }
+    if report.held > 0 {
+        writeln!(
+            out,
+            "{} unenroll(s) are held for approval: review `paystar-sync status`, then `paystar-sync approve`",
+            report.held
+        )?;
+    }
+    Ok(
+        if report.parked > 0 || report.waiting > 0 || report.held > 0 {
+            Exit::Failure
+        } else if !report.scan.errors.is_empty() {
+            Exit::Data
+        } else {
+            Exit::Ok
+        },
+    )
 }
 
 fn when(ms: i64) -> String {
@@ -349,6 +385,7 @@ fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> {
     let store = Store::open_read_only(&config.state.path)?;
     let counts = store.counts()?;
     let troubled = store.troubled(1000)?;
+    let holds = store.holds_by_cause()?;
     let errors = store.present_file_errors()?;
     let last_scan: Option<serde_json::Value> = store
         .meta("last_scan")?
@@ -375,6 +412,7 @@ fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> {
             "counts": counts,
             "lastScan": last_scan,
             "queue": troubled,
+            "holds": holds.iter().map(|(cause, count)| serde_json::json!({ "cause": cause, "count": count })).collect::<Vec<_>>(),
             "errors": errors,
         });
         serde_json::to_writer_pretty(&mut out, &value)?;
@@ -403,6 +441,16 @@ fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> {
         "queue: {} pending, {} retrying, {} parked",
         counts.pending, counts.retrying, counts.parked
     )?;
+    if !holds.is_empty() {
+        writeln!(
+            out,
+            "held: {} unenroll(s) wait for approval (mass-change guard); review, then run `paystar-sync approve`",
+            counts.held
+        )?;
+        for (cause, count) in &holds {
+            writeln!(out, "  {count:>7}  {cause}")?;
+        }
+    }
     for t in &troubled {
         let error = t.last_error.as_deref().unwrap_or("");
         match t.state {
@@ -426,6 +474,62 @@ fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> {
             writeln!(out, "  {e}")?;
         }
     }
+    Ok(Exit::Ok)
+}
+
+fn history(
+    path: &Path,
+    key: &str,
+    business_unit: Option<&str>,
+    format: OutputFormat,
+) -> anyhow::Result<Exit> {
+    let config = Config::load(path)?;
+    let Some(unit) = business_unit.or(config.paystar.default_business_unit.as_deref()) else {
+        eprintln!("error: give --business-unit, or set paystar.default_business_unit");
+        return Ok(Exit::Usage);
+    };
+    let key = match crate::customer::CustomerKey::parse_cli(unit, key) {
+        Ok(key) => key,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(Exit::Usage);
+        }
+    };
+    let store = Store::open_read_only(&config.state.path)?;
+    let lines: Vec<serde_json::Value> = store
+        .history(key.as_ref())?
+        .iter()
+        .map(report::history_json)
+        .collect();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if format == OutputFormat::Json {
+        serde_json::to_writer_pretty(
+            &mut out,
+            &serde_json::json!({ "customer": key.to_string(), "history": lines }),
+        )?;
+        writeln!(out)?;
+    } else {
+        report::history_text(&key, &lines, &mut out)?;
+    }
+    Ok(Exit::Ok)
+}
+
+fn approve(path: &Path) -> anyhow::Result<Exit> {
+    let config = Config::load(path)?;
+    let mut store = Store::open(&config.state.path)?;
+    let held = store.holds_by_cause()?;
+    if held.is_empty() {
+        println!("nothing is held");
+        return Ok(Exit::Ok);
+    }
+    for (cause, count) in &held {
+        println!("approving {count} unenroll(s): {cause}");
+    }
+    let count = store.approve(now_ms())?;
+    println!(
+        "released {count} held unenroll(s) into the queue; the daemon or the next apply sends them"
+    );
     Ok(Exit::Ok)
 }
 

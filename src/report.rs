@@ -17,6 +17,8 @@ pub struct PlanSummary {
     pub unenroll: u64,
     /// Keys that left every manifest in this scan while `on_removal` is `ignore`.
     pub removals_ignored: u64,
+    /// UnenrollAutopay events the mass-change guard holds for approval.
+    pub unenroll_held: u64,
     pub errors: u64,
 }
 
@@ -33,7 +35,11 @@ impl PlanSummary {
             None => {}
         }
         if change.plan.unenroll.is_some() {
-            self.unenroll += 1;
+            if change.unenroll_held {
+                self.unenroll_held += 1;
+            } else {
+                self.unenroll += 1;
+            }
         }
     }
 }
@@ -99,6 +105,12 @@ pub fn plan_text(
             summary.removals_ignored
         )?;
     }
+    if let Some(trip) = &scan.guard {
+        writeln!(
+            out,
+            "\nHELD: {trip}. These unenrolls are not sent until `paystar-sync approve`; everything else proceeds."
+        )?;
+    }
     summary.errors = scan.errors.len() as u64;
     if !scan.errors.is_empty() {
         writeln!(
@@ -121,8 +133,13 @@ pub fn summary_line(s: &PlanSummary) -> String {
     if !s.has_changes() {
         return format!("Plan: no changes. {} error(s).", s.errors);
     }
+    let held = if s.unenroll_held > 0 {
+        format!(" ({} more held for approval)", s.unenroll_held)
+    } else {
+        String::new()
+    };
     format!(
-        "Plan: {} customer(s) to send: {} ManageCustomer ({} create, {} update), {} UnenrollAutopay. {} error(s).",
+        "Plan: {} customer(s) to send: {} ManageCustomer ({} create, {} update), {} UnenrollAutopay{held}. {} error(s).",
         s.keys,
         s.manage_create + s.manage_update,
         s.manage_create,
@@ -174,9 +191,14 @@ fn write_change(out: &mut dyn Write, change: &PlannedChange<'_>) -> io::Result<(
         }
     }
     if let Some(cause) = change.plan.unenroll {
+        let held = if change.unenroll_held {
+            "  HELD for approval"
+        } else {
+            ""
+        };
         writeln!(
             out,
-            "- {}  UnenrollAutopay ({})  ({origin}){queue}",
+            "- {}  UnenrollAutopay ({})  ({origin}){queue}{held}",
             change.key,
             cause.as_str()
         )?;
@@ -202,6 +224,7 @@ fn change_json(change: &PlannedChange<'_>) -> serde_json::Value {
         events.push(json!({
             "eventType": "Accounts.UnenrollAutopay",
             "cause": match cause { UnenrollCause::AutopayFalse => "autopay_false", UnenrollCause::Removed => "removed" },
+            "held": change.unenroll_held,
         }));
     }
     let source = match change.origin {
@@ -271,8 +294,139 @@ pub fn plan_json(
     serde_json::to_writer(&mut *out, &scan.warnings).map_err(io::Error::from)?;
     write!(out, ",\"stats\":")?;
     serde_json::to_writer(&mut *out, &scan.stats).map_err(io::Error::from)?;
+    write!(out, ",\"guard\":")?;
+    serde_json::to_writer(&mut *out, &scan.guard.map(|t| t.to_string()))
+        .map_err(io::Error::from)?;
     write!(out, ",\"summary\":")?;
     serde_json::to_writer(&mut *out, &summary).map_err(io::Error::from)?;
     writeln!(out, "}}")?;
     Ok(summary)
+}
+
+/// Masks the personal data in a stored request payload: emails masked, names dropped.
+fn masked_payload(request: &str) -> serde_json::Value {
+    let envelope: serde_json::Value = serde_json::from_str(request).unwrap_or_default();
+    let payload: serde_json::Value = envelope["payload"]
+        .as_str()
+        .and_then(|p| serde_json::from_str(p).ok())
+        .unwrap_or_default();
+    let mut out = serde_json::Map::new();
+    for (name, value) in payload.as_object().into_iter().flatten() {
+        match name.as_str() {
+            "firstName" | "lastName" => {}
+            "emailAddress" | "originalEmailAddress" => {
+                out.insert(
+                    name.clone(),
+                    json!(MaskedEmail(value.as_str().unwrap_or("")).to_string()),
+                );
+            }
+            _ => {
+                out.insert(name.clone(), value.clone());
+            }
+        }
+    }
+    serde_json::Value::Object(out)
+}
+
+/// One stored history line, as shown to people and machines (PII masked).
+pub fn history_json(record: &crate::store::HistoryRecord) -> serde_json::Value {
+    let d = &record.detail;
+    let author = d["provenance"]["gitAuthor"].as_str().map(mask_author);
+    let mut provenance = d["provenance"].clone();
+    if let Some(author) = author {
+        provenance["gitAuthor"] = json!(author);
+    }
+    json!({
+        "at": httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(record.at_ms.max(0) as u64)),
+        "atMs": record.at_ms,
+        "kind": record.kind,
+        "eventType": record.event_type,
+        "attempt": d.get("attempt"),
+        "cause": d.get("cause"),
+        "provenance": provenance,
+        "payload": d["request"].as_str().map(masked_payload),
+        "response": d.get("response"),
+    })
+}
+
+/// `Jane Doe <jane@example.com>` → `Jane Doe <j***@example.com>`: an author is a
+/// person's name the repository already publishes, the email is masked anyway.
+fn mask_author(author: &str) -> String {
+    match author.split_once(" <") {
+        Some((name, email)) => format!("{name} <{}>", MaskedEmail(email.trim_end_matches('>'))),
+        None => author.to_owned(),
+    }
+}
+
+pub fn history_text(
+    key: &crate::customer::CustomerKey,
+    lines: &[serde_json::Value],
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    writeln!(out, "{key}")?;
+    if lines.is_empty() {
+        writeln!(out, "  no history: nothing was ever sent for this customer")?;
+    }
+    for l in lines {
+        let event = l["eventType"]
+            .as_str()
+            .unwrap_or("")
+            .trim_start_matches("Accounts.");
+        let mut head = format!(
+            "  {}  {:<9}  {event}",
+            l["at"].as_str().unwrap_or(""),
+            l["kind"].as_str().unwrap_or("")
+        );
+        if let Some(cause) = l["cause"].as_str() {
+            head.push_str(&format!(" ({cause})"));
+        }
+        if let Some(attempt) = l["attempt"].as_u64() {
+            head.push_str(&format!(", attempt {attempt}"));
+        }
+        match (&l["response"]["status"], &l["response"]["error"]) {
+            (serde_json::Value::Number(status), _) => head.push_str(&format!(": HTTP {status}")),
+            (_, serde_json::Value::String(error)) => head.push_str(&format!(": {error}")),
+            _ => {}
+        }
+        writeln!(out, "{head}")?;
+        let p = &l["provenance"];
+        if let Some(file) = p["file"].as_str() {
+            let mut from = format!("      from {file}");
+            if let Some(line) = p["line"].as_u64() {
+                from.push_str(&format!(":{line}"));
+            }
+            if p["removed"].as_bool() == Some(true) {
+                from = format!("      removed from {file}");
+            }
+            if let Some(sha) = p["sha256"].as_str() {
+                from.push_str(&format!(" (sha256 {})", &sha[..sha.len().min(12)]));
+            }
+            if let Some(commit) = p["gitCommit"].as_str() {
+                from.push_str(&format!(
+                    ", commit {} by {}",
+                    &commit[..commit.len().min(12)],
+                    p["gitAuthor"].as_str().unwrap_or("?")
+                ));
+            }
+            writeln!(out, "{from}")?;
+        }
+        if let Some(email) = l["payload"]["emailAddress"].as_str() {
+            let original = l["payload"]["originalEmailAddress"]
+                .as_str()
+                .map(|o| format!(" (was {o})"))
+                .unwrap_or_default();
+            writeln!(out, "      emailAddress: {email}{original}")?;
+        }
+        if let Some(body) = l["response"]["body"]
+            .as_str()
+            .filter(|b| !b.is_empty() && l["kind"] != "delivered")
+        {
+            writeln!(
+                out,
+                "      Paystar said: {}",
+                body.chars().take(200).collect::<String>()
+            )?;
+        }
+    }
+    Ok(())
 }

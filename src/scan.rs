@@ -829,6 +829,14 @@ impl Scan {
         )
     }
 
+    /// Files read and parsed in this scan.
+    pub fn parsed_files(&self) -> impl Iterator<Item = &str> {
+        self.files
+            .iter()
+            .filter(|f| matches!(f.fate, FileFate::Parsed { .. }))
+            .map(|f| f.rel.as_str())
+    }
+
     /// Errors found by reading files in this scan (not the stored ones of unchanged files).
     pub fn new_errors(&self) -> impl Iterator<Item = &ManifestError> {
         self.files.iter().flat_map(|f| f.errors.iter())

@@ -50,6 +50,13 @@ pub struct Config {
     pub safety: SafetyConfig,
     pub server: ServerConfig,
     pub providers: ProvidersConfig,
+    pub history: HistoryConfig,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct HistoryConfig {
+    /// How long history lines are kept; `None` keeps everything.
+    pub retention: Option<Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -348,6 +355,10 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
     };
 
     let providers = providers(w, &root);
+    let h = w.section(&root, "history", &["retention"]);
+    let history = HistoryConfig {
+        retention: w.duration(&h, "retention"),
+    };
 
     Some(Config {
         path: path.to_owned(),
@@ -371,6 +382,7 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
         safety,
         server: ServerConfig { listen },
         providers,
+        history,
     })
 }
 

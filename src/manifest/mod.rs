@@ -7,6 +7,7 @@ mod csvfile;
 pub mod discover;
 mod error;
 pub mod fields;
+pub mod git;
 mod row;
 pub mod watch;
 mod yamlfile;

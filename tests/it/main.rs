@@ -6,5 +6,6 @@ mod daemon;
 mod deliver;
 mod diff;
 mod manifests;
+mod safety;
 mod state;
 mod support;

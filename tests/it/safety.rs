@@ -1,0 +1,333 @@
+//! SPEC §6 and issue "change safety and audit": the mass-unenroll hold, approval,
+//! per-customer history, and personal data kept out of logs and output.
+
+use crate::support::{Project, TEST_API_KEY, with_sandbox};
+use paystar_sync::sandbox::RunningSandbox;
+
+const HEADER: &str = "accountNumber,firstName,lastName,emailAddress,autopay\n";
+
+fn csv(range: std::ops::Range<usize>, autopay: &str) -> String {
+    let mut out = HEADER.to_owned();
+    for i in range {
+        out.push_str(&format!("{i},Ada,Lovelace,ada{i}@example.com,{autopay}\n"));
+    }
+    out
+}
+
+/// A project with the default safety limits (50 unenrolls, 5 %) and `on_removal: unenroll`.
+async fn guarded() -> (Project, RunningSandbox) {
+    let (p, sandbox) = with_sandbox("").await;
+    let config = std::fs::read_to_string(p.config_path())
+        .unwrap()
+        .replace(
+            "safety: { max_unenrolls: 100000, max_unenroll_percent: 100 }\n",
+            "",
+        )
+        .replace(
+            "  dir: manifests\n",
+            "  dir: manifests\n  on_removal: unenroll\n",
+        );
+    p.config(&config);
+    (p, sandbox)
+}
+
+fn unenrolls(sandbox: &RunningSandbox) -> usize {
+    sandbox
+        .sandbox
+        .paystar
+        .accepted()
+        .iter()
+        .filter(|a| a.event_type == "Accounts.UnenrollAutopay")
+        .count()
+}
+
+async fn apply(p: &Project) -> crate::support::Run {
+    p.run_async(&["apply", "--timeout", "20s"]).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_manifest_holds_its_mass_unenroll_while_everything_else_proceeds() {
+    let (p, sandbox) = guarded().await;
+    p.file("a.csv", csv(0..90, ""));
+    p.file("b.csv", csv(90..100, ""));
+    assert_eq!(apply(&p).await.code, 0);
+    // b.csv disappears (10 % of customers) while a.csv gets an ordinary edit.
+    p.remove("b.csv");
+    p.file(
+        "a.csv",
+        csv(0..90, "").replace("ada0@example.com", "countess@example.com"),
+    );
+    let plan = p.run_async(&["plan"]).await;
+    assert!(
+        plan.stdout.contains(
+            "HELD: 10 unenrolls of 100 known customers exceed safety.max_unenroll_percent (5 %)"
+        ),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains(
+            "UnenrollAutopay (removed from manifests)  (removed from b.csv)  HELD for approval"
+        ),
+        "{}",
+        plan.stdout
+    );
+    let run = apply(&p).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains("10 unenroll(s) are held for approval"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(unenrolls(&sandbox), 0, "held unenrolls are not sent");
+    let last = sandbox.sandbox.paystar.accepted().last().cloned().unwrap();
+    assert_eq!(
+        last.payload_json()["emailAddress"],
+        "countess@example.com",
+        "everything else proceeds"
+    );
+
+    let status = p.run_async(&["status"]).await;
+    assert!(
+        status
+            .stdout
+            .contains("held: 10 unenroll(s) wait for approval"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status.stdout.contains("10  removed from b.csv"),
+        "{}",
+        status.stdout
+    );
+
+    let approve = p.run_async(&["approve"]).await;
+    assert!(
+        approve
+            .stdout
+            .contains("approving 10 unenroll(s): removed from b.csv"),
+        "{approve:?}"
+    );
+    assert_eq!(apply(&p).await.code, 0);
+    assert_eq!(unenrolls(&sandbox), 10);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_csv_that_suddenly_loses_most_of_its_rows_is_held() {
+    let (p, sandbox) = guarded().await;
+    p.file("export.csv", csv(0..200, ""));
+    assert_eq!(apply(&p).await.code, 0);
+    p.file("export.csv", csv(0..20, ""));
+    let run = apply(&p).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("180 unenrolls in one pass exceed safety.max_unenrolls (50)"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(unenrolls(&sandbox), 0);
+    let plan: serde_json::Value =
+        serde_json::from_str(&p.run_async(&["plan", "--format", "json"]).await.stdout).unwrap();
+    assert_eq!(
+        plan["summary"]["unenroll_held"], 0,
+        "held unenrolls are not planned again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_unenroll_whose_cause_disappears_is_dropped() {
+    let (p, sandbox) = guarded().await;
+    p.file("a.csv", csv(0..90, ""));
+    p.file("b.csv", csv(90..100, ""));
+    assert_eq!(apply(&p).await.code, 0);
+    p.remove("b.csv");
+    assert_eq!(apply(&p).await.code, 1);
+    // The export comes back: the reason for the unenrolls is gone.
+    p.file("b.csv", csv(90..100, ""));
+    assert_eq!(apply(&p).await.code, 0);
+    assert!(
+        p.run_async(&["approve"])
+            .await
+            .stdout
+            .contains("nothing is held")
+    );
+    assert_eq!(apply(&p).await.code, 0);
+    assert_eq!(unenrolls(&sandbox), 0);
+    let history = p.run_async(&["history", "95"]).await;
+    assert!(history.stdout.contains("held"), "{}", history.stdout);
+    assert!(history.stdout.contains("released"), "{}", history.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_few_unenrolls_within_the_limits_are_sent_without_approval() {
+    let (p, sandbox) = guarded().await;
+    p.file("a.csv", csv(0..100, ""));
+    assert_eq!(apply(&p).await.code, 0);
+    let mut text = csv(0..100, "");
+    for i in [3, 4] {
+        text = text.replace(
+            &format!("ada{i}@example.com,\n"),
+            &format!("ada{i}@example.com,no\n"),
+        );
+    }
+    p.file("a.csv", text);
+    assert_eq!(apply(&p).await.code, 0);
+    assert_eq!(unenrolls(&sandbox), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn history_tells_one_customers_story_with_provenance_and_paystars_answers() {
+    let (p, sandbox) = with_sandbox("").await;
+    sandbox
+        .sandbox
+        .paystar
+        .push_fault(paystar_sync::sandbox::paystar::Fault {
+            status: 503,
+            ..Default::default()
+        });
+    p.file("a.csv", csv(0..1, "no"));
+    assert_eq!(apply(&p).await.code, 0);
+    p.file(
+        "a.csv",
+        csv(0..1, "no").replace("ada0@example.com", "ada.king@example.com"),
+    );
+    assert_eq!(apply(&p).await.code, 0);
+    let text = p.run_async(&["history", "0"]).await;
+    assert_eq!(text.code, 0, "{text:?}");
+    let lines: Vec<&str> = text.stdout.lines().collect();
+    assert_eq!(lines[0], "water-bill-pay/0");
+    let kinds: Vec<String> = lines
+        .iter()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("      "))
+        .map(|l| l.split_whitespace().nth(6).unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["retry", "delivered", "delivered", "delivered"],
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("ManageCustomer, attempt 1: HTTP 503"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("UnenrollAutopay (autopay: false)"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("from a.csv:2 (sha256 "),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout
+            .contains("emailAddress: a***@example.com (was a***@example.com)"),
+        "{}",
+        text.stdout
+    );
+    assert!(!text.stdout.contains("Lovelace") && !text.stdout.contains("ada0@example.com"));
+    let json: serde_json::Value = serde_json::from_str(
+        &p.run_async(&["history", "0", "--format", "json"])
+            .await
+            .stdout,
+    )
+    .unwrap();
+    let history = json["history"].as_array().unwrap();
+    assert_eq!(history.len(), 4);
+    assert_eq!(
+        history[3]["payload"]["originalEmailAddress"],
+        "a***@example.com"
+    );
+    assert_eq!(history[3]["provenance"]["file"], "a.csv");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn history_names_the_git_commit_and_author_of_a_manifest_in_a_work_tree() {
+    let (p, _sandbox) = with_sandbox("").await;
+    p.file("a.csv", csv(0..1, ""));
+    let git = |args: &[&str]| {
+        let status = std::process::Command::new("git")
+            .arg("-C")
+            .arg(p.root().join("manifests"))
+            .args([
+                "-c",
+                "user.name=Jane Doe",
+                "-c",
+                "user.email=jane@example.com",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            status.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        String::from_utf8_lossy(&status.stdout).trim().to_owned()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "a.csv"]);
+    git(&["commit", "-q", "-m", "add customer 0"]);
+    let commit = git(&["rev-parse", "HEAD"]);
+    assert_eq!(apply(&p).await.code, 0);
+    let history = p.run_async(&["history", "0"]).await;
+    assert!(
+        history.stdout.contains(&format!(
+            "commit {} by Jane Doe <j***@example.com>",
+            &commit[..12]
+        )),
+        "{}",
+        history.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_of_a_full_run_never_show_the_api_key_an_unmasked_email_or_a_name() {
+    let (p, sandbox) = guarded().await;
+    sandbox
+        .sandbox
+        .paystar
+        .push_fault(paystar_sync::sandbox::paystar::Fault {
+            status: 400,
+            ..Default::default()
+        });
+    p.file("a.csv", "accountNumber,firstName,lastName,emailAddress,autopay\n1,Augusta,Byron,augusta.byron@example.com,\n2,Charles,Babbage,charles.babbage@example.com,no\n3,Bad,Row,not-an-email,\n");
+    let mut outputs = String::new();
+    for args in [
+        &["apply", "--log-level", "debug", "--timeout", "10s"][..],
+        &["status", "--log-level", "debug"],
+        &["plan", "--log-level", "debug"],
+        &["validate", "--log-level", "debug"],
+        &["retry", "--all", "--log-level", "debug"],
+        &["apply", "--log-level", "debug", "--timeout", "10s"],
+        &["history", "1", "--log-level", "debug"],
+        &["history", "2", "--log-level", "debug", "--format", "json"],
+    ] {
+        let run = p.run_async(args).await;
+        outputs.push_str(&run.stdout);
+        outputs.push_str(&run.stderr);
+    }
+    assert!(
+        outputs.contains("a***@example.com") || outputs.contains("c***@example.com"),
+        "masked emails do show"
+    );
+    for secret in [
+        TEST_API_KEY,
+        "augusta.byron@example.com",
+        "charles.babbage@example.com",
+        "Augusta",
+        "Babbage",
+        "not-an-email",
+    ] {
+        assert!(
+            !outputs.contains(secret),
+            "{secret:?} leaked into output or logs:\n{outputs}"
+        );
+    }
+}
