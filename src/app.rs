@@ -6,7 +6,7 @@ use crate::config::{Config, ConfigError, Endpoint, Secret};
 use crate::deliver::{PaystarClient, Totals, Until, Worker, WorkerSettings};
 use crate::manifest::watch::FolderWatch;
 use crate::sandbox::{RunningSandbox, Sandbox};
-use crate::scan::{Scan, ScanSettings, scan};
+use crate::scan::{Fingerprint, Scan, ScanSettings, scan};
 use crate::store::{SharedStore, Store};
 use anyhow::Context;
 use std::time::Duration;
@@ -72,10 +72,21 @@ pub fn worker_settings(config: &Config) -> WorkerSettings {
 pub async fn scan_and_commit(config: &Config, store: &SharedStore) -> anyhow::Result<Scan> {
     let config = config.clone();
     let scan = store
-        .call(move |s| commit_pass(s, &config, 0, &[]))
+        .call(move |s| commit_pass(s, &config, 0, &[], None))
         .await
         .context("cannot scan and commit the manifests")?;
     Ok(scan)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error(transparent)]
+    Scan(#[from] crate::scan::ScanError),
+    #[error("state database query failed")]
+    Store(#[from] crate::store::SqlError),
+    /// `apply --plan`: the reviewed plan is not what would be sent now.
+    #[error("{0}")]
+    Stale(&'static str),
 }
 
 /// One committed pass: scan, commit, Git provenance of the files read, history
@@ -85,7 +96,8 @@ fn commit_pass(
     config: &Config,
     settle_ms: i64,
     busy: &[std::path::PathBuf],
-) -> Result<Scan, crate::scan::ScanError> {
+    expect: Option<&Fingerprint>,
+) -> Result<Scan, PassError> {
     let parse = config.parse_options();
     let settings = ScanSettings {
         settle_ms,
@@ -93,6 +105,11 @@ fn commit_pass(
         ..ScanSettings::new(config, &parse, now_ms())
     };
     let scan = scan(store, &settings)?;
+    if let Some(expected) = expect {
+        if let Some(why) = scan.fingerprint(store)?.mismatch(expected) {
+            return Err(PassError::Stale(why));
+        }
+    }
     scan.commit(store)?;
     record_git_provenance(store, &config.manifests.dir, &scan)?;
     prune_history(store, config)?;
@@ -135,10 +152,25 @@ pub struct ApplyReport {
 
 /// One pass: scan, commit, send until everything is acknowledged or parked, or
 /// `timeout` runs out (what is left stays queued).
-pub async fn apply(config: &Config, timeout: Duration) -> anyhow::Result<ApplyReport> {
+/// `plan` is the reviewed plan's fingerprint (`apply --plan`): the pass is
+/// refused, before anything is committed or sent, unless it would send exactly that.
+pub async fn apply(
+    config: &Config,
+    timeout: Duration,
+    plan: Option<Fingerprint>,
+) -> anyhow::Result<ApplyReport> {
     let (client, sandbox) = paystar(config).await?;
     let store = SharedStore::new(Store::open(&config.state.path)?);
-    let scan = scan_and_commit(config, &store).await?;
+    let pass_config = config.clone();
+    let scan = store
+        .call(move |s| commit_pass(s, &pass_config, 0, &[], plan.as_ref()))
+        .await
+        .map_err(|err| match err {
+            PassError::Stale(why) => anyhow::anyhow!(
+                "refusing to apply the plan: {why}; run `paystar-sync plan --out FILE` again and review it"
+            ),
+            other => anyhow::Error::new(other).context("cannot scan and commit the manifests"),
+        })?;
     for warning in &scan.warnings {
         tracing::warn!(%warning, "manifest warning");
     }
@@ -397,7 +429,7 @@ impl Intake {
         let settle_ms = (self.config.manifests.debounce / 2).as_millis() as i64;
         let result = self
             .store
-            .call(move |s| commit_pass(s, &config, settle_ms, &busy))
+            .call(move |s| commit_pass(s, &config, settle_ms, &busy, None))
             .await;
         match result {
             Ok(scan) => {
@@ -407,7 +439,7 @@ impl Intake {
             }
             // The folder may be briefly missing (a symlink swap, a remount): nothing is
             // removed, and the next change or rescan tries again.
-            Err(crate::scan::ScanError::Discover(err)) => {
+            Err(PassError::Scan(crate::scan::ScanError::Discover(err))) => {
                 tracing::error!(error = %err, "cannot scan the manifests folder; nothing changes until it is back");
                 Ok(0)
             }

@@ -91,6 +91,9 @@ enum Command {
         /// Longest to wait for retries before exiting; what is left stays queued.
         #[arg(long, default_value = "5m", value_parser = parse_duration)]
         timeout: std::time::Duration,
+        /// Send exactly this reviewed plan (from `plan --out`), or refuse if anything changed.
+        #[arg(long)]
+        plan: Option<PathBuf>,
     },
     /// Counts by state, retrying and parked customers, last scan, file errors.
     Status {
@@ -177,7 +180,11 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Exit 
             detailed_exitcode,
         } => plan(&config.config, *format, out.as_deref(), *detailed_exitcode),
         Command::Run { config } => block_on(daemon(&config.config)),
-        Command::Apply { config, timeout } => block_on(apply(&config.config, *timeout)),
+        Command::Apply {
+            config,
+            timeout,
+            plan,
+        } => block_on(apply(&config.config, *timeout, plan.as_deref())),
         Command::Status { config, format } => status(&config.config, *format),
         Command::Retry {
             config,
@@ -302,14 +309,15 @@ fn plan(
     let mut out = BufWriter::with_capacity(256 * 1024, stdout.lock());
     let summary = match format {
         OutputFormat::Text => report::plan_text(&scan, &store, &mut out)?,
-        OutputFormat::Json => report::plan_json(&scan, &store, &mut out)?,
+        OutputFormat::Json => report::plan_json(&scan, &store, &mut out, None)?,
     };
     out.flush()?;
     if let Some(file) = out_file {
         let handle = std::fs::File::create(file)
             .with_context(|| format!("cannot write the plan to {}", file.display()))?;
         let mut writer = BufWriter::new(handle);
-        report::plan_json(&scan, &store, &mut writer)?;
+        let fingerprint = scan.fingerprint(&store)?;
+        report::plan_json(&scan, &store, &mut writer, Some(&fingerprint))?;
         writer
             .flush()
             .with_context(|| format!("cannot write the plan to {}", file.display()))?;
@@ -323,9 +331,34 @@ fn plan(
     })
 }
 
-async fn apply(path: &Path, timeout: std::time::Duration) -> anyhow::Result<Exit> {
+async fn apply(
+    path: &Path,
+    timeout: std::time::Duration,
+    plan: Option<&Path>,
+) -> anyhow::Result<Exit> {
     let config = Config::load(path)?;
-    let report = crate::app::apply(&config, timeout).await?;
+    let fingerprint = match plan {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read the plan {}", file.display()))?;
+            let value: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{} is not a plan written by `paystar-sync plan --out`",
+                    file.display()
+                )
+            })?;
+            let fingerprint =
+                serde_json::from_value(value["fingerprint"].clone()).with_context(|| {
+                    format!(
+                        "{} has no fingerprint: write it with `paystar-sync plan --out`",
+                        file.display()
+                    )
+                })?;
+            Some(fingerprint)
+        }
+        None => None,
+    };
+    let report = crate::app::apply(&config, timeout, fingerprint).await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for error in &report.scan.errors {

@@ -251,6 +251,7 @@ pub fn plan_json(
     scan: &Scan,
     store: &Store,
     out: &mut dyn Write,
+    fingerprint: Option<&crate::scan::Fingerprint>,
 ) -> Result<PlanSummary, RenderError> {
     let mut summary = PlanSummary::default();
     let mut failure: Option<io::Error> = None;
@@ -297,6 +298,10 @@ pub fn plan_json(
     write!(out, ",\"guard\":")?;
     serde_json::to_writer(&mut *out, &scan.guard.map(|t| t.to_string()))
         .map_err(io::Error::from)?;
+    if let Some(fingerprint) = fingerprint {
+        write!(out, ",\"fingerprint\":")?;
+        serde_json::to_writer(&mut *out, fingerprint).map_err(io::Error::from)?;
+    }
     write!(out, ",\"summary\":")?;
     serde_json::to_writer(&mut *out, &summary).map_err(io::Error::from)?;
     writeln!(out, "}}")?;

@@ -148,6 +148,32 @@ pub struct ScanStats {
     pub keys_removed: u64,
 }
 
+/// Identifies a reviewed plan (`plan --out`), so that `apply --plan` sends exactly it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Fingerprint {
+    /// SHA-256 over every manifest file's path and content hash.
+    pub manifests: String,
+    /// The store's acknowledged-state counter.
+    pub acknowledged: i64,
+    /// SHA-256 over the exact events, unmasked.
+    pub plan: String,
+}
+
+impl Fingerprint {
+    /// Why `self` (now) is not the reviewed `plan`, if it is not.
+    pub fn mismatch(&self, plan: &Fingerprint) -> Option<&'static str> {
+        if self.manifests != plan.manifests {
+            Some("the manifests changed since the plan was made")
+        } else if self.acknowledged != plan.acknowledged {
+            Some("Paystar's acknowledged state changed since the plan was made")
+        } else if self.plan != plan.plan {
+            Some("the events to send differ from the plan")
+        } else {
+            None
+        }
+    }
+}
+
 /// The outcome of one scan, not yet committed.
 pub struct Scan {
     pub files: Vec<ScannedFile>,
@@ -827,6 +853,51 @@ impl Scan {
             holds,
             &[("last_scan", summary.to_string())],
         )
+    }
+
+    /// What a reviewed plan was made from: the manifests' content, Paystar's
+    /// acknowledged state, and the exact events (unmasked) it would send.
+    pub fn fingerprint(&self, store: &Store) -> Result<Fingerprint, SqlError> {
+        let mut manifests = Sha256::new();
+        for file in self.files.iter().filter(|f| f.fate != FileFate::Deleted) {
+            let sha = file.sha256.or(file.stored.as_ref().and_then(|s| s.sha256));
+            manifests.update(file.rel.as_bytes());
+            manifests.update([0]);
+            manifests.update(sha.map_or_else(|| b"unreadable".to_vec(), |h| h.to_vec()));
+            manifests.update([0]);
+        }
+        let mut plan = Sha256::new();
+        self.for_each_change(store, |c| {
+            let k = c.key;
+            let mut line = format!("{}\0{}\0{}", k.business_unit, k.account, k.sub_account);
+            if let Some(m) = c.plan.manage {
+                let f = m.fields;
+                line.push_str(&format!(
+                    "\0manage\0{}\0{}\0{}\0{}",
+                    f.first_name,
+                    f.last_name,
+                    f.email,
+                    m.original_email.unwrap_or("")
+                ));
+            }
+            if let Some(cause) = c.plan.unenroll {
+                line.push_str(&format!(
+                    "\0unenroll\0{}\0{}",
+                    cause.as_str(),
+                    c.unenroll_held
+                ));
+            }
+            plan.update(line.as_bytes());
+            plan.update(b"\n");
+        })?;
+        let hex = |h: sha2::digest::Output<Sha256>| {
+            h.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        Ok(Fingerprint {
+            manifests: hex(manifests.finalize()),
+            acknowledged: store.acked_version()?,
+            plan: hex(plan.finalize()),
+        })
     }
 
     /// Files read and parsed in this scan.

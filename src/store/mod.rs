@@ -726,6 +726,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
+        let mut acked_changed = false;
         {
             let mut upsert_acked = tx.prepare_cached(
                 "INSERT INTO acked (business_unit, account, sub_account, first_name, last_name, email, unenrolled, acked_at)
@@ -782,6 +783,7 @@ impl Store {
                     ])?;
                 }
                 if o.acked_fields.is_some() || o.acked_unenroll {
+                    acked_changed = true;
                     let f = o.acked_fields.as_ref();
                     upsert_acked.execute(params![
                         k.business_unit,
@@ -847,6 +849,14 @@ impl Store {
                     response
                 ])?;
             }
+        }
+        if acked_changed {
+            // Lets a reviewed plan notice that Paystar's acknowledged state moved on.
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('acked_version', '1')
+                 ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+                [],
+            )?;
         }
         tx.commit()
     }
@@ -989,6 +999,14 @@ impl Store {
             }
         }
         tx.commit()
+    }
+
+    /// A counter that moves whenever Paystar's acknowledged state changes.
+    pub fn acked_version(&self) -> Result<i64> {
+        Ok(self
+            .meta("acked_version")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
     }
 
     /// How many customers the manifests hold (tombstones not counted).

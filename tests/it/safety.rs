@@ -331,3 +331,121 @@ async fn logs_of_a_full_run_never_show_the_api_key_an_unmasked_email_or_a_name()
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_with_a_reviewed_plan_sends_exactly_that_plan() {
+    let (p, sandbox) = with_sandbox("").await;
+    p.file("a.csv", csv(0..3, ""));
+    let plan = p.root().join("reviewed.json");
+    let made = p
+        .run_async(&["plan", "--out", plan.to_str().unwrap()])
+        .await;
+    assert_eq!(made.code, 0, "{made:?}");
+    let reviewed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    assert_eq!(reviewed["fingerprint"]["acknowledged"], 0);
+    let run = p
+        .run_async(&["apply", "--plan", plan.to_str().unwrap()])
+        .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(sandbox.sandbox.paystar.accepted().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_refuses_a_plan_whose_manifests_changed_and_sends_nothing() {
+    let (p, sandbox) = with_sandbox("").await;
+    p.file("a.csv", csv(0..3, ""));
+    let plan = p.root().join("reviewed.json");
+    assert_eq!(
+        p.run_async(&["plan", "--out", plan.to_str().unwrap()])
+            .await
+            .code,
+        0
+    );
+    p.file("a.csv", csv(0..3, "no"));
+    let run = p
+        .run_async(&["apply", "--plan", plan.to_str().unwrap()])
+        .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("refusing to apply the plan: the manifests changed since the plan was made"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(sandbox.sandbox.paystar.requests(), 0);
+    assert_eq!(
+        p.store().counts().unwrap().desired,
+        0,
+        "nothing was committed either"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_refuses_a_plan_once_paystars_acknowledged_state_moved_on() {
+    let (p, sandbox) = with_sandbox("").await;
+    p.file("a.csv", csv(0..3, ""));
+    assert_eq!(p.run_async(&["apply"]).await.code, 0);
+    p.file(
+        "a.csv",
+        csv(0..3, "").replace("ada1@example.com", "lovelace@example.com"),
+    );
+    let plan = p.root().join("reviewed.json");
+    assert_eq!(
+        p.run_async(&["plan", "--out", plan.to_str().unwrap()])
+            .await
+            .code,
+        0
+    );
+    // Someone else applies in between.
+    assert_eq!(p.run_async(&["apply"]).await.code, 0);
+    let run = p
+        .run_async(&["apply", "--plan", plan.to_str().unwrap()])
+        .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("acknowledged state changed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(sandbox.sandbox.paystar.accepted().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_refuses_a_file_that_is_not_a_plan() {
+    let (p, _sandbox) = with_sandbox("").await;
+    let plan = p.root().join("notes.json");
+    std::fs::write(&plan, "{\"hello\": 1}").unwrap();
+    let run = p
+        .run_async(&["apply", "--plan", plan.to_str().unwrap()])
+        .await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("has no fingerprint: write it with `paystar-sync plan --out`"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_state_database_from_the_first_release_still_loads_and_upgrades() {
+    let p = Project::new();
+    std::fs::create_dir_all(p.root().join("state")).unwrap();
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/state-v1.sqlite");
+    std::fs::copy(fixture, p.db_path()).unwrap();
+    // Read-only commands refuse to touch an old schema and say what to do…
+    let status = p.run(&["status"]);
+    assert_eq!(status.code, 1);
+    assert!(
+        status.stderr.contains("is schema v1")
+            && status.stderr.contains("run `paystar-sync apply`"),
+        "{}",
+        status.stderr
+    );
+    // …and opening it for writing upgrades it, keeping what Paystar acknowledged.
+    let counts = p.store().counts().unwrap();
+    assert_eq!((counts.acknowledged, counts.held), (2, 0));
+    assert_eq!(p.run(&["status"]).code, 0);
+}
