@@ -72,7 +72,7 @@ pub fn worker_settings(config: &Config) -> WorkerSettings {
 pub async fn scan_and_commit(config: &Config, store: &SharedStore) -> anyhow::Result<Scan> {
     let config = config.clone();
     let scan = store
-        .call(move |s| commit_pass(s, &config, 0, &[], None))
+        .call(move |s| commit_pass(s, &config, &PassOptions::default()))
         .await
         .context("cannot scan and commit the manifests")?;
     Ok(scan)
@@ -89,23 +89,53 @@ pub enum PassError {
     Stale(&'static str),
 }
 
+/// A one-line progress display (on a terminal): each call replaces the line.
+#[derive(Clone)]
+pub struct Progress(std::sync::Arc<dyn Fn(&str) + Send + Sync>);
+
+impl Progress {
+    pub fn new(show: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(show))
+    }
+
+    pub fn line(&self, text: &str) {
+        (self.0)(text);
+    }
+}
+
+/// How one committed pass runs; the default reads every file as it is.
+#[derive(Clone, Default)]
+struct PassOptions {
+    /// Files modified this recently (ms) are left for later (the daemon).
+    settle_ms: i64,
+    /// Files open for writing, from the folder watch.
+    busy: Vec<std::path::PathBuf>,
+    /// `apply --plan`: refuse unless the pass would send exactly this plan.
+    expect: Option<Fingerprint>,
+    progress: Option<Progress>,
+}
+
 /// One committed pass: scan, commit, Git provenance of the files read, history
-/// retention. `settle_ms` and `busy` defer files that may still be being written.
+/// retention, error reports.
 fn commit_pass(
     store: &mut Store,
     config: &Config,
-    settle_ms: i64,
-    busy: &[std::path::PathBuf],
-    expect: Option<&Fingerprint>,
+    options: &PassOptions,
 ) -> Result<Scan, PassError> {
     let parse = config.parse_options();
+    let show = |n: usize, total: usize, file: &str| {
+        if let Some(p) = &options.progress {
+            p.line(&format!("reading {n}/{total}: {file}"));
+        }
+    };
     let settings = ScanSettings {
-        settle_ms,
-        busy,
+        settle_ms: options.settle_ms,
+        busy: &options.busy,
+        progress: Some(&show),
         ..ScanSettings::new(config, &parse, now_ms())
     };
     let scan = scan(store, &settings)?;
-    if let Some(expected) = expect {
+    if let Some(expected) = &options.expect {
         if let Some(why) = scan.fingerprint(store)?.mismatch(expected) {
             return Err(PassError::Stale(why));
         }
@@ -113,6 +143,10 @@ fn commit_pass(
     scan.commit(store)?;
     record_git_provenance(store, &config.manifests.dir, &scan)?;
     prune_history(store, config)?;
+    let reports = config.state.dir().join("reports");
+    if let Err(err) = crate::report::write_error_reports(&reports, &scan) {
+        tracing::warn!(error = %err, dir = %reports.display(), "cannot write the manifest error reports");
+    }
     Ok(scan)
 }
 
@@ -158,12 +192,18 @@ pub async fn apply(
     config: &Config,
     timeout: Duration,
     plan: Option<Fingerprint>,
+    progress: Option<Progress>,
 ) -> anyhow::Result<ApplyReport> {
     let (client, sandbox) = paystar(config).await?;
     let store = SharedStore::new(Store::open(&config.state.path)?);
     let pass_config = config.clone();
+    let options = PassOptions {
+        expect: plan,
+        progress: progress.clone(),
+        ..PassOptions::default()
+    };
     let scan = store
-        .call(move |s| commit_pass(s, &pass_config, 0, &[], plan.as_ref()))
+        .call(move |s| commit_pass(s, &pass_config, &options))
         .await
         .map_err(|err| match err {
             PassError::Stale(why) => anyhow::anyhow!(
@@ -175,6 +215,17 @@ pub async fn apply(
         tracing::warn!(%warning, "manifest warning");
     }
     let worker = Worker::new(store.clone(), client, worker_settings(config));
+    let ticker = progress.map(|p| {
+        let sent = worker.sent();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+                p.line(&format!("sent {sent} event(s) to Paystar"));
+            }
+        })
+    });
     let cancel = CancellationToken::new();
     let timer = {
         let cancel = cancel.clone();
@@ -189,6 +240,9 @@ pub async fn apply(
     };
     let totals = worker.run(Until::Idle, cancel).await?;
     timer.abort();
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
     let counts = store.call(|s| s.counts()).await?;
     if let Some(sandbox) = sandbox {
         sandbox.stop().await;
@@ -429,7 +483,14 @@ impl Intake {
         let settle_ms = (self.config.manifests.debounce / 2).as_millis() as i64;
         let result = self
             .store
-            .call(move |s| commit_pass(s, &config, settle_ms, &busy, None))
+            .call(move |s| {
+                let options = PassOptions {
+                    settle_ms,
+                    busy,
+                    ..PassOptions::default()
+                };
+                commit_pass(s, &config, &options)
+            })
             .await;
         match result {
             Ok(scan) => {

@@ -245,6 +245,15 @@ fn init_logging(cli: &Cli) {
     };
 }
 
+/// A progress line on standard error when it is a terminal; nothing otherwise, so
+/// logs, pipes and CI output stay clean.
+fn terminal_progress() -> Option<crate::app::Progress> {
+    use std::io::IsTerminal;
+    std::io::stderr()
+        .is_terminal()
+        .then(|| crate::app::Progress::new(|text| eprint!("\r\x1b[2K{text}")))
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -257,8 +266,20 @@ fn dry_scan(path: &Path) -> anyhow::Result<(Config, Store, Scan)> {
     let config = Config::load(path)?;
     let store = Store::open_read_only(&config.state.path)?;
     let parse = config.parse_options();
-    let settings = ScanSettings::new(&config, &parse, now_ms());
+    let progress = terminal_progress();
+    let show = |n: usize, total: usize, file: &str| {
+        if let Some(p) = &progress {
+            p.line(&format!("reading {n}/{total}: {file}"));
+        }
+    };
+    let settings = ScanSettings {
+        progress: Some(&show),
+        ..ScanSettings::new(&config, &parse, now_ms())
+    };
     let scan = scan(&store, &settings).context("cannot scan the manifests")?;
+    if progress.is_some() {
+        eprint!("\r\x1b[2K");
+    }
     for warning in &scan.warnings {
         tracing::warn!(%warning, "manifest warning");
     }
@@ -358,7 +379,11 @@ async fn apply(
         }
         None => None,
     };
-    let report = crate::app::apply(&config, timeout, fingerprint).await?;
+    let progress = terminal_progress();
+    let report = crate::app::apply(&config, timeout, fingerprint, progress.clone()).await?;
+    if progress.is_some() {
+        eprint!("\r\x1b[2K");
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for error in &report.scan.errors {
@@ -445,6 +470,7 @@ fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> {
             "counts": counts,
             "lastScan": last_scan,
             "queue": troubled,
+            "reports": report::list_error_reports(&config.state.dir().join("reports")),
             "holds": holds.iter().map(|(cause, count)| serde_json::json!({ "cause": cause, "count": count })).collect::<Vec<_>>(),
             "errors": errors,
         });
@@ -499,6 +525,19 @@ fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> {
                 t.attempts,
                 when(t.next_attempt_at)
             )?,
+        }
+    }
+    let reports_dir = config.state.dir().join("reports");
+    let reports = report::list_error_reports(&reports_dir);
+    if !reports.is_empty() {
+        writeln!(
+            out,
+            "error reports ({}): {}",
+            reports.len(),
+            reports_dir.display()
+        )?;
+        for name in &reports {
+            writeln!(out, "  {name}")?;
         }
     }
     if !errors.is_empty() {

@@ -435,3 +435,58 @@ pub fn history_text(
     }
     Ok(())
 }
+
+/// The report file of one manifest: its relative path with `%` and `/` escaped.
+fn report_name(manifest: &str) -> String {
+    format!(
+        "{}.errors.csv",
+        manifest.replace('%', "%25").replace('/', "%2F")
+    )
+}
+
+/// Writes each freshly read manifest's errors as CSV
+/// (`file,line,accountNumber,field,reason`) to `dir`, replacing its previous report;
+/// a manifest without errors (or gone) has its report removed. Only the latest
+/// report per manifest is kept.
+pub fn write_error_reports(dir: &std::path::Path, scan: &Scan) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (file, errors) in scan.fresh_errors_by_file() {
+        let path = dir.join(report_name(file));
+        if errors.is_empty() {
+            match std::fs::remove_file(&path) {
+                Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+                _ => continue,
+            }
+        }
+        let tmp = path.with_extension("csv.tmp");
+        let mut writer = csv::Writer::from_path(&tmp)?;
+        writer.write_record(["file", "line", "accountNumber", "field", "reason"])?;
+        for e in errors {
+            let line = e.line.map(|l| l.to_string()).unwrap_or_default();
+            writer.write_record([
+                e.file.as_str(),
+                &line,
+                e.account.as_deref().unwrap_or(""),
+                e.field.as_deref().unwrap_or(""),
+                &e.reason,
+            ])?;
+        }
+        writer.flush()?;
+        drop(writer);
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(())
+}
+
+/// The report files in `dir`, by name.
+pub fn list_error_reports(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|n| n.ends_with(".errors.csv"))
+        .collect();
+    names.sort();
+    names
+}

@@ -41,6 +41,8 @@ pub struct ScanSettings<'a> {
     pub busy: &'a [std::path::PathBuf],
     /// The mass-change guard's limits (SPEC §6).
     pub limits: UnenrollLimits,
+    /// Called before each file is read, with its position and the total (progress on a terminal).
+    pub progress: Option<&'a (dyn Fn(usize, usize, &str) + Sync)>,
 }
 
 impl<'a> ScanSettings<'a> {
@@ -53,6 +55,7 @@ impl<'a> ScanSettings<'a> {
             now_ms,
             settle_ms: 0,
             busy: &[],
+            progress: None,
             limits: UnenrollLimits {
                 max_unenrolls: config.safety.max_unenrolls,
                 max_percent: config.safety.max_unenroll_percent,
@@ -206,7 +209,10 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
     let mut extra_errors = Vec::new();
     let mut warnings = Vec::new();
 
-    for found in &discovery.files {
+    for (position, found) in discovery.files.iter().enumerate() {
+        if let Some(progress) = settings.progress {
+            progress(position + 1, discovery.files.len(), &found.rel);
+        }
         let stored = index.get(&found.rel).filter(|e| e.present).cloned();
         let (fate, sha, outcome) =
             read_if_changed(found, stored.as_ref(), files.len() as u32, settings);
@@ -898,6 +904,19 @@ impl Scan {
             acknowledged: store.acked_version()?,
             plan: hex(plan.finalize()),
         })
+    }
+
+    /// Files whose errors this scan knows afresh (read, failed or gone), with them.
+    pub fn fresh_errors_by_file(&self) -> impl Iterator<Item = (&str, &[ManifestError])> {
+        self.files
+            .iter()
+            .filter(|f| {
+                matches!(
+                    f.fate,
+                    FileFate::Parsed { .. } | FileFate::Failed | FileFate::Deleted
+                )
+            })
+            .map(|f| (f.rel.as_str(), f.errors.as_slice()))
     }
 
     /// Files read and parsed in this scan.

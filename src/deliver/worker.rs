@@ -57,6 +57,7 @@ pub struct Worker {
     client: PaystarClient,
     settings: WorkerSettings,
     wake: Arc<Notify>,
+    sent: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn now_ms() -> i64 {
@@ -72,7 +73,13 @@ impl Worker {
             client,
             settings,
             wake: Arc::new(Notify::new()),
+            sent: Arc::default(),
         }
+    }
+
+    /// Events acknowledged so far, for progress displays.
+    pub fn sent(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.sent.clone()
     }
 
     /// Wakes the worker after new work was queued.
@@ -139,6 +146,7 @@ impl Worker {
                         finished.push(outcome);
                     }
                     totals.delivered_events += delivered;
+                    self.sent.fetch_add(delivered, std::sync::atomic::Ordering::Relaxed);
                     if delivered > 0 && until == Until::Cancelled {
                         tracing::info!(events = delivered, customers = finished.len(), "acknowledged by Paystar");
                     }

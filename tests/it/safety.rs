@@ -449,3 +449,59 @@ fn a_state_database_from_the_first_release_still_loads_and_upgrades() {
     assert_eq!((counts.acknowledged, counts.held), (2, 0));
     assert_eq!(p.run(&["status"]).code, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_manifest_with_errors_gets_its_latest_report_which_goes_once_it_is_fixed() {
+    let (p, _sandbox) = with_sandbox("").await;
+    p.file("sub/a.csv", "accountNumber,firstName,lastName,emailAddress\n1,Ada,Lovelace,nope\n2,Alan,Turing,alan@example.com\n");
+    assert_eq!(p.run_async(&["apply"]).await.code, 65);
+    let report = p.root().join("state/reports/sub%2Fa.csv.errors.csv");
+    let text = std::fs::read_to_string(&report).unwrap();
+    assert_eq!(
+        text,
+        "file,line,accountNumber,field,reason\nsub/a.csv,2,1,emailAddress,is not a valid email address (expected name@example.com)\n"
+    );
+    let status = p.run_async(&["status"]).await;
+    assert!(
+        status.stdout.contains("error reports (1):")
+            && status.stdout.contains("sub%2Fa.csv.errors.csv"),
+        "{}",
+        status.stdout
+    );
+    p.file("sub/a.csv", "accountNumber,firstName,lastName,emailAddress\n1,Ada,Lovelace,ada@example.com\n2,Alan,Turing,alan@example.com\n");
+    assert_eq!(p.run_async(&["apply"]).await.code, 0);
+    assert!(!report.exists(), "a fixed file's report is removed");
+    assert!(
+        !p.root().join("manifests/sub/a.csv.errors.csv").exists(),
+        "nothing is written into the manifests folder"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_shows_on_a_terminal_and_stays_silent_otherwise() {
+    let (p, _sandbox) = with_sandbox("").await;
+    p.file("a.csv", csv(0..5, ""));
+    let plain = p.run_async(&["apply"]).await;
+    assert!(
+        !plain.stderr.contains("reading ") && !plain.stderr.contains("\u{1b}[2K"),
+        "{}",
+        plain.stderr
+    );
+    p.file("a.csv", csv(0..5, "").replace("ada1@", "lovelace@"));
+    let command = format!(
+        "{} plan --config {} && PAYSTAR_API_KEY={} {} apply --config {}",
+        env!("CARGO_BIN_EXE_paystar-sync"),
+        p.config_path().display(),
+        crate::support::TEST_API_KEY,
+        env!("CARGO_BIN_EXE_paystar-sync"),
+        p.config_path().display()
+    );
+    let on_tty = tokio::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .await
+        .expect("util-linux `script` runs the commands on a pseudo-terminal");
+    let screen = String::from_utf8_lossy(&on_tty.stdout);
+    assert!(screen.contains("reading 1/1: a.csv"), "{screen}");
+    assert!(screen.contains("sent "), "{screen}");
+}
