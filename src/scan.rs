@@ -41,9 +41,12 @@ pub struct ScanSettings<'a> {
     pub busy: &'a [std::path::PathBuf],
     /// The mass-change guard's limits (SPEC §6).
     pub limits: UnenrollLimits,
-    /// Called before each file is read, with its position and the total (progress on a terminal).
-    pub progress: Option<&'a (dyn Fn(usize, usize, &str) + Sync)>,
+    /// Called before each file is read (progress on a terminal).
+    pub progress: Option<FileProgress<'a>>,
 }
+
+/// Progress callback: the file's position (from 1), the number of files, its path.
+pub type FileProgress<'a> = &'a (dyn Fn(usize, usize, &str) + Sync);
 
 impl<'a> ScanSettings<'a> {
     /// Settings from the config: every file read as it is, nothing busy.
