@@ -223,7 +223,11 @@ fn change_json(change: &PlannedChange<'_>) -> serde_json::Value {
     if let Some(cause) = change.plan.unenroll {
         events.push(json!({
             "eventType": "Accounts.UnenrollAutopay",
-            "cause": match cause { UnenrollCause::AutopayFalse => "autopay_false", UnenrollCause::Removed => "removed" },
+            "cause": match cause {
+                UnenrollCause::AutopayFalse => "autopay_false",
+                UnenrollCause::Removed => "removed",
+                UnenrollCause::Provider => "provider",
+            },
             "held": change.unenroll_held,
         }));
     }

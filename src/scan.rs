@@ -14,7 +14,8 @@ use crate::manifest::{
     parse_file,
 };
 use crate::reconcile::{
-    Acked, Desired, GuardTrip, KeyPlan, RemovalPolicy, UnenrollLimits, diff, mass_unenroll,
+    Acked, Desired, GuardTrip, KeyPlan, RemovalPolicy, UnenrollCause, UnenrollLimits, diff,
+    mass_unenroll, with_stop,
 };
 use crate::store::{
     DesiredWrite, FileEntry, FileWrite, HoldWrite, KeyState, QueueRecord, QueueWrite, SqlError,
@@ -461,6 +462,9 @@ fn guard(
     let (mut added, mut removed) = (0u64, 0u64);
     for (i, t) in touched.iter().enumerate() {
         let state = states[i].as_deref();
+        if state.is_some_and(|s| s.stop.is_some()) {
+            continue; // a provider's stop unenrolls anyway and is never held
+        }
         let live_before = state
             .and_then(|s| s.desired.as_ref())
             .is_some_and(|d| !d.removed);
@@ -686,11 +690,22 @@ impl Scan {
 
     /// The events a touched key needs, and whether its unenroll is held.
     fn touched_plan(&self, i: usize) -> KeyPlan<'_> {
-        diff(
-            desired_of(&self.touched[i], &self.rows),
-            acked_of(&self.states[i]),
-            self.on_removal,
+        let acked = acked_of(&self.states[i]);
+        let stopped = self.states[i].as_ref().is_some_and(|s| s.stop.is_some());
+        with_stop(
+            diff(
+                desired_of(&self.touched[i], &self.rows),
+                acked,
+                self.on_removal,
+            ),
+            stopped,
+            acked,
         )
+    }
+
+    /// Whether touched key `i`'s unenroll is held (a provider's stop never is).
+    fn unenroll_held(&self, i: usize, plan: &KeyPlan<'_>) -> bool {
+        self.held[i] && plan.unenroll.is_some_and(|c| c != UnenrollCause::Provider)
     }
 
     fn touched_change(&self, i: usize) -> PlannedChange<'_> {
@@ -714,7 +729,7 @@ impl Scan {
             plan,
             origin,
             queue: state.as_ref().and_then(|s| s.queue.as_ref()),
-            unenroll_held: self.held[i] && plan.unenroll.is_some(),
+            unenroll_held: self.unenroll_held(i, &plan),
         }
     }
 
@@ -769,15 +784,14 @@ impl Scan {
             if emit_until(Some(key), &mut f) {
                 return; // this scan changes the key: its new plan replaces the queued one
             }
-            let Some(d) = &state.desired else { return };
             let plan = state.plan(self.on_removal);
             if !plan.is_empty() {
                 f(&PlannedChange {
                     key,
                     plan,
                     origin: Origin::Waiting {
-                        file: d.file.as_deref(),
-                        line: d.line,
+                        file: state.desired.as_ref().and_then(|d| d.file.as_deref()),
+                        line: state.desired.as_ref().and_then(|d| d.line),
                     },
                     queue: state.queue.as_ref(),
                     unenroll_held: false,
@@ -841,7 +855,7 @@ impl Scan {
             .chain(self.relocated.iter().map(|&i| row_write(i)));
         let queue = self.touched.iter().enumerate().map(|(i, t)| {
             let mut plan = self.touched_plan(i);
-            if self.held[i] {
+            if self.unenroll_held(i, &plan) {
                 plan.unenroll = None;
             }
             QueueWrite {

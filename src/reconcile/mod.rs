@@ -87,6 +87,8 @@ pub enum UnenrollCause {
     AutopayFalse,
     /// The key left every manifest and `on_removal` is `unenroll`.
     Removed,
+    /// A payment provider said the debit authorisation is gone (never held).
+    Provider,
 }
 
 impl UnenrollCause {
@@ -94,6 +96,7 @@ impl UnenrollCause {
         match self {
             UnenrollCause::AutopayFalse => "autopay: false",
             UnenrollCause::Removed => "removed from manifests",
+            UnenrollCause::Provider => "provider stop signal",
         }
     }
 }
@@ -152,6 +155,20 @@ pub fn diff<'a>(
                 .then_some(UnenrollCause::Removed),
         },
     }
+}
+
+/// Adds a provider's stop signal to a key's plan. A stop is sticky: whatever the
+/// manifests say, the key must be unenrolled until Paystar acknowledged it, and it
+/// is sent even for a key no manifest knows.
+pub fn with_stop<'a>(
+    mut plan: KeyPlan<'a>,
+    stopped: bool,
+    acked: Option<Acked<'a>>,
+) -> KeyPlan<'a> {
+    if stopped && !acked.is_some_and(|a| a.unenrolled) {
+        plan.unenroll = Some(UnenrollCause::Provider);
+    }
+    plan
 }
 
 /// `safety.max_unenrolls` and `safety.max_unenroll_percent`.
@@ -403,6 +420,24 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_provider_stop_unenrolls_even_against_autopay_true_until_acknowledged() {
+        let plan = with_stop(
+            diff(
+                live(JOHN, Some(true)),
+                acked(Some(JOHN), false),
+                RemovalPolicy::Ignore,
+            ),
+            true,
+            acked(Some(JOHN), false),
+        );
+        assert_eq!(plan.unenroll, Some(UnenrollCause::Provider));
+        let done = with_stop(KeyPlan::default(), true, acked(None, true));
+        assert!(done.is_empty());
+        let unknown = with_stop(KeyPlan::default(), true, None);
+        assert_eq!(unknown.unenroll, Some(UnenrollCause::Provider));
     }
 
     #[test]

@@ -6,7 +6,7 @@ mod schema;
 
 use crate::customer::{CustomerKey, Fields, FieldsBuf, KeyRef};
 use crate::manifest::{ErrorKind, FileStat, ManifestError};
-use crate::reconcile::{Acked, Desired, KeyPlan, RemovalPolicy, diff};
+use crate::reconcile::{Acked, Desired, KeyPlan, RemovalPolicy, UnenrollCause, diff, with_stop};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -127,6 +127,16 @@ pub struct KeyState {
     pub queue: Option<QueueRecord>,
     /// The cause of a held unenroll, waiting for `approve`.
     pub held: Option<String>,
+    /// A provider's stop signal: sticky, never held.
+    pub stop: Option<StopRecord>,
+}
+
+/// A provider said a customer's debit authorisation is gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StopRecord {
+    pub provider: String,
+    pub event_id: String,
+    pub reason: String,
 }
 
 impl KeyState {
@@ -152,18 +162,20 @@ impl KeyState {
         })
     }
 
-    /// The events this key needs, held unenrolls included.
+    /// The events this key needs, held unenrolls and provider stops included.
     pub fn wanted(&self, on_removal: RemovalPolicy) -> KeyPlan<'_> {
-        match self.desired_view() {
+        let plan = match self.desired_view() {
             Some(desired) => diff(desired, self.acked_view(), on_removal),
             None => KeyPlan::default(),
-        }
+        };
+        with_stop(plan, self.stop.is_some(), self.acked_view())
     }
 
-    /// The events to send now: [`KeyState::wanted`] without a held unenroll.
+    /// The events to send now: [`KeyState::wanted`] without a held unenroll (a
+    /// provider's stop is never held).
     pub fn plan(&self, on_removal: RemovalPolicy) -> KeyPlan<'_> {
         let mut plan = self.wanted(on_removal);
-        if self.held.is_some() {
+        if self.held.is_some() && plan.unenroll != Some(UnenrollCause::Provider) {
             plan.unenroll = None;
         }
         plan
@@ -426,6 +438,9 @@ impl Store {
         let mut held = self.conn.prepare_cached(
             "SELECT cause FROM holds WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
         )?;
+        let mut stop = self.conn.prepare_cached(
+            "SELECT provider, event_id, reason FROM stops WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
+        )?;
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             let p = params![key.business_unit, key.account, key.sub_account];
@@ -434,6 +449,7 @@ impl Store {
                 acked: acked.query_row(p, read_acked).optional()?,
                 queue: queue.query_row(p, read_queue).optional()?,
                 held: held.query_row(p, |r| r.get(0)).optional()?,
+                stop: stop.query_row(p, read_stop).optional()?,
             };
             out.push((state != KeyState::default()).then(|| Box::new(state)));
         }
@@ -448,12 +464,14 @@ impl Store {
                     f.sha256, f.git_commit, f.git_author,
                     a.first_name, a.last_name, a.email, a.unenrolled, a.acked_at,
                     q.state, q.attempts, q.next_attempt_at, q.last_error,
-                    d.business_unit IS NOT NULL, a.business_unit IS NOT NULL, h.cause
+                    d.business_unit IS NOT NULL, a.business_unit IS NOT NULL, h.cause,
+                    s.provider, s.event_id, s.reason
              FROM queue q
              LEFT JOIN desired d USING (business_unit, account, sub_account)
              LEFT JOIN files f ON f.id = d.file_id
              LEFT JOIN acked a USING (business_unit, account, sub_account)
              LEFT JOIN holds h USING (business_unit, account, sub_account)
+             LEFT JOIN stops s USING (business_unit, account, sub_account)
              ORDER BY q.business_unit, q.account, q.sub_account",
         )?;
         let mut rows = stmt.query([])?;
@@ -473,6 +491,14 @@ impl Store {
                 },
                 queue: Some(read_queue_at(r, 18)?),
                 held: r.get(24)?,
+                stop: match r.get::<_, Option<String>>(25)? {
+                    Some(provider) => Some(StopRecord {
+                        provider,
+                        event_id: r.get(26)?,
+                        reason: r.get(27)?,
+                    }),
+                    None => None,
+                },
             };
             let key = KeyRef {
                 business_unit: r.get_ref(0)?.as_str()?,
@@ -764,6 +790,9 @@ impl Store {
             let mut held = tx.prepare_cached(
                 "SELECT cause FROM holds WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
             )?;
+            let mut stop = tx.prepare_cached(
+                "SELECT provider, event_id, reason FROM stops WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
+            )?;
             let mut history = tx.prepare_cached(
                 "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -803,6 +832,7 @@ impl Store {
                             acked: acked.query_row(key, read_acked).optional()?,
                             queue: None,
                             held: held.query_row(key, |r| r.get(0)).optional()?,
+                            stop: stop.query_row(key, read_stop).optional()?,
                         };
                         if !still_differs(&state) {
                             dequeue.execute(key)?;
@@ -1001,6 +1031,145 @@ impl Store {
         tx.commit()
     }
 
+    /// Records provider events in one transaction, each before it is acted on. A
+    /// duplicate (same provider and id, by webhook or poll) changes nothing. A new
+    /// stop signal is stored (the first one for a key stays) and queues its key.
+    /// Returns, per event, whether it was new.
+    pub fn record_provider_events(
+        &mut self,
+        events: &[ProviderEventWrite],
+        now_ms: i64,
+    ) -> Result<Vec<bool>> {
+        let tx = self.conn.transaction()?;
+        let mut fresh = Vec::with_capacity(events.len());
+        {
+            let mut ledger = tx.prepare_cached(
+                "INSERT INTO provider_events (provider, event_id, channel, received_at, event_type, outcome, reason,
+                                              business_unit, account, sub_account, raw)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (provider, event_id) DO NOTHING",
+            )?;
+            let mut stop = tx.prepare_cached(
+                "INSERT INTO stops (business_unit, account, sub_account, provider, event_id, reason, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (business_unit, account, sub_account) DO NOTHING",
+            )?;
+            let mut enqueue = tx.prepare_cached(
+                "INSERT INTO queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at)
+                 VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4)
+                 ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
+                   state = CASE WHEN state = 'parked' THEN 'pending' ELSE state END,
+                   attempts = CASE WHEN state = 'parked' THEN 0 ELSE attempts END,
+                   next_attempt_at = CASE WHEN state = 'parked' THEN excluded.next_attempt_at ELSE next_attempt_at END",
+            )?;
+            let mut history = tx.prepare_cached(
+                "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
+                 VALUES (?1, ?2, ?3, ?4, 'stop', 'Accounts.UnenrollAutopay', ?5)",
+            )?;
+            for e in events {
+                let k = e.key.as_ref();
+                let inserted = ledger.execute(params![
+                    e.provider,
+                    e.event_id,
+                    e.channel,
+                    now_ms,
+                    e.event_type,
+                    e.outcome.as_str(),
+                    e.reason,
+                    k.map(|k| &k.business_unit),
+                    k.map(|k| &k.account),
+                    k.map(|k| &k.sub_account),
+                    e.raw
+                ])? == 1;
+                fresh.push(inserted);
+                if !inserted || e.outcome != EventOutcome::Stop {
+                    continue;
+                }
+                let Some(k) = k else { continue };
+                stop.execute(params![
+                    k.business_unit,
+                    k.account,
+                    k.sub_account,
+                    e.provider,
+                    e.event_id,
+                    e.reason,
+                    now_ms
+                ])?;
+                enqueue.execute(params![k.business_unit, k.account, k.sub_account, now_ms])?;
+                let detail = serde_json::json!({
+                    "cause": e.reason,
+                    "provenance": { "source": "provider", "provider": e.provider, "eventId": e.event_id, "channel": e.channel },
+                })
+                .to_string();
+                history.execute(params![
+                    k.business_unit,
+                    k.account,
+                    k.sub_account,
+                    now_ms,
+                    detail
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(fresh)
+    }
+
+    /// Which of `ids` this provider's ledger already holds.
+    pub fn known_events(
+        &self,
+        provider: &str,
+        ids: &[String],
+    ) -> Result<std::collections::HashSet<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT 1 FROM provider_events WHERE provider = ?1 AND event_id = ?2",
+        )?;
+        let mut known = std::collections::HashSet::new();
+        for id in ids {
+            if stmt.exists(params![provider, id])? {
+                known.insert(id.clone());
+            }
+        }
+        Ok(known)
+    }
+
+    pub fn poll_cursor(&self, provider: &str) -> Result<Option<PollCursor>> {
+        self.conn
+            .query_row(
+                "SELECT created, event_id, last_success_ms FROM poll_cursors WHERE provider = ?1",
+                [provider],
+                |r| {
+                    Ok(PollCursor {
+                        created: r.get(0)?,
+                        event_id: r.get(1)?,
+                        last_success_ms: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+    }
+
+    pub fn set_poll_cursor(&mut self, provider: &str, cursor: &PollCursor) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO poll_cursors (provider, created, event_id, last_success_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (provider) DO UPDATE SET created = excluded.created, event_id = excluded.event_id,
+               last_success_ms = excluded.last_success_ms",
+            params![provider, cursor.created, cursor.event_id, cursor.last_success_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Provider events that could not be mapped to a customer, newest first.
+    pub fn unmatched_events(&self, limit: usize) -> Result<Vec<(String, String, String, String)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT provider, event_id, event_type, reason FROM provider_events INDEXED BY provider_events_unmatched
+             WHERE outcome = 'unmatched' ORDER BY received_at DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        rows.collect()
+    }
+
     /// A counter that moves whenever Paystar's acknowledged state changes.
     pub fn acked_version(&self) -> Result<i64> {
         Ok(self
@@ -1048,6 +1217,50 @@ impl Store {
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()
     }
+}
+
+/// What a provider event means for us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// A stop signal for a known customer: unenroll.
+    Stop,
+    /// Recorded only.
+    Ignored,
+    /// Could not be mapped to a customer.
+    Unmatched,
+}
+
+impl EventOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventOutcome::Stop => "applied",
+            EventOutcome::Ignored => "ignored",
+            EventOutcome::Unmatched => "unmatched",
+        }
+    }
+}
+
+/// One inbound provider event, as the ledger records it.
+#[derive(Clone, Debug)]
+pub struct ProviderEventWrite {
+    pub provider: &'static str,
+    pub event_id: String,
+    /// `poll` or `webhook`.
+    pub channel: &'static str,
+    pub event_type: String,
+    pub outcome: EventOutcome,
+    pub reason: String,
+    pub key: Option<CustomerKey>,
+    pub raw: String,
+}
+
+/// How far a poller got.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PollCursor {
+    /// `created` and id of the newest event processed.
+    pub created: Option<i64>,
+    pub event_id: Option<String>,
+    pub last_success_ms: Option<i64>,
 }
 
 /// What one delivery attempt of a key ended with.
@@ -1201,6 +1414,14 @@ fn read_acked_at(r: &rusqlite::Row<'_>, at: usize) -> Result<AckedRecord> {
         },
         unenrolled: r.get(at + 3)?,
         acked_at: r.get(at + 4)?,
+    })
+}
+
+fn read_stop(r: &rusqlite::Row<'_>) -> Result<StopRecord> {
+    Ok(StopRecord {
+        provider: r.get(0)?,
+        event_id: r.get(1)?,
+        reason: r.get(2)?,
     })
 }
 

@@ -113,6 +113,45 @@ CREATE INDEX history_by_time ON history (at_ms);
 ALTER TABLE files ADD COLUMN git_commit TEXT;
 ALTER TABLE files ADD COLUMN git_author TEXT;
 "#,
+    // v3: provider signals.
+    r#"
+-- Every inbound provider event, recorded before it is acted on; a duplicate is a no-op.
+CREATE TABLE provider_events (
+    provider      TEXT NOT NULL,
+    event_id      TEXT NOT NULL,
+    channel       TEXT NOT NULL,            -- 'poll' | 'webhook'
+    received_at   INTEGER NOT NULL,
+    event_type    TEXT NOT NULL,
+    outcome       TEXT NOT NULL,            -- 'applied' | 'ignored' | 'unmatched'
+    reason        TEXT NOT NULL,
+    business_unit TEXT,
+    account       TEXT,
+    sub_account   TEXT,
+    raw           TEXT NOT NULL,
+    PRIMARY KEY (provider, event_id)
+) WITHOUT ROWID;
+CREATE INDEX provider_events_unmatched ON provider_events (outcome, received_at);
+
+-- Provider stop signals: sticky, a manifest saying `autopay: true` does not undo them.
+CREATE TABLE stops (
+    business_unit TEXT NOT NULL,
+    account       TEXT NOT NULL,
+    sub_account   TEXT NOT NULL,
+    provider      TEXT NOT NULL,
+    event_id      TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    at_ms         INTEGER NOT NULL,
+    PRIMARY KEY (business_unit, account, sub_account)
+) WITHOUT ROWID;
+
+-- Where each poller got to, and when it last succeeded.
+CREATE TABLE poll_cursors (
+    provider        TEXT PRIMARY KEY,
+    created         INTEGER,
+    event_id        TEXT,
+    last_success_ms INTEGER
+) WITHOUT ROWID;
+"#,
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
