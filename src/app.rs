@@ -59,6 +59,99 @@ pub async fn paystar(config: &Config) -> anyhow::Result<(PaystarClient, Option<R
     }
 }
 
+/// The LotusPay poller the config asks for, if any.
+pub fn lotuspay(config: &Config) -> anyhow::Result<Option<crate::providers::lotuspay::LotusPay>> {
+    let Some(lp) = &config.providers.lotuspay else {
+        return Ok(None);
+    };
+    let problem = |message: String| ConfigError {
+        path: config.path.clone(),
+        problems: vec![message],
+    };
+    let secret = match &lp.secret_key {
+        Some(source) => source
+            .resolve(&crate::config::process_env)
+            .map_err(problem)?,
+        None => {
+            return Err(problem(
+                "providers.lotuspay: set secret_key_env or secret_key_file".into(),
+            )
+            .into());
+        }
+    };
+    let business_unit = lp
+        .business_unit
+        .clone()
+        .or_else(|| config.paystar.default_business_unit.clone())
+        .ok_or_else(|| {
+            problem(
+                "providers.lotuspay.business_unit: set it, or paystar.default_business_unit".into(),
+            )
+        })?;
+    Ok(Some(crate::providers::lotuspay::LotusPay::new(
+        lp,
+        &lp.base_url,
+        secret,
+        business_unit,
+    )?))
+}
+
+/// Polls LotusPay on its cron schedule until cancelled; a failed poll is logged
+/// and tried again at the next tick, and a long gap raises an alert.
+async fn poll_loop(
+    poller: crate::providers::lotuspay::LotusPay,
+    schedule: cron::Schedule,
+    store: SharedStore,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    cancel: CancellationToken,
+) {
+    use crate::providers::lotuspay::{ALERT_AFTER, PROVIDER};
+    loop {
+        let Some(next) = schedule.upcoming(chrono::Utc).next() else {
+            return;
+        };
+        // Ticks missed while a poll ran are skipped, never caught up in a burst.
+        let wait = (next - chrono::Utc::now()).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        match poller.poll_once(&store, now_ms()).await {
+            Ok(report) => {
+                tracing::info!(
+                    provider = PROVIDER,
+                    listed = report.listed,
+                    new = report.new,
+                    stops = report.stops,
+                    unmatched = report.unmatched,
+                    "poll done"
+                );
+                if report.stops > 0 {
+                    wake.notify_one();
+                }
+            }
+            Err(err) => {
+                tracing::warn!(provider = PROVIDER, error = %err, "poll failed; trying again at the next scheduled run");
+                let last = store
+                    .call(|s| s.poll_cursor(PROVIDER))
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|c| c.last_success_ms);
+                let gap =
+                    Duration::from_millis(now_ms().saturating_sub(last.unwrap_or(0)).max(0) as u64);
+                if last.is_some() && gap > ALERT_AFTER {
+                    tracing::error!(
+                        provider = PROVIDER,
+                        days = gap.as_secs() / 86_400,
+                        "no successful poll for too long: events older than 30 days are lost; resync mandates and customers by hand"
+                    );
+                }
+            }
+        }
+    }
+}
+
 pub fn worker_settings(config: &Config) -> WorkerSettings {
     WorkerSettings {
         concurrency: config.paystar.concurrency,
@@ -344,6 +437,17 @@ impl Pipeline {
         let worker =
             std::sync::Arc::new(Worker::new(store.clone(), client, worker_settings(config)));
         let wake = worker.waker();
+        if let (Some(poller), Some(lp)) = (lotuspay(config)?, &config.providers.lotuspay) {
+            let schedule: cron::Schedule =
+                lp.schedule.parse().context("providers.lotuspay.schedule")?;
+            tracker.spawn(poll_loop(
+                poller,
+                schedule,
+                store.clone(),
+                wake.clone(),
+                cancel.child_token(),
+            ));
+        }
         {
             let cancel = cancel.child_token();
             let fail = fail_tx.clone();

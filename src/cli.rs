@@ -127,6 +127,14 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
     },
+    /// One provider poll pass: record new events, queue stop signals.
+    Poll {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Run one pass and exit (the daemon polls on providers.lotuspay.schedule).
+        #[arg(long, required = true)]
+        once: bool,
+    },
     /// Release unenrolls held by the mass-change guard.
     Approve {
         #[command(flatten)]
@@ -193,6 +201,7 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Exit 
             business_unit,
         } => retry(&config.config, *all, keys, business_unit.as_deref()),
         Command::Approve { config } => approve(&config.config),
+        Command::Poll { config, .. } => block_on(poll(&config.config)),
         Command::History {
             config,
             key,
@@ -444,6 +453,7 @@ fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> {
     let counts = store.counts()?;
     let troubled = store.troubled(1000)?;
     let holds = store.holds_by_cause()?;
+    let unmatched = store.unmatched_events(100)?;
     let errors = store.present_file_errors()?;
     let last_scan: Option<serde_json::Value> = store
         .meta("last_scan")?
@@ -471,6 +481,7 @@ fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> {
             "lastScan": last_scan,
             "queue": troubled,
             "reports": report::list_error_reports(&config.state.dir().join("reports")),
+            "unmatched": unmatched.iter().map(|(provider, id, kind, reason)| serde_json::json!({ "provider": provider, "eventId": id, "type": kind, "reason": reason })).collect::<Vec<_>>(),
             "holds": holds.iter().map(|(cause, count)| serde_json::json!({ "cause": cause, "count": count })).collect::<Vec<_>>(),
             "errors": errors,
         });
@@ -525,6 +536,16 @@ fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> {
                 t.attempts,
                 when(t.next_attempt_at)
             )?,
+        }
+    }
+    if !unmatched.is_empty() {
+        writeln!(
+            out,
+            "unmatched provider events ({}, newest first):",
+            unmatched.len()
+        )?;
+        for (provider, id, _, reason) in &unmatched {
+            writeln!(out, "  {provider} {id}: {reason}")?;
         }
     }
     let reports_dir = config.state.dir().join("reports");
@@ -583,6 +604,24 @@ fn history(
         writeln!(out)?;
     } else {
         report::history_text(&key, &lines, &mut out)?;
+    }
+    Ok(Exit::Ok)
+}
+
+async fn poll(path: &Path) -> anyhow::Result<Exit> {
+    let config = Config::load(path)?;
+    let Some(poller) = crate::app::lotuspay(&config)? else {
+        println!("no provider to poll: configure providers.lotuspay");
+        return Ok(Exit::Ok);
+    };
+    let store = crate::store::SharedStore::new(Store::open(&config.state.path)?);
+    let report = poller.poll_once(&store, now_ms()).await?;
+    println!(
+        "lotuspay: {} event(s) listed, {} new: {} stop signal(s) queued, {} ignored, {} unmatched",
+        report.listed, report.new, report.stops, report.ignored, report.unmatched
+    );
+    if report.stops > 0 {
+        println!("the daemon or the next apply sends the UnenrollAutopay events");
     }
     Ok(Exit::Ok)
 }

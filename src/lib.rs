@@ -9,6 +9,7 @@ pub mod customer;
 pub mod deliver;
 pub mod manifest;
 pub mod mask;
+pub mod providers;
 pub mod reconcile;
 pub mod report;
 pub mod sandbox;

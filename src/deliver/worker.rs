@@ -13,7 +13,7 @@ use super::client::PaystarClient;
 use super::event::PaystarEvent;
 use crate::customer::CustomerKey;
 use crate::mask::MaskedAccount;
-use crate::reconcile::RemovalPolicy;
+use crate::reconcile::{RemovalPolicy, UnenrollCause};
 use crate::store::{HistoryEntry, KeyState, Outcome, OutcomeResult, SharedStore, SqlError};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -237,7 +237,7 @@ async fn deliver_key(
         result: OutcomeResult::Done,
         history: Vec::new(),
     };
-    let provenance = provenance(&state);
+    let manifest_provenance = provenance(&state);
     let attempt_no = failures + 1;
     let record = |kind: &'static str,
                   event: &PaystarEvent,
@@ -249,7 +249,15 @@ async fn deliver_key(
         detail: serde_json::json!({
             "attempt": attempt_no,
             "cause": cause,
-            "provenance": provenance,
+            "provenance": match (cause, &state.stop) {
+                (Some(c), Some(stop)) if c == UnenrollCause::Provider.as_str() => serde_json::json!({
+                    "source": "provider",
+                    "provider": stop.provider,
+                    "eventId": stop.event_id,
+                    "reason": stop.reason,
+                }),
+                _ => manifest_provenance.clone(),
+            },
             "request": event.body,
             "response": match attempt {
                 Attempt::Response { status, body, .. } => serde_json::json!({ "status": status, "body": body }),

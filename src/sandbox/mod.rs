@@ -2,6 +2,7 @@
 //! `paystar-sync sandbox` and started in-process for `paystar.endpoint: sandbox`
 //! and by the tests.
 
+pub mod lotuspay;
 pub mod paystar;
 
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ pub use paystar::PaystarSim;
 #[derive(Clone, Default)]
 pub struct Sandbox {
     pub paystar: PaystarSim,
+    pub lotuspay: lotuspay::LotusPaySim,
 }
 
 /// A running sandbox.
@@ -25,6 +27,11 @@ pub struct RunningSandbox {
 }
 
 impl RunningSandbox {
+    /// The LotusPay API base URL of this sandbox.
+    pub fn lotuspay_base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
     /// The Paystar Events API URL of this sandbox.
     pub fn paystar_endpoint(&self) -> String {
         format!("http://{}/integrations/events", self.addr)
@@ -42,7 +49,7 @@ impl Sandbox {
     }
 
     pub fn router(&self) -> axum::Router {
-        self.paystar.router()
+        self.paystar.router().merge(self.lotuspay.router())
     }
 
     /// Serves on `listener` until `stop`.

@@ -1041,77 +1041,29 @@ impl Store {
         now_ms: i64,
     ) -> Result<Vec<bool>> {
         let tx = self.conn.transaction()?;
-        let mut fresh = Vec::with_capacity(events.len());
-        {
-            let mut ledger = tx.prepare_cached(
-                "INSERT INTO provider_events (provider, event_id, channel, received_at, event_type, outcome, reason,
-                                              business_unit, account, sub_account, raw)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                 ON CONFLICT (provider, event_id) DO NOTHING",
-            )?;
-            let mut stop = tx.prepare_cached(
-                "INSERT INTO stops (business_unit, account, sub_account, provider, event_id, reason, at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (business_unit, account, sub_account) DO NOTHING",
-            )?;
-            let mut enqueue = tx.prepare_cached(
-                "INSERT INTO queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at)
-                 VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4)
-                 ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
-                   state = CASE WHEN state = 'parked' THEN 'pending' ELSE state END,
-                   attempts = CASE WHEN state = 'parked' THEN 0 ELSE attempts END,
-                   next_attempt_at = CASE WHEN state = 'parked' THEN excluded.next_attempt_at ELSE next_attempt_at END",
-            )?;
-            let mut history = tx.prepare_cached(
-                "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
-                 VALUES (?1, ?2, ?3, ?4, 'stop', 'Accounts.UnenrollAutopay', ?5)",
-            )?;
-            for e in events {
-                let k = e.key.as_ref();
-                let inserted = ledger.execute(params![
-                    e.provider,
-                    e.event_id,
-                    e.channel,
-                    now_ms,
-                    e.event_type,
-                    e.outcome.as_str(),
-                    e.reason,
-                    k.map(|k| &k.business_unit),
-                    k.map(|k| &k.account),
-                    k.map(|k| &k.sub_account),
-                    e.raw
-                ])? == 1;
-                fresh.push(inserted);
-                if !inserted || e.outcome != EventOutcome::Stop {
-                    continue;
-                }
-                let Some(k) = k else { continue };
-                stop.execute(params![
-                    k.business_unit,
-                    k.account,
-                    k.sub_account,
-                    e.provider,
-                    e.event_id,
-                    e.reason,
-                    now_ms
-                ])?;
-                enqueue.execute(params![k.business_unit, k.account, k.sub_account, now_ms])?;
-                let detail = serde_json::json!({
-                    "cause": e.reason,
-                    "provenance": { "source": "provider", "provider": e.provider, "eventId": e.event_id, "channel": e.channel },
-                })
-                .to_string();
-                history.execute(params![
-                    k.business_unit,
-                    k.account,
-                    k.sub_account,
-                    now_ms,
-                    detail
-                ])?;
-            }
-        }
+        let fresh = record_events(&tx, events, now_ms)?;
         tx.commit()?;
         Ok(fresh)
+    }
+
+    /// A poll's events and its new checkpoint, in one transaction: a crash
+    /// before the commit repeats the poll, and the ledger drops the repeats.
+    pub fn record_poll(
+        &mut self,
+        provider: &str,
+        events: &[ProviderEventWrite],
+        cursor: &PollCursor,
+        now_ms: i64,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        record_events(&tx, events, now_ms)?;
+        tx.execute(
+            "INSERT INTO poll_cursors (provider, created, event_id, last_success_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (provider) DO UPDATE SET created = excluded.created, event_id = excluded.event_id,
+               last_success_ms = excluded.last_success_ms",
+            params![provider, cursor.created, cursor.event_id, cursor.last_success_ms],
+        )?;
+        tx.commit()
     }
 
     /// Which of `ids` this provider's ledger already holds.
@@ -1146,16 +1098,6 @@ impl Store {
                 },
             )
             .optional()
-    }
-
-    pub fn set_poll_cursor(&mut self, provider: &str, cursor: &PollCursor) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO poll_cursors (provider, created, event_id, last_success_ms) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (provider) DO UPDATE SET created = excluded.created, event_id = excluded.event_id,
-               last_success_ms = excluded.last_success_ms",
-            params![provider, cursor.created, cursor.event_id, cursor.last_success_ms],
-        )?;
-        Ok(())
     }
 
     /// Provider events that could not be mapped to a customer, newest first.
@@ -1327,6 +1269,84 @@ pub struct Troubled {
     pub next_attempt_at: i64,
     pub last_error: Option<String>,
     pub last_response: Option<String>,
+}
+
+/// Records provider events (see [`Store::record_provider_events`]) in `tx`.
+fn record_events(
+    tx: &rusqlite::Transaction<'_>,
+    events: &[ProviderEventWrite],
+    now_ms: i64,
+) -> Result<Vec<bool>> {
+    let mut fresh = Vec::with_capacity(events.len());
+    {
+        let mut ledger = tx.prepare_cached(
+            "INSERT INTO provider_events (provider, event_id, channel, received_at, event_type, outcome, reason,
+                                          business_unit, account, sub_account, raw)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (provider, event_id) DO NOTHING",
+        )?;
+        let mut stop = tx.prepare_cached(
+            "INSERT INTO stops (business_unit, account, sub_account, provider, event_id, reason, at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (business_unit, account, sub_account) DO NOTHING",
+        )?;
+        let mut enqueue = tx.prepare_cached(
+            "INSERT INTO queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at)
+             VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4)
+             ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
+               state = CASE WHEN state = 'parked' THEN 'pending' ELSE state END,
+               attempts = CASE WHEN state = 'parked' THEN 0 ELSE attempts END,
+               next_attempt_at = CASE WHEN state = 'parked' THEN excluded.next_attempt_at ELSE next_attempt_at END",
+        )?;
+        let mut history = tx.prepare_cached(
+            "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
+             VALUES (?1, ?2, ?3, ?4, 'stop', 'Accounts.UnenrollAutopay', ?5)",
+        )?;
+        for e in events {
+            let k = e.key.as_ref();
+            let inserted = ledger.execute(params![
+                e.provider,
+                e.event_id,
+                e.channel,
+                now_ms,
+                e.event_type,
+                e.outcome.as_str(),
+                e.reason,
+                k.map(|k| &k.business_unit),
+                k.map(|k| &k.account),
+                k.map(|k| &k.sub_account),
+                e.raw
+            ])? == 1;
+            fresh.push(inserted);
+            if !inserted || e.outcome != EventOutcome::Stop {
+                continue;
+            }
+            let Some(k) = k else { continue };
+            stop.execute(params![
+                k.business_unit,
+                k.account,
+                k.sub_account,
+                e.provider,
+                e.event_id,
+                e.reason,
+                now_ms
+            ])?;
+            enqueue.execute(params![k.business_unit, k.account, k.sub_account, now_ms])?;
+            let detail = serde_json::json!({
+                "cause": e.reason,
+                "provenance": { "source": "provider", "provider": e.provider, "eventId": e.event_id, "channel": e.channel },
+            })
+            .to_string();
+            history.execute(params![
+                k.business_unit,
+                k.account,
+                k.sub_account,
+                now_ms,
+                detail
+            ])?;
+        }
+    }
+    Ok(fresh)
 }
 
 fn check_version(path: &Path, found: i64) -> std::result::Result<(), OpenError> {

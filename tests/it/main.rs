@@ -6,6 +6,7 @@ mod daemon;
 mod deliver;
 mod diff;
 mod manifests;
+mod providers;
 mod safety;
 mod state;
 mod support;

@@ -100,6 +100,7 @@ impl Project {
             .arg(self.config_path())
             .env_remove("PAYSTAR_SYNC_CONFIG")
             .env("PAYSTAR_API_KEY", TEST_API_KEY)
+            .env("LOTUSPAY_SECRET_KEY", TEST_LOTUSPAY_SECRET)
             .output()
             .await
             .expect("run paystar-sync");
@@ -223,6 +224,7 @@ impl Project {
 }
 
 pub const TEST_API_KEY: &str = "test-key-9f3a1c";
+pub const TEST_LOTUSPAY_SECRET: &str = "sk_test_lotus_51c0";
 
 /// A project whose config points at a sandbox running in the test process, with
 /// fast retries.
@@ -296,6 +298,7 @@ impl Project {
             .arg(self.config_path())
             .env("NOTIFY_SOCKET", &socket)
             .env("PAYSTAR_API_KEY", TEST_API_KEY)
+            .env("LOTUSPAY_SECRET_KEY", TEST_LOTUSPAY_SECRET)
             .env_remove("PAYSTAR_SYNC_CONFIG")
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())

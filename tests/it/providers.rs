@@ -1,0 +1,279 @@
+//! SPEC §5: provider signals. LotusPay events, polled from its simulator over
+//! loopback, become UnenrollAutopay events exactly once.
+
+use crate::support::{Project, TEST_LOTUSPAY_SECRET, daemon_config, with_sandbox};
+use paystar_sync::sandbox::RunningSandbox;
+use serde_json::json;
+use std::time::Duration;
+
+const HEADER: &str = "accountNumber,firstName,lastName,emailAddress,autopay\n";
+
+/// A project with LotusPay configured against the sandbox, and customer 12345 acknowledged.
+async fn with_lotuspay(extra: &str) -> (Project, RunningSandbox) {
+    let (p, sandbox) = with_sandbox("").await;
+    sandbox
+        .sandbox
+        .lotuspay
+        .require_secret(TEST_LOTUSPAY_SECRET);
+    let config = std::fs::read_to_string(p.config_path()).unwrap();
+    p.config(&format!(
+        "{config}providers:\n  lotuspay:\n    base_url: {}\n    secret_key_env: LOTUSPAY_SECRET_KEY\n{extra}",
+        sandbox.lotuspay_base_url()
+    ));
+    p.file(
+        "c.csv",
+        format!("{HEADER}12345,Ada,Lovelace,ada@example.com,true\n"),
+    );
+    assert_eq!(p.run_async(&["apply"]).await.code, 0);
+    (p, sandbox)
+}
+
+fn mandate_event(kind: &str, account: Option<&str>) -> serde_json::Value {
+    let metadata = match account {
+        Some(a) => json!({ "paystar_account_number": a }),
+        None => json!({}),
+    };
+    json!({ "type": kind, "resource_id": "MD0001", "data": { "object": { "object": "mandate", "id": "MD0001", "metadata": metadata } } })
+}
+
+fn unenrolls(sandbox: &RunningSandbox) -> Vec<String> {
+    sandbox
+        .sandbox
+        .paystar
+        .accepted()
+        .iter()
+        .filter(|a| a.event_type == "Accounts.UnenrollAutopay")
+        .map(|a| {
+            a.payload_json()["accountNumber"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_mandate_becomes_an_unenroll_even_though_the_manifest_says_autopay_true() {
+    let (p, sandbox) = with_lotuspay("").await;
+    sandbox
+        .sandbox
+        .lotuspay
+        .add_event(mandate_event("mandate.cancelled", Some("12345")));
+    let poll = p.run_async(&["poll", "--once"]).await;
+    assert_eq!(poll.code, 0, "{poll:?}");
+    assert!(
+        poll.stdout.contains("1 new: 1 stop signal(s) queued"),
+        "{}",
+        poll.stdout
+    );
+    assert_eq!(p.run_async(&["apply"]).await.code, 0);
+    assert_eq!(unenrolls(&sandbox), ["12345"]);
+    // Sticky: the manifest still says autopay: true, and nothing more is sent.
+    assert_eq!(p.run_async(&["apply"]).await.code, 0);
+    assert_eq!(unenrolls(&sandbox).len(), 1);
+    let history = p.run_async(&["history", "12345", "--format", "json"]).await;
+    let history: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
+    let last = history["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["cause"], "provider stop signal");
+    assert_eq!(last["provenance"]["provider"], "lotuspay");
+    assert_eq!(last["provenance"]["reason"], "mandate.cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_polls_record_nothing_new_and_retrieve_nothing_again() {
+    let (p, sandbox) = with_lotuspay("").await;
+    for kind in ["mandate.expired", "customer.active", "mandate.failed"] {
+        sandbox
+            .sandbox
+            .lotuspay
+            .add_event(mandate_event(kind, Some("12345")));
+    }
+    assert!(
+        p.run_async(&["poll", "--once"])
+            .await
+            .stdout
+            .contains("3 new: 2 stop signal(s) queued, 1 ignored")
+    );
+    let (_, retrieved) = sandbox.sandbox.lotuspay.calls();
+    assert_eq!(
+        retrieved, 3,
+        "list items are summaries: each new event is retrieved by id"
+    );
+    let again = p.run_async(&["poll", "--once"]).await;
+    assert!(again.stdout.contains("0 new"), "{}", again.stdout);
+    assert_eq!(sandbox.sandbox.lotuspay.calls().1, 3);
+    assert_eq!(p.run_async(&["apply"]).await.code, 0);
+    assert_eq!(
+        unenrolls(&sandbox),
+        ["12345"],
+        "two stop signals, one unenroll"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_returned_debit_stops_autopay_only_with_a_stop_code() {
+    let (p, sandbox) = with_lotuspay("").await;
+    p.file(
+        "c.csv",
+        format!("{HEADER}12345,Ada,Lovelace,ada@example.com,\n777,Alan,Turing,alan@example.com,\n"),
+    );
+    assert_eq!(p.run_async(&["apply"]).await.code, 0);
+    let debit = |account: &str, code: &str| json!({ "type": "ach_debit.returned", "resource_id": "AD1", "data": { "object": { "object": "ach_debit", "response_code": code, "metadata": { "paystar_account_number": account } } } });
+    sandbox.sandbox.lotuspay.add_event(debit("12345", "04")); // insufficient balance: transient
+    sandbox.sandbox.lotuspay.add_event(debit("777", "01")); // account closed: stop
+    let poll = p.run_async(&["poll", "--once"]).await;
+    assert!(
+        poll.stdout
+            .contains("2 new: 1 stop signal(s) queued, 1 ignored"),
+        "{}",
+        poll.stdout
+    );
+    assert_eq!(p.run_async(&["apply"]).await.code, 0);
+    assert_eq!(unenrolls(&sandbox), ["777"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_that_names_no_customer_is_kept_as_unmatched_and_reported() {
+    let (p, sandbox) = with_lotuspay("").await;
+    let event = sandbox
+        .sandbox
+        .lotuspay
+        .add_event(mandate_event("mandate.cancelled", None));
+    let poll = p.run_async(&["poll", "--once"]).await;
+    assert!(poll.stdout.contains("1 unmatched"), "{}", poll.stdout);
+    let status = p.run_async(&["status"]).await;
+    assert!(
+        status.stdout.contains(&format!(
+            "lotuspay {}: mandate.cancelled, but no account number",
+            event["id"].as_str().unwrap()
+        )),
+        "{}",
+        status.stdout
+    );
+    assert_eq!(p.run_async(&["apply"]).await.code, 0);
+    assert!(unenrolls(&sandbox).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provider_stops_are_never_held_by_the_mass_change_guard_and_reach_customers_no_manifest_knows()
+ {
+    let (p, sandbox) = with_lotuspay("").await;
+    let config = std::fs::read_to_string(p.config_path()).unwrap();
+    p.config(&config.replace(
+        "safety: { max_unenrolls: 100000, max_unenroll_percent: 100 }\n",
+        "safety: { max_unenrolls: 0, max_unenroll_percent: 0 }\n",
+    ));
+    sandbox
+        .sandbox
+        .lotuspay
+        .add_event(mandate_event("mandate.cancelled", Some("12345")));
+    sandbox
+        .sandbox
+        .lotuspay
+        .add_event(mandate_event("customer.inactive", Some("99999")));
+    assert_eq!(p.run_async(&["poll", "--once"]).await.code, 0);
+    let run = p.run_async(&["apply"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let mut sent = unenrolls(&sandbox);
+    sent.sort();
+    assert_eq!(sent, ["12345", "99999"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_poll_cursor_survives_restarts_and_a_failed_poll_loses_nothing() {
+    let (p, sandbox) = with_lotuspay("").await;
+    sandbox
+        .sandbox
+        .lotuspay
+        .add_event(mandate_event("customer.active", Some("12345")));
+    assert!(
+        p.run_async(&["poll", "--once"])
+            .await
+            .stdout
+            .contains("1 new")
+    );
+    sandbox
+        .sandbox
+        .lotuspay
+        .add_event(mandate_event("mandate.cancelled", Some("12345")));
+    sandbox.sandbox.lotuspay.fail_next(1);
+    let failed = p.run_async(&["poll", "--once"]).await;
+    assert_eq!(failed.code, 1);
+    assert!(
+        failed
+            .stderr
+            .contains("lotuspay: list events page 1: HTTP 503"),
+        "{}",
+        failed.stderr
+    );
+    let retry = p.run_async(&["poll", "--once"]).await;
+    assert!(
+        retry.stdout.contains("1 new: 1 stop signal(s) queued"),
+        "{}",
+        retry.stdout
+    );
+    assert_eq!(
+        sandbox.sandbox.lotuspay.calls().1,
+        2,
+        "each event retrieved once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_secret_key_is_reported_and_changes_nothing() {
+    let (p, sandbox) = with_lotuspay("").await;
+    sandbox.sandbox.lotuspay.require_secret("sk_test_other");
+    sandbox
+        .sandbox
+        .lotuspay
+        .add_event(mandate_event("mandate.cancelled", Some("12345")));
+    let poll = p.run_async(&["poll", "--once"]).await;
+    assert_eq!(poll.code, 1);
+    assert!(poll.stderr.contains("HTTP 401"), "{}", poll.stderr);
+    assert!(!poll.stderr.contains(TEST_LOTUSPAY_SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_polls_on_its_cron_schedule_and_sends_the_unenroll() {
+    let sandbox = paystar_sync::sandbox::Sandbox::new()
+        .start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let config = format!(
+        "{}providers:\n  lotuspay:\n    base_url: {}\n    secret_key_env: LOTUSPAY_SECRET_KEY\n    schedule: \"* * * * * *\"\n",
+        daemon_config(&sandbox.paystar_endpoint(), ""),
+        sandbox.lotuspay_base_url()
+    );
+    let p = Project::with_config(&config);
+    p.file(
+        "c.csv",
+        format!("{HEADER}12345,Ada,Lovelace,ada@example.com,\n"),
+    );
+    let mut daemon = p.start_daemon().await;
+    sandbox
+        .sandbox
+        .paystar
+        .wait_for(1, Duration::from_secs(20))
+        .await;
+    sandbox
+        .sandbox
+        .lotuspay
+        .add_event(mandate_event("mandate.cancelled", Some("12345")));
+    let accepted = sandbox
+        .sandbox
+        .paystar
+        .wait_for(2, Duration::from_secs(20))
+        .await;
+    assert_eq!(accepted.len(), 2, "{}", daemon.log_text());
+    assert_eq!(accepted[1].event_type, "Accounts.UnenrollAutopay");
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(20)).await,
+        Some(Some(0))
+    );
+}
