@@ -86,14 +86,9 @@ impl LotusPaySim {
             .with_state(self.clone())
     }
 
-    fn authorise(&self, headers: &HeaderMap) -> Result<(), Response> {
-        let unauthorised = || {
-            (
-                StatusCode::UNAUTHORIZED,
-                Json(json!({ "error": "invalid API key" })),
-            )
-                .into_response()
-        };
+    /// Checks Basic auth; the rejection's status and message otherwise.
+    fn authorise(&self, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
+        let unauthorised = || (StatusCode::UNAUTHORIZED, "invalid API key");
         let user = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -109,7 +104,7 @@ impl LotusPaySim {
         }
         if state.failures > 0 {
             state.failures -= 1;
-            return Err((StatusCode::SERVICE_UNAVAILABLE, "try later").into_response());
+            return Err((StatusCode::SERVICE_UNAVAILABLE, "try later"));
         }
         Ok(())
     }
@@ -126,8 +121,8 @@ async fn list(
     headers: HeaderMap,
     Query(paging): Query<Paging>,
 ) -> Response {
-    if let Err(response) = sim.authorise(&headers) {
-        return response;
+    if let Err((status, error)) = sim.authorise(&headers) {
+        return (status, Json(json!({ "error": error }))).into_response();
     }
     let limit = paging.limit.unwrap_or(100).clamp(1, 100);
     let page = paging.page.unwrap_or(1).max(1);
@@ -152,8 +147,8 @@ async fn retrieve(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(response) = sim.authorise(&headers) {
-        return response;
+    if let Err((status, error)) = sim.authorise(&headers) {
+        return (status, Json(json!({ "error": error }))).into_response();
     }
     let mut state = sim.lock();
     state.retrieve_calls += 1;
