@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 fn config_text(endpoint: &str) -> String {
     format!(
-        "state:\n  path: state/db.sqlite\nmanifests:\n  dir: manifests\n  debounce: 200ms\n  rescan_interval: 1h\npaystar:\n  endpoint: {endpoint}\n  api_key_env: PAYSTAR_API_KEY\n  default_business_unit: water-bill-pay\n  concurrency: 64\nsafety: {{ max_unenrolls: 100000000, max_unenroll_percent: 100 }}\n"
+        "state:\n  path: state/db.sqlite\nmanifests:\n  dir: manifests\n  debounce: 200ms\n  rescan_interval: 1h\npaystar:\n  endpoint: {endpoint}\n  api_key_env: PAYSTAR_API_KEY\n  default_business_unit: water-bill-pay\n  concurrency: 64\nsafety: {{ max_unenrolls: 100000000, max_unenroll_percent: 100 }}\nserver: {{ listen: \"127.0.0.1:0\" }}\n"
     )
 }
 

@@ -437,9 +437,18 @@ impl Pipeline {
         let worker =
             std::sync::Arc::new(Worker::new(store.clone(), client, worker_settings(config)));
         let wake = worker.waker();
+        let mut poll_behind_after = None;
         if let (Some(poller), Some(lp)) = (lotuspay(config)?, &config.providers.lotuspay) {
             let schedule: cron::Schedule =
                 lp.schedule.parse().context("providers.lotuspay.schedule")?;
+            let mut upcoming = schedule.upcoming(chrono::Utc);
+            if let (Some(a), Some(b)) = (upcoming.next(), upcoming.next()) {
+                // Three missed runs, plus a minute for a slow provider.
+                poll_behind_after = (b - a)
+                    .to_std()
+                    .ok()
+                    .map(|every| every * 3 + Duration::from_secs(60));
+            }
             tracker.spawn(poll_loop(
                 poller,
                 schedule,
@@ -447,6 +456,36 @@ impl Pipeline {
                 wake.clone(),
                 cancel.child_token(),
             ));
+        }
+        {
+            let listener = tokio::net::TcpListener::bind(config.server.listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "server.listen {}: cannot listen there",
+                        config.server.listen
+                    )
+                })?;
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "http server listening (/health, /metrics)");
+            let router = crate::server::router(crate::server::ServerState {
+                store: store.clone(),
+                delivered: worker.sent(),
+                poll_behind_after,
+                started_ms: now_ms(),
+            });
+            let stop = cancel.child_token();
+            let fail = fail_tx.clone();
+            tracker.spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(err) = served {
+                    let _ = fail
+                        .send(anyhow::Error::new(err).context("http server stopped"))
+                        .await;
+                }
+            });
         }
         {
             let cancel = cancel.child_token();

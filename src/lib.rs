@@ -14,6 +14,7 @@ pub mod reconcile;
 pub mod report;
 pub mod sandbox;
 pub mod scan;
+pub mod server;
 pub mod store;
 pub mod suggest;
 pub mod systemd;

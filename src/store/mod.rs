@@ -1112,6 +1112,31 @@ impl Store {
         rows.collect()
     }
 
+    /// Whether the database accepts writes right now (takes and releases the write lock).
+    pub fn check_writable(&mut self) -> Result<()> {
+        self.conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+    }
+
+    /// When the longest-failing retrying key was first queued, if any key is retrying.
+    pub fn oldest_retrying_since(&self) -> Result<Option<i64>> {
+        self.conn.query_row(
+            "SELECT MIN(enqueued_at) FROM queue WHERE state = 'retrying'",
+            [],
+            |r| r.get(0),
+        )
+    }
+
+    /// How many provider events could not be mapped to a customer.
+    pub fn unmatched_count(&self) -> Result<u64> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM provider_events WHERE outcome = 'unmatched'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+    }
+
     /// A counter that moves whenever Paystar's acknowledged state changes.
     pub fn acked_version(&self) -> Result<i64> {
         Ok(self

@@ -355,3 +355,61 @@ async fn the_daemon_pings_the_systemd_watchdog_at_half_its_interval() {
     assert_eq!(ping.as_deref(), Some("WATCHDOG=1"));
     stop(daemon).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_and_metrics_answer_over_http() {
+    let (p, sandbox) = setup("").await;
+    p.file(
+        "a.csv",
+        csv(&[
+            "1,Ada,Lovelace,ada@example.com,",
+            "2,Alan,Turing,alan@example.com,",
+        ]),
+    );
+    let daemon = p.start_daemon().await;
+    sandbox.sandbox.paystar.wait_for(2, WAIT).await;
+    let addr = daemon.http_addr();
+    let client = reqwest::Client::new();
+    let health = client
+        .get(format!("http://{addr}/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.text().await.unwrap(), "ok\n");
+    // The acknowledgements are recorded right after Paystar answers: wait for them.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut text = String::new();
+    while tokio::time::Instant::now() < deadline {
+        text = client
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("paystar_sync_acknowledged 2") {
+            break;
+        }
+    }
+    assert!(text.contains("# TYPE paystar_sync_queue gauge"), "{text}");
+    assert!(
+        text.contains("paystar_sync_queue{state=\"parked\"} 0"),
+        "{text}"
+    );
+    assert!(text.contains("paystar_sync_customers 2"), "{text}");
+    assert!(text.contains("paystar_sync_acknowledged 2"), "{text}");
+    assert!(
+        text.contains("paystar_sync_events_delivered_total 2"),
+        "{text}"
+    );
+    let unknown = client
+        .post(format!("http://{addr}/health"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 405);
+    stop(daemon).await;
+}

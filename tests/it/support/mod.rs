@@ -349,11 +349,27 @@ impl Daemon {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The address the daemon's HTTP server listens on, from its log.
+    pub fn http_addr(&self) -> String {
+        let log = self.log_text();
+        let line = log
+            .lines()
+            .find(|l| l.contains("http server listening"))
+            .unwrap_or_else(|| panic!("no http server in the log:\n{log}"));
+        line.split("addr=")
+            .nth(1)
+            .expect("addr field")
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    }
 }
 
 /// The daemon config used by daemon tests: fast debounce, no periodic rescans.
 pub fn daemon_config(endpoint: &str, extra_manifests: &str) -> String {
     format!(
-        "state:\n  path: state/paystar-sync.db\nmanifests:\n  dir: manifests\n  debounce: 100ms\n  rescan_interval: 1h\n{extra_manifests}paystar:\n  endpoint: {endpoint}\n  api_key_env: PAYSTAR_API_KEY\n  default_business_unit: water-bill-pay\n  retry: {{ schedule: [50ms, 50ms, 50ms] }}\n  timeout: 2s\nsafety: {{ max_unenrolls: 100000, max_unenroll_percent: 100 }}\n"
+        "state:\n  path: state/paystar-sync.db\nmanifests:\n  dir: manifests\n  debounce: 100ms\n  rescan_interval: 1h\n{extra_manifests}paystar:\n  endpoint: {endpoint}\n  api_key_env: PAYSTAR_API_KEY\n  default_business_unit: water-bill-pay\n  retry: {{ schedule: [50ms, 50ms, 50ms] }}\n  timeout: 2s\nsafety: {{ max_unenrolls: 100000, max_unenroll_percent: 100 }}\nserver: {{ listen: \"127.0.0.1:0\" }}\n"
     )
 }

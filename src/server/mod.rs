@@ -1,0 +1,177 @@
+//! The daemon's HTTP server (`server.listen`): `GET /health` and `GET /metrics`
+//! (Prometheus text format). Bodies are limited to 1 MiB.
+
+use crate::store::SharedStore;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Retrying for longer than this makes `/health` fail.
+pub const DELIVERY_FAILING_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// What the server reads; the counters are shared with the stages that move them.
+#[derive(Clone)]
+pub struct ServerState {
+    pub store: SharedStore,
+    /// Events Paystar acknowledged since start.
+    pub delivered: Arc<AtomicU64>,
+    /// After this long without a successful LotusPay poll (counted from start
+    /// until the first one), the poller is behind; `None` when none runs.
+    pub poll_behind_after: Option<Duration>,
+    pub started_ms: i64,
+}
+
+pub fn router(state: ServerState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(1024 * 1024))
+        .with_state(state)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Everything `/health` and `/metrics` need, read in one store call.
+struct Snapshot {
+    writable: Result<(), String>,
+    counts: crate::store::Counts,
+    oldest_retrying: Option<i64>,
+    last_poll_ms: Option<i64>,
+    unmatched: u64,
+}
+
+async fn snapshot(state: &ServerState) -> Result<Snapshot, String> {
+    state
+        .store
+        .call(|s| -> Result<Snapshot, crate::store::SqlError> {
+            Ok(Snapshot {
+                writable: s.check_writable().map_err(|e| e.to_string()),
+                counts: s.counts()?,
+                oldest_retrying: s.oldest_retrying_since()?,
+                last_poll_ms: s
+                    .poll_cursor(crate::providers::lotuspay::PROVIDER)?
+                    .and_then(|c| c.last_success_ms),
+                unmatched: s.unmatched_count()?,
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn health(State(state): State<ServerState>) -> Response {
+    let snap = match snapshot(&state).await {
+        Ok(snap) => snap,
+        Err(err) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("state database unreadable: {err}\n"),
+            )
+                .into_response();
+        }
+    };
+    let mut problems = Vec::new();
+    if let Err(err) = &snap.writable {
+        problems.push(format!("state database not writable: {err}"));
+    }
+    if let Some(since) = snap.oldest_retrying {
+        let minutes = (now_ms() - since) / 60_000;
+        if minutes as u64 * 60 > DELIVERY_FAILING_AFTER.as_secs() {
+            problems.push(format!(
+                "delivery to Paystar failing for {minutes} minutes ({} customers retrying)",
+                snap.counts.retrying
+            ));
+        }
+    }
+    if let Some(limit) = state.poll_behind_after {
+        // Never polled yet: counted from start, so a fresh daemon is not "behind".
+        let last = snap.last_poll_ms.unwrap_or(state.started_ms);
+        let behind = now_ms() - last > limit.as_millis() as i64;
+        if behind {
+            problems.push("the LotusPay poller is behind: no successful poll recently".into());
+        }
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}\n", problems.join("\n")),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<ServerState>) -> Response {
+    let snap = match snapshot(&state).await {
+        Ok(snap) => snap,
+        Err(err) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("state database unreadable: {err}\n"),
+            )
+                .into_response();
+        }
+    };
+    let c = &snap.counts;
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    gauge(
+        "paystar_sync_queue",
+        "Customers waiting to be sent, by state.",
+        &[
+            ("{state=\"pending\"}", c.pending),
+            ("{state=\"retrying\"}", c.retrying),
+            ("{state=\"parked\"}", c.parked),
+            ("{state=\"held\"}", c.held),
+        ],
+    );
+    gauge(
+        "paystar_sync_customers",
+        "Customers the manifests hold.",
+        &[("", c.desired)],
+    );
+    gauge(
+        "paystar_sync_customers_removed",
+        "Customers that left every manifest.",
+        &[("", c.removed)],
+    );
+    gauge(
+        "paystar_sync_acknowledged",
+        "Customers Paystar acknowledged.",
+        &[("", c.acknowledged)],
+    );
+    gauge(
+        "paystar_sync_provider_events_unmatched",
+        "Provider events that named no known customer.",
+        &[("", snap.unmatched)],
+    );
+    if let Some(last) = snap.last_poll_ms {
+        let lag = ((now_ms() - last).max(0) / 1000) as u64;
+        gauge(
+            "paystar_sync_poll_lag_seconds",
+            "Seconds since the last successful LotusPay poll.",
+            &[("{provider=\"lotuspay\"}", lag)],
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP paystar_sync_events_delivered_total Events Paystar acknowledged since start.\n# TYPE paystar_sync_events_delivered_total counter\npaystar_sync_events_delivered_total {}",
+        state.delivered.load(Ordering::Relaxed)
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
