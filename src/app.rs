@@ -96,6 +96,50 @@ pub fn lotuspay(config: &Config) -> anyhow::Result<Option<crate::providers::lotu
     )?))
 }
 
+/// The SmarterPay webhook receiver the config asks for, if any.
+pub fn smarterpay(
+    config: &Config,
+) -> anyhow::Result<Option<crate::providers::smarterpay::SmarterPay>> {
+    use crate::config::SmarterPayAuth;
+    use crate::providers::smarterpay::{Auth, SmarterPay};
+    let Some(sp) = &config.providers.smarterpay else {
+        return Ok(None);
+    };
+    let problem = |message: String| ConfigError {
+        path: config.path.clone(),
+        problems: vec![message],
+    };
+    let resolve = |source: &crate::config::SecretSource| {
+        source.resolve(&crate::config::process_env).map_err(problem)
+    };
+    let auth = match &sp.auth {
+        Some(SmarterPayAuth::Basic { user, password }) => Auth::Basic {
+            user: resolve(user)?,
+            password: resolve(password)?,
+        },
+        Some(SmarterPayAuth::Signature { secret, header }) => Auth::Signature {
+            secret: resolve(secret)?,
+            header: header.clone(),
+        },
+        None => return Err(problem("providers.smarterpay.auth: required".into()).into()),
+    };
+    let business_unit = sp
+        .business_unit
+        .clone()
+        .or_else(|| config.paystar.default_business_unit.clone())
+        .ok_or_else(|| {
+            problem(
+                "providers.smarterpay.business_unit: set it, or paystar.default_business_unit"
+                    .into(),
+            )
+        })?;
+    Ok(Some(SmarterPay {
+        auth,
+        account_field: sp.account_field.clone(),
+        business_unit,
+    }))
+}
+
 /// Polls LotusPay on its cron schedule until cancelled; a failed poll is logged
 /// and tried again at the next tick, and a long gap raises an alert.
 async fn poll_loop(
@@ -473,6 +517,8 @@ impl Pipeline {
                 delivered: worker.sent(),
                 poll_behind_after,
                 started_ms: now_ms(),
+                smarterpay: smarterpay(config)?,
+                wake: wake.clone(),
             });
             let stop = cancel.child_token();
             let fail = fail_tx.clone();

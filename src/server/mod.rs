@@ -4,7 +4,7 @@
 use crate::store::SharedStore;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::fmt::Write as _;
@@ -25,12 +25,17 @@ pub struct ServerState {
     /// until the first one), the poller is behind; `None` when none runs.
     pub poll_behind_after: Option<Duration>,
     pub started_ms: i64,
+    /// The SmarterPay receiver, when `providers.smarterpay` is configured.
+    pub smarterpay: Option<crate::providers::smarterpay::SmarterPay>,
+    /// Wakes delivery after a new stop signal.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 pub fn router(state: ServerState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/webhooks/smarterpay", axum::routing::post(smarterpay))
         .layer(DefaultBodyLimit::max(1024 * 1024))
         .with_state(state)
 }
@@ -108,6 +113,87 @@ async fn health(State(state): State<ServerState>) -> Response {
             format!("{}\n", problems.join("\n")),
         )
             .into_response()
+    }
+}
+
+async fn smarterpay(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    use crate::providers::smarterpay::{PROVIDER, Verdict};
+    let Some(receiver) = &state.smarterpay else {
+        return (
+            StatusCode::NOT_FOUND,
+            "providers.smarterpay is not configured\n",
+        )
+            .into_response();
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/json") {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json\n",
+        )
+            .into_response();
+    }
+    let lookup = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    match receiver.receive(&lookup, &body) {
+        Verdict::Unauthorised => {
+            let status = StatusCode::from_u16(498).expect("498 is a valid status");
+            (status, "Token Invalid\n").into_response()
+        }
+        Verdict::Malformed(reason) => {
+            (StatusCode::BAD_REQUEST, format!("{reason}\n")).into_response()
+        }
+        Verdict::Unknown => StatusCode::NO_CONTENT.into_response(),
+        Verdict::Record {
+            mut events,
+            idempotency,
+        } => {
+            if let Some(key) = idempotency {
+                events.push(crate::store::ProviderEventWrite {
+                    provider: PROVIDER,
+                    event_id: format!("idempotency:{key}"),
+                    channel: "webhook",
+                    event_type: "delivery".into(),
+                    outcome: crate::store::EventOutcome::Ignored,
+                    reason: "v2 delivery".into(),
+                    key: None,
+                    raw: String::new(),
+                });
+            }
+            let stops: Vec<bool> = events
+                .iter()
+                .map(|e| e.outcome == crate::store::EventOutcome::Stop)
+                .collect();
+            let recorded = state
+                .store
+                .call(move |s| s.record_provider_events(&events, now_ms()))
+                .await;
+            match recorded {
+                Ok(fresh) => {
+                    if fresh.iter().zip(&stops).any(|(new, stop)| *new && *stop) {
+                        state.wake.notify_one();
+                    }
+                    (StatusCode::OK, "ok\n").into_response()
+                }
+                // Not recorded: SmarterPay retries a non-2xx answer.
+                Err(err) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not recorded: {err}\n"),
+                )
+                    .into_response(),
+            }
+        }
     }
 }
 

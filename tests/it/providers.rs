@@ -277,3 +277,130 @@ async fn the_daemon_polls_on_its_cron_schedule_and_sends_the_unenroll() {
         Some(Some(0))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smarterpay_webhooks_are_authenticated_deduplicated_and_an_inactive_account_is_unenrolled_once()
+ {
+    let sandbox = paystar_sync::sandbox::Sandbox::new()
+        .start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let config = format!(
+        "{}providers:\n  smarterpay:\n    auth: {{ basic_user_env: SP_USER, basic_password_env: SP_PASSWORD }}\n",
+        daemon_config(&sandbox.paystar_endpoint(), "")
+    );
+    let p = Project::with_config(&config);
+    p.file(
+        "c.csv",
+        format!(
+            "{HEADER}CUST1,Lizzy,Hale,lhale@example.com,\nCUST2,Mike,Walker,mike@example.com,\n"
+        ),
+    );
+    let daemon = p
+        .start_daemon_with_env(&[("SP_USER", "sp-user"), ("SP_PASSWORD", "sp-pass")])
+        .await;
+    sandbox
+        .sandbox
+        .paystar
+        .wait_for(2, Duration::from_secs(20))
+        .await;
+    let url = format!("http://{}/webhooks/smarterpay", daemon.http_addr());
+    let client = reqwest::Client::new();
+    let event = |id: &str, reference: &str, status: &str| {
+        json!({ "id": id, "created_at": "2021-07-15T12:48:39.000Z", "resource_type": "customer_account",
+                "description": "API - Customer Account updated", "event_source": "20022091", "reference": reference,
+                "Email": "", "first_name": "Lizzy", "last_name": "Hale", "status": status, "custom_reference": "" })
+    };
+    let post = |body: serde_json::Value, user: &'static str| {
+        client
+            .post(&url)
+            .basic_auth(user, Some("sp-pass"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    // A wrong password: 498, nothing recorded.
+    let bad = post(
+        json!({ "events": [event("FTBEV1", "CUST1", "inactive")] }),
+        "intruder",
+    )
+    .await
+    .unwrap();
+    assert_eq!(bad.status().as_u16(), 498);
+    // The real one, then SmarterPay retrying it: one unenroll.
+    for _ in 0..2 {
+        let ok = post(
+            json!({ "events": [event("FTBEV1", "CUST1", "inactive")] }),
+            "sp-user",
+        )
+        .await
+        .unwrap();
+        assert_eq!(ok.status(), 200);
+    }
+    // v2: several events and an idempotency key.
+    let v2 = json!({ "id": "D1", "idempotency_key": "K1", "sent_at": "2024-01-01T00:00:00Z", "client": { "id": "C" },
+                     "events": [event("EV2000000000000000001", "CUST2", "inactive"), event("EV2000000000000000002", "CUST9", "active")] });
+    assert_eq!(post(v2.clone(), "sp-user").await.unwrap().status(), 200);
+    assert_eq!(post(v2, "sp-user").await.unwrap().status(), 200);
+    let accepted = sandbox
+        .sandbox
+        .paystar
+        .wait_for(4, Duration::from_secs(20))
+        .await;
+    let unenrolled: Vec<String> = accepted[2..]
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {}",
+                a.event_type,
+                a.payload_json()["accountNumber"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(unenrolled.len(), 2, "{}", daemon.log_text());
+    assert!(unenrolled.contains(&"Accounts.UnenrollAutopay CUST1".to_owned()));
+    assert!(unenrolled.contains(&"Accounts.UnenrollAutopay CUST2".to_owned()));
+    // Unknown kinds: 204. Malformed bodies, wrong content types, oversized bodies: 4xx.
+    let payment =
+        json!({ "events": [{ "id": "P1", "resource_type": "payment", "status": "paid" }] });
+    assert_eq!(post(payment, "sp-user").await.unwrap().status(), 204);
+    let garbage = client
+        .post(&url)
+        .basic_auth("sp-user", Some("sp-pass"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbage.status(), 400);
+    let text = client
+        .post(&url)
+        .basic_auth("sp-user", Some("sp-pass"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(text.status(), 415);
+    let huge = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 2 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    // Still healthy and nothing more was sent.
+    let health = client
+        .get(format!("http://{}/health", daemon.http_addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(sandbox.sandbox.paystar.accepted().len(), 4);
+    let mut daemon = daemon;
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(20)).await,
+        Some(Some(0))
+    );
+}
