@@ -30,6 +30,7 @@ pub async fn paystar(config: &Config) -> anyhow::Result<(PaystarClient, Option<R
                 .context("cannot start the in-process Paystar sandbox")?;
             tracing::warn!(
                 endpoint = %running.paystar_endpoint(),
+                lotuspay = %running.lotuspay_base_url(),
                 "paystar.endpoint is `sandbox`: events go to the in-process Paystar simulator, NOT to Paystar"
             );
             let key = Secret::new("sandbox");
@@ -60,7 +61,11 @@ pub async fn paystar(config: &Config) -> anyhow::Result<(PaystarClient, Option<R
 }
 
 /// The LotusPay poller the config asks for, if any.
-pub fn lotuspay(config: &Config) -> anyhow::Result<Option<crate::providers::lotuspay::LotusPay>> {
+/// `sandbox`, when running, serves `base_url: sandbox`.
+pub fn lotuspay(
+    config: &Config,
+    sandbox: Option<&RunningSandbox>,
+) -> anyhow::Result<Option<crate::providers::lotuspay::LotusPay>> {
     let Some(lp) = &config.providers.lotuspay else {
         return Ok(None);
     };
@@ -68,10 +73,21 @@ pub fn lotuspay(config: &Config) -> anyhow::Result<Option<crate::providers::lotu
         path: config.path.clone(),
         problems: vec![message],
     };
+    let base_url = match (lp.base_url.as_str(), sandbox) {
+        ("sandbox", Some(running)) => running.lotuspay_base_url(),
+        ("sandbox", None) => {
+            return Err(problem(
+                "providers.lotuspay.base_url: `sandbox` is served by the daemon with paystar.endpoint: sandbox".into(),
+            )
+            .into());
+        }
+        (url, _) => url.to_owned(),
+    };
     let secret = match &lp.secret_key {
         Some(source) => source
             .resolve(&crate::config::process_env)
             .map_err(problem)?,
+        None if lp.base_url == "sandbox" => Secret::new("sandbox"),
         None => {
             return Err(problem(
                 "providers.lotuspay: set secret_key_env or secret_key_file".into(),
@@ -90,7 +106,7 @@ pub fn lotuspay(config: &Config) -> anyhow::Result<Option<crate::providers::lotu
         })?;
     Ok(Some(crate::providers::lotuspay::LotusPay::new(
         lp,
-        &lp.base_url,
+        &base_url,
         secret,
         business_unit,
     )?))
@@ -482,7 +498,10 @@ impl Pipeline {
             std::sync::Arc::new(Worker::new(store.clone(), client, worker_settings(config)));
         let wake = worker.waker();
         let mut poll_behind_after = None;
-        if let (Some(poller), Some(lp)) = (lotuspay(config)?, &config.providers.lotuspay) {
+        if let (Some(poller), Some(lp)) = (
+            lotuspay(config, sandbox.as_ref())?,
+            &config.providers.lotuspay,
+        ) {
             let schedule: cron::Schedule =
                 lp.schedule.parse().context("providers.lotuspay.schedule")?;
             let mut upcoming = schedule.upcoming(chrono::Utc);

@@ -610,7 +610,7 @@ fn history(
 
 async fn poll(path: &Path) -> anyhow::Result<Exit> {
     let config = Config::load(path)?;
-    let Some(poller) = crate::app::lotuspay(&config)? else {
+    let Some(poller) = crate::app::lotuspay(&config, None)? else {
         println!("no provider to poll: configure providers.lotuspay");
         return Ok(Exit::Ok);
     };

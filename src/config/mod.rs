@@ -435,7 +435,11 @@ fn providers(w: &mut Walker, root: &walk::Section<'_>) -> ProvidersConfig {
             value
         };
         out.lotuspay = Some(LotusPayConfig {
-            base_url: url(w, &lp, "base_url", "https://api-test.lotuspay.com/v1"),
+            base_url: match w.string(&lp, "base_url").as_deref() {
+                // The in-process simulator (needs paystar.endpoint: sandbox).
+                Some("sandbox") => "sandbox".to_owned(),
+                _ => url(w, &lp, "base_url", "https://api-test.lotuspay.com/v1"),
+            },
             secret_key: w.secret(&lp, "secret_key"),
             schedule,
             business_unit: w.string(&lp, "business_unit"),

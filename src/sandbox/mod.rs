@@ -4,6 +4,7 @@
 
 pub mod lotuspay;
 pub mod paystar;
+pub mod smarterpay;
 
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
@@ -49,7 +50,10 @@ impl Sandbox {
     }
 
     pub fn router(&self) -> axum::Router {
-        self.paystar.router().merge(self.lotuspay.router())
+        self.paystar
+            .router()
+            .merge(self.lotuspay.router())
+            .merge(smarterpay::router())
     }
 
     /// Serves on `listener` until `stop`.

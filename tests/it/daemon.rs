@@ -413,3 +413,80 @@ async fn health_and_metrics_answer_over_http() {
     assert_eq!(unknown.status(), 405);
     stop(daemon).await;
 }
+
+/// The README's quickstart: the daemon on `examples/` against the in-process
+/// sandbox; a LotusPay mandate cancellation becomes an UnenrollAutopay.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quickstart_turns_a_lotuspay_cancellation_into_an_unenroll() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = std::fs::read_to_string(root.join("examples/quickstart.yaml"))
+        .unwrap()
+        .replace(
+            "path: ../target/quickstart-state/paystar-sync.db",
+            "path: state/paystar-sync.db",
+        )
+        .replace("schedule: \"*/10 * * * * *\"", "schedule: \"* * * * * *\"");
+    let p = Project::with_config(&format!("{config}server: {{ listen: \"127.0.0.1:0\" }}\n"));
+    for entry in ["residential.yaml", "billing-exports/2026-11-export.csv"] {
+        p.file(
+            entry,
+            std::fs::read(root.join("examples/manifests").join(entry)).unwrap(),
+        );
+    }
+    let daemon = p.start_daemon().await;
+    let log = daemon.log_text();
+    let lotuspay = log
+        .split("lotuspay=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("sandbox URL in the log");
+    let sandbox = lotuspay.trim_end_matches("/v1").to_owned();
+    let client = reqwest::Client::new();
+    let paystar_events = || async {
+        let text = client
+            .get(format!("{sandbox}/_sandbox/paystar/events"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+        list["events"].as_array().unwrap().clone()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while paystar_events().await.len() < 7 && tokio::time::Instant::now() < deadline {}
+    assert_eq!(
+        paystar_events().await.len(),
+        7,
+        "the startup scan's events\n{}",
+        daemon.log_text()
+    );
+    let cancelled = serde_json::json!({ "type": "mandate.cancelled", "resource_id": "MD1",
+        "data": { "object": { "object": "mandate", "metadata": { "paystar_account_number": "12345" } } } });
+    let added = client
+        .post(format!("{sandbox}/_sandbox/lotuspay/events"))
+        .header("content-type", "application/json")
+        .body(cancelled.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 200);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut events = paystar_events().await;
+    while events.len() < 8 && tokio::time::Instant::now() < deadline {
+        events = paystar_events().await;
+    }
+    let last = events.last().unwrap();
+    assert_eq!(
+        last["eventType"],
+        "Accounts.UnenrollAutopay",
+        "{}",
+        daemon.log_text()
+    );
+    assert_eq!(
+        last["payload"],
+        r#"{"accountNumber":"12345","subAccountNumber":""}"#
+    );
+    stop(daemon).await;
+}

@@ -404,3 +404,76 @@ async fn smarterpay_webhooks_are_authenticated_deduplicated_and_an_inactive_acco
         Some(Some(0))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_smarterpay_simulator_posts_signed_v2_webhooks_to_the_daemon() {
+    let sandbox = paystar_sync::sandbox::Sandbox::new()
+        .start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let config = format!(
+        "{}providers:\n  smarterpay:\n    auth: {{ signature_secret_env: SP_SIGNING_SECRET, signature_header: X-SP-Signature }}\n    account_field: custom_reference\n",
+        daemon_config(&sandbox.paystar_endpoint(), "")
+    );
+    let p = Project::with_config(&config);
+    p.file(
+        "c.csv",
+        format!("{HEADER}RUN33,Mike,Walker,mike@example.com,\n"),
+    );
+    let daemon = p
+        .start_daemon_with_env(&[("SP_SIGNING_SECRET", "whsec_sandbox")])
+        .await;
+    sandbox
+        .sandbox
+        .paystar
+        .wait_for(1, Duration::from_secs(20))
+        .await;
+    let send = |secret: &str| {
+        json!({ "url": format!("http://{}/webhooks/smarterpay", daemon.http_addr()), "version": 2,
+                "signature_secret": secret, "signature_header": "X-SP-Signature",
+                "events": [{ "reference": "CUST00032423", "custom_reference": "RUN33", "status": "inactive" }] })
+        .to_string()
+    };
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/_sandbox/smarterpay/send", sandbox.addr);
+    let wrong = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(send("not-the-secret"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(wrong.contains("\"status\":498"), "{wrong}");
+    let right = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(send("whsec_sandbox"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(right.contains("\"status\":200"), "{right}");
+    let accepted = sandbox
+        .sandbox
+        .paystar
+        .wait_for(2, Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        accepted[1].event_type,
+        "Accounts.UnenrollAutopay",
+        "{}",
+        daemon.log_text()
+    );
+    assert_eq!(accepted[1].payload_json()["accountNumber"], "RUN33");
+    let mut daemon = daemon;
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(20)).await,
+        Some(Some(0))
+    );
+}
