@@ -41,18 +41,9 @@ pub async fn paystar(config: &Config) -> anyhow::Result<(PaystarClient, Option<R
             let key = match &config.paystar.api_key {
                 Some(source) => source
                     .resolve(&crate::config::process_env)
-                    .map_err(|problem| ConfigError {
-                        path: config.path.clone(),
-                        problems: vec![problem],
-                    })?,
+                    .map_err(|problem| config_problem(config, problem))?,
                 None => {
-                    return Err(ConfigError {
-                        path: config.path.clone(),
-                        problems: vec![
-                            "paystar: set api_key_env or api_key_file: sending to Paystar needs an API key".into(),
-                        ],
-                    }
-                    .into());
+                    return Err(config_problem(config, "paystar: set api_key_env or api_key_file: sending to Paystar needs an API key".into()).into());
                 }
             };
             Ok((PaystarClient::new(url, key, timeout)?, None))
@@ -69,10 +60,7 @@ pub fn lotuspay(
     let Some(lp) = &config.providers.lotuspay else {
         return Ok(None);
     };
-    let problem = |message: String| ConfigError {
-        path: config.path.clone(),
-        problems: vec![message],
-    };
+    let problem = |message: String| config_problem(config, message);
     let base_url = match (lp.base_url.as_str(), sandbox) {
         ("sandbox", Some(running)) => running.lotuspay_base_url(),
         ("sandbox", None) => {
@@ -95,21 +83,39 @@ pub fn lotuspay(
             .into());
         }
     };
-    let business_unit = lp
-        .business_unit
-        .clone()
-        .or_else(|| config.paystar.default_business_unit.clone())
-        .ok_or_else(|| {
-            problem(
-                "providers.lotuspay.business_unit: set it, or paystar.default_business_unit".into(),
-            )
-        })?;
+    let business_unit = provider_business_unit(config, &lp.business_unit, "lotuspay")?;
     Ok(Some(crate::providers::lotuspay::LotusPay::new(
         lp,
         &base_url,
         secret,
         business_unit,
     )?))
+}
+
+/// A configuration problem found while wiring a stage (exit 78).
+fn config_problem(config: &Config, message: String) -> ConfigError {
+    ConfigError {
+        path: config.path.clone(),
+        problems: vec![message],
+    }
+}
+
+/// A provider's business unit: its own setting, else `paystar.default_business_unit`.
+fn provider_business_unit(
+    config: &Config,
+    own: &Option<String>,
+    provider: &str,
+) -> Result<String, ConfigError> {
+    own.clone()
+        .or_else(|| config.paystar.default_business_unit.clone())
+        .ok_or_else(|| {
+            config_problem(
+                config,
+                format!(
+                    "providers.{provider}.business_unit: set it, or paystar.default_business_unit"
+                ),
+            )
+        })
 }
 
 /// The SmarterPay webhook receiver the config asks for, if any.
@@ -121,10 +127,7 @@ pub fn smarterpay(
     let Some(sp) = &config.providers.smarterpay else {
         return Ok(None);
     };
-    let problem = |message: String| ConfigError {
-        path: config.path.clone(),
-        problems: vec![message],
-    };
+    let problem = |message: String| config_problem(config, message);
     let resolve = |source: &crate::config::SecretSource| {
         source.resolve(&crate::config::process_env).map_err(problem)
     };
@@ -139,16 +142,7 @@ pub fn smarterpay(
         },
         None => return Err(problem("providers.smarterpay.auth: required".into()).into()),
     };
-    let business_unit = sp
-        .business_unit
-        .clone()
-        .or_else(|| config.paystar.default_business_unit.clone())
-        .ok_or_else(|| {
-            problem(
-                "providers.smarterpay.business_unit: set it, or paystar.default_business_unit"
-                    .into(),
-            )
-        })?;
+    let business_unit = provider_business_unit(config, &sp.business_unit, "smarterpay")?;
     Ok(Some(SmarterPay {
         auth,
         account_field: sp.account_field.clone(),

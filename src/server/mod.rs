@@ -73,16 +73,19 @@ async fn snapshot(state: &ServerState) -> Result<Snapshot, String> {
         .map_err(|e| e.to_string())
 }
 
+/// 503 for a state database that cannot be read.
+fn unreadable(err: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("state database unreadable: {err}\n"),
+    )
+        .into_response()
+}
+
 async fn health(State(state): State<ServerState>) -> Response {
     let snap = match snapshot(&state).await {
         Ok(snap) => snap,
-        Err(err) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("state database unreadable: {err}\n"),
-            )
-                .into_response();
-        }
+        Err(err) => return unreadable(&err),
     };
     let mut problems = Vec::new();
     if let Err(err) = &snap.writable {
@@ -200,13 +203,7 @@ async fn smarterpay(
 async fn metrics(State(state): State<ServerState>) -> Response {
     let snap = match snapshot(&state).await {
         Ok(snap) => snap,
-        Err(err) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("state database unreadable: {err}\n"),
-            )
-                .into_response();
-        }
+        Err(err) => return unreadable(&err),
     };
     let c = &snap.counts;
     let mut out = String::new();
