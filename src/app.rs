@@ -2,6 +2,7 @@
 //! daemon. Owns the cancellation tokens; nothing below it reads the clock's
 //! wall time for decisions except through its callers' parameters.
 
+use crate::clock::now_ms;
 use crate::config::{Config, ConfigError, Endpoint, Secret};
 use crate::deliver::{PaystarClient, Totals, Until, Worker, WorkerSettings};
 use crate::manifest::watch::FolderWatch;
@@ -11,12 +12,6 @@ use crate::store::{SharedStore, Store};
 use anyhow::Context;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// The Paystar client the config asks for; for `endpoint: sandbox`, the
 /// in-process simulator it talks to (kept alive by the caller).

@@ -1,6 +1,7 @@
 //! The command line (SPEC §7): parses arguments, runs a command, and turns the
 //! outcome into an exit code.
 
+use crate::clock::now_ms;
 use crate::config::{Config, ConfigError};
 use crate::report;
 use crate::scan::{Scan, ScanSettings, scan};
@@ -261,12 +262,6 @@ fn terminal_progress() -> Option<crate::app::Progress> {
     std::io::stderr()
         .is_terminal()
         .then(|| crate::app::Progress::new(|text| eprint!("\r\x1b[2K{text}")))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Loads the config, opens the state read-only and scans: the dry-run path

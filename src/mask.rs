@@ -24,11 +24,6 @@ impl fmt::Debug for MaskedEmail<'_> {
     }
 }
 
-/// Masks an email into an owned string.
-pub fn email(value: &str) -> String {
-    MaskedEmail(value).to_string()
-}
-
 /// Shows an account number for logs as `***45`: only its last two characters.
 pub struct MaskedAccount<'a>(pub &'a str);
 
@@ -43,6 +38,10 @@ impl fmt::Display for MaskedAccount<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn email(value: &str) -> String {
+        MaskedEmail(value).to_string()
+    }
 
     #[test]
     fn an_email_keeps_its_first_letter_and_domain() {

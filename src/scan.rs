@@ -22,7 +22,7 @@ use crate::store::{
     Store,
 };
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::Read;
 use std::path::Path;
 
@@ -947,14 +947,5 @@ impl Scan {
     /// Errors found by reading files in this scan (not the stored ones of unchanged files).
     pub fn new_errors(&self) -> impl Iterator<Item = &ManifestError> {
         self.files.iter().flat_map(|f| f.errors.iter())
-    }
-
-    /// Errors grouped by file, for reports.
-    pub fn errors_by_file(&self) -> HashMap<&str, Vec<&ManifestError>> {
-        let mut out: HashMap<&str, Vec<&ManifestError>> = HashMap::new();
-        for e in &self.errors {
-            out.entry(e.file.as_str()).or_default().push(e);
-        }
-        out
     }
 }

@@ -116,12 +116,7 @@ pub fn write_corpus(
     }
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
+pub use paystar_sync::clock::now_ms;
 
 /// Commits a scan, then acknowledges every planned event as a successful `apply`
 /// would; returns the time of each half.

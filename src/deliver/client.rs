@@ -30,10 +30,6 @@ impl PaystarClient {
         })
     }
 
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
     pub async fn send(&self, event: &PaystarEvent) -> Attempt {
         let result = self
             .http

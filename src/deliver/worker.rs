@@ -11,6 +11,7 @@
 use super::classify::{Attempt, Decision, classify};
 use super::client::PaystarClient;
 use super::event::PaystarEvent;
+use crate::clock::now_ms;
 use crate::customer::CustomerKey;
 use crate::mask::MaskedAccount;
 use crate::reconcile::{RemovalPolicy, UnenrollCause};
@@ -58,12 +59,6 @@ pub struct Worker {
     settings: WorkerSettings,
     wake: Arc<Notify>,
     sent: Arc<std::sync::atomic::AtomicU64>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Worker {

@@ -1,6 +1,7 @@
 //! The daemon's HTTP server (`server.listen`): `GET /health` and `GET /metrics`
 //! (Prometheus text format). Bodies are limited to 1 MiB.
 
+use crate::clock::now_ms;
 use crate::store::SharedStore;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -38,12 +39,6 @@ pub fn router(state: ServerState) -> Router {
         .route("/webhooks/smarterpay", axum::routing::post(smarterpay))
         .layer(DefaultBodyLimit::max(1024 * 1024))
         .with_state(state)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Everything `/health` and `/metrics` need, read in one store call.

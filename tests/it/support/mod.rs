@@ -240,12 +240,7 @@ pub async fn with_sandbox(extra_paystar: &str) -> (Project, RunningSandbox) {
     (Project::with_config(&config), sandbox)
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
+pub use paystar_sync::clock::now_ms;
 
 /// Error lines (`file:line: field: reason`) of a plan or validate run.
 pub fn error_lines(plan: &serde_json::Value) -> Vec<String> {
