@@ -294,9 +294,9 @@ fn validate(path: &Path) -> anyhow::Result<Exit> {
     let (config, _store, scan) = dry_scan(path)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    for secret in [&config.paystar.api_key].into_iter().flatten() {
+    for secret in config.secret_sources() {
         if let Err(problem) = secret.resolve(&crate::config::process_env) {
-            writeln!(out, "warning: {problem} (needed by apply and run)")?;
+            writeln!(out, "warning: {problem} (needed by apply, run and poll)")?;
         }
     }
     for warning in &scan.warnings {

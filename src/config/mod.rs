@@ -207,6 +207,28 @@ impl Config {
         }
     }
 
+    /// Every secret the configuration names (for `validate` to check they resolve).
+    pub fn secret_sources(&self) -> Vec<&SecretSource> {
+        let mut sources: Vec<&SecretSource> = self.paystar.api_key.iter().collect();
+        if let Some(lp) = &self.providers.lotuspay {
+            sources.extend(lp.secret_key.iter());
+        }
+        if let Some(pr) = &self.providers.payroc {
+            sources.extend(pr.api_key.iter().chain(pr.webhook_secret.iter()));
+        }
+        match self
+            .providers
+            .smarterpay
+            .as_ref()
+            .and_then(|sp| sp.auth.as_ref())
+        {
+            Some(SmarterPayAuth::Basic { user, password }) => sources.extend([user, password]),
+            Some(SmarterPayAuth::Signature { secret, .. }) => sources.push(secret),
+            None => {}
+        }
+        sources
+    }
+
     /// Reader settings for the manifest stage.
     pub fn parse_options(&self) -> ParseOptions {
         ParseOptions {

@@ -109,3 +109,25 @@ fn a_missing_manifests_folder_fails_without_touching_anything() {
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("manifests.dir"), "{}", run.stderr);
 }
+
+#[test]
+fn validate_warns_about_every_secret_it_cannot_resolve_but_sends_nothing() {
+    let p = Project::with_config(&format!(
+        "{}providers:\n  lotuspay:\n    secret_key_env: PAYSTAR_SYNC_TEST_UNSET_LP\n  smarterpay:\n    auth: {{ signature_secret_file: /nonexistent/secret }}\n",
+        crate::support::BASE_CONFIG
+    ));
+    p.file(
+        "a.csv",
+        "accountNumber,firstName,lastName,emailAddress\n1,Ada,Lovelace,ada@example.com\n",
+    );
+    let run = p.run(&["validate"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("providers.lotuspay.secret_key_env: environment variable PAYSTAR_SYNC_TEST_UNSET_LP is not set"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "providers.smarterpay.auth.signature_secret_file: cannot read /nonexistent/secret"
+        ),
+        "{}",
+        run.stdout
+    );
+}
