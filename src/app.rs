@@ -527,6 +527,7 @@ impl Pipeline {
                 started_ms: now_ms(),
                 smarterpay: smarterpay(config)?,
                 wake: wake.clone(),
+                webhooks: Default::default(),
             });
             let stop = cancel.child_token();
             let fail = fail_tx.clone();

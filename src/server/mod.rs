@@ -30,6 +30,32 @@ pub struct ServerState {
     pub smarterpay: Option<crate::providers::smarterpay::SmarterPay>,
     /// Wakes delivery after a new stop signal.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Webhooks answered, by provider and outcome.
+    pub webhooks: Arc<WebhookCounts>,
+}
+
+/// Webhook answers by provider and outcome, for `/metrics`.
+#[derive(Default)]
+pub struct WebhookCounts(
+    std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
+);
+
+impl WebhookCounts {
+    fn count(&self, provider: &'static str, outcome: &'static str) {
+        let mut counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *counts.entry((provider, outcome)).or_default() += 1;
+    }
+
+    fn snapshot(&self) -> Vec<((&'static str, &'static str), u64)> {
+        let counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        counts.iter().map(|(k, v)| (*k, *v)).collect()
+    }
 }
 
 pub fn router(state: ServerState) -> Router {
@@ -144,7 +170,15 @@ async fn smarterpay(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    match receiver.receive(&lookup, &body) {
+    let verdict = receiver.receive(&lookup, &body);
+    let outcome = match &verdict {
+        Verdict::Unauthorised => "unauthorised",
+        Verdict::Malformed(_) => "malformed",
+        Verdict::Unknown => "unknown_kind",
+        Verdict::Record { .. } => "recorded",
+    };
+    state.webhooks.count(PROVIDER, outcome);
+    match verdict {
         Verdict::Unauthorised => {
             let status = StatusCode::from_u16(498).expect("498 is a valid status");
             (status, "Token Invalid\n").into_response()
@@ -244,6 +278,16 @@ async fn metrics(State(state): State<ServerState>) -> Response {
             "paystar_sync_poll_lag_seconds",
             "Seconds since the last successful LotusPay poll.",
             &[("{provider=\"lotuspay\"}", lag)],
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP paystar_sync_webhooks_total Webhooks answered, by provider and outcome.\n# TYPE paystar_sync_webhooks_total counter"
+    );
+    for ((provider, outcome), n) in state.webhooks.snapshot() {
+        let _ = writeln!(
+            out,
+            "paystar_sync_webhooks_total{{provider=\"{provider}\",outcome=\"{outcome}\"}} {n}"
         );
     }
     let _ = writeln!(

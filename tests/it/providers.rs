@@ -389,6 +389,22 @@ async fn smarterpay_webhooks_are_authenticated_deduplicated_and_an_inactive_acco
         .await
         .unwrap();
     assert_eq!(huge.status(), 413);
+    let metrics = client
+        .get(format!("http://{}/metrics", daemon.http_addr()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "paystar_sync_webhooks_total{provider=\"smarterpay\",outcome=\"unauthorised\"} 1",
+        "paystar_sync_webhooks_total{provider=\"smarterpay\",outcome=\"recorded\"} 4",
+        "paystar_sync_webhooks_total{provider=\"smarterpay\",outcome=\"unknown_kind\"} 1",
+        "paystar_sync_webhooks_total{provider=\"smarterpay\",outcome=\"malformed\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
     // Still healthy and nothing more was sent.
     let health = client
         .get(format!("http://{}/health", daemon.http_addr()))
