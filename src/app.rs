@@ -358,12 +358,14 @@ pub async fn apply(
     }
     let worker = Worker::new(store.clone(), client, worker_settings(config));
     let ticker = progress.map(|p| {
-        let sent = worker.sent();
+        let counters = worker.counters();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(200));
             loop {
                 tick.tick().await;
-                let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+                let sent = counters
+                    .delivered
+                    .load(std::sync::atomic::Ordering::Relaxed);
                 p.line(&format!("sent {sent} event(s) to Paystar"));
             }
         })
@@ -478,7 +480,11 @@ impl Pipeline {
         // either in it or triggers the next one, never lost in between.
         let (tx, changes) = tokio::sync::mpsc::unbounded_channel();
         let watch = Intake::watch(&config.manifests.dir, &tx);
+        let started = tokio::time::Instant::now();
         let scan = scan_and_commit(config, &store).await?;
+        let scan_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+            started.elapsed().as_millis() as u64,
+        ));
         log_scan(&scan);
         let cancel = CancellationToken::new();
         let tracker = tokio_util::task::TaskTracker::new();
@@ -522,7 +528,8 @@ impl Pipeline {
             tracing::info!(%addr, "http server listening (/health, /metrics)");
             let router = crate::server::router(crate::server::ServerState {
                 store: store.clone(),
-                delivered: worker.sent(),
+                delivery: worker.counters(),
+                scan_ms: scan_ms.clone(),
                 poll_behind_after,
                 started_ms: now_ms(),
                 smarterpay: smarterpay(config)?,
@@ -558,6 +565,7 @@ impl Pipeline {
                 config: config.clone(),
                 store,
                 wake,
+                scan_ms,
             };
             let cancel = cancel.child_token();
             tracker.spawn(async move {
@@ -609,6 +617,8 @@ struct Intake {
     config: Config,
     store: SharedStore,
     wake: std::sync::Arc<tokio::sync::Notify>,
+    /// How long the last committed scan took (for `/metrics`).
+    scan_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Intake {
@@ -679,6 +689,7 @@ impl Intake {
         // The debounce already waited for quiet; the mtime check only guards against
         // writers the watch cannot see (network filesystems, missed events).
         let settle_ms = (self.config.manifests.debounce / 2).as_millis() as i64;
+        let started = tokio::time::Instant::now();
         let result = self
             .store
             .call(move |s| {
@@ -692,6 +703,10 @@ impl Intake {
             .await;
         match result {
             Ok(scan) => {
+                self.scan_ms.store(
+                    started.elapsed().as_millis() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 log_scan(&scan);
                 self.wake.notify_one();
                 Ok(scan.stats.files_deferred)

@@ -8,4 +8,4 @@ pub mod worker;
 
 pub use client::PaystarClient;
 pub use event::{EventType, PaystarEvent};
-pub use worker::{Totals, Until, Worker, WorkerSettings};
+pub use worker::{DeliveryCounters, Totals, Until, Worker, WorkerSettings};

@@ -18,6 +18,7 @@ use crate::reconcile::{RemovalPolicy, UnenrollCause};
 use crate::store::{HistoryEntry, KeyState, Outcome, OutcomeResult, SharedStore, SqlError};
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -58,7 +59,18 @@ pub struct Worker {
     client: PaystarClient,
     settings: WorkerSettings,
     wake: Arc<Notify>,
-    sent: Arc<std::sync::atomic::AtomicU64>,
+    counters: Arc<DeliveryCounters>,
+}
+
+/// Delivery outcomes since start, for progress displays and `/metrics`.
+#[derive(Debug, Default)]
+pub struct DeliveryCounters {
+    /// Events Paystar acknowledged.
+    pub delivered: AtomicU64,
+    /// Attempts that will be retried.
+    pub retries: AtomicU64,
+    /// Customers parked for an operator.
+    pub parked: AtomicU64,
 }
 
 impl Worker {
@@ -68,13 +80,13 @@ impl Worker {
             client,
             settings,
             wake: Arc::new(Notify::new()),
-            sent: Arc::default(),
+            counters: Arc::default(),
         }
     }
 
-    /// Events acknowledged so far, for progress displays.
-    pub fn sent(&self) -> Arc<std::sync::atomic::AtomicU64> {
-        self.sent.clone()
+    /// Delivery outcomes so far, shared with progress displays and `/metrics`.
+    pub fn counters(&self) -> Arc<DeliveryCounters> {
+        self.counters.clone()
     }
 
     /// Wakes the worker after new work was queued.
@@ -124,40 +136,46 @@ impl Worker {
                 .unwrap_or(IDLE_POLL)
                 .min(IDLE_POLL);
             tokio::select! {
-                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                    let mut batch = vec![joined];
-                    while let Some(more) = tasks.try_join_next() {
-                        batch.push(more);
-                    }
-                    let mut delivered = 0;
-                    for joined in batch {
-                        let (outcome, events) = joined.expect("a delivery task panicked");
-                        delivered += events;
-                        match &outcome.result {
-                            OutcomeResult::Done => totals.keys_done += 1,
-                            OutcomeResult::Retry { .. } => totals.retries += 1,
-                            OutcomeResult::Park { .. } => totals.parked += 1,
+                            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                                let mut batch = vec![joined];
+                                while let Some(more) = tasks.try_join_next() {
+                                    batch.push(more);
+                                }
+                                let mut delivered = 0;
+                                for joined in batch {
+                                    let (outcome, events) = joined.expect("a delivery task panicked");
+                                    delivered += events;
+            match &outcome.result {
+                                        OutcomeResult::Done => totals.keys_done += 1,
+                                        OutcomeResult::Retry { .. } => {
+                                            totals.retries += 1;
+                                            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                                        }
+                                        OutcomeResult::Park { .. } => {
+                                            totals.parked += 1;
+                                            self.counters.parked.fetch_add(1, Ordering::Relaxed);
+                                        }
+                                    }
+                                    finished.push(outcome);
+                                }
+                                totals.delivered_events += delivered;
+            self.counters.delivered.fetch_add(delivered, Ordering::Relaxed);
+                                if delivered > 0 && until == Until::Cancelled {
+                                    tracing::info!(events = delivered, customers = finished.len(), "acknowledged by Paystar");
+                                }
+                            }
+                            _ = self.wake.notified(), if deadline.is_none() => {}
+                            _ = tokio::time::sleep(sleep_for), if deadline.is_none() && tasks.len() < self.settings.concurrency => {}
+                            _ = cancel.cancelled(), if deadline.is_none() => {
+                                tracing::info!(in_flight = tasks.len(), grace = ?self.settings.grace, "delivery stopping; letting in-flight requests finish");
+                                deadline = Some(tokio::time::Instant::now() + self.settings.grace);
+                            }
+                            _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                                tracing::warn!(abandoned = tasks.len(), "grace period over; abandoning in-flight requests (they stay queued and are sent after restart)");
+                                tasks.abort_all();
+                                return Ok(totals);
+                            }
                         }
-                        finished.push(outcome);
-                    }
-                    totals.delivered_events += delivered;
-                    self.sent.fetch_add(delivered, std::sync::atomic::Ordering::Relaxed);
-                    if delivered > 0 && until == Until::Cancelled {
-                        tracing::info!(events = delivered, customers = finished.len(), "acknowledged by Paystar");
-                    }
-                }
-                _ = self.wake.notified(), if deadline.is_none() => {}
-                _ = tokio::time::sleep(sleep_for), if deadline.is_none() && tasks.len() < self.settings.concurrency => {}
-                _ = cancel.cancelled(), if deadline.is_none() => {
-                    tracing::info!(in_flight = tasks.len(), grace = ?self.settings.grace, "delivery stopping; letting in-flight requests finish");
-                    deadline = Some(tokio::time::Instant::now() + self.settings.grace);
-                }
-                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
-                    tracing::warn!(abandoned = tasks.len(), "grace period over; abandoning in-flight requests (they stay queued and are sent after restart)");
-                    tasks.abort_all();
-                    return Ok(totals);
-                }
-            }
         }
     }
 }

@@ -20,8 +20,10 @@ pub const DELIVERY_FAILING_AFTER: Duration = Duration::from_secs(15 * 60);
 #[derive(Clone)]
 pub struct ServerState {
     pub store: SharedStore,
-    /// Events Paystar acknowledged since start.
-    pub delivered: Arc<AtomicU64>,
+    /// Delivery outcomes since start.
+    pub delivery: Arc<crate::deliver::DeliveryCounters>,
+    /// How long the last committed scan took, in milliseconds.
+    pub scan_ms: Arc<AtomicU64>,
     /// After this long without a successful LotusPay poll (counted from start
     /// until the first one), the poller is behind; `None` when none runs.
     pub poll_behind_after: Option<Duration>,
@@ -293,7 +295,18 @@ async fn metrics(State(state): State<ServerState>) -> Response {
     let _ = writeln!(
         out,
         "# HELP paystar_sync_events_delivered_total Events Paystar acknowledged since start.\n# TYPE paystar_sync_events_delivered_total counter\npaystar_sync_events_delivered_total {}",
-        state.delivered.load(Ordering::Relaxed)
+        state.delivery.delivered.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP paystar_sync_delivery_failures_total Failed deliveries since start, by what happened next.\n# TYPE paystar_sync_delivery_failures_total counter\npaystar_sync_delivery_failures_total{{outcome=\"retry\"}} {}\npaystar_sync_delivery_failures_total{{outcome=\"parked\"}} {}",
+        state.delivery.retries.load(Ordering::Relaxed),
+        state.delivery.parked.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP paystar_sync_scan_duration_seconds How long the last committed manifest scan took.\n# TYPE paystar_sync_scan_duration_seconds gauge\npaystar_sync_scan_duration_seconds {:.3}",
+        state.scan_ms.load(Ordering::Relaxed) as f64 / 1000.0
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

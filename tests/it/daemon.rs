@@ -404,6 +404,14 @@ async fn health_and_metrics_answer_over_http() {
         text.contains("paystar_sync_events_delivered_total 2"),
         "{text}"
     );
+    assert!(
+        text.contains("paystar_sync_delivery_failures_total{outcome=\"parked\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE paystar_sync_scan_duration_seconds gauge"),
+        "{text}"
+    );
     let unknown = client
         .post(format!("http://{addr}/health"))
         .body("x")
