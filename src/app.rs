@@ -113,6 +113,24 @@ fn provider_business_unit(
         })
 }
 
+/// The Payroc webhook receiver, when a webhook secret is configured.
+fn payroc_receiver(
+    config: &Config,
+) -> anyhow::Result<Option<crate::providers::payroc::PayrocReceiver>> {
+    let Some(source) = config
+        .providers
+        .payroc
+        .as_ref()
+        .and_then(|p| p.webhook_secret.as_ref())
+    else {
+        return Ok(None);
+    };
+    let secret = source
+        .resolve(&crate::config::process_env)
+        .map_err(|problem| config_problem(config, problem))?;
+    Ok(Some(crate::providers::payroc::PayrocReceiver { secret }))
+}
+
 /// The SmarterPay webhook receiver the config asks for, if any.
 pub fn smarterpay(
     config: &Config,
@@ -533,6 +551,7 @@ impl Pipeline {
                 poll_behind_after,
                 started_ms: now_ms(),
                 smarterpay: smarterpay(config)?,
+                payroc: payroc_receiver(config)?,
                 wake: wake.clone(),
                 webhooks: Default::default(),
             });

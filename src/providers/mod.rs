@@ -2,6 +2,7 @@
 //! the sandbox) speaks the providers' HTTP APIs.
 
 pub mod lotuspay;
+pub mod payroc;
 pub mod smarterpay;
 
 /// A provider API call that failed; the poller tries again on its next run.

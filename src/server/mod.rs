@@ -28,6 +28,8 @@ pub struct ServerState {
     /// until the first one), the poller is behind; `None` when none runs.
     pub poll_behind_after: Option<Duration>,
     pub started_ms: i64,
+    /// The Payroc receiver, when `providers.payroc.webhook_secret_*` is configured.
+    pub payroc: Option<crate::providers::payroc::PayrocReceiver>,
     /// The SmarterPay receiver, when `providers.smarterpay` is configured.
     pub smarterpay: Option<crate::providers::smarterpay::SmarterPay>,
     /// Wakes delivery after a new stop signal.
@@ -65,6 +67,7 @@ pub fn router(state: ServerState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/webhooks/smarterpay", axum::routing::post(smarterpay))
+        .route("/webhooks/payroc", axum::routing::post(payroc))
         .layer(DefaultBodyLimit::max(1024 * 1024))
         .with_state(state)
 }
@@ -139,6 +142,69 @@ async fn health(State(state): State<ServerState>) -> Response {
             format!("{}\n", problems.join("\n")),
         )
             .into_response()
+    }
+}
+
+async fn payroc(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    use crate::providers::payroc::{PROVIDER, Verdict};
+    let Some(receiver) = &state.payroc else {
+        return (
+            StatusCode::NOT_FOUND,
+            "providers.payroc.webhook_secret_env is not configured\n",
+        )
+            .into_response();
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !(content_type.starts_with("application/json")
+        || content_type.starts_with("application/cloudevents+json"))
+    {
+        state.webhooks.count(PROVIDER, "malformed");
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json or application/cloudevents+json\n",
+        )
+            .into_response();
+    }
+    let lookup = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    match receiver.receive(&lookup, &body) {
+        Verdict::Unauthorised => {
+            state.webhooks.count(PROVIDER, "unauthorised");
+            (StatusCode::UNAUTHORIZED, "wrong or missing Payroc-Secret\n").into_response()
+        }
+        Verdict::Malformed(reason) => {
+            state.webhooks.count(PROVIDER, "malformed");
+            (StatusCode::BAD_REQUEST, format!("{reason}\n")).into_response()
+        }
+        Verdict::Record(event) => {
+            let recorded = state
+                .store
+                .call(move |s| s.record_provider_events(&[*event], now_ms()))
+                .await;
+            match recorded {
+                Ok(_) => {
+                    state.webhooks.count(PROVIDER, "recorded");
+                    (StatusCode::OK, "ok\n").into_response()
+                }
+                // Not recorded: Payroc retries anything but a 200.
+                Err(err) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not recorded: {err}\n"),
+                )
+                    .into_response(),
+            }
+        }
     }
 }
 

@@ -493,3 +493,95 @@ async fn the_smarterpay_simulator_posts_signed_v2_webhooks_to_the_daemon() {
         Some(Some(0))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn payroc_notifications_need_the_secret_and_are_recorded_once() {
+    let sandbox = paystar_sync::sandbox::Sandbox::new()
+        .start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let config = format!(
+        "{}providers:\n  payroc:\n    webhook_secret_env: PAYROC_WEBHOOK_SECRET\n",
+        daemon_config(&sandbox.paystar_endpoint(), "")
+    );
+    let p = Project::with_config(&config);
+    let daemon = p
+        .start_daemon_with_env(&[("PAYROC_WEBHOOK_SECRET", "pr_whsec_0c5d")])
+        .await;
+    let url = format!("http://{}/webhooks/payroc", daemon.http_addr());
+    let client = reqwest::Client::new();
+    // Hand-written: the vendor page's example lacks a comma after "version".
+    let event = |id: &str| {
+        json!({ "specversion": "1.0", "type": "processingAccount.status.changed", "version": "1.0", "source": "payroc",
+                "id": id, "time": "2024-05-12T12:34:56.789Z", "datacontenttype": "application/json",
+                "data": { "processingAccountId": "12345678", "status": "terminated" } })
+        .to_string()
+    };
+    let post = |secret: Option<&str>, content_type: &str, body: String| {
+        let mut request = client
+            .post(&url)
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(secret) = secret {
+            request = request.header("Payroc-Secret", secret);
+        }
+        request.send()
+    };
+    let id = "123e4567-e89b-12d3-a456-426614174000";
+    assert_eq!(
+        post(Some("pr_whsec_0c5X"), "application/json", event(id))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        post(None, "application/json", event(id))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let ledger = |ids: Vec<String>| p.store().known_events("payroc", &ids).unwrap();
+    assert!(
+        ledger(vec![format!("payroc/{id}")]).is_empty(),
+        "a refused notification is not recorded"
+    );
+    for _ in 0..2 {
+        let ok = post(Some("pr_whsec_0c5d"), "application/json", event(id))
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200);
+    }
+    let other = post(
+        Some("pr_whsec_0c5d"),
+        "application/cloudevents+json",
+        event("9b2f0c1e-0000-4000-8000-000000000001"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(other.status(), 200);
+    let bad = post(
+        Some("pr_whsec_0c5d"),
+        "application/json",
+        json!({ "specversion": "0.3" }).to_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bad.status(), 400);
+    let known = ledger(vec![
+        format!("payroc/{id}"),
+        "payroc/9b2f0c1e-0000-4000-8000-000000000001".into(),
+    ]);
+    assert_eq!(known.len(), 2);
+    assert!(
+        sandbox.sandbox.paystar.accepted().is_empty(),
+        "merchant-level events send nothing to Paystar"
+    );
+    let mut daemon = daemon;
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(20)).await,
+        Some(Some(0))
+    );
+}
