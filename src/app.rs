@@ -113,6 +113,67 @@ fn provider_business_unit(
         })
 }
 
+/// Keeps the declared Payroc subscription existing, matching and enabled: at
+/// start and then hourly. Failures are logged and tried again; they never stop
+/// the daemon.
+async fn payroc_subscription_loop(
+    api: crate::providers::payroc::PayrocApi,
+    declared: crate::config::PayrocSubscription,
+    secret: Secret,
+    store: SharedStore,
+    cancel: CancellationToken,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match api.reconcile(&store, &declared, &secret).await {
+            Ok(action) => tracing::info!(
+                provider = "payroc",
+                ?action,
+                "event subscription reconciled"
+            ),
+            Err(err) => {
+                tracing::error!(provider = "payroc", error = %err, "cannot reconcile the event subscription; trying again in an hour")
+            }
+        }
+    }
+}
+
+/// The Payroc subscription manager, when `providers.payroc.subscription` is declared.
+fn payroc_subscription(
+    config: &Config,
+) -> anyhow::Result<
+    Option<(
+        crate::providers::payroc::PayrocApi,
+        crate::config::PayrocSubscription,
+        Secret,
+    )>,
+> {
+    let Some(pr) = &config.providers.payroc else {
+        return Ok(None);
+    };
+    let Some(declared) = &pr.subscription else {
+        return Ok(None);
+    };
+    let resolve = |source: Option<&crate::config::SecretSource>, key: &str| match source {
+        Some(source) => source
+            .resolve(&crate::config::process_env)
+            .map_err(|p| config_problem(config, p)),
+        None => Err(config_problem(
+            config,
+            format!("providers.payroc: set {key}_env or {key}_file to manage the subscription"),
+        )),
+    };
+    let api_key = resolve(pr.api_key.as_ref(), "api_key")?;
+    let secret = resolve(pr.webhook_secret.as_ref(), "webhook_secret")?;
+    let api = crate::providers::payroc::PayrocApi::new(&pr.identity_url, &pr.api_url, api_key)?;
+    Ok(Some((api, declared.clone(), secret)))
+}
+
 /// The Payroc webhook receiver, when a webhook secret is configured.
 fn payroc_receiver(
     config: &Config,
@@ -530,6 +591,15 @@ impl Pipeline {
                 schedule,
                 store.clone(),
                 wake.clone(),
+                cancel.child_token(),
+            ));
+        }
+        if let Some((api, declared, secret)) = payroc_subscription(config)? {
+            tracker.spawn(payroc_subscription_loop(
+                api,
+                declared,
+                secret,
+                store.clone(),
                 cancel.child_token(),
             ));
         }

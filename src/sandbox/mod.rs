@@ -3,6 +3,7 @@
 //! and by the tests.
 
 pub mod lotuspay;
+pub mod payroc;
 pub mod paystar;
 pub mod smarterpay;
 
@@ -17,6 +18,7 @@ pub use paystar::PaystarSim;
 pub struct Sandbox {
     pub paystar: PaystarSim,
     pub lotuspay: lotuspay::LotusPaySim,
+    pub payroc: payroc::PayrocSim,
 }
 
 /// A running sandbox.
@@ -28,6 +30,14 @@ pub struct RunningSandbox {
 }
 
 impl RunningSandbox {
+    /// The Payroc identity URL and API base URL of this sandbox.
+    pub fn payroc_urls(&self) -> (String, String) {
+        (
+            format!("http://{}/authorize", self.addr),
+            format!("http://{}/v1", self.addr),
+        )
+    }
+
     /// The LotusPay API base URL of this sandbox.
     pub fn lotuspay_base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
@@ -54,6 +64,7 @@ impl Sandbox {
             .router()
             .merge(self.lotuspay.router())
             .merge(smarterpay::router())
+            .merge(self.payroc.router())
     }
 
     /// Serves on `listener` until `stop`.

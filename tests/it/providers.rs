@@ -585,3 +585,125 @@ async fn payroc_notifications_need_the_secret_and_are_recorded_once() {
         Some(Some(0))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_payroc_subscription_is_created_once_kept_in_line_and_re_enabled() {
+    use paystar_sync::config::{PayrocSubscription, Secret};
+    use paystar_sync::providers::payroc::{PayrocApi, SubscriptionAction};
+    let sandbox = paystar_sync::sandbox::Sandbox::new()
+        .start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let sim = &sandbox.sandbox.payroc;
+    let (identity, api_url) = sandbox.payroc_urls();
+    let api = PayrocApi::new(&identity, &api_url, Secret::new("pr_api_key")).unwrap();
+    let store =
+        paystar_sync::store::SharedStore::new(paystar_sync::store::Store::in_memory().unwrap());
+    let mut declared = PayrocSubscription {
+        event_types: vec!["processingAccount.status.changed".into()],
+        uri: "https://sync.example.com/webhooks/payroc".into(),
+        support_email: "ops@example.com".into(),
+    };
+    let secret = Secret::new("pr_whsec_0c5d");
+    let id = match api.reconcile(&store, &declared, &secret).await.unwrap() {
+        SubscriptionAction::Created(id) => id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        api.reconcile(&store, &declared, &secret).await.unwrap(),
+        SubscriptionAction::Unchanged(id)
+    );
+    assert_eq!(sim.subscriptions().len(), 1);
+    assert_eq!(sim.authorize_calls(), 1, "the token is cached");
+    // Payroc suspends it: it is re-enabled.
+    sim.set_status(id, "suspended", false);
+    assert_eq!(
+        api.reconcile(&store, &declared, &secret).await.unwrap(),
+        SubscriptionAction::Reenabled(id)
+    );
+    assert_eq!(sim.subscriptions()[0]["enabled"], true);
+    // The declared event types change: the subscription is updated, not duplicated.
+    declared
+        .event_types
+        .push("processingAccount.funding.status.changed".into());
+    assert_eq!(
+        api.reconcile(&store, &declared, &secret).await.unwrap(),
+        SubscriptionAction::Updated(id)
+    );
+    assert_eq!(sim.subscriptions().len(), 1);
+    // The token expires early: one 401, one new token, and the call goes through.
+    sim.expire_tokens();
+    assert_eq!(
+        api.reconcile(&store, &declared, &secret).await.unwrap(),
+        SubscriptionAction::Unchanged(id)
+    );
+    assert_eq!(sim.authorize_calls(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_creates_the_payroc_subscription_once_across_restarts_and_receives_its_events() {
+    let sandbox = paystar_sync::sandbox::Sandbox::new()
+        .start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let (identity, api_url) = sandbox.payroc_urls();
+    // The webhook URI must be known before the daemon picks its port: use a fixed free one.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "{}providers:\n  payroc:\n    identity_url: {identity}\n    api_url: {api_url}\n    api_key_env: PAYROC_API_KEY\n    webhook_secret_env: PAYROC_WEBHOOK_SECRET\n    subscription:\n      event_types: [processingAccount.status.changed]\n      uri: http://127.0.0.1:{port}/webhooks/payroc\n      support_email: ops@example.com\n",
+        daemon_config(&sandbox.paystar_endpoint(), "").replace(
+            "listen: \"127.0.0.1:0\"",
+            &format!("listen: \"127.0.0.1:{port}\"")
+        )
+    );
+    let p = Project::with_config(&config);
+    let env = [
+        ("PAYROC_API_KEY", "pr_api_key"),
+        ("PAYROC_WEBHOOK_SECRET", "pr_whsec_0c5d"),
+    ];
+    for _ in 0..2 {
+        let mut daemon = p.start_daemon_with_env(&env).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !daemon.log_text().contains("event subscription reconciled")
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            daemon.log_text().contains("event subscription reconciled"),
+            "{}",
+            daemon.log_text()
+        );
+        daemon.signal("TERM");
+        assert_eq!(
+            daemon.wait_exit(Duration::from_secs(20)).await,
+            Some(Some(0))
+        );
+    }
+    assert_eq!(
+        sandbox.sandbox.payroc.subscriptions().len(),
+        1,
+        "created once across restarts"
+    );
+    let mut daemon = p.start_daemon_with_env(&env).await;
+    let delivered = reqwest::Client::new()
+        .post(format!("http://{}/_sandbox/payroc/deliver", sandbox.addr))
+        .header("content-type", "application/json")
+        .body(json!({ "type": "processingAccount.status.changed", "data": { "processingAccountId": "38765", "status": "terminated" } }).to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(delivered, r#"{"statuses":[200]}"#, "{}", daemon.log_text());
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(20)).await,
+        Some(Some(0))
+    );
+}
