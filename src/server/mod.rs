@@ -145,6 +145,65 @@ async fn health(State(state): State<ServerState>) -> Response {
     }
 }
 
+/// A request header by lower-case name, as text.
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Records webhook events in the ledger and answers: 200 only once they are
+/// durably stored (the providers retry anything else), waking delivery when a
+/// new stop signal arrived.
+async fn record(
+    state: &ServerState,
+    provider: &'static str,
+    events: Vec<crate::store::ProviderEventWrite>,
+) -> Response {
+    let stops: Vec<bool> = events
+        .iter()
+        .map(|e| e.outcome == crate::store::EventOutcome::Stop)
+        .collect();
+    match state
+        .store
+        .call(move |s| s.record_provider_events(&events, now_ms()))
+        .await
+    {
+        Ok(fresh) => {
+            state.webhooks.count(provider, "recorded");
+            if fresh.iter().zip(&stops).any(|(new, stop)| *new && *stop) {
+                state.wake.notify_one();
+            }
+            (StatusCode::OK, "ok\n").into_response()
+        }
+        Err(err) => {
+            state.webhooks.count(provider, "not_recorded");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not recorded: {err}\n"),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Refuses a body whose Content-Type is not one of `accepted`.
+fn wrong_content_type(
+    state: &ServerState,
+    provider: &'static str,
+    headers: &HeaderMap,
+    accepted: &[&str],
+) -> Option<Response> {
+    let content_type = header_text(headers, "content-type").unwrap_or_default();
+    if accepted.iter().any(|a| content_type.starts_with(a)) {
+        return None;
+    }
+    state.webhooks.count(provider, "malformed");
+    let message = format!("Content-Type must be {}\n", accepted.join(" or "));
+    Some((StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response())
+}
+
 async fn payroc(
     State(state): State<ServerState>,
     headers: HeaderMap,
@@ -158,27 +217,15 @@ async fn payroc(
         )
             .into_response();
     };
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !(content_type.starts_with("application/json")
-        || content_type.starts_with("application/cloudevents+json"))
-    {
-        state.webhooks.count(PROVIDER, "malformed");
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Type must be application/json or application/cloudevents+json\n",
-        )
-            .into_response();
+    if let Some(refused) = wrong_content_type(
+        &state,
+        PROVIDER,
+        &headers,
+        &["application/json", "application/cloudevents+json"],
+    ) {
+        return refused;
     }
-    let lookup = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    match receiver.receive(&lookup, &body) {
+    match receiver.receive(&|name| header_text(&headers, name), &body) {
         Verdict::Unauthorised => {
             state.webhooks.count(PROVIDER, "unauthorised");
             (StatusCode::UNAUTHORIZED, "wrong or missing Payroc-Secret\n").into_response()
@@ -187,24 +234,7 @@ async fn payroc(
             state.webhooks.count(PROVIDER, "malformed");
             (StatusCode::BAD_REQUEST, format!("{reason}\n")).into_response()
         }
-        Verdict::Record(event) => {
-            let recorded = state
-                .store
-                .call(move |s| s.record_provider_events(&[*event], now_ms()))
-                .await;
-            match recorded {
-                Ok(_) => {
-                    state.webhooks.count(PROVIDER, "recorded");
-                    (StatusCode::OK, "ok\n").into_response()
-                }
-                // Not recorded: Payroc retries anything but a 200.
-                Err(err) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("not recorded: {err}\n"),
-                )
-                    .into_response(),
-            }
-        }
+        Verdict::Record(event) => record(&state, PROVIDER, vec![*event]).await,
     }
 }
 
@@ -221,40 +251,23 @@ async fn smarterpay(
         )
             .into_response();
     };
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type.starts_with("application/json") {
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Type must be application/json\n",
-        )
-            .into_response();
+    if let Some(refused) = wrong_content_type(&state, PROVIDER, &headers, &["application/json"]) {
+        return refused;
     }
-    let lookup = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let verdict = receiver.receive(&lookup, &body);
-    let outcome = match &verdict {
-        Verdict::Unauthorised => "unauthorised",
-        Verdict::Malformed(_) => "malformed",
-        Verdict::Unknown => "unknown_kind",
-        Verdict::Record { .. } => "recorded",
-    };
-    state.webhooks.count(PROVIDER, outcome);
-    match verdict {
+    match receiver.receive(&|name| header_text(&headers, name), &body) {
         Verdict::Unauthorised => {
+            state.webhooks.count(PROVIDER, "unauthorised");
             let status = StatusCode::from_u16(498).expect("498 is a valid status");
             (status, "Token Invalid\n").into_response()
         }
         Verdict::Malformed(reason) => {
+            state.webhooks.count(PROVIDER, "malformed");
             (StatusCode::BAD_REQUEST, format!("{reason}\n")).into_response()
         }
-        Verdict::Unknown => StatusCode::NO_CONTENT.into_response(),
+        Verdict::Unknown => {
+            state.webhooks.count(PROVIDER, "unknown_kind");
+            StatusCode::NO_CONTENT.into_response()
+        }
         Verdict::Record {
             mut events,
             idempotency,
@@ -271,28 +284,7 @@ async fn smarterpay(
                     raw: String::new(),
                 });
             }
-            let stops: Vec<bool> = events
-                .iter()
-                .map(|e| e.outcome == crate::store::EventOutcome::Stop)
-                .collect();
-            let recorded = state
-                .store
-                .call(move |s| s.record_provider_events(&events, now_ms()))
-                .await;
-            match recorded {
-                Ok(fresh) => {
-                    if fresh.iter().zip(&stops).any(|(new, stop)| *new && *stop) {
-                        state.wake.notify_one();
-                    }
-                    (StatusCode::OK, "ok\n").into_response()
-                }
-                // Not recorded: SmarterPay retries a non-2xx answer.
-                Err(err) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("not recorded: {err}\n"),
-                )
-                    .into_response(),
-            }
+            record(&state, PROVIDER, events).await
         }
     }
 }

@@ -401,7 +401,8 @@ async fn smarterpay_webhooks_are_authenticated_deduplicated_and_an_inactive_acco
         "paystar_sync_webhooks_total{provider=\"smarterpay\",outcome=\"unauthorised\"} 1",
         "paystar_sync_webhooks_total{provider=\"smarterpay\",outcome=\"recorded\"} 4",
         "paystar_sync_webhooks_total{provider=\"smarterpay\",outcome=\"unknown_kind\"} 1",
-        "paystar_sync_webhooks_total{provider=\"smarterpay\",outcome=\"malformed\"} 1",
+        // The unparsable body and the wrong content type.
+        "paystar_sync_webhooks_total{provider=\"smarterpay\",outcome=\"malformed\"} 2",
     ] {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }
