@@ -1,8 +1,8 @@
 //! SPEC §9: the daemon, as a real process, watching a real folder, stopped by
 //! real signals, and killed with SIGKILL mid-delivery.
 
-use crate::support::{Daemon, Project, daemon_config};
-use paystar_sync::sandbox::{RunningSandbox, Sandbox};
+use crate::support::{Project, daemon_config};
+use paystar_sync::sandbox::RunningSandbox;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -14,10 +14,7 @@ fn csv(rows: &[&str]) -> String {
 }
 
 async fn setup(extra_manifests: &str) -> (Project, RunningSandbox) {
-    let sandbox = Sandbox::new()
-        .start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
+    let sandbox = crate::support::start_sandbox().await;
     let p = Project::with_config(&daemon_config(&sandbox.paystar_endpoint(), extra_manifests));
     (p, sandbox)
 }
@@ -39,12 +36,6 @@ fn accounts(sandbox: &RunningSandbox) -> Vec<String> {
         .collect()
 }
 
-async fn stop(mut daemon: Daemon) {
-    daemon.signal("TERM");
-    let code = daemon.wait_exit(WAIT).await;
-    assert_eq!(code, Some(Some(0)), "{}", daemon.log_text());
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_daemon_says_ready_after_its_startup_scan_and_delivers_it() {
     let (p, sandbox) = setup("").await;
@@ -55,7 +46,7 @@ async fn the_daemon_says_ready_after_its_startup_scan_and_delivers_it() {
         accounts(&sandbox),
         ["ManageCustomer 1", "UnenrollAutopay 1"]
     );
-    stop(daemon).await;
+    daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -77,7 +68,7 @@ async fn an_atomic_save_by_rename_is_picked_up() {
         accepted[1].payload_json()["originalEmailAddress"],
         "ada@example.com"
     );
-    stop(daemon).await;
+    daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -98,7 +89,7 @@ async fn swap_files_and_partial_downloads_are_never_read() {
         "{}",
         daemon.log_text()
     );
-    stop(daemon).await;
+    daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -126,7 +117,7 @@ async fn a_file_still_being_written_is_not_read_half_way() {
         !daemon.log_text().contains("slow.csv:2"),
         "the partial row must never be reported as an error"
     );
-    stop(daemon).await;
+    daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -139,7 +130,7 @@ async fn a_deleted_file_unenrolls_its_customers_when_on_removal_says_so() {
     p.remove("b.csv");
     sandbox.sandbox.paystar.wait_for(3, WAIT).await;
     assert_eq!(accounts(&sandbox)[2], "UnenrollAutopay 2");
-    stop(daemon).await;
+    daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -184,7 +175,7 @@ async fn a_symlink_swapped_root_is_followed_like_git_sync_does() {
     .unwrap();
     sandbox.sandbox.paystar.wait_for(3, WAIT).await;
     assert_eq!(accounts(&sandbox).len(), 3, "{}", daemon.log_text());
-    stop(daemon).await;
+    daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -221,7 +212,7 @@ async fn sighup_with_a_broken_config_keeps_the_old_one_running() {
         daemon.log_text()
     );
     assert!(daemon.log_text().contains("bogus_section: unknown key"));
-    stop(daemon).await;
+    daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -256,7 +247,7 @@ async fn sighup_with_a_valid_config_applies_it() {
         "{}",
         daemon.log_text()
     );
-    stop(daemon).await;
+    daemon.stop().await;
 }
 
 /// Kills the daemon with SIGKILL while requests are in flight, restarts it, and
@@ -266,10 +257,7 @@ async fn sighup_with_a_valid_config_applies_it() {
 async fn a_daemon_killed_mid_delivery_loses_nothing_and_resends_only_the_unacknowledged() {
     const CUSTOMERS: usize = 40;
     const CONCURRENCY: usize = 4;
-    let sandbox = Sandbox::new()
-        .start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
+    let sandbox = crate::support::start_sandbox().await;
     let config = daemon_config(&sandbox.paystar_endpoint(), "").replace(
         "  timeout: 2s\n",
         &format!("  timeout: 2s\n  concurrency: {CONCURRENCY}\n"),
@@ -332,7 +320,7 @@ async fn a_daemon_killed_mid_delivery_loses_nothing_and_resends_only_the_unackno
         repeats <= CONCURRENCY,
         "{repeats} customers were sent twice"
     );
-    stop(second).await;
+    second.stop().await;
     let counts = p.store().counts().unwrap();
     assert_eq!(
         (
@@ -353,7 +341,7 @@ async fn the_daemon_pings_the_systemd_watchdog_at_half_its_interval() {
         .await;
     let ping = daemon.next_notify(Duration::from_secs(5)).await;
     assert_eq!(ping.as_deref(), Some("WATCHDOG=1"));
-    stop(daemon).await;
+    daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -419,7 +407,7 @@ async fn health_and_metrics_answer_over_http() {
         .await
         .unwrap();
     assert_eq!(unknown.status(), 405);
-    stop(daemon).await;
+    daemon.stop().await;
 }
 
 /// The README's quickstart: the daemon on `examples/` against the in-process
@@ -496,5 +484,5 @@ async fn the_quickstart_turns_a_lotuspay_cancellation_into_an_unenroll() {
         last["payload"],
         r#"{"accountNumber":"12345","subAccountNumber":""}"#
     );
-    stop(daemon).await;
+    daemon.stop().await;
 }

@@ -240,10 +240,7 @@ async fn a_wrong_secret_key_is_reported_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_daemon_polls_on_its_cron_schedule_and_sends_the_unenroll() {
-    let sandbox = paystar_sync::sandbox::Sandbox::new()
-        .start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
+    let sandbox = crate::support::start_sandbox().await;
     let config = format!(
         "{}providers:\n  lotuspay:\n    base_url: {}\n    secret_key_env: LOTUSPAY_SECRET_KEY\n    schedule: \"* * * * * *\"\n",
         daemon_config(&sandbox.paystar_endpoint(), ""),
@@ -254,7 +251,7 @@ async fn the_daemon_polls_on_its_cron_schedule_and_sends_the_unenroll() {
         "c.csv",
         format!("{HEADER}12345,Ada,Lovelace,ada@example.com,\n"),
     );
-    let mut daemon = p.start_daemon().await;
+    let daemon = p.start_daemon().await;
     sandbox
         .sandbox
         .paystar
@@ -271,20 +268,13 @@ async fn the_daemon_polls_on_its_cron_schedule_and_sends_the_unenroll() {
         .await;
     assert_eq!(accepted.len(), 2, "{}", daemon.log_text());
     assert_eq!(accepted[1].event_type, "Accounts.UnenrollAutopay");
-    daemon.signal("TERM");
-    assert_eq!(
-        daemon.wait_exit(Duration::from_secs(20)).await,
-        Some(Some(0))
-    );
+    daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn smarterpay_webhooks_are_authenticated_deduplicated_and_an_inactive_account_is_unenrolled_once()
  {
-    let sandbox = paystar_sync::sandbox::Sandbox::new()
-        .start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
+    let sandbox = crate::support::start_sandbox().await;
     let config = format!(
         "{}providers:\n  smarterpay:\n    auth: {{ basic_user_env: SP_USER, basic_password_env: SP_PASSWORD }}\n",
         daemon_config(&sandbox.paystar_endpoint(), "")
@@ -414,20 +404,12 @@ async fn smarterpay_webhooks_are_authenticated_deduplicated_and_an_inactive_acco
         .unwrap();
     assert_eq!(health.status(), 200);
     assert_eq!(sandbox.sandbox.paystar.accepted().len(), 4);
-    let mut daemon = daemon;
-    daemon.signal("TERM");
-    assert_eq!(
-        daemon.wait_exit(Duration::from_secs(20)).await,
-        Some(Some(0))
-    );
+    daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_smarterpay_simulator_posts_signed_v2_webhooks_to_the_daemon() {
-    let sandbox = paystar_sync::sandbox::Sandbox::new()
-        .start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
+    let sandbox = crate::support::start_sandbox().await;
     let config = format!(
         "{}providers:\n  smarterpay:\n    auth: {{ signature_secret_env: SP_SIGNING_SECRET, signature_header: X-SP-Signature }}\n    account_field: custom_reference\n",
         daemon_config(&sandbox.paystar_endpoint(), "")
@@ -487,20 +469,12 @@ async fn the_smarterpay_simulator_posts_signed_v2_webhooks_to_the_daemon() {
         daemon.log_text()
     );
     assert_eq!(accepted[1].payload_json()["accountNumber"], "RUN33");
-    let mut daemon = daemon;
-    daemon.signal("TERM");
-    assert_eq!(
-        daemon.wait_exit(Duration::from_secs(20)).await,
-        Some(Some(0))
-    );
+    daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn payroc_notifications_need_the_secret_and_are_recorded_once() {
-    let sandbox = paystar_sync::sandbox::Sandbox::new()
-        .start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
+    let sandbox = crate::support::start_sandbox().await;
     let config = format!(
         "{}providers:\n  payroc:\n    webhook_secret_env: PAYROC_WEBHOOK_SECRET\n",
         daemon_config(&sandbox.paystar_endpoint(), "")
@@ -579,22 +553,14 @@ async fn payroc_notifications_need_the_secret_and_are_recorded_once() {
         sandbox.sandbox.paystar.accepted().is_empty(),
         "merchant-level events send nothing to Paystar"
     );
-    let mut daemon = daemon;
-    daemon.signal("TERM");
-    assert_eq!(
-        daemon.wait_exit(Duration::from_secs(20)).await,
-        Some(Some(0))
-    );
+    daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_payroc_subscription_is_created_once_kept_in_line_and_re_enabled() {
     use paystar_sync::config::{PayrocSubscription, Secret};
     use paystar_sync::providers::payroc::{PayrocApi, SubscriptionAction};
-    let sandbox = paystar_sync::sandbox::Sandbox::new()
-        .start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
+    let sandbox = crate::support::start_sandbox().await;
     let sim = &sandbox.sandbox.payroc;
     let (identity, api_url) = sandbox.payroc_urls();
     let api = PayrocApi::new(&identity, &api_url, Secret::new("pr_api_key")).unwrap();
@@ -643,10 +609,7 @@ async fn the_payroc_subscription_is_created_once_kept_in_line_and_re_enabled() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_daemon_creates_the_payroc_subscription_once_across_restarts_and_receives_its_events() {
-    let sandbox = paystar_sync::sandbox::Sandbox::new()
-        .start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
+    let sandbox = crate::support::start_sandbox().await;
     let (identity, api_url) = sandbox.payroc_urls();
     // The webhook URI must be known before the daemon picks its port: use a fixed free one.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -690,7 +653,7 @@ async fn the_daemon_creates_the_payroc_subscription_once_across_restarts_and_rec
         1,
         "created once across restarts"
     );
-    let mut daemon = p.start_daemon_with_env(&env).await;
+    let daemon = p.start_daemon_with_env(&env).await;
     let delivered = reqwest::Client::new()
         .post(format!("http://{}/_sandbox/payroc/deliver", sandbox.addr))
         .header("content-type", "application/json")
@@ -702,9 +665,5 @@ async fn the_daemon_creates_the_payroc_subscription_once_across_restarts_and_rec
         .await
         .unwrap();
     assert_eq!(delivered, r#"{"statuses":[200]}"#, "{}", daemon.log_text());
-    daemon.signal("TERM");
-    assert_eq!(
-        daemon.wait_exit(Duration::from_secs(20)).await,
-        Some(Some(0))
-    );
+    daemon.stop().await;
 }

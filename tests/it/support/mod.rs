@@ -226,13 +226,18 @@ impl Project {
 pub const TEST_API_KEY: &str = "test-key-9f3a1c";
 pub const TEST_LOTUSPAY_SECRET: &str = "sk_test_lotus_51c0";
 
+/// The simulators, served on a free loopback port in the test process.
+pub async fn start_sandbox() -> RunningSandbox {
+    Sandbox::new()
+        .start(([127, 0, 0, 1], 0).into())
+        .await
+        .expect("start sandbox")
+}
+
 /// A project whose config points at a sandbox running in the test process, with
 /// fast retries.
 pub async fn with_sandbox(extra_paystar: &str) -> (Project, RunningSandbox) {
-    let sandbox = Sandbox::new()
-        .start(([127, 0, 0, 1], 0).into())
-        .await
-        .expect("start sandbox");
+    let sandbox = start_sandbox().await;
     let config = format!(
         "state:\n  path: state/paystar-sync.db\nmanifests:\n  dir: manifests\npaystar:\n  endpoint: {}\n  api_key_env: PAYSTAR_API_KEY\n  default_business_unit: water-bill-pay\n  retry: {{ schedule: [50ms, 50ms, 50ms] }}\n  timeout: 2s\n{extra_paystar}safety: {{ max_unenrolls: 100000, max_unenroll_percent: 100 }}\n",
         sandbox.paystar_endpoint()
@@ -339,6 +344,13 @@ impl Daemon {
             .ok()?
             .ok()?;
         Some(status.code())
+    }
+
+    /// SIGTERM, then expects a prompt exit 0.
+    pub async fn stop(mut self) {
+        self.signal("TERM");
+        let code = self.wait_exit(std::time::Duration::from_secs(20)).await;
+        assert_eq!(code, Some(Some(0)), "{}", self.log_text());
     }
 
     pub fn log_text(&self) -> String {
