@@ -18,7 +18,7 @@ mod common;
 use common::{Layout, commit_and_acknowledge, now_ms, write_corpus};
 use paystar_sync::config::{Config, Secret};
 use paystar_sync::deliver::{PaystarClient, Until, Worker, WorkerSettings};
-use paystar_sync::reconcile::RemovalPolicy;
+use paystar_sync::reconcile::Policy;
 use paystar_sync::sandbox::Sandbox;
 use paystar_sync::scan::{ScanSettings, scan};
 use paystar_sync::store::{SharedStore, Store};
@@ -80,7 +80,7 @@ async fn throughput(data: &Path) {
             WorkerSettings {
                 concurrency,
                 schedule: vec![Duration::from_millis(10); 5],
-                on_removal: RemovalPolicy::Ignore,
+                policy: Policy::DEFAULT,
                 grace: Duration::from_secs(10),
             },
         );

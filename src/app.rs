@@ -284,7 +284,7 @@ pub fn worker_settings(config: &Config) -> WorkerSettings {
     WorkerSettings {
         concurrency: config.paystar.concurrency,
         schedule: config.paystar.retry_schedule.clone(),
-        on_removal: config.manifests.on_removal,
+        policy: config.policy(),
         grace: Duration::from_secs(10),
     }
 }

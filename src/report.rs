@@ -399,6 +399,9 @@ pub fn history_text(
         }
         writeln!(out, "{head}")?;
         let p = &l["provenance"];
+        if let (Some(provider), Some(event)) = (p["provider"].as_str(), p["eventId"].as_str()) {
+            writeln!(out, "      from {provider} event {event}")?;
+        }
         if let Some(file) = p["file"].as_str() {
             let mut from = format!("      from {file}");
             if let Some(line) = p["line"].as_u64() {

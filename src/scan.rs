@@ -14,8 +14,8 @@ use crate::manifest::{
     parse_file,
 };
 use crate::reconcile::{
-    Acked, Desired, GuardTrip, KeyPlan, RemovalPolicy, UnenrollCause, UnenrollLimits, diff,
-    mass_unenroll, with_stop,
+    Acked, Desired, GuardTrip, KeyPlan, Policy, RemovalPolicy, UnenrollCause, UnenrollLimits, diff,
+    mass_unenroll, plan_key,
 };
 use crate::store::{
     DesiredWrite, FileEntry, FileWrite, HoldWrite, KeyState, QueueRecord, QueueWrite, SqlError,
@@ -33,7 +33,7 @@ const RACY_MS: i64 = 2_000;
 pub struct ScanSettings<'a> {
     pub dir: &'a Path,
     pub parse: &'a ParseOptions,
-    pub on_removal: RemovalPolicy,
+    pub policy: Policy,
     pub now_ms: i64,
     /// A file modified less than this long ago may still be being written: it is
     /// left for a later scan (the daemon rescans once it settles). 0 reads everything.
@@ -55,7 +55,7 @@ impl<'a> ScanSettings<'a> {
         Self {
             dir: &config.manifests.dir,
             parse,
-            on_removal: config.manifests.on_removal,
+            policy: config.policy(),
             now_ms,
             settle_ms: 0,
             busy: &[],
@@ -201,7 +201,7 @@ pub struct Scan {
     pub errors: Vec<ManifestError>,
     pub warnings: Vec<String>,
     pub stats: ScanStats,
-    on_removal: RemovalPolicy,
+    policy: Policy,
     now_ms: i64,
 }
 
@@ -439,7 +439,7 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
         errors,
         warnings,
         stats,
-        on_removal: settings.on_removal,
+        policy: settings.policy,
         now_ms: settings.now_ms,
     })
 }
@@ -455,7 +455,7 @@ fn guard(
     rows: &[ManifestRow],
     files: &[ScannedFile],
 ) -> Result<(Vec<bool>, Vec<(usize, Option<String>)>, Option<GuardTrip>), SqlError> {
-    let policy = settings.on_removal;
+    let policy = settings.policy;
     let mut held = vec![false; touched.len()];
     let mut writes = Vec::new();
     let mut candidates = Vec::new();
@@ -473,7 +473,7 @@ fn guard(
             TouchedKey::Gone(..) if live_before => removed += 1,
             _ => {}
         }
-        let wants = diff(desired_of(t, rows), acked_of(&states[i]), policy)
+        let wants = diff(desired_of(t, rows), acked_of(&states[i]), policy.on_removal)
             .unenroll
             .is_some();
         let was_held = state.is_some_and(|s| s.held.is_some());
@@ -691,15 +691,13 @@ impl Scan {
     /// The events a touched key needs, and whether its unenroll is held.
     fn touched_plan(&self, i: usize) -> KeyPlan<'_> {
         let acked = acked_of(&self.states[i]);
-        let stopped = self.states[i].as_ref().is_some_and(|s| s.stop.is_some());
-        with_stop(
-            diff(
-                desired_of(&self.touched[i], &self.rows),
-                acked,
-                self.on_removal,
-            ),
-            stopped,
+        let state = self.states[i].as_deref();
+        plan_key(
+            Some(desired_of(&self.touched[i], &self.rows)),
+            state.and_then(KeyState::provider_view),
             acked,
+            state.is_some_and(|s| s.stop.is_some()),
+            self.policy,
         )
     }
 
@@ -734,7 +732,7 @@ impl Scan {
     }
 
     pub fn on_removal(&self) -> RemovalPolicy {
-        self.on_removal
+        self.policy.on_removal
     }
 
     /// Keys that left every manifest in this scan.
@@ -784,7 +782,7 @@ impl Scan {
             if emit_until(Some(key), &mut f) {
                 return; // this scan changes the key: its new plan replaces the queued one
             }
-            let plan = state.plan(self.on_removal);
+            let plan = state.plan(self.policy);
             if !plan.is_empty() {
                 f(&PlannedChange {
                     key,

@@ -31,7 +31,7 @@ pub struct ConfigError {
     pub problems: Vec<String>,
 }
 
-pub use crate::reconcile::RemovalPolicy;
+pub use crate::reconcile::{FieldPrecedence, Policy, RemovalPolicy};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
@@ -150,18 +150,12 @@ pub enum SmarterPayAuth {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SmarterPayPrecedence {
-    Manifests,
-    OverManifests,
-}
-
 #[derive(Clone, Debug)]
 pub struct SmarterPayConfig {
     pub auth: Option<SmarterPayAuth>,
     pub business_unit: Option<String>,
     pub account_field: String,
-    pub precedence: SmarterPayPrecedence,
+    pub precedence: FieldPrecedence,
 }
 
 pub const DEFAULT_RETRY_SCHEDULE: [u64; 10] =
@@ -171,6 +165,18 @@ pub const DEFAULT_STOP_CODES: [&str; 14] = [
 ];
 
 impl Config {
+    /// The rules every plan computation follows.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            on_removal: self.manifests.on_removal,
+            precedence: self
+                .providers
+                .smarterpay
+                .as_ref()
+                .map_or(FieldPrecedence::Manifests, |s| s.precedence),
+        }
+    }
+
     /// Reads and checks a config file; relative paths are relative to its directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
@@ -584,8 +590,8 @@ fn providers(w: &mut Walker, root: &walk::Section<'_>) -> ProvidersConfig {
             .choice(&sp, "precedence", &["manifests", "over_manifests"])
             .as_deref()
         {
-            Some("over_manifests") => SmarterPayPrecedence::OverManifests,
-            _ => SmarterPayPrecedence::Manifests,
+            Some("over_manifests") => FieldPrecedence::Provider,
+            _ => FieldPrecedence::Manifests,
         };
         out.smarterpay = Some(SmarterPayConfig {
             auth,

@@ -14,7 +14,7 @@ use super::event::PaystarEvent;
 use crate::clock::now_ms;
 use crate::customer::CustomerKey;
 use crate::mask::MaskedAccount;
-use crate::reconcile::{RemovalPolicy, UnenrollCause};
+use crate::reconcile::{FieldSource, Policy, UnenrollCause};
 use crate::store::{HistoryEntry, KeyState, Outcome, OutcomeResult, SharedStore, SqlError};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ const IDLE_POLL: Duration = Duration::from_secs(5);
 pub struct WorkerSettings {
     pub concurrency: usize,
     pub schedule: Vec<Duration>,
-    pub on_removal: RemovalPolicy,
+    pub policy: Policy,
     /// How long in-flight requests may finish after shutdown is asked for.
     pub grace: Duration,
 }
@@ -114,7 +114,7 @@ impl Worker {
                 in_flight.remove(&outcome.key);
             }
             let busy: Vec<CustomerKey> = in_flight.iter().cloned().collect();
-            let policy = self.settings.on_removal;
+            let policy = self.settings.policy;
             let step = self
                 .store
                 .call(move |s| claim_step(s, &outcomes, policy, &busy, free))
@@ -195,7 +195,7 @@ struct Step {
 fn claim_step(
     store: &mut crate::store::Store,
     outcomes: &[Outcome],
-    policy: RemovalPolicy,
+    policy: Policy,
     busy: &[CustomerKey],
     free: usize,
 ) -> Result<Step, SqlError> {
@@ -241,7 +241,7 @@ async fn deliver_key(
     key: CustomerKey,
     state: KeyState,
 ) -> (Outcome, u64) {
-    let plan = state.plan(settings.on_removal);
+    let plan = state.plan(settings.policy);
     let failures = state.queue.as_ref().map_or(0, |q| q.attempts);
     let mut outcome = Outcome {
         key: key.clone(),
@@ -250,7 +250,7 @@ async fn deliver_key(
         result: OutcomeResult::Done,
         history: Vec::new(),
     };
-    let manifest_provenance = provenance(&state);
+    let fields_provenance = provenance(&state, settings.policy);
     let attempt_no = failures + 1;
     let record = |kind: &'static str,
                   event: &PaystarEvent,
@@ -269,7 +269,7 @@ async fn deliver_key(
                     "eventId": stop.event_id,
                     "reason": stop.reason,
                 }),
-                _ => manifest_provenance.clone(),
+                _ => fields_provenance.clone(),
             },
             "request": event.body,
             "response": match attempt {
@@ -355,7 +355,14 @@ async fn deliver_key(
 }
 
 /// Where a key's desired state came from, for its history.
-fn provenance(state: &KeyState) -> serde_json::Value {
+fn provenance(state: &KeyState, policy: Policy) -> serde_json::Value {
+    if let (FieldSource::Provider, Some(p)) = (state.fields_source(policy), &state.provider) {
+        return serde_json::json!({
+            "source": "provider",
+            "provider": p.provider,
+            "eventId": p.event_id,
+        });
+    }
     match &state.desired {
         Some(d) => serde_json::json!({
             "source": "manifest",

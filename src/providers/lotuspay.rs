@@ -204,7 +204,7 @@ impl LotusPay {
             let (outcome, reason, key) = self.classify(&event);
             match outcome {
                 EventOutcome::Stop => report.stops += 1,
-                EventOutcome::Ignored => report.ignored += 1,
+                EventOutcome::Ignored | EventOutcome::Fields => report.ignored += 1,
                 EventOutcome::Unmatched => report.unmatched += 1,
             }
             writes.push(ProviderEventWrite {
@@ -216,6 +216,7 @@ impl LotusPay {
                 reason,
                 key,
                 raw: event.to_string(),
+                fields: None,
             });
         }
         report.new = writes.len() as u64;

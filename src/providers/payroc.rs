@@ -70,6 +70,7 @@ impl PayrocReceiver {
             reason: format!("{kind}: merchant-level, recorded only"),
             key: None,
             raw: String::from_utf8_lossy(body).into_owned(),
+            fields: None,
         }))
     }
 }

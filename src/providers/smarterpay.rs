@@ -2,13 +2,16 @@
 //! v2 (several events plus `idempotency_key`). Authentication is Basic, or an
 //! HMAC-SHA256 of the raw body in a configurable header (hex, optionally
 //! `sha256=`-prefixed: SmarterPay does not publish its signature format); any
-//! failure is answered 498. `customer_account` events with `status: inactive`
-//! are stop signals; unknown kinds are answered 204.
+//! failure is answered 498. `customer_account` events report the customer's
+//! names and `Email` (applied unless a newer event's are stored; an empty or
+//! invalid value is not applied), and `status: inactive` is a stop signal;
+//! unknown kinds are answered 204.
 
 use super::text_at;
 use crate::config::Secret;
-use crate::customer::CustomerKey;
-use crate::store::{EventOutcome, ProviderEventWrite};
+use crate::customer::{CustomerKey, FieldsBuf};
+use crate::manifest::fields::{check_email, check_text};
+use crate::store::{EventOutcome, FieldReport, ProviderEventWrite};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
@@ -115,39 +118,40 @@ impl SmarterPay {
                 return Verdict::Malformed("an event has no id".into());
             };
             let status = event["status"].as_str().unwrap_or("");
-            let account = text_at(event, &self.account_field);
-            let (outcome, reason, key) = match (status, account) {
-                ("inactive", Some(account)) => (
-                    EventOutcome::Stop,
-                    "customer account inactive".to_owned(),
-                    Some(CustomerKey::new(&self.business_unit, &account, "")),
-                ),
-                ("inactive", None) => (
-                    EventOutcome::Unmatched,
-                    format!(
-                        "customer account inactive, but `{}` is empty",
-                        self.account_field
-                    ),
-                    None,
-                ),
-                _ => (
-                    EventOutcome::Ignored,
-                    format!(
-                        "{kind} {status}: recorded only (field updates from SmarterPay are not applied yet)"
-                    ),
-                    None,
-                ),
-            };
-            writes.push(ProviderEventWrite {
+            let mut write = ProviderEventWrite {
                 provider: PROVIDER,
                 event_id: id.to_owned(),
                 channel: "webhook",
                 event_type: kind.to_owned(),
-                outcome,
-                reason,
-                key,
+                outcome: EventOutcome::Unmatched,
+                reason: format!(
+                    "customer account {status}, but `{}` is empty: no customer key",
+                    self.account_field
+                ),
+                key: None,
                 raw: event.to_string(),
-            });
+                fields: None,
+            };
+            if let Some(account) = text_at(event, &self.account_field) {
+                write.key = Some(CustomerKey::new(&self.business_unit, &account, ""));
+                let (report, notes) = field_report(event);
+                let head = if status == "inactive" {
+                    write.outcome = EventOutcome::Stop;
+                    "customer account inactive"
+                } else if report.is_some() {
+                    write.outcome = EventOutcome::Fields;
+                    "customer fields reported"
+                } else {
+                    write.outcome = EventOutcome::Ignored;
+                    "nothing to apply"
+                };
+                write.reason = std::iter::once(head.to_owned())
+                    .chain(notes)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                write.fields = report;
+            }
+            writes.push(write);
         }
         if writes.is_empty() {
             return Verdict::Unknown;
@@ -157,6 +161,61 @@ impl SmarterPay {
             idempotency,
         }
     }
+}
+
+/// The names and `Email` a `customer_account` event reports, with notes on what
+/// is not applied: an empty `Email` (SmarterPay allows it) or an invalid value
+/// leaves that field as it was; an event without a readable `created_at` cannot
+/// be ordered against others, so none of its fields are applied.
+fn field_report(event: &Value) -> (Option<FieldReport>, Vec<String>) {
+    let mut notes = Vec::new();
+    let mut field = |name: &str, check: fn(&str) -> Result<(), String>| {
+        let value = event[name].as_str().map(str::trim).unwrap_or("");
+        if value.is_empty() {
+            notes.push(format!("{name} is empty: not updated"));
+            return String::new();
+        }
+        match check(value) {
+            Ok(()) => value.to_owned(),
+            Err(problem) => {
+                notes.push(format!("{name} {problem}: not updated"));
+                String::new()
+            }
+        }
+    };
+    let fields = FieldsBuf {
+        first_name: field("first_name", check_text),
+        last_name: field("last_name", check_text),
+        email: field("Email", |v| check_text(v).and_then(|()| check_email(v))),
+    };
+    if [&fields.first_name, &fields.last_name, &fields.email]
+        .iter()
+        .all(|f| f.is_empty())
+    {
+        return (None, notes);
+    }
+    match event["created_at"].as_str().and_then(event_time) {
+        Some(created_ms) => (Some(FieldReport { fields, created_ms }), notes),
+        None => {
+            notes.push(format!(
+                "created_at {} is not an ISO 8601 time: fields not applied",
+                event["created_at"]
+            ));
+            (None, notes)
+        }
+    }
+}
+
+/// An ISO 8601 time as unix ms; one without an offset is taken as UTC.
+fn event_time(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(t.timestamp_millis());
+    }
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+        .iter()
+        .find_map(|format| chrono::NaiveDateTime::parse_from_str(text, format).ok())
+        .map(|t| t.and_utc().timestamp_millis())
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
@@ -211,6 +270,83 @@ mod tests {
             signed().receive(&|_| None, body),
             Verdict::Unauthorised
         ));
+    }
+
+    fn basic() -> SmarterPay {
+        SmarterPay {
+            auth: Auth::Basic {
+                user: Secret::new("u"),
+                password: Secret::new("p"),
+            },
+            ..signed()
+        }
+    }
+
+    fn judge(event: Value) -> ProviderEventWrite {
+        let body = json_body(event);
+        let auth = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("u:p")
+        );
+        match basic().receive(&|h| (h == "authorization").then(|| auth.clone()), &body) {
+            Verdict::Record { mut events, .. } => events.remove(0),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn json_body(event: Value) -> Vec<u8> {
+        serde_json::json!({ "events": [event] })
+            .to_string()
+            .into_bytes()
+    }
+
+    #[test]
+    fn names_and_email_are_reported_with_the_event_time_and_an_empty_email_is_left_out() {
+        let write = judge(
+            serde_json::json!({ "id": "EV1", "resource_type": "customer_account", "reference": "C1",
+            "created_at": "2021-07-15T12:48:39.000Z", "first_name": " Lizzy ", "last_name": "Hale", "Email": "", "status": "active" }),
+        );
+        assert_eq!(write.outcome, EventOutcome::Fields);
+        let report = write.fields.unwrap();
+        assert_eq!(report.fields.first_name, "Lizzy");
+        assert_eq!(report.fields.email, "");
+        assert_eq!(report.created_ms, 1_626_353_319_000);
+        assert!(write.reason.contains("Email is empty"), "{}", write.reason);
+    }
+
+    #[test]
+    fn an_invalid_email_or_an_unreadable_time_is_not_applied_and_says_why() {
+        let write = judge(
+            serde_json::json!({ "id": "EV1", "resource_type": "customer_account", "reference": "C1",
+            "created_at": "2021-07-15 12:48:39", "first_name": "Lizzy", "last_name": "Hale", "Email": "not-an-email", "status": "active" }),
+        );
+        assert_eq!(write.fields.unwrap().fields.email, "");
+        assert!(
+            write.reason.contains("Email is not a valid email address"),
+            "{}",
+            write.reason
+        );
+        let write = judge(
+            serde_json::json!({ "id": "EV2", "resource_type": "customer_account", "reference": "C1",
+            "created_at": "yesterday", "first_name": "Lizzy", "last_name": "Hale", "Email": "l@example.com", "status": "inactive" }),
+        );
+        assert_eq!(write.outcome, EventOutcome::Stop);
+        assert_eq!(write.fields, None);
+        assert!(
+            write.reason.contains("not an ISO 8601 time"),
+            "{}",
+            write.reason
+        );
+    }
+
+    #[test]
+    fn an_event_without_a_reference_is_unmatched() {
+        let write = judge(
+            serde_json::json!({ "id": "EV1", "resource_type": "customer_account", "reference": "",
+            "created_at": "2021-07-15T12:48:39.000Z", "first_name": "Lizzy", "last_name": "Hale", "Email": "", "status": "active" }),
+        );
+        assert_eq!(write.outcome, EventOutcome::Unmatched);
+        assert_eq!(write.key, None);
     }
 
     #[test]

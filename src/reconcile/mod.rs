@@ -19,6 +19,32 @@ impl RemovalPolicy {
     }
 }
 
+/// Whose customer fields win when a manifest and a provider both name a key
+/// (`providers.smarterpay.precedence`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldPrecedence {
+    /// `manifests` (the default): a provider's fields count only for keys no
+    /// manifest holds.
+    Manifests,
+    /// `over_manifests`: a provider's fields replace the manifest's.
+    Provider,
+}
+
+/// The configured rules every plan computation follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub on_removal: RemovalPolicy,
+    pub precedence: FieldPrecedence,
+}
+
+impl Policy {
+    /// `on_removal: ignore`, manifests win: the defaults.
+    pub const DEFAULT: Policy = Policy {
+        on_removal: RemovalPolicy::Ignore,
+        precedence: FieldPrecedence::Manifests,
+    };
+}
+
 /// What the manifests want for a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Desired<'a> {
@@ -155,6 +181,87 @@ pub fn diff<'a>(
                 .then_some(UnenrollCause::Removed),
         },
     }
+}
+
+/// Where the desired fields of a key come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldSource {
+    Manifest,
+    Provider,
+}
+
+/// The desired state once a provider's reported fields are taken into account.
+/// `provider` holds the newest fields a provider reported; an empty field was not
+/// reported (SmarterPay's empty `Email`) and changes nothing.
+///
+/// - A key some manifest holds keeps the manifest's fields, unless the policy
+///   puts the provider first; its `autopay` is always the manifest's.
+/// - A key that left every manifest stays removed: the manifests had the last word.
+/// - A key no manifest ever held is live with the provider's fields over what
+///   Paystar acknowledged, once all three fields are known (Paystar needs them).
+pub fn merge_provider<'a>(
+    manifest: Option<Desired<'a>>,
+    provider: Option<Fields<'a>>,
+    acked: Option<Acked<'a>>,
+    precedence: FieldPrecedence,
+) -> (Option<Desired<'a>>, FieldSource) {
+    let Some(reported) = provider else {
+        return (manifest, FieldSource::Manifest);
+    };
+    match manifest {
+        Some(Desired::Live { fields, autopay }) if precedence == FieldPrecedence::Provider => (
+            Some(Desired::Live {
+                fields: overlay(fields, reported),
+                autopay,
+            }),
+            FieldSource::Provider,
+        ),
+        Some(desired) => (Some(desired), FieldSource::Manifest),
+        None => {
+            let base = acked.and_then(|a| a.fields).unwrap_or(Fields {
+                first_name: "",
+                last_name: "",
+                email: "",
+            });
+            let fields = overlay(base, reported);
+            let complete = [fields.first_name, fields.last_name, fields.email]
+                .iter()
+                .all(|f| !f.is_empty());
+            (
+                complete.then_some(Desired::Live {
+                    fields,
+                    autopay: None,
+                }),
+                FieldSource::Provider,
+            )
+        }
+    }
+}
+
+fn overlay<'a>(base: Fields<'a>, reported: Fields<'a>) -> Fields<'a> {
+    let pick = |new: &'a str, old: &'a str| if new.is_empty() { old } else { new };
+    Fields {
+        first_name: pick(reported.first_name, base.first_name),
+        last_name: pick(reported.last_name, base.last_name),
+        email: pick(reported.email, base.email),
+    }
+}
+
+/// Everything one key needs: the manifests' desired state merged with a
+/// provider's fields, diffed against what Paystar acknowledged, plus a
+/// provider's stop.
+pub fn plan_key<'a>(
+    manifest: Option<Desired<'a>>,
+    provider: Option<Fields<'a>>,
+    acked: Option<Acked<'a>>,
+    stopped: bool,
+    policy: Policy,
+) -> KeyPlan<'a> {
+    let plan = match merge_provider(manifest, provider, acked, policy.precedence).0 {
+        Some(desired) => diff(desired, acked, policy.on_removal),
+        None => KeyPlan::default(),
+    };
+    with_stop(plan, stopped, acked)
 }
 
 /// Adds a provider's stop signal to a key's plan. A stop is sticky: whatever the
@@ -438,6 +545,106 @@ mod tests {
         assert!(done.is_empty());
         let unknown = with_stop(KeyPlan::default(), true, None);
         assert_eq!(unknown.unenroll, Some(UnenrollCause::Provider));
+    }
+
+    const LIZZY: Fields<'static> = Fields {
+        first_name: "Lizzy",
+        last_name: "Hale",
+        email: "lhale@example.com",
+    };
+
+    const MANIFESTS_WIN: Policy = Policy::DEFAULT;
+    const PROVIDER_WINS: Policy = Policy {
+        on_removal: RemovalPolicy::Ignore,
+        precedence: FieldPrecedence::Provider,
+    };
+
+    #[test]
+    fn manifests_win_over_provider_fields_unless_the_policy_says_otherwise() {
+        let acked_john = acked(Some(JOHN), false);
+        let plan = plan_key(
+            Some(live(JOHN, None)),
+            Some(LIZZY),
+            acked_john,
+            false,
+            MANIFESTS_WIN,
+        );
+        assert!(plan.is_empty());
+        let plan = plan_key(
+            Some(live(JOHN, Some(false))),
+            Some(LIZZY),
+            acked_john,
+            false,
+            PROVIDER_WINS,
+        );
+        let manage = plan.manage.unwrap();
+        assert_eq!(manage.fields, LIZZY);
+        assert_eq!(manage.original_email, Some(JOHN.email));
+        // The manifest still decides autopay.
+        assert_eq!(plan.unenroll, Some(UnenrollCause::AutopayFalse));
+    }
+
+    #[test]
+    fn an_empty_provider_field_keeps_the_one_it_would_replace() {
+        let no_email = Fields { email: "", ..LIZZY };
+        let (desired, source) = merge_provider(
+            Some(live(JOHN, None)),
+            Some(no_email),
+            None,
+            FieldPrecedence::Provider,
+        );
+        assert_eq!(source, FieldSource::Provider);
+        assert_eq!(
+            desired,
+            Some(live(
+                Fields {
+                    email: JOHN.email,
+                    ..LIZZY
+                },
+                None
+            ))
+        );
+    }
+
+    #[test]
+    fn a_key_no_manifest_holds_is_managed_from_provider_fields_once_they_are_complete() {
+        let plan = plan_key(None, Some(LIZZY), None, false, MANIFESTS_WIN);
+        assert_eq!(plan.manage.unwrap().change, Change::Create);
+        assert_eq!(plan.unenroll, None);
+        let no_email = Fields { email: "", ..LIZZY };
+        assert!(plan_key(None, Some(no_email), None, false, MANIFESTS_WIN).is_empty());
+        // Paystar's acknowledged email fills the gap.
+        let plan = plan_key(
+            None,
+            Some(no_email),
+            acked(Some(JOHN), false),
+            false,
+            MANIFESTS_WIN,
+        );
+        assert_eq!(
+            plan.manage.unwrap().fields,
+            Fields {
+                email: JOHN.email,
+                ..LIZZY
+            }
+        );
+    }
+
+    #[test]
+    fn a_key_removed_from_the_manifests_is_not_brought_back_by_provider_fields() {
+        let removed = Policy {
+            on_removal: RemovalPolicy::Unenroll,
+            precedence: FieldPrecedence::Provider,
+        };
+        let plan = plan_key(
+            Some(Desired::Removed),
+            Some(LIZZY),
+            acked(Some(JOHN), false),
+            false,
+            removed,
+        );
+        assert_eq!(plan.manage, None);
+        assert_eq!(plan.unenroll, Some(UnenrollCause::Removed));
     }
 
     #[test]

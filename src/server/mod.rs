@@ -282,6 +282,7 @@ async fn smarterpay(
                     reason: "v2 delivery".into(),
                     key: None,
                     raw: String::new(),
+                    fields: None,
                 });
             }
             record(&state, PROVIDER, events).await

@@ -6,7 +6,9 @@ mod schema;
 
 use crate::customer::{CustomerKey, Fields, FieldsBuf, KeyRef};
 use crate::manifest::{ErrorKind, FileStat, ManifestError};
-use crate::reconcile::{Acked, Desired, KeyPlan, RemovalPolicy, UnenrollCause, diff, with_stop};
+use crate::reconcile::{
+    Acked, Desired, FieldSource, KeyPlan, Policy, UnenrollCause, merge_provider, plan_key,
+};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -129,6 +131,18 @@ pub struct KeyState {
     pub held: Option<String>,
     /// A provider's stop signal: sticky, never held.
     pub stop: Option<StopRecord>,
+    /// The newest customer fields a provider reported.
+    pub provider: Option<ProviderFieldsRecord>,
+}
+
+/// Customer fields a provider reported ("" = not reported), and by which event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderFieldsRecord {
+    pub fields: FieldsBuf,
+    pub provider: String,
+    pub event_id: String,
+    /// The event's own time, unix ms.
+    pub created_ms: i64,
 }
 
 /// A provider said a customer's debit authorisation is gone.
@@ -140,8 +154,8 @@ pub struct StopRecord {
 }
 
 impl KeyState {
-    /// The stored desired state as the diff sees it.
-    pub fn desired_view(&self) -> Option<Desired<'_>> {
+    /// What the manifests want, as the diff sees it.
+    pub fn manifest_view(&self) -> Option<Desired<'_>> {
         self.desired.as_ref().map(|d| {
             if d.removed {
                 Desired::Removed
@@ -162,19 +176,37 @@ impl KeyState {
         })
     }
 
+    /// The fields a provider reported, as the merge sees them.
+    pub fn provider_view(&self) -> Option<Fields<'_>> {
+        self.provider.as_ref().map(|p| p.fields.as_ref())
+    }
+
+    /// Whether the desired fields come from a provider's report rather than a manifest.
+    pub fn fields_source(&self, policy: Policy) -> FieldSource {
+        merge_provider(
+            self.manifest_view(),
+            self.provider_view(),
+            self.acked_view(),
+            policy.precedence,
+        )
+        .1
+    }
+
     /// The events this key needs, held unenrolls and provider stops included.
-    pub fn wanted(&self, on_removal: RemovalPolicy) -> KeyPlan<'_> {
-        let plan = match self.desired_view() {
-            Some(desired) => diff(desired, self.acked_view(), on_removal),
-            None => KeyPlan::default(),
-        };
-        with_stop(plan, self.stop.is_some(), self.acked_view())
+    pub fn wanted(&self, policy: Policy) -> KeyPlan<'_> {
+        plan_key(
+            self.manifest_view(),
+            self.provider_view(),
+            self.acked_view(),
+            self.stop.is_some(),
+            policy,
+        )
     }
 
     /// The events to send now: [`KeyState::wanted`] without a held unenroll (a
     /// provider's stop is never held).
-    pub fn plan(&self, on_removal: RemovalPolicy) -> KeyPlan<'_> {
-        let mut plan = self.wanted(on_removal);
+    pub fn plan(&self, policy: Policy) -> KeyPlan<'_> {
+        let mut plan = self.wanted(policy);
         if self.held.is_some() && plan.unenroll != Some(UnenrollCause::Provider) {
             plan.unenroll = None;
         }
@@ -441,6 +473,7 @@ impl Store {
         let mut stop = self.conn.prepare_cached(
             "SELECT provider, event_id, reason FROM stops WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
         )?;
+        let mut provider = self.conn.prepare_cached(SELECT_PROVIDER_FIELDS)?;
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             let p = params![key.business_unit, key.account, key.sub_account];
@@ -450,6 +483,9 @@ impl Store {
                 queue: queue.query_row(p, read_queue).optional()?,
                 held: held.query_row(p, |r| r.get(0)).optional()?,
                 stop: stop.query_row(p, read_stop).optional()?,
+                provider: provider
+                    .query_row(p, |r| read_provider_fields_at(r, 0))
+                    .optional()?,
             };
             out.push((state != KeyState::default()).then(|| Box::new(state)));
         }
@@ -465,13 +501,15 @@ impl Store {
                     a.first_name, a.last_name, a.email, a.unenrolled, a.acked_at,
                     q.state, q.attempts, q.next_attempt_at, q.last_error,
                     d.business_unit IS NOT NULL, a.business_unit IS NOT NULL, h.cause,
-                    s.provider, s.event_id, s.reason
+                    s.provider, s.event_id, s.reason,
+                    pf.first_name, pf.last_name, pf.email, pf.provider, pf.event_id, pf.created_ms
              FROM queue q
              LEFT JOIN desired d USING (business_unit, account, sub_account)
              LEFT JOIN files f ON f.id = d.file_id
              LEFT JOIN acked a USING (business_unit, account, sub_account)
              LEFT JOIN holds h USING (business_unit, account, sub_account)
              LEFT JOIN stops s USING (business_unit, account, sub_account)
+             LEFT JOIN provider_fields pf USING (business_unit, account, sub_account)
              ORDER BY q.business_unit, q.account, q.sub_account",
         )?;
         let mut rows = stmt.query([])?;
@@ -498,6 +536,11 @@ impl Store {
                         reason: r.get(27)?,
                     }),
                     None => None,
+                },
+                provider: if r.get_ref(31)?.data_type() == rusqlite::types::Type::Null {
+                    None
+                } else {
+                    Some(read_provider_fields_at(r, 28)?)
                 },
             };
             let key = KeyRef {
@@ -793,6 +836,7 @@ impl Store {
             let mut stop = tx.prepare_cached(
                 "SELECT provider, event_id, reason FROM stops WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
             )?;
+            let mut provider = tx.prepare_cached(SELECT_PROVIDER_FIELDS)?;
             let mut history = tx.prepare_cached(
                 "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -833,6 +877,9 @@ impl Store {
                             queue: None,
                             held: held.query_row(key, |r| r.get(0)).optional()?,
                             stop: stop.query_row(key, read_stop).optional()?,
+                            provider: provider
+                                .query_row(key, |r| read_provider_fields_at(r, 0))
+                                .optional()?,
                         };
                         if !still_differs(&state) {
                             dequeue.execute(key)?;
@@ -1100,6 +1147,15 @@ impl Store {
             .optional()
     }
 
+    /// One provider's ledger, newest first: event id, outcome and reason.
+    pub fn provider_event_outcomes(&self, provider: &str) -> Result<Vec<(String, String, String)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT event_id, outcome, reason FROM provider_events WHERE provider = ?1 ORDER BY received_at DESC",
+        )?;
+        let rows = stmt.query_map([provider], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect()
+    }
+
     /// Provider events that could not be mapped to a customer, newest first.
     pub fn unmatched_events(&self, limit: usize) -> Result<Vec<(String, String, String, String)>> {
         let mut stmt = self.conn.prepare_cached(
@@ -1199,6 +1255,8 @@ impl Store {
 pub enum EventOutcome {
     /// A stop signal for a known customer: unenroll.
     Stop,
+    /// New customer fields for a known customer.
+    Fields,
     /// Recorded only.
     Ignored,
     /// Could not be mapped to a customer.
@@ -1208,7 +1266,7 @@ pub enum EventOutcome {
 impl EventOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
-            EventOutcome::Stop => "applied",
+            EventOutcome::Stop | EventOutcome::Fields => "applied",
             EventOutcome::Ignored => "ignored",
             EventOutcome::Unmatched => "unmatched",
         }
@@ -1227,6 +1285,16 @@ pub struct ProviderEventWrite {
     pub reason: String,
     pub key: Option<CustomerKey>,
     pub raw: String,
+    /// Customer fields the event reports, applied unless a newer event's are stored.
+    pub fields: Option<FieldReport>,
+}
+
+/// Customer fields an event reports ("" = not reported) and the event's own time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldReport {
+    pub fields: FieldsBuf,
+    /// Unix ms.
+    pub created_ms: i64,
 }
 
 /// How far a poller got.
@@ -1333,28 +1401,94 @@ fn record_events(
         )?;
         let mut history = tx.prepare_cached(
             "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
-             VALUES (?1, ?2, ?3, ?4, 'stop', 'Accounts.UnenrollAutopay', ?5)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        let mut newest = tx.prepare_cached(
+            "SELECT created_ms, event_id FROM provider_fields
+             WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
+        )?;
+        let mut set_fields = tx.prepare_cached(
+            "INSERT INTO provider_fields (business_unit, account, sub_account, first_name, last_name, email,
+                                          provider, event_id, created_ms, at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
+               first_name = CASE WHEN excluded.first_name = '' THEN first_name ELSE excluded.first_name END,
+               last_name = CASE WHEN excluded.last_name = '' THEN last_name ELSE excluded.last_name END,
+               email = CASE WHEN excluded.email = '' THEN email ELSE excluded.email END,
+               provider = excluded.provider, event_id = excluded.event_id,
+               created_ms = excluded.created_ms, at_ms = excluded.at_ms",
         )?;
         for e in events {
             let k = e.key.as_ref();
+            // Webhooks arrive out of order: fields older than the stored ones are
+            // recorded, not applied.
+            let mut outcome = e.outcome;
+            let mut reason = std::borrow::Cow::Borrowed(e.reason.as_str());
+            let mut apply_fields = None;
+            if let (Some(k), Some(report)) = (k, &e.fields) {
+                let stored: Option<(i64, String)> = newest
+                    .query_row(params![k.business_unit, k.account, k.sub_account], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()?;
+                match stored {
+                    Some((created, id)) if created > report.created_ms => {
+                        if outcome == EventOutcome::Fields {
+                            outcome = EventOutcome::Ignored;
+                        }
+                        reason =
+                            format!("{}; fields not applied: event {id} is newer", e.reason).into();
+                    }
+                    _ => apply_fields = Some(report),
+                }
+            }
             let inserted = ledger.execute(params![
                 e.provider,
                 e.event_id,
                 e.channel,
                 now_ms,
                 e.event_type,
-                e.outcome.as_str(),
-                e.reason,
+                outcome.as_str(),
+                reason,
                 k.map(|k| &k.business_unit),
                 k.map(|k| &k.account),
                 k.map(|k| &k.sub_account),
                 e.raw
             ])? == 1;
             fresh.push(inserted);
-            if !inserted || e.outcome != EventOutcome::Stop {
+            let Some(k) = k.filter(|_| inserted) else {
+                continue;
+            };
+            let provenance = serde_json::json!({ "source": "provider", "provider": e.provider, "eventId": e.event_id, "channel": e.channel });
+            if let Some(report) = apply_fields {
+                let f = &report.fields;
+                set_fields.execute(params![
+                    k.business_unit,
+                    k.account,
+                    k.sub_account,
+                    f.first_name,
+                    f.last_name,
+                    f.email,
+                    e.provider,
+                    e.event_id,
+                    report.created_ms,
+                    now_ms
+                ])?;
+                enqueue.execute(params![k.business_unit, k.account, k.sub_account, now_ms])?;
+                let detail = serde_json::json!({ "cause": reason, "provenance": provenance });
+                history.execute(params![
+                    k.business_unit,
+                    k.account,
+                    k.sub_account,
+                    now_ms,
+                    "fields",
+                    None::<&str>,
+                    detail.to_string()
+                ])?;
+            }
+            if outcome != EventOutcome::Stop {
                 continue;
             }
-            let Some(k) = k else { continue };
             stop.execute(params![
                 k.business_unit,
                 k.account,
@@ -1365,17 +1499,15 @@ fn record_events(
                 now_ms
             ])?;
             enqueue.execute(params![k.business_unit, k.account, k.sub_account, now_ms])?;
-            let detail = serde_json::json!({
-                "cause": e.reason,
-                "provenance": { "source": "provider", "provider": e.provider, "eventId": e.event_id, "channel": e.channel },
-            })
-            .to_string();
+            let detail = serde_json::json!({ "cause": e.reason, "provenance": provenance });
             history.execute(params![
                 k.business_unit,
                 k.account,
                 k.sub_account,
                 now_ms,
-                detail
+                "stop",
+                "Accounts.UnenrollAutopay",
+                detail.to_string()
             ])?;
         }
     }
@@ -1475,6 +1607,23 @@ fn read_stop(r: &rusqlite::Row<'_>) -> Result<StopRecord> {
         provider: r.get(0)?,
         event_id: r.get(1)?,
         reason: r.get(2)?,
+    })
+}
+
+const SELECT_PROVIDER_FIELDS: &str =
+    "SELECT first_name, last_name, email, provider, event_id, created_ms
+     FROM provider_fields WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3";
+
+fn read_provider_fields_at(r: &rusqlite::Row<'_>, at: usize) -> Result<ProviderFieldsRecord> {
+    Ok(ProviderFieldsRecord {
+        fields: FieldsBuf {
+            first_name: r.get(at)?,
+            last_name: r.get(at + 1)?,
+            email: r.get(at + 2)?,
+        },
+        provider: r.get(at + 3)?,
+        event_id: r.get(at + 4)?,
+        created_ms: r.get(at + 5)?,
     })
 }
 

@@ -152,6 +152,24 @@ CREATE TABLE poll_cursors (
     last_success_ms INTEGER
 ) WITHOUT ROWID;
 "#,
+    // v4: customer fields reported by providers.
+    r#"
+-- The newest customer fields a provider reported for a key; '' = never reported.
+-- `created_ms` is the event's own time: an older event never overwrites a newer one.
+CREATE TABLE provider_fields (
+    business_unit TEXT NOT NULL,
+    account       TEXT NOT NULL,
+    sub_account   TEXT NOT NULL,
+    first_name    TEXT NOT NULL,
+    last_name     TEXT NOT NULL,
+    email         TEXT NOT NULL,
+    provider      TEXT NOT NULL,
+    event_id      TEXT NOT NULL,
+    created_ms    INTEGER NOT NULL,
+    at_ms         INTEGER NOT NULL,
+    PRIMARY KEY (business_unit, account, sub_account)
+) WITHOUT ROWID;
+"#,
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

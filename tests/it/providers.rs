@@ -407,6 +407,172 @@ async fn smarterpay_webhooks_are_authenticated_deduplicated_and_an_inactive_acco
     daemon.stop().await;
 }
 
+/// A daemon with SmarterPay (Basic auth, `precedence` as given) and CUST1 acknowledged.
+async fn with_smarterpay(precedence: &str) -> (Project, RunningSandbox, crate::support::Daemon) {
+    let sandbox = crate::support::start_sandbox().await;
+    let config = format!(
+        "{}providers:\n  smarterpay:\n    auth: {{ basic_user_env: SP_USER, basic_password_env: SP_PASSWORD }}\n    precedence: {precedence}\n",
+        daemon_config(&sandbox.paystar_endpoint(), "")
+    );
+    let p = Project::with_config(&config);
+    p.file(
+        "c.csv",
+        format!("{HEADER}CUST1,Lizzy,Hale,lhale@example.com,\n"),
+    );
+    let daemon = p
+        .start_daemon_with_env(&[("SP_USER", "sp-user"), ("SP_PASSWORD", "sp-pass")])
+        .await;
+    sandbox
+        .sandbox
+        .paystar
+        .wait_for(1, Duration::from_secs(20))
+        .await;
+    (p, sandbox, daemon)
+}
+
+/// Posts one v1 `customer_account` event; returns the HTTP status.
+async fn post_customer_account(daemon: &crate::support::Daemon, event: serde_json::Value) -> u16 {
+    let mut full = paystar_sync::sandbox::smarterpay::customer_account(&event, 0);
+    full["id"] = event["id"].clone();
+    reqwest::Client::new()
+        .post(format!("http://{}/webhooks/smarterpay", daemon.http_addr()))
+        .basic_auth("sp-user", Some("sp-pass"))
+        .header("content-type", "application/json")
+        .body(json!({ "events": [full] }).to_string())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn manage_lines(sandbox: &RunningSandbox) -> Vec<String> {
+    sandbox
+        .sandbox
+        .paystar
+        .accepted()
+        .iter()
+        .filter(|a| a.event_type == "Accounts.ManageCustomer")
+        .map(|a| {
+            let p = a.payload_json();
+            format!(
+                "{} {} {} {} {}",
+                p["accountNumber"].as_str().unwrap(),
+                p["firstName"].as_str().unwrap(),
+                p["lastName"].as_str().unwrap(),
+                p["emailAddress"].as_str().unwrap(),
+                p["originalEmailAddress"].as_str().unwrap_or("-")
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smarterpay_fields_create_customers_no_manifest_knows_and_an_older_event_never_overwrites_a_newer_one()
+ {
+    let (p, sandbox, daemon) = with_smarterpay("manifests").await;
+    let status = post_customer_account(
+        &daemon,
+        json!({ "id": "EV10", "created_at": "2026-03-02T10:00:00.000Z", "reference": "CUST5",
+                "first_name": "Mike", "last_name": "Walker", "Email": "mike@example.com" }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    sandbox
+        .sandbox
+        .paystar
+        .wait_for(2, Duration::from_secs(20))
+        .await;
+    // Delivered late: written before EV10, so it changes nothing.
+    let older = json!({ "id": "EV09", "created_at": "2026-03-01T10:00:00.000Z", "reference": "CUST5",
+                        "first_name": "Michael", "last_name": "Walker", "Email": "old@example.com" });
+    assert_eq!(post_customer_account(&daemon, older).await, 200);
+    // Newer, with an empty Email: the names change, the email stays.
+    let newer = json!({ "id": "EV11", "created_at": "2026-03-03T10:00:00+01:00", "reference": "CUST5",
+                        "first_name": "Mick", "last_name": "Walker", "Email": "" });
+    assert_eq!(post_customer_account(&daemon, newer).await, 200);
+    // CUST1 is in a manifest, and manifests win: nothing is sent for it.
+    let manifest_key = json!({ "id": "EV12", "created_at": "2026-03-04T10:00:00.000Z", "reference": "CUST1",
+                               "first_name": "Elizabeth", "last_name": "Hale", "Email": "liz@example.com" });
+    assert_eq!(post_customer_account(&daemon, manifest_key).await, 200);
+    // A customer no manifest knows without an email cannot be created yet.
+    let incomplete = json!({ "id": "EV13", "created_at": "2026-03-04T10:00:00.000Z", "reference": "CUST6",
+                             "first_name": "Ann", "last_name": "Lee", "Email": "" });
+    assert_eq!(post_customer_account(&daemon, incomplete).await, 200);
+    sandbox
+        .sandbox
+        .paystar
+        .wait_for(3, Duration::from_secs(20))
+        .await;
+    daemon.stop().await;
+    // Whatever was still queued is sent now; nothing else may be.
+    let apply = p.run_async(&["apply"]).await;
+    assert_eq!(apply.code, 0, "{}", apply.stderr);
+    assert_eq!(
+        manage_lines(&sandbox),
+        [
+            "CUST1 Lizzy Hale lhale@example.com -",
+            "CUST5 Mike Walker mike@example.com -",
+            "CUST5 Mick Walker mike@example.com -",
+        ]
+    );
+    let ledger = p.store().provider_event_outcomes("smarterpay").unwrap();
+    let outcome = |id: &str| {
+        ledger
+            .iter()
+            .find(|(event, ..)| event == id)
+            .map(|(_, outcome, reason)| format!("{outcome}: {reason}"))
+            .unwrap()
+    };
+    assert!(outcome("EV09").starts_with("ignored"), "{ledger:?}");
+    assert!(
+        outcome("EV09").contains("event EV10 is newer"),
+        "{ledger:?}"
+    );
+    assert!(outcome("EV11").contains("Email is empty"), "{ledger:?}");
+    assert!(outcome("EV12").starts_with("applied"), "{ledger:?}");
+    // The history says where CUST5's fields came from.
+    let history = p.run(&["history", "CUST5"]);
+    assert!(
+        history.stdout.contains("from smarterpay event EV10"),
+        "{}",
+        history.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_precedence_over_manifests_smarterpay_fields_replace_the_manifest_ones() {
+    let (p, sandbox, daemon) = with_smarterpay("over_manifests").await;
+    let event = json!({ "id": "EV20", "created_at": "2026-03-04T10:00:00.000Z", "reference": "CUST1",
+                        "first_name": "Elizabeth", "last_name": "Hale", "Email": "liz@example.com" });
+    assert_eq!(post_customer_account(&daemon, event).await, 200);
+    sandbox
+        .sandbox
+        .paystar
+        .wait_for(2, Duration::from_secs(20))
+        .await;
+    // A manifest edit to the same key still loses to the provider's fields...
+    p.file(
+        "c.csv",
+        format!("{HEADER}CUST1,Lizzie,Hale,lhale@example.com,false\n"),
+    );
+    // ...but its autopay still counts.
+    let accepted = sandbox
+        .sandbox
+        .paystar
+        .wait_for(3, Duration::from_secs(20))
+        .await;
+    assert_eq!(accepted[2].event_type, "Accounts.UnenrollAutopay");
+    daemon.stop().await;
+    assert_eq!(
+        manage_lines(&sandbox),
+        [
+            "CUST1 Lizzy Hale lhale@example.com -",
+            "CUST1 Elizabeth Hale liz@example.com lhale@example.com",
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_smarterpay_simulator_posts_signed_v2_webhooks_to_the_daemon() {
     let sandbox = crate::support::start_sandbox().await;
