@@ -81,6 +81,7 @@ async fn throughput(data: &Path) {
                 concurrency,
                 schedule: vec![Duration::from_millis(10); 5],
                 policy: Policy::DEFAULT,
+                pause: None,
                 grace: Duration::from_secs(10),
             },
         );

@@ -189,7 +189,14 @@ fn payroc_receiver(
     let secret = source
         .resolve(&crate::config::process_env)
         .map_err(|problem| config_problem(config, problem))?;
-    Ok(Some(crate::providers::payroc::PayrocReceiver { secret }))
+    Ok(Some(crate::providers::payroc::PayrocReceiver {
+        secret,
+        pause: config
+            .providers
+            .payroc
+            .as_ref()
+            .and_then(|p| p.pause.clone()),
+    }))
 }
 
 /// The SmarterPay webhook receiver the config asks for, if any.
@@ -285,6 +292,11 @@ pub fn worker_settings(config: &Config) -> WorkerSettings {
         concurrency: config.paystar.concurrency,
         schedule: config.paystar.retry_schedule.clone(),
         policy: config.policy(),
+        pause: config
+            .providers
+            .payroc
+            .as_ref()
+            .and_then(|p| p.pause.clone()),
         grace: Duration::from_secs(10),
     }
 }
@@ -403,6 +415,8 @@ pub struct ApplyReport {
     pub waiting: u64,
     /// Unenrolls held by the mass-change guard.
     pub held: u64,
+    /// The Payroc pause that kept some customers waiting, if any.
+    pub pause: Option<crate::providers::payroc::Pause>,
 }
 
 /// One pass: scan, commit, send until everything is acknowledged or parked, or
@@ -466,7 +480,19 @@ pub async fn apply(
     if let Some(ticker) = ticker {
         ticker.abort();
     }
-    let counts = store.call(|s| s.counts()).await?;
+    let rule = config
+        .providers
+        .payroc
+        .as_ref()
+        .and_then(|p| p.pause.clone());
+    let (counts, pause) = store
+        .call(move |s| {
+            Ok::<_, crate::store::SqlError>((
+                s.counts()?,
+                crate::providers::payroc::current_pause(rule.as_ref(), s)?,
+            ))
+        })
+        .await?;
     if let Some(sandbox) = sandbox {
         sandbox.stop().await;
     }
@@ -476,6 +502,7 @@ pub async fn apply(
         parked: counts.parked,
         waiting: counts.pending + counts.retrying,
         held: counts.held,
+        pause,
     })
 }
 

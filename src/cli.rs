@@ -416,6 +416,14 @@ async fn apply(
             "customers still waiting stay queued; the next apply or the daemon sends them"
         )?;
     }
+    if let Some(pause) = &report.pause {
+        writeln!(
+            out,
+            "delivery is paused for {} (providers.payroc.pause): {}; their customers stay queued until Payroc reports another status",
+            pause.business_units.join(", "),
+            pause.cause
+        )?;
+    }
     if let Some(trip) = &report.scan.guard {
         writeln!(out, "held by the mass-change guard: {trip}")?;
     }
@@ -450,6 +458,14 @@ fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> {
     let holds = store.holds_by_cause()?;
     let unmatched = store.unmatched_events(100)?;
     let errors = store.present_file_errors()?;
+    let pause = crate::providers::payroc::current_pause(
+        config
+            .providers
+            .payroc
+            .as_ref()
+            .and_then(|p| p.pause.as_ref()),
+        &store,
+    )?;
     let last_scan: Option<serde_json::Value> = store
         .meta("last_scan")?
         .and_then(|t| serde_json::from_str(&t).ok());
@@ -478,6 +494,7 @@ fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> {
             "reports": report::list_error_reports(&config.state.dir().join("reports")),
             "unmatched": unmatched.iter().map(|(provider, id, kind, reason)| serde_json::json!({ "provider": provider, "eventId": id, "type": kind, "reason": reason })).collect::<Vec<_>>(),
             "holds": holds.iter().map(|(cause, count)| serde_json::json!({ "cause": cause, "count": count })).collect::<Vec<_>>(),
+            "paused": pause.as_ref().map(|p| serde_json::json!({ "businessUnits": p.business_units, "cause": p.cause })),
             "errors": errors,
         });
         serde_json::to_writer_pretty(&mut out, &value)?;
@@ -506,6 +523,14 @@ fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> {
         "queue: {} pending, {} retrying, {} parked",
         counts.pending, counts.retrying, counts.parked
     )?;
+    if let Some(pause) = &pause {
+        writeln!(
+            out,
+            "paused: delivery to {} waits (providers.payroc.pause): {}",
+            pause.business_units.join(", "),
+            pause.cause
+        )?;
+    }
     if !holds.is_empty() {
         writeln!(
             out,

@@ -129,7 +129,33 @@ pub struct PayrocConfig {
     pub api_key: Option<SecretSource>,
     pub webhook_secret: Option<SecretSource>,
     pub subscription: Option<PayrocSubscription>,
+    pub pause: Option<PayrocPause>,
 }
+
+/// `providers.payroc.pause`: which Payroc processing-account statuses pause
+/// delivery to Paystar for which business units.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayrocPause {
+    pub business_units: Vec<String>,
+    /// `processingAccount.status.changed` statuses that pause.
+    pub statuses: Vec<String>,
+    /// Only these processing accounts' events count; `None`: every account's.
+    pub processing_accounts: Option<Vec<String>>,
+}
+
+/// Payroc's documented processing-account statuses.
+pub const PAYROC_ACCOUNT_STATUSES: [&str; 9] = [
+    "entered",
+    "pending",
+    "approved",
+    "subjectTo",
+    "dormant",
+    "nonProcessing",
+    "rejected",
+    "terminated",
+    "cancelled",
+];
+pub const DEFAULT_PAUSE_STATUSES: [&str; 3] = ["rejected", "terminated", "cancelled"];
 
 #[derive(Clone, Debug)]
 pub struct PayrocSubscription {
@@ -425,6 +451,42 @@ fn url(w: &mut Walker, s: &walk::Section<'_>, key: &str, default: &str) -> Strin
     value
 }
 
+fn payroc_pause(w: &mut Walker, pr: &walk::Section<'_>) -> Option<PayrocPause> {
+    let s = w.section(
+        pr,
+        "pause",
+        &["business_units", "statuses", "processing_accounts"],
+    );
+    s.map?;
+    let business_units = w.strings(&s, "business_units").unwrap_or_default();
+    if business_units.is_empty() {
+        w.error(
+            &format!("{}.business_units", s.path),
+            "list the business units whose delivery a Payroc event may pause, e.g. [water-bill-pay]",
+        );
+    }
+    let statuses = w
+        .strings(&s, "statuses")
+        .unwrap_or_else(|| DEFAULT_PAUSE_STATUSES.map(str::to_owned).to_vec());
+    for (i, status) in statuses.iter().enumerate() {
+        if !PAYROC_ACCOUNT_STATUSES.contains(&status.as_str()) {
+            w.error(
+                &format!("{}.statuses[{i}]", s.path),
+                format!(
+                    "{status:?} is not a Payroc processing-account status; use one of {}",
+                    PAYROC_ACCOUNT_STATUSES.join(", ")
+                ),
+            );
+        }
+    }
+    let processing_accounts = w.strings(&s, "processing_accounts");
+    Some(PayrocPause {
+        business_units,
+        statuses,
+        processing_accounts,
+    })
+}
+
 fn providers(w: &mut Walker, root: &walk::Section<'_>) -> ProvidersConfig {
     let p = w.section(root, "providers", &["lotuspay", "payroc", "smarterpay"]);
     let mut out = ProvidersConfig::default();
@@ -501,6 +563,7 @@ fn providers(w: &mut Walker, root: &walk::Section<'_>) -> ProvidersConfig {
             "webhook_secret_env",
             "webhook_secret_file",
             "subscription",
+            "pause",
         ],
     );
     if pr.map.is_some() {
@@ -543,7 +606,16 @@ fn providers(w: &mut Walker, root: &walk::Section<'_>) -> ProvidersConfig {
             api_key: w.secret(&pr, "api_key"),
             webhook_secret: w.secret(&pr, "webhook_secret"),
             subscription,
+            pause: payroc_pause(w, &pr),
         });
+        if let Some(pr_out) = &out.payroc {
+            if pr_out.pause.is_some() && pr_out.webhook_secret.is_none() {
+                w.error(
+                    &format!("{}.pause", pr.path),
+                    "acts on Payroc's webhooks: set providers.payroc.webhook_secret_env (or _file) too",
+                );
+            }
+        }
     }
 
     let sp = w.section(

@@ -14,6 +14,7 @@ use super::event::PaystarEvent;
 use crate::clock::now_ms;
 use crate::customer::CustomerKey;
 use crate::mask::MaskedAccount;
+use crate::providers::payroc::{Pause, current_pause};
 use crate::reconcile::{FieldSource, Policy, UnenrollCause};
 use crate::store::{HistoryEntry, KeyState, Outcome, OutcomeResult, SharedStore, SqlError};
 use std::collections::HashSet;
@@ -32,6 +33,9 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     pub schedule: Vec<Duration>,
     pub policy: Policy,
+    /// `providers.payroc.pause`: delivery to these business units waits while it
+    /// is in force.
+    pub pause: Option<crate::config::PayrocPause>,
     /// How long in-flight requests may finish after shutdown is asked for.
     pub grace: Duration,
 }
@@ -100,6 +104,7 @@ impl Worker {
         let mut totals = Totals::default();
         let mut deadline: Option<tokio::time::Instant> = None;
         let mut finished: Vec<Outcome> = Vec::new();
+        let mut pause: Option<Pause> = None;
         loop {
             // One store call records what finished and claims what is due next.
             let free = if deadline.is_none() {
@@ -115,10 +120,22 @@ impl Worker {
             }
             let busy: Vec<CustomerKey> = in_flight.iter().cloned().collect();
             let policy = self.settings.policy;
+            let rule = self.settings.pause.clone();
             let step = self
                 .store
-                .call(move |s| claim_step(s, &outcomes, policy, &busy, free))
+                .call(move |s| claim_step(s, &outcomes, policy, rule.as_ref(), &busy, free))
                 .await?;
+            if step.pause != pause {
+                match &step.pause {
+                    Some(p) => {
+                        tracing::warn!(business_units = %p.business_units.join(","), cause = %p.cause, "delivery paused (providers.payroc.pause); changes stay queued")
+                    }
+                    None => tracing::info!(
+                        "delivery resumed: no Payroc processing account is in a pausing status"
+                    ),
+                }
+                pause = step.pause.clone();
+            }
             for (key, state) in step.claimed {
                 in_flight.insert(key.clone());
                 let client = self.client.clone();
@@ -188,6 +205,8 @@ struct Step {
     next_due: Option<i64>,
     /// Whether any key not in flight is still queued (due or not).
     more: bool,
+    /// The pause in force, if any.
+    pause: Option<Pause>,
 }
 
 /// Records finished outcomes, then claims up to `free` due keys that are not in
@@ -196,13 +215,16 @@ fn claim_step(
     store: &mut crate::store::Store,
     outcomes: &[Outcome],
     policy: Policy,
+    rule: Option<&crate::config::PayrocPause>,
     busy: &[CustomerKey],
     free: usize,
 ) -> Result<Step, SqlError> {
     if !outcomes.is_empty() {
         store.record_outcomes(outcomes, |state| !state.plan(policy).is_empty(), now_ms())?;
     }
-    let upcoming = store.upcoming(free + busy.len() + 1)?;
+    let pause = current_pause(rule, store)?;
+    let paused = pause.as_ref().map_or(&[][..], |p| &p.business_units[..]);
+    let upcoming = store.upcoming(free + busy.len() + 1, paused)?;
     let now = now_ms();
     let mut claimed = Vec::new();
     let mut next_due = None;
@@ -230,6 +252,7 @@ fn claim_step(
         claimed,
         next_due,
         more,
+        pause,
     })
 }
 

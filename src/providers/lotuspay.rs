@@ -204,7 +204,9 @@ impl LotusPay {
             let (outcome, reason, key) = self.classify(&event);
             match outcome {
                 EventOutcome::Stop => report.stops += 1,
-                EventOutcome::Ignored | EventOutcome::Fields => report.ignored += 1,
+                EventOutcome::Ignored | EventOutcome::Fields | EventOutcome::Merchant => {
+                    report.ignored += 1
+                }
                 EventOutcome::Unmatched => report.unmatched += 1,
             }
             writes.push(ProviderEventWrite {
@@ -217,6 +219,7 @@ impl LotusPay {
                 key,
                 raw: event.to_string(),
                 fields: None,
+                merchant: None,
             });
         }
         report.new = writes.len() as u64;

@@ -1,17 +1,67 @@
 //! Payroc event notifications (SPEC §5, DOMAIN §4): CloudEvents 1.0 posted to
 //! `/webhooks/payroc` with the registered secret in `Payroc-Secret` (compared in
 //! constant time; a wrong or missing secret gets 401 and nothing is recorded).
-//! Payroc's events are merchant-level: they are recorded in the ledger and logged.
+//! Payroc's events are merchant-level: they are recorded in the ledger and logged,
+//! and with `providers.payroc.pause` a processing account's status can pause
+//! delivery to Paystar for configured business units (see [`pause_in_force`]).
 
-use crate::config::Secret;
-use crate::store::{EventOutcome, ProviderEventWrite};
+use super::text_at;
+use crate::config::{PayrocPause, Secret};
+use crate::store::{EventOutcome, MerchantReport, MerchantStatus, ProviderEventWrite};
 use serde_json::Value;
 
 pub const PROVIDER: &str = "payroc";
+const ACCOUNT_STATUS_CHANGED: &str = "processingAccount.status.changed";
 
 #[derive(Clone)]
 pub struct PayrocReceiver {
     pub secret: Secret,
+    pub pause: Option<PayrocPause>,
+}
+
+/// Delivery paused for some business units, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pause {
+    pub business_units: Vec<String>,
+    pub cause: String,
+}
+
+/// The pause the rule puts in force, given each processing account's latest
+/// status: delivery is paused while any watched account's latest status is one
+/// of the rule's, and resumes once every such account reports another status.
+pub fn pause_in_force(rule: &PayrocPause, latest: &[MerchantStatus]) -> Option<Pause> {
+    let causes: Vec<String> = latest
+        .iter()
+        .filter(|s| s.provider == PROVIDER && watches(rule, &s.account))
+        .filter(|s| rule.statuses.contains(&s.status))
+        .map(|s| {
+            format!(
+                "Payroc processing account {} is {} (event {})",
+                s.account, s.status, s.event_id
+            )
+        })
+        .collect();
+    (!causes.is_empty()).then(|| Pause {
+        business_units: rule.business_units.clone(),
+        cause: causes.join("; "),
+    })
+}
+
+/// The pause in force now, read from the store; `None` without a rule.
+pub fn current_pause(
+    rule: Option<&PayrocPause>,
+    store: &crate::store::Store,
+) -> Result<Option<Pause>, crate::store::SqlError> {
+    match rule {
+        Some(rule) => Ok(pause_in_force(rule, &store.merchant_statuses()?)),
+        None => Ok(None),
+    }
+}
+
+fn watches(rule: &PayrocPause, account: &str) -> bool {
+    rule.processing_accounts
+        .as_ref()
+        .is_none_or(|accounts| accounts.iter().any(|a| a == account))
 }
 
 #[derive(Debug)]
@@ -53,6 +103,7 @@ impl PayrocReceiver {
             return Verdict::Malformed("a CloudEvent needs type, source and id".into());
         };
         let data = event.get("data").cloned().unwrap_or(Value::Null);
+        let (outcome, reason, merchant) = self.judge(kind, &data, text("time"));
         tracing::info!(
             provider = PROVIDER,
             event = kind,
@@ -66,12 +117,66 @@ impl PayrocReceiver {
             event_id: format!("{source}/{id}"),
             channel: "webhook",
             event_type: kind.to_owned(),
-            outcome: EventOutcome::Ignored,
-            reason: format!("{kind}: merchant-level, recorded only"),
+            outcome,
+            reason,
             key: None,
             raw: String::from_utf8_lossy(body).into_owned(),
             fields: None,
+            merchant,
         }))
+    }
+
+    /// What a merchant-level event means: a status the pause rule watches, or
+    /// nothing but a record.
+    fn judge(
+        &self,
+        kind: &str,
+        data: &Value,
+        time: Option<&str>,
+    ) -> (EventOutcome, String, Option<MerchantReport>) {
+        let recorded = || {
+            (
+                EventOutcome::Ignored,
+                format!("{kind}: merchant-level, recorded only"),
+                None,
+            )
+        };
+        let Some(rule) = &self.pause else {
+            return recorded();
+        };
+        let (Some(account), Some(status)) = (
+            text_at(data, "processingAccountId"),
+            text_at(data, "status"),
+        ) else {
+            return recorded();
+        };
+        if kind != ACCOUNT_STATUS_CHANGED || !watches(rule, &account) {
+            return recorded();
+        }
+        let Some(event_ms) = time
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp_millis())
+        else {
+            return (
+                EventOutcome::Ignored,
+                format!("{kind}: no RFC 3339 `time`, so it cannot be ordered; recorded only"),
+                None,
+            );
+        };
+        let effect = if rule.statuses.contains(&status) {
+            format!("pauses delivery for {}", rule.business_units.join(", "))
+        } else {
+            "does not pause delivery".to_owned()
+        };
+        (
+            EventOutcome::Merchant,
+            format!("processing account {account} is {status}: {effect}"),
+            Some(MerchantReport {
+                account,
+                status,
+                event_ms,
+            }),
+        )
     }
 }
 
@@ -84,7 +189,75 @@ mod tests {
     fn receiver() -> PayrocReceiver {
         PayrocReceiver {
             secret: Secret::new("s3cr3t-value"),
+            pause: None,
         }
+    }
+
+    fn rule(accounts: Option<&[&str]>) -> PayrocPause {
+        PayrocPause {
+            business_units: vec!["water".into()],
+            statuses: vec!["terminated".into(), "cancelled".into()],
+            processing_accounts: accounts.map(|a| a.iter().map(|s| (*s).to_owned()).collect()),
+        }
+    }
+
+    fn status(account: &str, status: &str) -> MerchantStatus {
+        MerchantStatus {
+            provider: PROVIDER.into(),
+            account: account.into(),
+            status: status.into(),
+            event_id: format!("payroc/{account}"),
+            event_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_watched_account_in_a_pausing_status_pauses_its_business_units() {
+        let pause = pause_in_force(
+            &rule(None),
+            &[status("1", "approved"), status("2", "terminated")],
+        );
+        assert_eq!(
+            pause,
+            Some(Pause {
+                business_units: vec!["water".into()],
+                cause: "Payroc processing account 2 is terminated (event payroc/2)".into(),
+            })
+        );
+        assert_eq!(
+            pause_in_force(&rule(None), &[status("2", "approved")]),
+            None
+        );
+        assert_eq!(
+            pause_in_force(&rule(Some(&["1"])), &[status("2", "terminated")]),
+            None,
+            "an account the rule does not watch"
+        );
+    }
+
+    #[test]
+    fn a_status_event_for_a_watched_account_is_applied_with_its_time() {
+        let receiver = PayrocReceiver {
+            pause: Some(rule(None)),
+            ..receiver()
+        };
+        let Verdict::Record(event) = receiver.receive(&|_| Some("s3cr3t-value".into()), EVENT)
+        else {
+            panic!("not recorded");
+        };
+        assert_eq!(event.outcome, EventOutcome::Merchant);
+        assert_eq!(
+            event.reason,
+            "processing account 12345678 is entered: does not pause delivery"
+        );
+        assert_eq!(
+            event.merchant,
+            Some(MerchantReport {
+                account: "12345678".into(),
+                status: "entered".into(),
+                event_ms: 1_715_517_296_789,
+            })
+        );
     }
 
     #[test]

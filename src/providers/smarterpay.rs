@@ -131,6 +131,7 @@ impl SmarterPay {
                 key: None,
                 raw: event.to_string(),
                 fields: None,
+                merchant: None,
             };
             if let Some(account) = text_at(event, &self.account_field) {
                 write.key = Some(CustomerKey::new(&self.business_unit, &account, ""));

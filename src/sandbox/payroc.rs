@@ -256,8 +256,9 @@ async fn patch(
     Json(masked(s.clone())).into_response()
 }
 
-/// `{"type": "...", "data": {...}}`: posts the CloudEvent to every enabled
-/// subscription for that type; answers the receivers' statuses.
+/// `{"type": "...", "data": {...}, "time": "..."}`: posts the CloudEvent to every
+/// enabled subscription for that type (`time` defaults to now); answers the
+/// receivers' statuses.
 async fn deliver(State(sim): State<PayrocSim>, Json(request): Json<Value>) -> Json<Value> {
     let kind = request["type"]
         .as_str()
@@ -282,7 +283,8 @@ async fn deliver(State(sim): State<PayrocSim>, Json(request): Json<Value>) -> Js
         })
         .collect();
     let event = json!({ "specversion": "1.0", "type": kind, "version": "1.0", "source": "payroc",
-                        "id": uuid::Uuid::new_v4().to_string(), "time": "2026-01-01T00:00:00.000Z",
+                        "id": uuid::Uuid::new_v4().to_string(),
+                        "time": request["time"].as_str().map_or_else(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true), str::to_owned),
                         "datacontenttype": "application/json", "data": request["data"] });
     let mut statuses = Vec::new();
     for (uri, secret) in targets {

@@ -79,12 +79,15 @@ struct Snapshot {
     oldest_retrying: Option<i64>,
     last_poll_ms: Option<i64>,
     unmatched: u64,
+    /// Business units whose delivery a Payroc pause holds back.
+    paused: u64,
 }
 
 async fn snapshot(state: &ServerState) -> Result<Snapshot, String> {
+    let rule = state.payroc.as_ref().and_then(|p| p.pause.clone());
     state
         .store
-        .call(|s| -> Result<Snapshot, crate::store::SqlError> {
+        .call(move |s| -> Result<Snapshot, crate::store::SqlError> {
             Ok(Snapshot {
                 writable: s.check_writable().map_err(|e| e.to_string()),
                 counts: s.counts()?,
@@ -93,6 +96,8 @@ async fn snapshot(state: &ServerState) -> Result<Snapshot, String> {
                     .poll_cursor(crate::providers::lotuspay::PROVIDER)?
                     .and_then(|c| c.last_success_ms),
                 unmatched: s.unmatched_count()?,
+                paused: crate::providers::payroc::current_pause(rule.as_ref(), s)?
+                    .map_or(0, |p| p.business_units.len() as u64),
             })
         })
         .await
@@ -155,15 +160,18 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// Records webhook events in the ledger and answers: 200 only once they are
 /// durably stored (the providers retry anything else), waking delivery when a
-/// new stop signal arrived.
+/// new event may have changed what to send (a stop, fields, a pause).
 async fn record(
     state: &ServerState,
     provider: &'static str,
     events: Vec<crate::store::ProviderEventWrite>,
 ) -> Response {
-    let stops: Vec<bool> = events
+    let acts: Vec<bool> = events
         .iter()
-        .map(|e| e.outcome == crate::store::EventOutcome::Stop)
+        .map(|e| {
+            use crate::store::EventOutcome::{Fields, Merchant, Stop};
+            matches!(e.outcome, Stop | Fields | Merchant)
+        })
         .collect();
     match state
         .store
@@ -172,7 +180,7 @@ async fn record(
     {
         Ok(fresh) => {
             state.webhooks.count(provider, "recorded");
-            if fresh.iter().zip(&stops).any(|(new, stop)| *new && *stop) {
+            if fresh.iter().zip(&acts).any(|(new, acts)| *new && *acts) {
                 state.wake.notify_one();
             }
             (StatusCode::OK, "ok\n").into_response()
@@ -283,6 +291,7 @@ async fn smarterpay(
                     key: None,
                     raw: String::new(),
                     fields: None,
+                    merchant: None,
                 });
             }
             record(&state, PROVIDER, events).await
@@ -332,6 +341,11 @@ async fn metrics(State(state): State<ServerState>) -> Response {
         "paystar_sync_provider_events_unmatched",
         "Provider events that named no known customer.",
         &[("", snap.unmatched)],
+    );
+    gauge(
+        "paystar_sync_paused_business_units",
+        "Business units whose delivery a Payroc pause holds back.",
+        &[("", snap.paused)],
     );
     if let Some(last) = snap.last_poll_ms {
         let lag = ((now_ms() - last).max(0) / 1000) as u64;

@@ -764,14 +764,16 @@ impl Store {
         tx.commit()
     }
 
-    /// Keys the delivery worker may send, soonest first (parked keys excluded),
-    /// with the time each becomes due.
-    pub fn upcoming(&self, limit: usize) -> Result<Vec<(CustomerKey, i64)>> {
+    /// Keys the delivery worker may send, soonest first (parked keys and those of
+    /// `paused` business units excluded), with the time each becomes due.
+    pub fn upcoming(&self, limit: usize, paused: &[String]) -> Result<Vec<(CustomerKey, i64)>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT business_unit, account, sub_account, next_attempt_at FROM queue INDEXED BY queue_due
-             WHERE state <> 'parked' ORDER BY next_attempt_at LIMIT ?1",
+             WHERE state <> 'parked' AND business_unit NOT IN (SELECT value FROM json_each(?2))
+             ORDER BY next_attempt_at LIMIT ?1",
         )?;
-        let rows = stmt.query_map([limit as i64], |r| {
+        let paused = serde_json::to_string(paused).unwrap_or_else(|_| "[]".into());
+        let rows = stmt.query_map(params![limit as i64, paused], |r| {
             Ok((
                 CustomerKey {
                     business_unit: r.get(0)?,
@@ -1147,6 +1149,23 @@ impl Store {
             .optional()
     }
 
+    /// Every merchant-level account's latest status.
+    pub fn merchant_statuses(&self) -> Result<Vec<MerchantStatus>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT provider, account, status, event_id, event_ms FROM merchant_statuses ORDER BY provider, account",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(MerchantStatus {
+                provider: r.get(0)?,
+                account: r.get(1)?,
+                status: r.get(2)?,
+                event_id: r.get(3)?,
+                event_ms: r.get(4)?,
+            })
+        })?;
+        rows.collect()
+    }
+
     /// One provider's ledger, newest first: event id, outcome and reason.
     pub fn provider_event_outcomes(&self, provider: &str) -> Result<Vec<(String, String, String)>> {
         let mut stmt = self.conn.prepare_cached(
@@ -1257,6 +1276,8 @@ pub enum EventOutcome {
     Stop,
     /// New customer fields for a known customer.
     Fields,
+    /// A merchant-level status that a pause rule watches.
+    Merchant,
     /// Recorded only.
     Ignored,
     /// Could not be mapped to a customer.
@@ -1266,7 +1287,7 @@ pub enum EventOutcome {
 impl EventOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
-            EventOutcome::Stop | EventOutcome::Fields => "applied",
+            EventOutcome::Stop | EventOutcome::Fields | EventOutcome::Merchant => "applied",
             EventOutcome::Ignored => "ignored",
             EventOutcome::Unmatched => "unmatched",
         }
@@ -1287,6 +1308,27 @@ pub struct ProviderEventWrite {
     pub raw: String,
     /// Customer fields the event reports, applied unless a newer event's are stored.
     pub fields: Option<FieldReport>,
+    /// A merchant account's new status, kept unless a newer event's is stored.
+    pub merchant: Option<MerchantReport>,
+}
+
+/// A merchant-level account's status as one event reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MerchantReport {
+    pub account: String,
+    pub status: String,
+    /// The event's own time, unix ms.
+    pub event_ms: i64,
+}
+
+/// A merchant-level account's latest status, and the event that said so.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MerchantStatus {
+    pub provider: String,
+    pub account: String,
+    pub status: String,
+    pub event_id: String,
+    pub event_ms: i64,
 }
 
 /// Customer fields an event reports ("" = not reported) and the event's own time.
@@ -1418,30 +1460,44 @@ fn record_events(
                provider = excluded.provider, event_id = excluded.event_id,
                created_ms = excluded.created_ms, at_ms = excluded.at_ms",
         )?;
+        let mut merchant_newest = tx.prepare_cached(
+            "SELECT event_ms, event_id FROM merchant_statuses WHERE provider = ?1 AND account = ?2",
+        )?;
+        let mut set_merchant = tx.prepare_cached(
+            "INSERT INTO merchant_statuses (provider, account, status, event_id, event_ms, at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (provider, account) DO UPDATE SET status = excluded.status,
+               event_id = excluded.event_id, event_ms = excluded.event_ms, at_ms = excluded.at_ms",
+        )?;
         for e in events {
             let k = e.key.as_ref();
-            // Webhooks arrive out of order: fields older than the stored ones are
-            // recorded, not applied.
-            let mut outcome = e.outcome;
-            let mut reason = std::borrow::Cow::Borrowed(e.reason.as_str());
-            let mut apply_fields = None;
-            if let (Some(k), Some(report)) = (k, &e.fields) {
-                let stored: Option<(i64, String)> = newest
+            // Webhooks arrive out of order: what an event reports is applied only
+            // if no newer event's report is stored; an older one is recorded only.
+            let newer: Option<(i64, String)> = match (k, &e.fields, &e.merchant) {
+                (Some(k), Some(report), _) => newest
                     .query_row(params![k.business_unit, k.account, k.sub_account], |r| {
                         Ok((r.get(0)?, r.get(1)?))
                     })
-                    .optional()?;
-                match stored {
-                    Some((created, id)) if created > report.created_ms => {
-                        if outcome == EventOutcome::Fields {
-                            outcome = EventOutcome::Ignored;
-                        }
-                        reason =
-                            format!("{}; fields not applied: event {id} is newer", e.reason).into();
-                    }
-                    _ => apply_fields = Some(report),
+                    .optional()?
+                    .filter(|(created, _)| *created > report.created_ms),
+                (_, _, Some(report)) => merchant_newest
+                    .query_row(params![e.provider, report.account], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()?
+                    .filter(|(at, _)| *at > report.event_ms),
+                _ => None,
+            };
+            let mut outcome = e.outcome;
+            let mut reason = std::borrow::Cow::Borrowed(e.reason.as_str());
+            if let Some((_, id)) = &newer {
+                if outcome != EventOutcome::Stop {
+                    outcome = EventOutcome::Ignored;
                 }
+                reason = format!("{}; not applied: event {id} is newer", e.reason).into();
             }
+            let apply_fields = e.fields.as_ref().filter(|_| newer.is_none());
+            let apply_merchant = e.merchant.as_ref().filter(|_| newer.is_none());
             let inserted = ledger.execute(params![
                 e.provider,
                 e.event_id,
@@ -1456,7 +1512,20 @@ fn record_events(
                 e.raw
             ])? == 1;
             fresh.push(inserted);
-            let Some(k) = k.filter(|_| inserted) else {
+            if !inserted {
+                continue;
+            }
+            if let Some(report) = apply_merchant {
+                set_merchant.execute(params![
+                    e.provider,
+                    report.account,
+                    report.status,
+                    e.event_id,
+                    report.event_ms,
+                    now_ms
+                ])?;
+            }
+            let Some(k) = k else {
                 continue;
             };
             let provenance = serde_json::json!({ "source": "provider", "provider": e.provider, "eventId": e.event_id, "channel": e.channel });

@@ -169,6 +169,18 @@ CREATE TABLE provider_fields (
     at_ms         INTEGER NOT NULL,
     PRIMARY KEY (business_unit, account, sub_account)
 ) WITHOUT ROWID;
+
+-- The latest status of each merchant-level account (Payroc processing accounts),
+-- by the event's own time; pause rules read it.
+CREATE TABLE merchant_statuses (
+    provider   TEXT NOT NULL,
+    account    TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    event_id   TEXT NOT NULL,
+    event_ms   INTEGER NOT NULL,
+    at_ms      INTEGER NOT NULL,
+    PRIMARY KEY (provider, account)
+) WITHOUT ROWID;
 "#,
 ];
 

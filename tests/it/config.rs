@@ -145,6 +145,24 @@ fn a_bad_cron_schedule_is_reported_with_its_key() {
 }
 
 #[test]
+fn a_payroc_pause_rule_is_checked_key_by_key() {
+    let config = "providers:\n  payroc:\n    pause:\n      business_units: []\n      statuses: [terminated, closed]\n  smarterpay:\n    auth: { basic_user_env: U, basic_password_env: P }\n    precedence: provider\n";
+    let err =
+        paystar_sync::config::Config::parse(config, std::path::Path::new("c.yaml")).unwrap_err();
+    for expected in [
+        "providers.payroc.pause.business_units: list the business units",
+        "providers.payroc.pause.statuses[1]: \"closed\" is not a Payroc processing-account status",
+        "providers.payroc.pause: acts on Payroc's webhooks: set providers.payroc.webhook_secret_env",
+        "providers.smarterpay.precedence: \"provider\" is not one of: manifests, over_manifests",
+    ] {
+        assert!(
+            err.to_string().contains(expected),
+            "missing {expected:?} in:\n{err}"
+        );
+    }
+}
+
+#[test]
 fn the_shipped_example_configs_are_valid() {
     for file in ["examples/quickstart.yaml", "examples/production.yaml"] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);

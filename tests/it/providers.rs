@@ -833,3 +833,127 @@ async fn the_daemon_creates_the_payroc_subscription_once_across_restarts_and_rec
     assert_eq!(delivered, r#"{"statuses":[200]}"#, "{}", daemon.log_text());
     daemon.stop().await;
 }
+
+/// Reads `/metrics` until it contains `line`, for at most 20 s; returns the last text.
+async fn metrics_until(daemon: &crate::support::Daemon, line: &str) -> String {
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = client
+            .get(format!("http://{}/metrics", daemon.http_addr()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains(line) || tokio::time::Instant::now() >= deadline {
+            return text;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_terminated_payroc_processing_account_pauses_delivery_until_a_newer_event_resumes_it() {
+    let sandbox = crate::support::start_sandbox().await;
+    let config = format!(
+        "{}providers:\n  payroc:\n    webhook_secret_env: PAYROC_WEBHOOK_SECRET\n    pause:\n      business_units: [water-bill-pay]\n      processing_accounts: [\"38765\"]\n",
+        daemon_config(&sandbox.paystar_endpoint(), "")
+    );
+    let p = Project::with_config(&config);
+    p.file(
+        "c.csv",
+        format!("{HEADER}CUST1,Lizzy,Hale,lhale@example.com,\n"),
+    );
+    let daemon = p
+        .start_daemon_with_env(&[("PAYROC_WEBHOOK_SECRET", "pr_whsec_0c5d")])
+        .await;
+    sandbox
+        .sandbox
+        .paystar
+        .wait_for(1, Duration::from_secs(20))
+        .await;
+    let notify = |id: &str, account: &str, status: &str, time: &str| {
+        let body = json!({ "specversion": "1.0", "type": "processingAccount.status.changed", "version": "1.0",
+                           "source": "payroc", "id": id, "time": time, "datacontenttype": "application/json",
+                           "data": { "processingAccountId": account, "status": status } });
+        let url = format!("http://{}/webhooks/payroc", daemon.http_addr());
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/json")
+                .header("Payroc-Secret", "pr_whsec_0c5d")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // Another processing account's status does not pause anything.
+    assert_eq!(
+        notify("e0", "11111", "terminated", "2026-05-01T10:00:00Z").await,
+        200
+    );
+    assert_eq!(
+        notify("e1", "38765", "terminated", "2026-05-02T10:00:00Z").await,
+        200
+    );
+    let metrics = metrics_until(&daemon, "paystar_sync_paused_business_units 1").await;
+    assert!(
+        metrics.contains("paystar_sync_paused_business_units 1"),
+        "{metrics}"
+    );
+    // A change made while paused waits in the queue.
+    p.file(
+        "c.csv",
+        format!("{HEADER}CUST1,Elizabeth,Hale,lhale@example.com,\n"),
+    );
+    let metrics = metrics_until(&daemon, "paystar_sync_queue{state=\"pending\"} 1").await;
+    assert!(
+        metrics.contains("paystar_sync_queue{state=\"pending\"} 1"),
+        "{metrics}"
+    );
+    // The worker sees the pause on its next step, which the queued change triggers.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !daemon.log_text().contains("delivery paused") && tokio::time::Instant::now() < deadline {
+        tokio::task::yield_now().await;
+    }
+    let status = p.run_async(&["status"]).await;
+    assert!(
+        status.stdout.contains(
+            "paused: delivery to water-bill-pay waits (providers.payroc.pause): Payroc processing account 38765 is terminated (event payroc/e1)"
+        ),
+        "{}",
+        status.stdout
+    );
+    // An older event that arrives late changes nothing; a newer one resumes delivery.
+    assert_eq!(
+        notify("e2", "38765", "approved", "2026-05-01T12:00:00Z").await,
+        200
+    );
+    let ledger = p.store().provider_event_outcomes("payroc").unwrap();
+    assert!(
+        ledger.iter().any(|(id, outcome, reason)| id == "payroc/e2"
+            && outcome == "ignored"
+            && reason.contains("event payroc/e1 is newer")),
+        "{ledger:?}"
+    );
+    assert_eq!(sandbox.sandbox.paystar.accepted().len(), 1);
+    assert_eq!(
+        notify("e3", "38765", "approved", "2026-05-03T10:00:00Z").await,
+        200
+    );
+    let accepted = sandbox
+        .sandbox
+        .paystar
+        .wait_for(2, Duration::from_secs(20))
+        .await;
+    assert_eq!(accepted.len(), 2, "{}", daemon.log_text());
+    assert_eq!(accepted[1].payload_json()["firstName"], "Elizabeth");
+    let log = daemon.log_text();
+    assert!(log.contains("delivery paused"), "{log}");
+    assert!(log.contains("delivery resumed"), "{log}");
+    daemon.stop().await;
+}
