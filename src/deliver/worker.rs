@@ -140,7 +140,13 @@ impl Worker {
                 in_flight.insert(key.clone());
                 let client = self.client.clone();
                 let settings = self.settings.clone();
-                tasks.spawn(async move { deliver_key(&client, &settings, key, state).await });
+                let paused = step
+                    .pause
+                    .as_ref()
+                    .is_some_and(|p| p.business_units.contains(&key.business_unit));
+                tasks.spawn(
+                    async move { deliver_key(&client, &settings, key, state, paused).await },
+                );
             }
             let idle = tasks.is_empty() && !step.more;
             if tasks.is_empty() && (deadline.is_some() || (until == Until::Idle && idle)) {
@@ -263,8 +269,13 @@ async fn deliver_key(
     settings: &WorkerSettings,
     key: CustomerKey,
     state: KeyState,
+    paused: bool,
 ) -> (Outcome, u64) {
-    let plan = state.plan(settings.policy);
+    let mut plan = state.plan(settings.policy);
+    if paused {
+        // Only a provider's stop passes a pause; the rest waits in the queue.
+        plan.manage = None;
+    }
     let failures = state.queue.as_ref().map_or(0, |q| q.attempts);
     let mut outcome = Outcome {
         key: key.clone(),

@@ -764,13 +764,20 @@ impl Store {
         tx.commit()
     }
 
-    /// Keys the delivery worker may send, soonest first (parked keys and those of
-    /// `paused` business units excluded), with the time each becomes due.
+    /// Keys the delivery worker may send, soonest first, with the time each
+    /// becomes due. Parked keys are left out, and so are the keys of `paused`
+    /// business units, except those with a provider stop Paystar has not
+    /// acknowledged yet: a stop is never held back.
     pub fn upcoming(&self, limit: usize, paused: &[String]) -> Result<Vec<(CustomerKey, i64)>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT business_unit, account, sub_account, next_attempt_at FROM queue INDEXED BY queue_due
-             WHERE state <> 'parked' AND business_unit NOT IN (SELECT value FROM json_each(?2))
-             ORDER BY next_attempt_at LIMIT ?1",
+            "SELECT q.business_unit, q.account, q.sub_account, q.next_attempt_at FROM queue q INDEXED BY queue_due
+             WHERE q.state <> 'parked'
+               AND (q.business_unit NOT IN (SELECT value FROM json_each(?2))
+                    OR (EXISTS (SELECT 1 FROM stops s WHERE s.business_unit = q.business_unit
+                                  AND s.account = q.account AND s.sub_account = q.sub_account)
+                        AND NOT EXISTS (SELECT 1 FROM acked a WHERE a.business_unit = q.business_unit
+                                  AND a.account = q.account AND a.sub_account = q.sub_account AND a.unenrolled)))
+             ORDER BY q.next_attempt_at LIMIT ?1",
         )?;
         let paused = serde_json::to_string(paused).unwrap_or_else(|_| "[]".into());
         let rows = stmt.query_map(params![limit as i64, paused], |r| {

@@ -854,10 +854,11 @@ async fn metrics_until(daemon: &crate::support::Daemon, line: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_terminated_payroc_processing_account_pauses_delivery_until_a_newer_event_resumes_it() {
+async fn a_terminated_payroc_processing_account_pauses_delivery_but_not_stops_until_a_newer_event_resumes_it()
+ {
     let sandbox = crate::support::start_sandbox().await;
     let config = format!(
-        "{}providers:\n  payroc:\n    webhook_secret_env: PAYROC_WEBHOOK_SECRET\n    pause:\n      business_units: [water-bill-pay]\n      processing_accounts: [\"38765\"]\n",
+        "{}providers:\n  payroc:\n    webhook_secret_env: PAYROC_WEBHOOK_SECRET\n    pause:\n      business_units: [water-bill-pay]\n      processing_accounts: [\"38765\"]\n  smarterpay:\n    auth: {{ basic_user_env: SP_USER, basic_password_env: SP_PASSWORD }}\n",
         daemon_config(&sandbox.paystar_endpoint(), "")
     );
     let p = Project::with_config(&config);
@@ -866,7 +867,11 @@ async fn a_terminated_payroc_processing_account_pauses_delivery_until_a_newer_ev
         format!("{HEADER}CUST1,Lizzy,Hale,lhale@example.com,\n"),
     );
     let daemon = p
-        .start_daemon_with_env(&[("PAYROC_WEBHOOK_SECRET", "pr_whsec_0c5d")])
+        .start_daemon_with_env(&[
+            ("PAYROC_WEBHOOK_SECRET", "pr_whsec_0c5d"),
+            ("SP_USER", "sp-user"),
+            ("SP_PASSWORD", "sp-pass"),
+        ])
         .await;
     sandbox
         .sandbox
@@ -941,6 +946,15 @@ async fn a_terminated_payroc_processing_account_pauses_delivery_until_a_newer_ev
         "{ledger:?}"
     );
     assert_eq!(sandbox.sandbox.paystar.accepted().len(), 1);
+    // A provider's stop is never held back: the unenroll goes out, the name change waits.
+    let inactive = json!({ "id": "EV30", "created_at": "2026-05-02T11:00:00Z", "reference": "CUST1", "status": "inactive" });
+    assert_eq!(post_customer_account(&daemon, inactive).await, 200);
+    let accepted = sandbox
+        .sandbox
+        .paystar
+        .wait_for(2, Duration::from_secs(20))
+        .await;
+    assert_eq!(accepted[1].event_type, "Accounts.UnenrollAutopay");
     assert_eq!(
         notify("e3", "38765", "approved", "2026-05-03T10:00:00Z").await,
         200
@@ -948,10 +962,11 @@ async fn a_terminated_payroc_processing_account_pauses_delivery_until_a_newer_ev
     let accepted = sandbox
         .sandbox
         .paystar
-        .wait_for(2, Duration::from_secs(20))
+        .wait_for(3, Duration::from_secs(20))
         .await;
-    assert_eq!(accepted.len(), 2, "{}", daemon.log_text());
-    assert_eq!(accepted[1].payload_json()["firstName"], "Elizabeth");
+    assert_eq!(accepted.len(), 3, "{}", daemon.log_text());
+    assert_eq!(accepted[2].event_type, "Accounts.ManageCustomer");
+    assert_eq!(accepted[2].payload_json()["firstName"], "Elizabeth");
     let log = daemon.log_text();
     assert!(log.contains("delivery paused"), "{log}");
     assert!(log.contains("delivery resumed"), "{log}");
