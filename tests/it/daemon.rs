@@ -366,21 +366,7 @@ async fn health_and_metrics_answer_over_http() {
     assert_eq!(health.status(), 200);
     assert_eq!(health.text().await.unwrap(), "ok\n");
     // The acknowledgements are recorded right after Paystar answers: wait for them.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut text = String::new();
-    while tokio::time::Instant::now() < deadline {
-        text = client
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if text.contains("paystar_sync_acknowledged 2") {
-            break;
-        }
-    }
+    let text = daemon.metrics_until("paystar_sync_acknowledged 2").await;
     assert!(text.contains("# TYPE paystar_sync_queue gauge"), "{text}");
     assert!(
         text.contains("paystar_sync_queue{state=\"parked\"} 0"),

@@ -238,25 +238,45 @@ async fn a_wrong_secret_key_is_reported_and_changes_nothing() {
     assert!(!poll.stderr.contains(TEST_LOTUSPAY_SECRET));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_daemon_polls_on_its_cron_schedule_and_sends_the_unenroll() {
+/// A running sandbox, and a daemon against it with `providers` (YAML under
+/// `providers:`, `{lotuspay}` replaced by the simulator's URL) and `rows` in
+/// c.csv, once Paystar acknowledged every row.
+async fn daemon_with(
+    providers: &str,
+    rows: &str,
+    env: &[(&str, &str)],
+) -> (Project, RunningSandbox, crate::support::Daemon) {
     let sandbox = crate::support::start_sandbox().await;
     let config = format!(
-        "{}providers:\n  lotuspay:\n    base_url: {}\n    secret_key_env: LOTUSPAY_SECRET_KEY\n    schedule: \"* * * * * *\"\n",
+        "{}providers:\n{}",
         daemon_config(&sandbox.paystar_endpoint(), ""),
-        sandbox.lotuspay_base_url()
+        providers.replace("{lotuspay}", &sandbox.lotuspay_base_url())
     );
     let p = Project::with_config(&config);
-    p.file(
-        "c.csv",
-        format!("{HEADER}12345,Ada,Lovelace,ada@example.com,\n"),
-    );
-    let daemon = p.start_daemon().await;
-    sandbox
+    p.file("c.csv", format!("{HEADER}{rows}"));
+    let daemon = p.start_daemon_with_env(env).await;
+    let count = rows.lines().count();
+    let accepted = sandbox
         .sandbox
         .paystar
-        .wait_for(1, Duration::from_secs(20))
+        .wait_for(count, Duration::from_secs(20))
         .await;
+    assert_eq!(accepted.len(), count, "{}", daemon.log_text());
+    (p, sandbox, daemon)
+}
+
+const SP_BASIC: &str =
+    "  smarterpay:\n    auth: { basic_user_env: SP_USER, basic_password_env: SP_PASSWORD }\n";
+const SP_ENV: [(&str, &str); 2] = [("SP_USER", "sp-user"), ("SP_PASSWORD", "sp-pass")];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_polls_on_its_cron_schedule_and_sends_the_unenroll() {
+    let (_p, sandbox, daemon) = daemon_with(
+        "  lotuspay:\n    base_url: {lotuspay}\n    secret_key_env: LOTUSPAY_SECRET_KEY\n    schedule: \"* * * * * *\"\n",
+        "12345,Ada,Lovelace,ada@example.com,\n",
+        &[],
+    )
+    .await;
     sandbox
         .sandbox
         .lotuspay
@@ -274,26 +294,12 @@ async fn the_daemon_polls_on_its_cron_schedule_and_sends_the_unenroll() {
 #[tokio::test(flavor = "multi_thread")]
 async fn smarterpay_webhooks_are_authenticated_deduplicated_and_an_inactive_account_is_unenrolled_once()
  {
-    let sandbox = crate::support::start_sandbox().await;
-    let config = format!(
-        "{}providers:\n  smarterpay:\n    auth: {{ basic_user_env: SP_USER, basic_password_env: SP_PASSWORD }}\n",
-        daemon_config(&sandbox.paystar_endpoint(), "")
-    );
-    let p = Project::with_config(&config);
-    p.file(
-        "c.csv",
-        format!(
-            "{HEADER}CUST1,Lizzy,Hale,lhale@example.com,\nCUST2,Mike,Walker,mike@example.com,\n"
-        ),
-    );
-    let daemon = p
-        .start_daemon_with_env(&[("SP_USER", "sp-user"), ("SP_PASSWORD", "sp-pass")])
-        .await;
-    sandbox
-        .sandbox
-        .paystar
-        .wait_for(2, Duration::from_secs(20))
-        .await;
+    let (_p, sandbox, daemon) = daemon_with(
+        SP_BASIC,
+        "CUST1,Lizzy,Hale,lhale@example.com,\nCUST2,Mike,Walker,mike@example.com,\n",
+        &SP_ENV,
+    )
+    .await;
     let url = format!("http://{}/webhooks/smarterpay", daemon.http_addr());
     let client = reqwest::Client::new();
     let event = |id: &str, reference: &str, status: &str| {
@@ -409,25 +415,12 @@ async fn smarterpay_webhooks_are_authenticated_deduplicated_and_an_inactive_acco
 
 /// A daemon with SmarterPay (Basic auth, `precedence` as given) and CUST1 acknowledged.
 async fn with_smarterpay(precedence: &str) -> (Project, RunningSandbox, crate::support::Daemon) {
-    let sandbox = crate::support::start_sandbox().await;
-    let config = format!(
-        "{}providers:\n  smarterpay:\n    auth: {{ basic_user_env: SP_USER, basic_password_env: SP_PASSWORD }}\n    precedence: {precedence}\n",
-        daemon_config(&sandbox.paystar_endpoint(), "")
-    );
-    let p = Project::with_config(&config);
-    p.file(
-        "c.csv",
-        format!("{HEADER}CUST1,Lizzy,Hale,lhale@example.com,\n"),
-    );
-    let daemon = p
-        .start_daemon_with_env(&[("SP_USER", "sp-user"), ("SP_PASSWORD", "sp-pass")])
-        .await;
-    sandbox
-        .sandbox
-        .paystar
-        .wait_for(1, Duration::from_secs(20))
-        .await;
-    (p, sandbox, daemon)
+    daemon_with(
+        &format!("{SP_BASIC}    precedence: {precedence}\n"),
+        "CUST1,Lizzy,Hale,lhale@example.com,\n",
+        &SP_ENV,
+    )
+    .await
 }
 
 /// Posts one v1 `customer_account` event; returns the HTTP status.
@@ -575,24 +568,12 @@ async fn with_precedence_over_manifests_smarterpay_fields_replace_the_manifest_o
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_smarterpay_simulator_posts_signed_v2_webhooks_to_the_daemon() {
-    let sandbox = crate::support::start_sandbox().await;
-    let config = format!(
-        "{}providers:\n  smarterpay:\n    auth: {{ signature_secret_env: SP_SIGNING_SECRET, signature_header: X-SP-Signature }}\n    account_field: custom_reference\n",
-        daemon_config(&sandbox.paystar_endpoint(), "")
-    );
-    let p = Project::with_config(&config);
-    p.file(
-        "c.csv",
-        format!("{HEADER}RUN33,Mike,Walker,mike@example.com,\n"),
-    );
-    let daemon = p
-        .start_daemon_with_env(&[("SP_SIGNING_SECRET", "whsec_sandbox")])
-        .await;
-    sandbox
-        .sandbox
-        .paystar
-        .wait_for(1, Duration::from_secs(20))
-        .await;
+    let (_p, sandbox, daemon) = daemon_with(
+        "  smarterpay:\n    auth: { signature_secret_env: SP_SIGNING_SECRET, signature_header: X-SP-Signature }\n    account_field: custom_reference\n",
+        "RUN33,Mike,Walker,mike@example.com,\n",
+        &[("SP_SIGNING_SECRET", "whsec_sandbox")],
+    )
+    .await;
     let send = |secret: &str| {
         json!({ "url": format!("http://{}/webhooks/smarterpay", daemon.http_addr()), "version": 2,
                 "signature_secret": secret, "signature_header": "X-SP-Signature",
@@ -834,50 +815,15 @@ async fn the_daemon_creates_the_payroc_subscription_once_across_restarts_and_rec
     daemon.stop().await;
 }
 
-/// Reads `/metrics` until it contains `line`, for at most 20 s; returns the last text.
-async fn metrics_until(daemon: &crate::support::Daemon, line: &str) -> String {
-    let client = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = client
-            .get(format!("http://{}/metrics", daemon.http_addr()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if text.contains(line) || tokio::time::Instant::now() >= deadline {
-            return text;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_terminated_payroc_processing_account_pauses_delivery_but_not_stops_until_a_newer_event_resumes_it()
  {
-    let sandbox = crate::support::start_sandbox().await;
-    let config = format!(
-        "{}providers:\n  payroc:\n    webhook_secret_env: PAYROC_WEBHOOK_SECRET\n    pause:\n      business_units: [water-bill-pay]\n      processing_accounts: [\"38765\"]\n  smarterpay:\n    auth: {{ basic_user_env: SP_USER, basic_password_env: SP_PASSWORD }}\n",
-        daemon_config(&sandbox.paystar_endpoint(), "")
-    );
-    let p = Project::with_config(&config);
-    p.file(
-        "c.csv",
-        format!("{HEADER}CUST1,Lizzy,Hale,lhale@example.com,\n"),
-    );
-    let daemon = p
-        .start_daemon_with_env(&[
-            ("PAYROC_WEBHOOK_SECRET", "pr_whsec_0c5d"),
-            ("SP_USER", "sp-user"),
-            ("SP_PASSWORD", "sp-pass"),
-        ])
-        .await;
-    sandbox
-        .sandbox
-        .paystar
-        .wait_for(1, Duration::from_secs(20))
-        .await;
+    let (p, sandbox, daemon) = daemon_with(
+        &format!("  payroc:\n    webhook_secret_env: PAYROC_WEBHOOK_SECRET\n    pause:\n      business_units: [water-bill-pay]\n      processing_accounts: [\"38765\"]\n{SP_BASIC}"),
+        "CUST1,Lizzy,Hale,lhale@example.com,\n",
+        &[SP_ENV[0], SP_ENV[1], ("PAYROC_WEBHOOK_SECRET", "pr_whsec_0c5d")],
+    )
+    .await;
     let notify = |id: &str, account: &str, status: &str, time: &str| {
         let body = json!({ "specversion": "1.0", "type": "processingAccount.status.changed", "version": "1.0",
                            "source": "payroc", "id": id, "time": time, "datacontenttype": "application/json",
@@ -905,7 +851,9 @@ async fn a_terminated_payroc_processing_account_pauses_delivery_but_not_stops_un
         notify("e1", "38765", "terminated", "2026-05-02T10:00:00Z").await,
         200
     );
-    let metrics = metrics_until(&daemon, "paystar_sync_paused_business_units 1").await;
+    let metrics = daemon
+        .metrics_until("paystar_sync_paused_business_units 1")
+        .await;
     assert!(
         metrics.contains("paystar_sync_paused_business_units 1"),
         "{metrics}"
@@ -915,7 +863,9 @@ async fn a_terminated_payroc_processing_account_pauses_delivery_but_not_stops_un
         "c.csv",
         format!("{HEADER}CUST1,Elizabeth,Hale,lhale@example.com,\n"),
     );
-    let metrics = metrics_until(&daemon, "paystar_sync_queue{state=\"pending\"} 1").await;
+    let metrics = daemon
+        .metrics_until("paystar_sync_queue{state=\"pending\"} 1")
+        .await;
     assert!(
         metrics.contains("paystar_sync_queue{state=\"pending\"} 1"),
         "{metrics}"

@@ -353,6 +353,25 @@ impl Daemon {
         assert_eq!(code, Some(Some(0)), "{}", self.log_text());
     }
 
+    /// Reads `/metrics` until it contains `line`, for at most 20 s; returns the last text.
+    pub async fn metrics_until(&self, line: &str) -> String {
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let text = client
+                .get(format!("http://{}/metrics", self.http_addr()))
+                .send()
+                .await
+                .expect("GET /metrics")
+                .text()
+                .await
+                .expect("read /metrics");
+            if text.contains(line) || tokio::time::Instant::now() >= deadline {
+                return text;
+            }
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
