@@ -453,40 +453,10 @@ impl Store {
         if keys.len() == 0 || self.is_empty()? {
             return Ok(keys.map(|_| None).collect());
         }
-        let mut desired = self.conn.prepare_cached(
-            "SELECT d.first_name, d.last_name, d.email, d.autopay, d.removed, f.path, d.line,
-                    f.sha256, f.git_commit, f.git_author
-             FROM desired d LEFT JOIN files f ON f.id = d.file_id
-             WHERE d.business_unit = ?1 AND d.account = ?2 AND d.sub_account = ?3",
-        )?;
-        let mut acked = self.conn.prepare_cached(
-            "SELECT first_name, last_name, email, unenrolled, acked_at FROM acked
-             WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
-        )?;
-        let mut queue = self.conn.prepare_cached(
-            "SELECT state, attempts, next_attempt_at, last_error FROM queue
-             WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
-        )?;
-        let mut held = self.conn.prepare_cached(
-            "SELECT cause FROM holds WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
-        )?;
-        let mut stop = self.conn.prepare_cached(
-            "SELECT provider, event_id, reason FROM stops WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
-        )?;
-        let mut provider = self.conn.prepare_cached(SELECT_PROVIDER_FIELDS)?;
+        let mut queries = StateQueries::new(&self.conn)?;
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
-            let p = params![key.business_unit, key.account, key.sub_account];
-            let state = KeyState {
-                desired: desired.query_row(p, read_desired).optional()?,
-                acked: acked.query_row(p, read_acked).optional()?,
-                queue: queue.query_row(p, read_queue).optional()?,
-                held: held.query_row(p, |r| r.get(0)).optional()?,
-                stop: stop.query_row(p, read_stop).optional()?,
-                provider: provider
-                    .query_row(p, |r| read_provider_fields_at(r, 0))
-                    .optional()?,
-            };
+            let state = queries.read(key)?;
             out.push((state != KeyState::default()).then(|| Box::new(state)));
         }
         Ok(out)
@@ -829,23 +799,7 @@ impl Store {
                    last_request = COALESCE(excluded.last_request, last_request),
                    last_response = COALESCE(excluded.last_response, last_response)",
             )?;
-            let mut desired = tx.prepare_cached(
-                "SELECT d.first_name, d.last_name, d.email, d.autopay, d.removed, f.path, d.line,
-                        f.sha256, f.git_commit, f.git_author
-                 FROM desired d LEFT JOIN files f ON f.id = d.file_id
-                 WHERE d.business_unit = ?1 AND d.account = ?2 AND d.sub_account = ?3",
-            )?;
-            let mut acked = tx.prepare_cached(
-                "SELECT first_name, last_name, email, unenrolled, acked_at FROM acked
-                 WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
-            )?;
-            let mut held = tx.prepare_cached(
-                "SELECT cause FROM holds WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
-            )?;
-            let mut stop = tx.prepare_cached(
-                "SELECT provider, event_id, reason FROM stops WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
-            )?;
-            let mut provider = tx.prepare_cached(SELECT_PROVIDER_FIELDS)?;
+            let mut states = StateQueries::new(&tx)?;
             let mut history = tx.prepare_cached(
                 "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -880,16 +834,7 @@ impl Store {
                 }
                 let (state, attempts, at, error, request, response) = match &o.result {
                     OutcomeResult::Done => {
-                        let state = KeyState {
-                            desired: desired.query_row(key, read_desired).optional()?,
-                            acked: acked.query_row(key, read_acked).optional()?,
-                            queue: None,
-                            held: held.query_row(key, |r| r.get(0)).optional()?,
-                            stop: stop.query_row(key, read_stop).optional()?,
-                            provider: provider
-                                .query_row(key, |r| read_provider_fields_at(r, 0))
-                                .optional()?,
-                        };
+                        let state = states.read(k)?;
                         if !still_differs(&state) {
                             dequeue.execute(key)?;
                             continue;
@@ -1686,9 +1631,63 @@ fn read_stop(r: &rusqlite::Row<'_>) -> Result<StopRecord> {
     })
 }
 
-const SELECT_PROVIDER_FIELDS: &str =
-    "SELECT first_name, last_name, email, provider, event_id, created_ms
-     FROM provider_fields WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3";
+/// The per-key lookups behind [`KeyState`], prepared once per batch.
+struct StateQueries<'c> {
+    desired: rusqlite::CachedStatement<'c>,
+    acked: rusqlite::CachedStatement<'c>,
+    queue: rusqlite::CachedStatement<'c>,
+    held: rusqlite::CachedStatement<'c>,
+    stop: rusqlite::CachedStatement<'c>,
+    provider: rusqlite::CachedStatement<'c>,
+}
+
+impl<'c> StateQueries<'c> {
+    fn new(conn: &'c Connection) -> Result<Self> {
+        Ok(Self {
+            desired: conn.prepare_cached(
+                "SELECT d.first_name, d.last_name, d.email, d.autopay, d.removed, f.path, d.line,
+                        f.sha256, f.git_commit, f.git_author
+                 FROM desired d LEFT JOIN files f ON f.id = d.file_id
+                 WHERE d.business_unit = ?1 AND d.account = ?2 AND d.sub_account = ?3",
+            )?,
+            acked: conn.prepare_cached(
+                "SELECT first_name, last_name, email, unenrolled, acked_at FROM acked
+                 WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
+            )?,
+            queue: conn.prepare_cached(
+                "SELECT state, attempts, next_attempt_at, last_error FROM queue
+                 WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
+            )?,
+            held: conn.prepare_cached(
+                "SELECT cause FROM holds WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
+            )?,
+            stop: conn.prepare_cached(
+                "SELECT provider, event_id, reason FROM stops
+                 WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
+            )?,
+            provider: conn.prepare_cached(
+                "SELECT first_name, last_name, email, provider, event_id, created_ms FROM provider_fields
+                 WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
+            )?,
+        })
+    }
+
+    /// Everything stored about one key.
+    fn read(&mut self, key: KeyRef<'_>) -> Result<KeyState> {
+        let p = params![key.business_unit, key.account, key.sub_account];
+        Ok(KeyState {
+            desired: self.desired.query_row(p, read_desired).optional()?,
+            acked: self.acked.query_row(p, read_acked).optional()?,
+            queue: self.queue.query_row(p, read_queue).optional()?,
+            held: self.held.query_row(p, |r| r.get(0)).optional()?,
+            stop: self.stop.query_row(p, read_stop).optional()?,
+            provider: self
+                .provider
+                .query_row(p, |r| read_provider_fields_at(r, 0))
+                .optional()?,
+        })
+    }
+}
 
 fn read_provider_fields_at(r: &rusqlite::Row<'_>, at: usize) -> Result<ProviderFieldsRecord> {
     Ok(ProviderFieldsRecord {

@@ -386,14 +386,7 @@ async fn smarterpay_webhooks_are_authenticated_deduplicated_and_an_inactive_acco
         .await
         .unwrap();
     assert_eq!(huge.status(), 413);
-    let metrics = client
-        .get(format!("http://{}/metrics", daemon.http_addr()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = daemon.metrics().await;
     for line in [
         "paystar_sync_webhooks_total{provider=\"smarterpay\",outcome=\"unauthorised\"} 1",
         "paystar_sync_webhooks_total{provider=\"smarterpay\",outcome=\"recorded\"} 4",
@@ -583,27 +576,16 @@ async fn the_smarterpay_simulator_posts_signed_v2_webhooks_to_the_daemon() {
     };
     let client = reqwest::Client::new();
     let url = format!("http://{}/_sandbox/smarterpay/send", sandbox.addr);
-    let wrong = client
-        .post(&url)
-        .header("content-type", "application/json")
-        .body(send("not-the-secret"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let sent = |secret: &str| {
+        client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(send(secret))
+            .send()
+    };
+    let wrong = sent("not-the-secret").await.unwrap().text().await.unwrap();
     assert!(wrong.contains("\"status\":498"), "{wrong}");
-    let right = client
-        .post(&url)
-        .header("content-type", "application/json")
-        .body(send("whsec_sandbox"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let right = sent("whsec_sandbox").await.unwrap().text().await.unwrap();
     assert!(right.contains("\"status\":200"), "{right}");
     let accepted = sandbox
         .sandbox

@@ -353,19 +353,21 @@ impl Daemon {
         assert_eq!(code, Some(Some(0)), "{}", self.log_text());
     }
 
+    /// `GET /metrics`, as text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.http_addr()))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("read /metrics")
+    }
+
     /// Reads `/metrics` until it contains `line`, for at most 20 s; returns the last text.
     pub async fn metrics_until(&self, line: &str) -> String {
-        let client = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
-            let text = client
-                .get(format!("http://{}/metrics", self.http_addr()))
-                .send()
-                .await
-                .expect("GET /metrics")
-                .text()
-                .await
-                .expect("read /metrics");
+            let text = self.metrics().await;
             if text.contains(line) || tokio::time::Instant::now() >= deadline {
                 return text;
             }
