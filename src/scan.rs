@@ -80,8 +80,8 @@ pub enum ScanError {
 pub enum FileFate {
     /// Not parsed: its stored rows stand. `restat` when its stat changed but its content did not.
     Unchanged { restat: bool },
-    /// Read and parsed; `keyless` rejected rows forbid removals from it.
-    Parsed { rows: u64, keyless: bool },
+    /// Read and parsed. A file with any row error removes nothing in this pass.
+    Parsed { rows: u64, row_errors: bool },
     /// A file error: every record it held keeps its previous state.
     Failed,
     /// Gone from the folder: its records count as removed.
@@ -242,11 +242,35 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
             errors,
         });
     }
+    for error in &discovery.broken {
+        let stored = index.get(&error.file).filter(|e| e.present).cloned();
+        files.push(ScannedFile {
+            rel: error.file.clone(),
+            fate: FileFate::Failed,
+            stored,
+            stat: None,
+            sha256: None,
+            dirty: false,
+            errors: vec![error.clone()],
+        });
+    }
     for (dir, err) in &discovery.unreadable {
         extra_errors.push(ManifestError::file(
             dir,
             format!("cannot list this directory ({err}); its files keep their previous state"),
         ));
+    }
+    for (entry, err) in &discovery.unresolved {
+        let prefix = format!("{entry}/");
+        if index
+            .iter()
+            .any(|(rel, e)| e.present && rel.starts_with(&prefix))
+        {
+            extra_errors.push(ManifestError::file(
+                entry,
+                format!("cannot be resolved ({err}); the files it held keep their previous state"),
+            ));
+        }
     }
     let mut gone: Vec<(&String, &FileEntry)> = index
         .iter()
@@ -256,10 +280,7 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
                     .files
                     .binary_search_by(|f| f.rel.as_str().cmp(rel.as_str()))
                     .is_err()
-                && !discovery
-                    .unreadable
-                    .iter()
-                    .any(|(dir, _)| rel.starts_with(&format!("{dir}/")))
+                && !discovery.hides(rel)
         })
         .collect();
     gone.sort_by(|a, b| a.0.cmp(b.0));
@@ -311,7 +332,9 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
             continue;
         }
         let fresh = &by_file[file_idx];
-        let may_remove = !matches!(file.fate, FileFate::Parsed { keyless: true, .. });
+        // Any error in the file (a bad row, a duplicate) may hide a customer that
+        // seems to be gone: nothing counts as removed from it in this pass.
+        let may_remove = file.errors.is_empty();
         let mut next = 0usize;
         if let Some(id) = file.stored.as_ref().map(|e| e.id) {
             store.for_each_file_row(id, |prev| {
@@ -411,7 +434,7 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
     errors.dedup();
 
     let stats = ScanStats {
-        files: discovery.files.len() as u64,
+        files: (discovery.files.len() + discovery.broken.len()) as u64,
         files_parsed: count(&files, |f| matches!(f, FileFate::Parsed { .. })),
         files_unchanged: count(&files, |f| matches!(f, FileFate::Unchanged { .. })),
         files_failed: count(&files, |f| f == FileFate::Failed),
@@ -552,15 +575,9 @@ fn read_if_changed(
     if trusted {
         return (Ok(FileFate::Unchanged { restat: false }), None, None);
     }
-    let sha = match hash_file(&found.path) {
+    let sha = match hash_file(found, settings.parse.max_file_size) {
         Ok(sha) => sha,
-        Err(err) => {
-            let error = ManifestError::file(
-                &found.rel,
-                format!("cannot be read: {err}; check its permissions"),
-            );
-            return (Err(error), None, None);
-        }
+        Err(error) => return (Err(error), None, None),
     };
     if stored.is_some_and(|e| e.clean && e.sha256 == Some(sha)) {
         return (Ok(FileFate::Unchanged { restat: true }), Some(sha), None);
@@ -569,7 +586,7 @@ fn read_if_changed(
         Ok(parsed) => {
             let fate = FileFate::Parsed {
                 rows: parsed.rows.len() as u64,
-                keyless: parsed.keyless_rejects > 0,
+                row_errors: !parsed.errors.is_empty(),
             };
             (Ok(fate), Some(sha), Some(parsed))
         }
@@ -577,12 +594,22 @@ fn read_if_changed(
     }
 }
 
-fn hash_file(path: &Path) -> std::io::Result<[u8; 32]> {
-    let mut file = std::fs::File::open(path)?;
+fn hash_file(found: &DiscoveredFile, max_size: u64) -> Result<[u8; 32], ManifestError> {
+    use crate::manifest::open;
+    if found.stat.size > max_size {
+        return Err(open::too_large(&found.rel, max_size));
+    }
+    let mut file = open::open(&found.path, &found.rel, max_size)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = file.read(&mut buf)?;
+        let n = match file.read(&mut buf) {
+            Ok(n) => n,
+            Err(err) if err.get_ref().is_some_and(|e| e.is::<open::TooLarge>()) => {
+                return Err(ManifestError::file(&found.rel, open::TooLarge.to_string()));
+            }
+            Err(err) => return Err(open::io_error(&found.rel, &err)),
+        };
         if n == 0 {
             break;
         }

@@ -4,6 +4,7 @@
 
 pub mod duration;
 mod secret;
+mod size;
 mod walk;
 
 pub use secret::{Secret, SecretSource};
@@ -51,6 +52,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub providers: ProvidersConfig,
     pub history: HistoryConfig,
+    /// `shutdown_grace`: how long every stage may drain on SIGTERM or a reload.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -80,6 +83,8 @@ pub struct ManifestsConfig {
     pub csv_delimiter: u8,
     /// `manifests.csv.columns`: field → header name in the files.
     pub csv_columns: Vec<(Field, String)>,
+    /// `manifests.max_file_size`: a bigger manifest is a file error.
+    pub max_file_size: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -272,6 +277,7 @@ impl Config {
                 .iter()
                 .map(|(field, header)| (*field, normalise_header(header)))
                 .collect(),
+            max_file_size: self.manifests.max_file_size,
         }
     }
 }
@@ -286,6 +292,8 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
             "safety",
             "server",
             "providers",
+            "history",
+            "shutdown_grace",
         ],
     );
 
@@ -299,8 +307,18 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
     let m = w.section(
         &root,
         "manifests",
-        &["dir", "on_removal", "rescan_interval", "debounce", "csv"],
+        &[
+            "dir",
+            "on_removal",
+            "rescan_interval",
+            "debounce",
+            "csv",
+            "max_file_size",
+        ],
     );
+    let max_file_size = w
+        .size(&m, "max_file_size")
+        .unwrap_or(crate::manifest::DEFAULT_MAX_FILE_SIZE);
     let dir = w
         .path(&m, "dir")
         .unwrap_or_else(|| w.base_dir.join("manifests"));
@@ -408,6 +426,15 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
         }),
     };
 
+    let shutdown_grace = w
+        .duration(&root, "shutdown_grace")
+        .unwrap_or(Duration::from_secs(10));
+    if shutdown_grace > Duration::from_secs(25) {
+        w.error(
+            "shutdown_grace",
+            "must be at most 25s: the service unit's TimeoutStopSec is 30s, and systemd kills what is still running then",
+        );
+    }
     let providers = providers(w, &root);
     let h = w.section(&root, "history", &["retention"]);
     let history = HistoryConfig {
@@ -424,6 +451,7 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
             debounce,
             csv_delimiter,
             csv_columns,
+            max_file_size,
         },
         paystar: PaystarConfig {
             endpoint,
@@ -437,6 +465,7 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
         server: ServerConfig { listen },
         providers,
         history,
+        shutdown_grace,
     })
 }
 

@@ -159,6 +159,32 @@ impl Walker {
         }
     }
 
+    pub fn size(&mut self, s: &Section<'_>, key: &str) -> Option<u64> {
+        let path = join(&s.path, key);
+        let value = self.get(s, key)?;
+        let text = match value {
+            Value::String(text) => text.clone(),
+            Value::Number(n) => n.to_string(),
+            other => {
+                self.error(
+                    &path,
+                    format!(
+                        "{} is not a size (write 512KiB, 256MiB or 1GiB)",
+                        render(other)
+                    ),
+                );
+                return None;
+            }
+        };
+        match super::size::parse(&text) {
+            Ok(n) => Some(n),
+            Err(reason) => {
+                self.error(&path, reason);
+                None
+            }
+        }
+    }
+
     pub fn durations(&mut self, s: &Section<'_>, key: &str) -> Option<Vec<Duration>> {
         let path = join(&s.path, key);
         match self.get(s, key)? {

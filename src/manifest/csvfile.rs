@@ -3,6 +3,7 @@
 use super::build::{RawRow, RowContext, build};
 use super::error::ManifestError;
 use super::fields::{Field, normalise_header};
+use super::quotes::{QuoteCheck, quote_error};
 use super::row::FileIdx;
 use super::{ParseOptions, ParsedFile};
 use std::io::Read;
@@ -20,10 +21,20 @@ pub fn parse<R: Read>(
         // csv miscounts lines in CRLF files; split on LF and let trimming drop the CR.
         .terminator(::csv::Terminator::Any(b'\n'))
         .buffer_capacity(256 * 1024)
-        .from_reader(reader);
+        .from_reader(QuoteCheck::new(reader, opts.delimiter));
     let mut record = ::csv::ByteRecord::new();
-    let read = |csv: &mut ::csv::Reader<R>, record: &mut ::csv::ByteRecord| {
+    let read = |csv: &mut ::csv::Reader<QuoteCheck<R>>, record: &mut ::csv::ByteRecord| {
         csv.read_byte_record(record).map_err(|err| {
+            if let Some(quote) = quote_error(&err) {
+                return ManifestError::file(
+                    file,
+                    format!("has unbalanced CSV quoting at {quote}; its customers keep their previous state"),
+                )
+                .at_line(quote.line());
+            }
+            if super::open::too_large_error(&err) {
+                return ManifestError::file(file, super::open::TooLarge.to_string());
+            }
             let line = err.position().map(|p| p.line() as u32);
             let error = ManifestError::file(file, format!("cannot be read as CSV: {err}"));
             match line {

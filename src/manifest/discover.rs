@@ -1,5 +1,7 @@
 //! Finds manifest files under `manifests.dir`, applying the ignore rules of SPEC §3.
 
+use super::error::ManifestError;
+use super::open;
 use std::collections::HashSet;
 use std::fs;
 use std::io;
@@ -74,7 +76,8 @@ pub fn format_of(name: &str) -> Option<Format> {
 
 /// Lists every manifest under `root`, sorted by relative path. The root may be a
 /// symlink (git-sync swaps one atomically); symlinked files and directories inside
-/// are followed once each. Unreadable subdirectories are reported, not fatal.
+/// are followed once each. Unreadable subdirectories are reported, not fatal, and
+/// so is anything with a manifest's name that is not a regular file.
 pub fn discover(root: &Path) -> Result<Discovery, DiscoverError> {
     let meta = fs::metadata(root).map_err(|source| DiscoverError::Root {
         path: root.to_owned(),
@@ -116,30 +119,53 @@ pub fn discover(root: &Path) -> Result<Discovery, DiscoverError> {
             }
             let path = entry.path();
             let rel = format!("{prefix}{name}");
-            // `metadata` follows symlinks; a dangling link is skipped like a missing file.
-            let Ok(meta) = fs::metadata(&path) else {
-                continue;
+            let format = format_of(&name);
+            // `metadata` follows symlinks.
+            let meta = match fs::metadata(&path) {
+                Ok(meta) => meta,
+                Err(err) => {
+                    let link = fs::symlink_metadata(&path).ok();
+                    if link.is_none() && err.kind() == io::ErrorKind::NotFound {
+                        continue; // removed between listing and stat: gone
+                    }
+                    match format {
+                        Some(_) if err.kind() == io::ErrorKind::NotFound => found.broken.push(
+                            ManifestError::file(
+                                &rel,
+                                "is a dangling symbolic link; its customers keep their previous state (point the link at a file, or remove it to remove them)",
+                            ),
+                        ),
+                        Some(_) => found.broken.push(open::io_error(&rel, &err)),
+                        // A subfolder that cannot be resolved: whatever it held stays.
+                        None => found.unresolved.push((rel, err)),
+                    }
+                    continue;
+                }
             };
-            if meta.is_dir() {
-                let fresh = fs::canonicalize(&path)
-                    .map(|c| seen_dirs.insert(c))
-                    .unwrap_or(false);
-                if fresh {
-                    stack.push((path, format!("{rel}/")));
+            match format {
+                Some(format) if meta.is_file() => found.files.push(DiscoveredFile {
+                    rel,
+                    path,
+                    format,
+                    stat: FileStat::of(&meta),
+                }),
+                Some(_) => found
+                    .broken
+                    .push(open::not_a_file(&rel, open::describe(meta.file_type()))),
+                None if meta.is_dir() => {
+                    let fresh = fs::canonicalize(&path)
+                        .map(|c| seen_dirs.insert(c))
+                        .unwrap_or(false);
+                    if fresh {
+                        stack.push((path, format!("{rel}/")));
+                    }
                 }
-            } else if meta.is_file() {
-                if let Some(format) = format_of(&name) {
-                    found.files.push(DiscoveredFile {
-                        rel,
-                        path,
-                        format,
-                        stat: FileStat::of(&meta),
-                    });
-                }
+                None => {}
             }
         }
     }
     found.files.sort_by(|a, b| a.rel.cmp(&b.rel));
+    found.broken.sort_by(|a, b| a.file.cmp(&b.file));
     Ok(found)
 }
 
@@ -149,6 +175,27 @@ pub struct Discovery {
     /// Subdirectories that could not be listed: their files are treated as unreadable,
     /// never as deleted.
     pub unreadable: Vec<(String, io::Error)>,
+    /// Paths with a manifest's name that are not readable regular files (a
+    /// directory, FIFO, socket, device, dangling link or link loop): file errors,
+    /// sorted by path. What they held keeps its previous state.
+    pub broken: Vec<ManifestError>,
+    /// Entries without a manifest's name that cannot be resolved (a dangling or
+    /// looping link where a subfolder may have been): files stored under them
+    /// keep their previous state.
+    pub unresolved: Vec<(String, io::Error)>,
+}
+
+impl Discovery {
+    /// Whether a stored file's path lies where this discovery could not look, so
+    /// that its absence says nothing.
+    pub fn hides(&self, rel: &str) -> bool {
+        self.broken.iter().any(|e| e.file == rel)
+            || self
+                .unreadable
+                .iter()
+                .chain(&self.unresolved)
+                .any(|(dir, _)| rel.starts_with(dir.as_str()) && rel[dir.len()..].starts_with('/'))
+    }
 }
 
 #[cfg(test)]

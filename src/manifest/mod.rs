@@ -8,8 +8,11 @@ pub mod discover;
 mod error;
 pub mod fields;
 pub mod git;
+pub mod open;
+pub mod quotes;
 mod row;
 pub mod watch;
+mod yamldepth;
 mod yamlfile;
 
 pub use discover::{DiscoveredFile, FileStat, Format};
@@ -19,7 +22,6 @@ pub use row::{FileIdx, ManifestRow, RowValues, fingerprint};
 use crate::customer::CustomerKey;
 use build::Rejected;
 use fields::Field;
-use std::fs::File;
 use std::io::{BufReader, Read};
 
 /// Reader settings from `manifests.csv` and `paystar.default_business_unit`.
@@ -29,7 +31,12 @@ pub struct ParseOptions {
     pub delimiter: u8,
     /// `manifests.csv.columns`: a field and the normalised header that means it.
     pub columns: Vec<(Field, String)>,
+    /// `manifests.max_file_size`: a bigger manifest is a file error.
+    pub max_file_size: u64,
 }
+
+/// `manifests.max_file_size` unless configured: 256 MiB.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 256 * 1024 * 1024;
 
 impl Default for ParseOptions {
     fn default() -> Self {
@@ -37,6 +44,7 @@ impl Default for ParseOptions {
             default_business_unit: None,
             delimiter: b',',
             columns: Vec::new(),
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
         }
     }
 }
@@ -81,13 +89,7 @@ pub fn parse_file(
     file_idx: FileIdx,
     opts: &ParseOptions,
 ) -> Result<ParsedFile, ManifestError> {
-    let unreadable = |err: std::io::Error| {
-        ManifestError::file(
-            &file.rel,
-            format!("cannot be read: {err}; check its permissions"),
-        )
-    };
-    let handle = File::open(&file.path).map_err(unreadable)?;
+    let handle = open::open(&file.path, &file.rel, opts.max_file_size)?;
     match file.format {
         Format::Csv => csvfile::parse(
             BufReader::with_capacity(256 * 1024, handle),
@@ -96,10 +98,15 @@ pub fn parse_file(
             opts,
         ),
         Format::Yaml => {
-            let mut bytes = Vec::new();
+            let mut bytes = Vec::with_capacity(file.stat.size.min(opts.max_file_size) as usize);
             BufReader::new(handle)
                 .read_to_end(&mut bytes)
-                .map_err(unreadable)?;
+                .map_err(|err| match err.get_ref() {
+                    Some(inner) if inner.is::<open::TooLarge>() => {
+                        ManifestError::file(&file.rel, open::TooLarge.to_string())
+                    }
+                    _ => open::io_error(&file.rel, &err),
+                })?;
             let text = String::from_utf8(bytes).map_err(|_| {
                 ManifestError::file(&file.rel, "is not valid UTF-8; save it as UTF-8")
             })?;

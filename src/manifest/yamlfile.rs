@@ -4,6 +4,7 @@ use super::build::{RawRow, Rejected, RowContext, build};
 use super::error::{ErrorKind, ManifestError};
 use super::fields::Field;
 use super::row::FileIdx;
+use super::yamldepth;
 use super::{ParseOptions, ParsedFile};
 use serde_yaml::Value;
 
@@ -13,6 +14,16 @@ pub fn parse(
     file_idx: FileIdx,
     opts: &ParseOptions,
 ) -> Result<ParsedFile, ManifestError> {
+    if let Some(line) = yamldepth::too_deep_flow(text) {
+        return Err(ManifestError::file(
+            file,
+            format!(
+                "nests deeper than {} levels; a manifest needs three, so this is not a manifest",
+                yamldepth::MAX_DEPTH
+            ),
+        )
+        .at_line(line));
+    }
     let mut doc: Value = serde_yaml::from_str(text).map_err(|err| {
         let error = ManifestError::file(file, format!("is not valid YAML: {err}"));
         match err.location() {
@@ -20,6 +31,15 @@ pub fn parse(
             None => error,
         }
     })?;
+    if yamldepth::depth(&doc, yamldepth::MAX_DEPTH) > yamldepth::MAX_DEPTH {
+        return Err(ManifestError::file(
+            file,
+            format!(
+                "nests deeper than {} levels; a manifest needs three, so this is not a manifest",
+                yamldepth::MAX_DEPTH
+            ),
+        ));
+    }
     doc.apply_merge().map_err(|err| {
         ManifestError::file(file, format!("has an invalid merge key (<<): {err}"))
     })?;

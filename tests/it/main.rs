@@ -1,5 +1,6 @@
 //! The one integration-test binary: a module per feature, a shared harness.
 
+mod abuse;
 mod cli;
 mod config;
 mod daemon;

@@ -1,0 +1,271 @@
+//! Strict CSV quoting, checked as the bytes stream past the csv reader (which
+//! is lenient: it reads `"G04x007"x` as `G04x007x` and lets an unclosed quote
+//! swallow every row after it). RFC 4180 rules: a quote may only open a field,
+//! a quote inside a quoted field is doubled, and a closing quote is followed by
+//! the delimiter or the end of the line.
+
+use std::io::{self, Read};
+
+/// A quoting mistake, with the 1-based line it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QuoteError {
+    #[error(
+        "line {line}: a quote (\") inside an unquoted field; quote the whole field and double the quotes inside it (\"a \"\"b\"\" c\")"
+    )]
+    InUnquoted { line: u32 },
+    #[error(
+        "line {line}: text after the closing quote of a field; quote the whole field and double the quotes inside it"
+    )]
+    AfterClose { line: u32 },
+    #[error(
+        "line {line}: a quoted field opens here and is never closed; add the closing quote (\")"
+    )]
+    Unclosed { line: u32 },
+}
+
+impl QuoteError {
+    pub fn line(self) -> u32 {
+        match self {
+            QuoteError::InUnquoted { line }
+            | QuoteError::AfterClose { line }
+            | QuoteError::Unclosed { line } => line,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A quote inside a quoted field: it closes the field or starts `""`.
+    QuoteInQuoted,
+    /// A carriage return right after a closing quote.
+    CrAfterClose,
+}
+
+/// Passes bytes through unchanged while checking their quoting; the first
+/// mistake becomes an `InvalidData` error carrying a [`QuoteError`].
+pub struct QuoteCheck<R> {
+    inner: R,
+    delimiter: u8,
+    state: State,
+    line: u32,
+    opened_at: u32,
+    /// Bytes of a leading UTF-8 byte order mark still to skip.
+    bom: usize,
+}
+
+const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
+
+impl<R: Read> QuoteCheck<R> {
+    pub fn new(inner: R, delimiter: u8) -> Self {
+        Self {
+            inner,
+            delimiter,
+            state: State::FieldStart,
+            line: 1,
+            opened_at: 1,
+            bom: 0,
+        }
+    }
+
+    fn check(&mut self, bytes: &[u8]) -> Result<(), QuoteError> {
+        let mut i = 0;
+        while self.bom < BOM.len() && i < bytes.len() {
+            if bytes[i] != BOM[self.bom] {
+                self.bom = BOM.len();
+                break;
+            }
+            self.bom += 1;
+            i += 1;
+        }
+        let delim = self.delimiter;
+        while i < bytes.len() {
+            match self.state {
+                State::Unquoted => match memchr::memchr3(b'"', delim, b'\n', &bytes[i..]) {
+                    None => return Ok(()),
+                    Some(at) => {
+                        i += at;
+                        match bytes[i] {
+                            b'"' => return Err(QuoteError::InUnquoted { line: self.line }),
+                            b'\n' => self.line += 1,
+                            _ => {}
+                        }
+                        self.state = State::FieldStart;
+                        i += 1;
+                    }
+                },
+                State::Quoted => match memchr::memchr2(b'"', b'\n', &bytes[i..]) {
+                    None => return Ok(()),
+                    Some(at) => {
+                        i += at;
+                        if bytes[i] == b'\n' {
+                            self.line += 1;
+                        } else {
+                            self.state = State::QuoteInQuoted;
+                        }
+                        i += 1;
+                    }
+                },
+                State::FieldStart => {
+                    let b = bytes[i];
+                    self.state = if b == b'"' {
+                        self.opened_at = self.line;
+                        State::Quoted
+                    } else if b == delim {
+                        State::FieldStart
+                    } else if b == b'\n' {
+                        self.line += 1;
+                        State::FieldStart
+                    } else {
+                        State::Unquoted
+                    };
+                    i += 1;
+                }
+                State::QuoteInQuoted => {
+                    let b = bytes[i];
+                    self.state = if b == b'"' {
+                        State::Quoted
+                    } else if b == delim {
+                        State::FieldStart
+                    } else if b == b'\n' {
+                        self.line += 1;
+                        State::FieldStart
+                    } else if b == b'\r' {
+                        State::CrAfterClose
+                    } else {
+                        return Err(QuoteError::AfterClose {
+                            line: self.opened_at,
+                        });
+                    };
+                    i += 1;
+                }
+                State::CrAfterClose => {
+                    let b = bytes[i];
+                    self.state = if b == b'\n' {
+                        self.line += 1;
+                        State::FieldStart
+                    } else if b == delim {
+                        State::FieldStart
+                    } else if b == b'\r' {
+                        State::CrAfterClose
+                    } else {
+                        return Err(QuoteError::AfterClose {
+                            line: self.opened_at,
+                        });
+                    };
+                    i += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<(), QuoteError> {
+        match self.state {
+            State::Quoted => Err(QuoteError::Unclosed {
+                line: self.opened_at,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<R: Read> Read for QuoteCheck<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let checked = if n == 0 && !buf.is_empty() {
+            self.finish()
+        } else {
+            self.check(&buf[..n])
+        };
+        checked.map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
+        Ok(n)
+    }
+}
+
+/// The quoting mistake behind a csv error, if that is what it is.
+pub fn quote_error(err: &::csv::Error) -> Option<QuoteError> {
+    match err.kind() {
+        ::csv::ErrorKind::Io(io) => io.get_ref()?.downcast_ref::<QuoteError>().copied(),
+        _ => None,
+    }
+}
+
+/// Checks a whole text at once (tests and tools).
+pub fn check_str(text: &[u8], delimiter: u8) -> Result<(), QuoteError> {
+    let mut check = QuoteCheck::new(&[][..], delimiter);
+    check.check(text)?;
+    check.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn well_quoted_csv_passes() {
+        for text in [
+            "a,b\n1,2\n",
+            "a,b\r\n\"1\",\"x, y\"\r\n",
+            "a\n\"say \"\"hi\"\"\"\n",
+            "a\n\"two\nlines\"\n",
+            "\u{feff}\"a\",b\n1,2",
+            "a,b\n,\n",
+        ] {
+            assert_eq!(check_str(text.as_bytes(), b','), Ok(()), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_quote_inside_an_unquoted_field_names_its_line() {
+        assert_eq!(
+            check_str(b"a,b\n1,2\n3,4\"x\n", b','),
+            Err(QuoteError::InUnquoted { line: 3 })
+        );
+    }
+
+    #[test]
+    fn text_after_a_closing_quote_names_the_line_the_quote_opened() {
+        assert_eq!(
+            check_str(b"a\n\"G04\nx007\"x\n", b','),
+            Err(QuoteError::AfterClose { line: 2 })
+        );
+        assert_eq!(
+            check_str(b"a\n\"G04x007\"\rx\n", b','),
+            Err(QuoteError::AfterClose { line: 2 })
+        );
+    }
+
+    #[test]
+    fn an_unclosed_quote_names_the_line_it_opened() {
+        assert_eq!(
+            check_str(b"a,b\n1,2\n\"3,4\n5,6\n", b','),
+            Err(QuoteError::Unclosed { line: 3 })
+        );
+    }
+
+    #[test]
+    fn the_configured_delimiter_ends_a_quoted_field() {
+        assert_eq!(check_str(b"a;b\n\"1\";2\n", b';'), Ok(()));
+        assert_eq!(
+            check_str(b"a;b\n\"1\",2\n", b';'),
+            Err(QuoteError::AfterClose { line: 2 })
+        );
+    }
+
+    #[test]
+    fn checking_in_pieces_gives_the_same_answer_as_at_once() {
+        let text = b"a,b\n\"x\"\"y\",2\r\n\"q\r\n\",3\n4,\"5\"z\n";
+        let whole = check_str(text, b',');
+        for split in 0..text.len() {
+            let mut check = QuoteCheck::new(&[][..], b',');
+            let result = check
+                .check(&text[..split])
+                .and_then(|()| check.check(&text[split..]))
+                .and_then(|()| check.finish());
+            assert_eq!(result, whole, "split at {split}");
+        }
+    }
+}
