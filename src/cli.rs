@@ -294,8 +294,10 @@ fn validate(path: &Path) -> anyhow::Result<Exit> {
     let (config, _store, scan) = dry_scan(path)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    for secret in config.secret_sources() {
-        if let Err(problem) = secret.resolve(&crate::config::process_env) {
+    // The same resolution as `apply`, `run` and a reload; here it only warns, so
+    // that CI can validate manifests without production secrets.
+    if let Err(err) = crate::app::wiring::resolve(&config, &crate::config::process_env) {
+        for problem in err.problems {
             writeln!(out, "warning: {problem} (needed by apply, run and poll)")?;
         }
     }
@@ -630,10 +632,12 @@ fn history(
 
 async fn poll(path: &Path) -> anyhow::Result<Exit> {
     let config = Config::load(path)?;
-    let Some(poller) = crate::app::lotuspay(&config, None)? else {
+    let resolved = crate::app::wiring::resolve(&config, &crate::config::process_env)?;
+    let Some(lotuspay) = &resolved.lotuspay else {
         println!("no provider to poll: configure providers.lotuspay");
         return Ok(Exit::Ok);
     };
+    let poller = lotuspay.poller(None)?;
     let store = crate::store::SharedStore::new(Store::open(&config.state.path)?);
     let report = poller.poll_once(&store, now_ms()).await?;
     println!(

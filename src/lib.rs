@@ -10,6 +10,7 @@ pub mod customer;
 pub mod deliver;
 pub mod manifest;
 pub mod mask;
+pub mod metrics;
 pub mod providers;
 pub mod reconcile;
 pub mod report;

@@ -115,11 +115,19 @@ pub struct ProvidersConfig {
     pub smarterpay: Option<SmarterPayConfig>,
 }
 
+/// Where LotusPay's API is: a URL, or the in-process simulator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LotusPayBase {
+    /// `base_url: sandbox`: served by the daemon with `paystar.endpoint: sandbox`.
+    Sandbox,
+    Url(String),
+}
+
 #[derive(Clone, Debug)]
 pub struct LotusPayConfig {
-    pub base_url: String,
+    pub base_url: LotusPayBase,
     pub secret_key: Option<SecretSource>,
-    pub schedule: String,
+    pub schedule: cron::Schedule,
     pub business_unit: Option<String>,
     pub account_path: String,
     pub sub_account_path: String,
@@ -435,7 +443,7 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
             "must be at most 25s: the service unit's TimeoutStopSec is 30s, and systemd kills what is still running then",
         );
     }
-    let providers = providers(w, &root);
+    let providers = providers(w, &root, Some(endpoint.clone()));
     let h = w.section(&root, "history", &["retention"]);
     let history = HistoryConfig {
         retention: w.duration(&h, "retention"),
@@ -516,7 +524,11 @@ fn payroc_pause(w: &mut Walker, pr: &walk::Section<'_>) -> Option<PayrocPause> {
     })
 }
 
-fn providers(w: &mut Walker, root: &walk::Section<'_>) -> ProvidersConfig {
+fn providers(
+    w: &mut Walker,
+    root: &walk::Section<'_>,
+    endpoint: Option<Endpoint>,
+) -> ProvidersConfig {
     let p = w.section(root, "providers", &["lotuspay", "payroc", "smarterpay"]);
     let mut out = ProvidersConfig::default();
 
@@ -537,13 +549,20 @@ fn providers(w: &mut Walker, root: &walk::Section<'_>) -> ProvidersConfig {
         ],
     );
     if lp.map.is_some() {
-        let schedule = w
+        let text = w
             .string(&lp, "schedule")
             .unwrap_or_else(|| "0 */5 * * * *".into());
-        if let Err(err) = cron::Schedule::from_str(&schedule) {
+        let schedule = cron::Schedule::from_str(&text).unwrap_or_else(|err| {
             w.error(
                 &format!("{}.schedule", lp.path),
-                format!("{schedule:?} is not a cron expression ({err}); the seconds field comes first, e.g. \"0 */5 * * * *\""),
+                format!("{text:?} is not a cron expression ({err}); the seconds field comes first, e.g. \"0 */5 * * * *\""),
+            );
+            cron::Schedule::from_str("0 */5 * * * *").expect("the default schedule parses")
+        });
+        if schedule.upcoming(chrono::Utc).next().is_none() {
+            w.error(
+                &format!("{}.schedule", lp.path),
+                format!("{text:?} never runs again; give a schedule with future runs"),
             );
         }
         let path_key = |w: &mut Walker, key: &str, default: &str| {
@@ -556,8 +575,16 @@ fn providers(w: &mut Walker, root: &walk::Section<'_>) -> ProvidersConfig {
         out.lotuspay = Some(LotusPayConfig {
             base_url: match w.string(&lp, "base_url").as_deref() {
                 // The in-process simulator (needs paystar.endpoint: sandbox).
-                Some("sandbox") => "sandbox".to_owned(),
-                _ => url(w, &lp, "base_url", "https://api-test.lotuspay.com/v1"),
+                Some("sandbox") => {
+                    if endpoint != Some(Endpoint::Sandbox) {
+                        w.error(
+                            &format!("{}.base_url", lp.path),
+                            "`sandbox` is served by the daemon only with paystar.endpoint: sandbox",
+                        );
+                    }
+                    LotusPayBase::Sandbox
+                }
+                _ => LotusPayBase::Url(url(w, &lp, "base_url", "https://api-test.lotuspay.com/v1")),
             },
             secret_key: w.secret(&lp, "secret_key"),
             schedule,

@@ -88,6 +88,13 @@ impl Worker {
         }
     }
 
+    /// Counts into `counters` and wakes on `wake`, both kept across reloads.
+    pub fn sharing(mut self, counters: Arc<DeliveryCounters>, wake: Arc<Notify>) -> Self {
+        self.counters = counters;
+        self.wake = wake;
+        self
+    }
+
     /// Delivery outcomes so far, shared with progress displays and `/metrics`.
     pub fn counters(&self) -> Arc<DeliveryCounters> {
         self.counters.clone()
@@ -166,7 +173,11 @@ impl Worker {
                                 }
                                 let mut delivered = 0;
                                 for joined in batch {
-                                    let (outcome, events) = joined.expect("a delivery task panicked");
+                                    // A panicking delivery is a bug: the stage fails and the daemon restarts.
+                                    let (outcome, events) = match joined {
+                                        Ok(done) => done,
+                                        Err(err) => std::panic::resume_unwind(err.into_panic()),
+                                    };
                                     delivered += events;
             match &outcome.result {
                                         OutcomeResult::Done => totals.keys_done += 1,

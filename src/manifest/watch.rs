@@ -52,6 +52,13 @@ impl Writers {
     }
 }
 
+/// Whether a watch event concerns the manifests folder: a path inside it, or
+/// its own entry in the parent folder (a swapped symlink, a renamed folder).
+pub fn concerns(root: &Path, event: &notify::Event) -> bool {
+    // An event without paths (an overflow) may concern anything.
+    event.paths.is_empty() || event.paths.iter().any(|p| p.starts_with(root))
+}
+
 pub struct FolderWatch {
     _watcher: RecommendedWatcher,
     /// Where the root pointed when the watch was set up (git-sync swaps a symlink).
@@ -61,12 +68,16 @@ pub struct FolderWatch {
 
 impl FolderWatch {
     /// Watches `root` recursively, and its parent so that a swapped symlink root
-    /// is noticed. Each change sends `()` on `tx`.
+    /// is noticed. Each change under the root, or to the root's own entry, sends
+    /// `()` on `tx`.
     pub fn new(root: &Path, tx: UnboundedSender<()>) -> notify::Result<Self> {
         let writers = Writers::default();
         let seen = writers.clone();
+        let watched = root.to_owned();
         let mut watcher = notify::recommended_watcher(
             move |event: notify::Result<notify::Event>| match &event {
+                // The parent's other entries (a log file, the state folder) are not ours.
+                Ok(e) if !concerns(&watched, e) => {}
                 Ok(e) => {
                     seen.update(e);
                     let close = matches!(
@@ -97,5 +108,42 @@ impl FolderWatch {
     /// Whether the root now resolves somewhere else than when watched.
     pub fn moved(&self, root: &Path) -> bool {
         std::fs::canonicalize(root).ok() != self.target
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{DataChange, ModifyKind, RenameMode};
+
+    fn event(kind: EventKind, paths: &[&str]) -> notify::Event {
+        let mut e = notify::Event::new(kind);
+        e.paths = paths.iter().map(PathBuf::from).collect();
+        e
+    }
+
+    #[test]
+    fn only_the_folder_and_its_own_entry_in_the_parent_concern_the_watch() {
+        let root = Path::new("/srv/sync/manifests");
+        let write = EventKind::Modify(ModifyKind::Data(DataChange::Content));
+        let rename = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        assert!(concerns(
+            root,
+            &event(write, &["/srv/sync/manifests/a.csv"])
+        ));
+        assert!(concerns(
+            root,
+            &event(rename, &["/srv/sync/.tmp-link", "/srv/sync/manifests"])
+        ));
+        assert!(!concerns(root, &event(write, &["/srv/sync/sync.log"])));
+        assert!(!concerns(
+            root,
+            &event(write, &["/srv/sync/manifests-old/a.csv"])
+        ));
+        assert!(!concerns(
+            root,
+            &event(write, &["/srv/sync/state/paystar-sync.db-wal"])
+        ));
+        assert!(concerns(root, &event(EventKind::Other, &[])));
     }
 }

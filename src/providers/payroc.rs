@@ -104,12 +104,12 @@ impl PayrocReceiver {
         };
         let data = event.get("data").cloned().unwrap_or(Value::Null);
         let (outcome, reason, merchant) = self.judge(kind, &data, text("time"));
-        tracing::info!(
+        tracing::debug!(
             provider = PROVIDER,
             event = kind,
             processing_account = data["processingAccountId"].as_str().unwrap_or(""),
             status = data["status"].as_str().unwrap_or(""),
-            "merchant-level event recorded"
+            "merchant-level event received"
         );
         Verdict::Record(Box::new(ProviderEventWrite {
             provider: PROVIDER,

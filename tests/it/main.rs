@@ -7,6 +7,7 @@ mod daemon;
 mod deliver;
 mod diff;
 mod manifests;
+mod operator;
 mod providers;
 mod safety;
 mod state;

@@ -389,7 +389,9 @@ async fn smarterpay_webhooks_are_authenticated_deduplicated_and_an_inactive_acco
     let metrics = daemon.metrics().await;
     for line in [
         "paystar_sync_webhooks_total{provider=\"smarterpay\",outcome=\"unauthorised\"} 1",
-        "paystar_sync_webhooks_total{provider=\"smarterpay\",outcome=\"recorded\"} 4",
+        "paystar_sync_webhooks_total{provider=\"smarterpay\",outcome=\"recorded\"} 2",
+        // The provider's retry and the v2 redelivery.
+        "paystar_sync_webhooks_total{provider=\"smarterpay\",outcome=\"duplicate\"} 2",
         "paystar_sync_webhooks_total{provider=\"smarterpay\",outcome=\"unknown_kind\"} 1",
         // The unparsable body and the wrong content type.
         "paystar_sync_webhooks_total{provider=\"smarterpay\",outcome=\"malformed\"} 2",

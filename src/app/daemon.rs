@@ -1,0 +1,502 @@
+//! The daemon (SPEC §9): the stages of one configuration as a [`Pipeline`],
+//! reloads that build the new pipeline before the old one stops, and one place
+//! where a stage that fails or panics ends the process.
+
+use super::intake::{Intake, log_scan};
+use super::loops::{payroc_subscription_loop, poll_loop};
+use super::wiring::{Resolved, resolve};
+use super::{Signal, scan_and_commit, worker_settings};
+use crate::config::{Config, Endpoint, process_env};
+use crate::deliver::{PaystarClient, Until, Worker};
+use crate::metrics::Metrics;
+use crate::sandbox::{RunningSandbox, Sandbox};
+use crate::server::{Live, ServerState};
+use crate::store::{SharedStore, Store};
+use anyhow::Context;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A stage that stopped on its own: the daemon ends with its error.
+pub struct StageFailure {
+    pub stage: &'static str,
+    pub error: anyhow::Error,
+}
+
+/// Runs `stage` as its own task and reports to `failures` if it returns an error
+/// or panics. Returning `Ok` (after cancellation) is a normal stop.
+pub fn supervise<F>(
+    tracker: &TaskTracker,
+    stage: &'static str,
+    failures: mpsc::Sender<StageFailure>,
+    future: F,
+) where
+    F: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let task = tokio::spawn(future);
+    tracker.spawn(async move {
+        let error = match task.await {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => error,
+            Err(join) if join.is_panic() => {
+                let payload = join.into_panic();
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                anyhow::anyhow!("panicked: {message}")
+            }
+            Err(_) => return, // aborted at shutdown
+        };
+        let _ = failures.send(StageFailure { stage, error }).await;
+    });
+}
+
+/// Everything that outlives one configuration: the store, counters, the
+/// delivery wake-up, the HTTP server and the in-process sandbox.
+struct Daemon {
+    store: SharedStore,
+    metrics: Arc<Metrics>,
+    wake: Arc<Notify>,
+    server_state: ServerState,
+    server: Server,
+    sandbox: Option<RunningSandbox>,
+    failures: mpsc::Sender<StageFailure>,
+}
+
+/// The HTTP server stage and the address it was configured with.
+struct Server {
+    configured: SocketAddr,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("server.listen {listen}: cannot listen there"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "http server listening (/health, /metrics, /webhooks)");
+    Ok(listener)
+}
+
+impl Server {
+    fn start(
+        configured: SocketAddr,
+        listener: tokio::net::TcpListener,
+        state: &ServerState,
+        grace: Duration,
+        failures: mpsc::Sender<StageFailure>,
+    ) -> Self {
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let router = crate::server::router(state.clone());
+        let stop = cancel.clone();
+        supervise(&tracker, "http server", failures, async move {
+            crate::server::serve(listener, router, stop, grace)
+                .await
+                .context("the http server stopped")
+        });
+        tracker.close();
+        Self {
+            configured,
+            cancel,
+            tracker,
+        }
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.tracker.wait().await;
+    }
+}
+
+/// The in-process sandbox, when `paystar.endpoint: sandbox` asks for it.
+async fn sandbox_for(config: &Config) -> anyhow::Result<Option<RunningSandbox>> {
+    if config.paystar.endpoint != Endpoint::Sandbox {
+        return Ok(None);
+    }
+    let running = Sandbox::new()
+        .start(([127, 0, 0, 1], 0).into())
+        .await
+        .context("cannot start the in-process Paystar sandbox")?;
+    tracing::warn!(
+        endpoint = %running.paystar_endpoint(),
+        lotuspay = %running.lotuspay_base_url(),
+        "paystar.endpoint is `sandbox`: events go to the in-process Paystar simulator, NOT to Paystar"
+    );
+    Ok(Some(running))
+}
+
+/// The daemon (SPEC §9). Returns when told to shut down, or with the error of a
+/// stage that died.
+pub async fn run(
+    config_path: &std::path::Path,
+    mut config: Config,
+    mut signals: mpsc::Receiver<Signal>,
+    notifier: crate::systemd::Notifier,
+) -> anyhow::Result<()> {
+    let resolved = resolve(&config, &process_env)?;
+    let store = SharedStore::new(Store::open(&config.state.path)?);
+    let metrics = Arc::new(Metrics::default());
+    let wake = Arc::new(Notify::new());
+    let (fail_tx, mut failures) = mpsc::channel(8);
+    let server_state = ServerState::new(
+        store.clone(),
+        metrics.clone(),
+        wake.clone(),
+        Live::default(),
+    );
+    let listener = bind(config.server.listen).await?;
+    let mut daemon = Daemon {
+        sandbox: sandbox_for(&config).await?,
+        server: Server::start(
+            config.server.listen,
+            listener,
+            &server_state,
+            config.shutdown_grace,
+            fail_tx.clone(),
+        ),
+        store,
+        metrics,
+        wake,
+        server_state,
+        failures: fail_tx,
+    };
+    let prepared = Daemon::prepare(&config, resolved, daemon.sandbox.as_ref())?;
+    let mut pipeline = daemon.start(&config, prepared).await?;
+    notifier.notify("READY=1\nSTATUS=watching manifests");
+    tracing::info!(manifests = %config.manifests.dir.display(), "ready");
+    let mut watchdog = notifier.watchdog_interval().map(tokio::time::interval);
+    loop {
+        tokio::select! {
+            signal = signals.recv() => match signal.unwrap_or(Signal::Shutdown) {
+                Signal::Shutdown => {
+                    notifier.notify("STOPPING=1");
+                    tracing::info!("shutting down");
+                    pipeline.stop().await;
+                    daemon.shutdown().await;
+                    return Ok(());
+                }
+                Signal::Reload => {
+                    match daemon.reload(config_path, &config, pipeline, &notifier).await? {
+                        Reloaded::Swapped(new_config, new_pipeline) => {
+                            config = *new_config;
+                            pipeline = new_pipeline;
+                        }
+                        Reloaded::Refused(old) => pipeline = old,
+                    }
+                    notifier.notify("READY=1\nSTATUS=watching manifests");
+                }
+            },
+            Some(failure) = failures.recv() => {
+                tracing::error!(stage = failure.stage, error = format!("{:#}", failure.error), "a stage failed; stopping the daemon so that it is restarted");
+                pipeline.stop().await;
+                daemon.shutdown().await;
+                return Err(failure.error.context(format!("stage `{}` failed", failure.stage)));
+            }
+            _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => {
+                notifier.notify("WATCHDOG=1");
+            }
+        }
+    }
+}
+
+enum Reloaded {
+    Swapped(Box<Config>, Pipeline),
+    Refused(Pipeline),
+}
+
+/// A configuration's stages, built and checked but not yet running.
+struct Prepared {
+    client: PaystarClient,
+    resolved: Resolved,
+    poller: Option<(crate::providers::lotuspay::LotusPay, cron::Schedule)>,
+}
+
+impl Daemon {
+    /// Builds what `config` needs without starting anything; fails on anything
+    /// that could stop the new pipeline from starting.
+    fn prepare(
+        config: &Config,
+        mut resolved: Resolved,
+        sandbox: Option<&RunningSandbox>,
+    ) -> anyhow::Result<Prepared> {
+        let timeout = config.paystar.timeout;
+        let client = match (&config.paystar.endpoint, resolved.paystar_key.take()) {
+            (Endpoint::Sandbox, _) => {
+                let running =
+                    sandbox.context("paystar.endpoint: sandbox needs the in-process sandbox")?;
+                PaystarClient::new(
+                    &running.paystar_endpoint(),
+                    crate::config::Secret::new("sandbox"),
+                    timeout,
+                )?
+            }
+            (Endpoint::Url(url), Some(key)) => PaystarClient::new(url, key, timeout)?,
+            (Endpoint::Url(_), None) => anyhow::bail!("paystar: no API key was resolved"),
+        };
+        let poller = match &resolved.lotuspay {
+            Some(lp) => Some((lp.poller(sandbox)?, lp.schedule().clone())),
+            None => None,
+        };
+        Ok(Prepared {
+            client,
+            resolved,
+            poller,
+        })
+    }
+
+    /// Starts a prepared pipeline: the startup scan, then every stage.
+    async fn start(&self, config: &Config, prepared: Prepared) -> anyhow::Result<Pipeline> {
+        let Prepared {
+            client,
+            resolved,
+            poller,
+        } = prepared;
+        // Watch first, then scan: a change made during the startup scan is then
+        // either in it or triggers the next one, never lost in between.
+        let (tx, changes) = mpsc::unbounded_channel();
+        let watch = Intake::watch(&config.manifests.dir, &tx);
+        let started = tokio::time::Instant::now();
+        let scan = scan_and_commit(config, &self.store).await?;
+        self.metrics
+            .scan_committed(started.elapsed().as_millis() as u64);
+        log_scan(&scan);
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let failures = &self.failures;
+        let mut settings = worker_settings(config);
+        // In-flight requests get most of the grace; the rest is for the stages to wind up.
+        settings.grace = config
+            .shutdown_grace
+            .saturating_sub(Duration::from_millis(500));
+        let worker = Worker::new(self.store.clone(), client, settings)
+            .sharing(self.metrics.delivery.clone(), self.wake.clone());
+        let mut poll_behind_after = None;
+        if let Some((poller, schedule)) = poller {
+            let mut upcoming = schedule.upcoming(chrono::Utc);
+            if let (Some(a), Some(b)) = (upcoming.next(), upcoming.next()) {
+                // Three missed runs, plus a minute for a slow provider.
+                poll_behind_after = (b - a)
+                    .to_std()
+                    .ok()
+                    .map(|every| every * 3 + Duration::from_secs(60));
+            }
+            let (store, wake, stop) = (self.store.clone(), self.wake.clone(), cancel.child_token());
+            supervise(&tracker, "lotuspay poller", failures.clone(), async move {
+                poll_loop(poller, schedule, store, wake, stop).await;
+                Ok(())
+            });
+        }
+        if let Some(sub) = resolved.payroc_subscription {
+            let (store, stop) = (self.store.clone(), cancel.child_token());
+            supervise(
+                &tracker,
+                "payroc subscription",
+                failures.clone(),
+                async move {
+                    payroc_subscription_loop(sub.api, sub.declared, sub.secret, store, stop).await;
+                    Ok(())
+                },
+            );
+        }
+        {
+            let stop = cancel.child_token();
+            supervise(&tracker, "delivery", failures.clone(), async move {
+                worker
+                    .run(Until::Cancelled, stop)
+                    .await
+                    .context("delivery stopped")?;
+                Ok(())
+            });
+        }
+        {
+            let intake = Intake {
+                config: config.clone(),
+                store: self.store.clone(),
+                wake: self.wake.clone(),
+                metrics: self.metrics.clone(),
+            };
+            let stop = cancel.child_token();
+            supervise(&tracker, "manifest intake", failures.clone(), async move {
+                intake
+                    .run(watch, tx, changes, stop)
+                    .await
+                    .context("manifest intake stopped")
+            });
+        }
+        tracker.close();
+        self.server_state.swap(Live {
+            poll_behind_after,
+            payroc: resolved.payroc_receiver,
+            smarterpay: resolved.smarterpay,
+        });
+        Ok(Pipeline {
+            cancel,
+            tracker,
+            grace: config.shutdown_grace,
+        })
+    }
+
+    /// SIGHUP: build the new configuration's stages, and only then swap them in.
+    /// Any problem is logged with its key and the running pipeline goes on.
+    async fn reload(
+        &mut self,
+        path: &std::path::Path,
+        running: &Config,
+        pipeline: Pipeline,
+        notifier: &crate::systemd::Notifier,
+    ) -> anyhow::Result<Reloaded> {
+        let candidate = match self.build(path, running).await {
+            Ok(candidate) => candidate,
+            Err(err) => {
+                let problem = format!("{err:#}");
+                tracing::error!(error = %problem, "reload refused; the running configuration stays in force");
+                self.metrics.reload_failed(problem);
+                return Ok(Reloaded::Refused(pipeline));
+            }
+        };
+        let Candidate {
+            config,
+            prepared,
+            listener,
+            sandbox,
+        } = candidate;
+        notifier.notify("RELOADING=1");
+        pipeline.stop().await;
+        if let Some(listener) = listener {
+            let old = std::mem::replace(
+                &mut self.server,
+                Server::start(
+                    config.server.listen,
+                    listener,
+                    &self.server_state,
+                    config.shutdown_grace,
+                    self.failures.clone(),
+                ),
+            );
+            old.stop().await;
+        }
+        let old_sandbox = match sandbox {
+            Some(new) => self.sandbox.replace(new),
+            None if config.paystar.endpoint != Endpoint::Sandbox => self.sandbox.take(),
+            None => None,
+        };
+        let pipeline = self.start(&config, prepared).await?;
+        if let Some(old) = old_sandbox {
+            old.stop().await;
+        }
+        self.metrics.reload_succeeded();
+        tracing::info!("configuration reloaded");
+        Ok(Reloaded::Swapped(Box::new(config), pipeline))
+    }
+
+    /// Loads, resolves and prepares the configuration at `path`, binding a new
+    /// listener or sandbox only if it needs one the running one does not give.
+    async fn build(&self, path: &std::path::Path, running: &Config) -> anyhow::Result<Candidate> {
+        let mut config = Config::load(path)?;
+        if config.state.path != running.state.path {
+            tracing::warn!(old = %running.state.path.display(), new = %config.state.path.display(), "state.path changes take effect on restart; keeping the old one");
+            config.state.path = running.state.path.clone();
+        }
+        let resolved = resolve(&config, &process_env)?;
+        let listener = if config.server.listen == self.server.configured {
+            None
+        } else {
+            Some(bind(config.server.listen).await?)
+        };
+        let needs_sandbox = config.paystar.endpoint == Endpoint::Sandbox;
+        let sandbox = if needs_sandbox && self.sandbox.is_none() {
+            sandbox_for(&config).await?
+        } else {
+            None
+        };
+        let prepared = Self::prepare(
+            &config,
+            resolved,
+            sandbox.as_ref().or(self.sandbox.as_ref()),
+        )?;
+        Ok(Candidate {
+            config,
+            prepared,
+            listener,
+            sandbox,
+        })
+    }
+
+    async fn shutdown(self) {
+        self.server.stop().await;
+        if let Some(sandbox) = self.sandbox {
+            sandbox.stop().await;
+        }
+    }
+}
+
+/// A reloaded configuration, ready to swap in.
+struct Candidate {
+    config: Config,
+    prepared: Prepared,
+    listener: Option<tokio::net::TcpListener>,
+    sandbox: Option<RunningSandbox>,
+}
+
+/// The running stages of one configuration: intake, delivery and the providers.
+struct Pipeline {
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    grace: Duration,
+}
+
+impl Pipeline {
+    /// Stops intake and delivery; everything gets `shutdown_grace` in all.
+    async fn stop(self) {
+        self.cancel.cancel();
+        if tokio::time::timeout(self.grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = ?self.grace, "stages still busy after shutdown_grace; leaving them (the queue is durable)");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stage_that_panics_or_fails_is_reported_with_its_name_and_one_that_stops_is_not() {
+        let tracker = TaskTracker::new();
+        let (tx, mut rx) = mpsc::channel(4);
+        supervise(&tracker, "worker", tx.clone(), async {
+            let items: Vec<u8> = Vec::new();
+            let _ = items[3]; // an index out of bounds: a bug, not an error
+            Ok(())
+        });
+        supervise(&tracker, "poller", tx.clone(), async {
+            Err(anyhow::anyhow!("the database is gone"))
+        });
+        supervise(&tracker, "intake", tx, async { Ok(()) });
+        tracker.close();
+        tracker.wait().await;
+        let mut failures = Vec::new();
+        while let Ok(failure) = rx.try_recv() {
+            failures.push((failure.stage, format!("{:#}", failure.error)));
+        }
+        failures.sort();
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        assert_eq!(failures[0].0, "poller");
+        assert_eq!(failures[0].1, "the database is gone");
+        assert_eq!(failures[1].0, "worker");
+        assert!(
+            failures[1].1.starts_with("panicked: index out of bounds"),
+            "{failures:?}"
+        );
+    }
+}

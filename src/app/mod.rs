@@ -1,0 +1,272 @@
+//! Wiring: builds the stages from a [`Config`] and runs them for `apply` and the
+//! daemon. Owns the cancellation tokens; nothing below it reads the clock's
+//! wall time for decisions except through its callers' parameters.
+
+use crate::clock::now_ms;
+use crate::config::{Config, Endpoint, Secret};
+use crate::deliver::{PaystarClient, Totals, Until, Worker, WorkerSettings};
+use crate::sandbox::{RunningSandbox, Sandbox};
+use crate::scan::{Fingerprint, Scan, ScanSettings, scan};
+use crate::store::{SharedStore, Store};
+use anyhow::Context;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+mod daemon;
+mod intake;
+mod loops;
+pub mod wiring;
+
+pub use daemon::run;
+
+/// The Paystar client the config asks for; for `endpoint: sandbox`, the
+/// in-process simulator it talks to (kept alive by the caller).
+pub async fn paystar(config: &Config) -> anyhow::Result<(PaystarClient, Option<RunningSandbox>)> {
+    let timeout = config.paystar.timeout;
+    let key = wiring::paystar_key(config, &crate::config::process_env)?;
+    match (&config.paystar.endpoint, key) {
+        (Endpoint::Sandbox, _) => {
+            let running = Sandbox::new()
+                .start(([127, 0, 0, 1], 0).into())
+                .await
+                .context("cannot start the in-process Paystar sandbox")?;
+            tracing::warn!(
+                endpoint = %running.paystar_endpoint(),
+                "paystar.endpoint is `sandbox`: events go to the in-process Paystar simulator, NOT to Paystar"
+            );
+            let client =
+                PaystarClient::new(&running.paystar_endpoint(), Secret::new("sandbox"), timeout)?;
+            Ok((client, Some(running)))
+        }
+        (Endpoint::Url(url), Some(key)) => Ok((PaystarClient::new(url, key, timeout)?, None)),
+        (Endpoint::Url(_), None) => anyhow::bail!("paystar: no API key was resolved"),
+    }
+}
+
+pub fn worker_settings(config: &Config) -> WorkerSettings {
+    WorkerSettings {
+        concurrency: config.paystar.concurrency,
+        schedule: config.paystar.retry_schedule.clone(),
+        policy: config.policy(),
+        pause: config
+            .providers
+            .payroc
+            .as_ref()
+            .and_then(|p| p.pause.clone()),
+        grace: config.shutdown_grace,
+    }
+}
+
+/// Scans the manifests and commits the result: the one path every change takes.
+pub async fn scan_and_commit(config: &Config, store: &SharedStore) -> anyhow::Result<Scan> {
+    let config = config.clone();
+    let scan = store
+        .call(move |s| commit_pass(s, &config, &PassOptions::default()))
+        .await
+        .context("cannot scan and commit the manifests")?;
+    Ok(scan)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error(transparent)]
+    Scan(#[from] crate::scan::ScanError),
+    #[error("state database query failed")]
+    Store(#[from] crate::store::SqlError),
+    /// `apply --plan`: the reviewed plan is not what would be sent now.
+    #[error("{0}")]
+    Stale(&'static str),
+}
+
+/// A one-line progress display (on a terminal): each call replaces the line.
+#[derive(Clone)]
+pub struct Progress(std::sync::Arc<dyn Fn(&str) + Send + Sync>);
+
+impl Progress {
+    pub fn new(show: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(show))
+    }
+
+    pub fn line(&self, text: &str) {
+        (self.0)(text);
+    }
+}
+
+/// How one committed pass runs; the default reads every file as it is.
+#[derive(Clone, Default)]
+struct PassOptions {
+    /// Files modified this recently (ms) are left for later (the daemon).
+    settle_ms: i64,
+    /// Files open for writing, from the folder watch.
+    busy: Vec<std::path::PathBuf>,
+    /// `apply --plan`: refuse unless the pass would send exactly this plan.
+    expect: Option<Fingerprint>,
+    progress: Option<Progress>,
+}
+
+/// One committed pass: scan, commit, Git provenance of the files read, history
+/// retention, error reports.
+fn commit_pass(
+    store: &mut Store,
+    config: &Config,
+    options: &PassOptions,
+) -> Result<Scan, PassError> {
+    let parse = config.parse_options();
+    let show = |n: usize, total: usize, file: &str| {
+        if let Some(p) = &options.progress {
+            p.line(&format!("reading {n}/{total}: {file}"));
+        }
+    };
+    let settings = ScanSettings {
+        settle_ms: options.settle_ms,
+        busy: &options.busy,
+        progress: Some(&show),
+        ..ScanSettings::new(config, &parse, now_ms())
+    };
+    let scan = scan(store, &settings)?;
+    if let Some(expected) = &options.expect {
+        if let Some(why) = scan.fingerprint(store)?.mismatch(expected) {
+            return Err(PassError::Stale(why));
+        }
+    }
+    scan.commit(store)?;
+    record_git_provenance(store, &config.manifests.dir, &scan)?;
+    prune_history(store, config)?;
+    let reports = config.state.dir().join("reports");
+    if let Err(err) = crate::report::write_error_reports(&reports, &scan) {
+        tracing::warn!(error = %err, dir = %reports.display(), "cannot write the manifest error reports");
+    }
+    Ok(scan)
+}
+
+/// Stores the last Git commit and author of the files a scan read, when the
+/// manifests folder is a Git work tree.
+fn record_git_provenance(
+    store: &mut Store,
+    dir: &std::path::Path,
+    scan: &Scan,
+) -> Result<(), crate::store::SqlError> {
+    let parsed: Vec<&str> = scan.parsed_files().collect();
+    let commits = crate::manifest::git::last_commits(dir, &parsed);
+    if commits.is_empty() {
+        return Ok(());
+    }
+    store.set_git_provenance(&commits)
+}
+
+/// Drops history older than `history.retention`, if set.
+fn prune_history(store: &mut Store, config: &Config) -> Result<(), crate::store::SqlError> {
+    if let Some(retention) = config.history.retention {
+        store.prune_history(now_ms() - retention.as_millis() as i64)?;
+    }
+    Ok(())
+}
+
+/// What one `apply` did.
+pub struct ApplyReport {
+    pub scan: Scan,
+    pub totals: Totals,
+    pub parked: u64,
+    /// Keys still queued (retrying) when the time limit ran out.
+    pub waiting: u64,
+    /// Unenrolls held by the mass-change guard.
+    pub held: u64,
+    /// The Payroc pause that kept some customers waiting, if any.
+    pub pause: Option<crate::providers::payroc::Pause>,
+}
+
+/// One pass: scan, commit, send until everything is acknowledged or parked, or
+/// `timeout` runs out (what is left stays queued).
+/// `plan` is the reviewed plan's fingerprint (`apply --plan`): the pass is
+/// refused, before anything is committed or sent, unless it would send exactly that.
+pub async fn apply(
+    config: &Config,
+    timeout: Duration,
+    plan: Option<Fingerprint>,
+    progress: Option<Progress>,
+) -> anyhow::Result<ApplyReport> {
+    let (client, sandbox) = paystar(config).await?;
+    let store = SharedStore::new(Store::open(&config.state.path)?);
+    let pass_config = config.clone();
+    let options = PassOptions {
+        expect: plan,
+        progress: progress.clone(),
+        ..PassOptions::default()
+    };
+    let scan = store
+        .call(move |s| commit_pass(s, &pass_config, &options))
+        .await
+        .map_err(|err| match err {
+            PassError::Stale(why) => anyhow::anyhow!(
+                "refusing to apply the plan: {why}; run `paystar-sync plan --out FILE` again and review it"
+            ),
+            other => anyhow::Error::new(other).context("cannot scan and commit the manifests"),
+        })?;
+    for warning in &scan.warnings {
+        tracing::warn!(%warning, "manifest warning");
+    }
+    let worker = Worker::new(store.clone(), client, worker_settings(config));
+    let ticker = progress.map(|p| {
+        let counters = worker.counters();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                let sent = counters
+                    .delivered
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                p.line(&format!("sent {sent} event(s) to Paystar"));
+            }
+        })
+    });
+    let cancel = CancellationToken::new();
+    let timer = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            tracing::warn!(
+                ?timeout,
+                "apply time limit reached; what is left stays queued"
+            );
+            cancel.cancel();
+        })
+    };
+    let totals = worker.run(Until::Idle, cancel).await?;
+    timer.abort();
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    let rule = config
+        .providers
+        .payroc
+        .as_ref()
+        .and_then(|p| p.pause.clone());
+    let (counts, pause) = store
+        .call(move |s| {
+            Ok::<_, crate::store::SqlError>((
+                s.counts()?,
+                crate::providers::payroc::current_pause(rule.as_ref(), s)?,
+            ))
+        })
+        .await?;
+    if let Some(sandbox) = sandbox {
+        sandbox.stop().await;
+    }
+    Ok(ApplyReport {
+        scan,
+        totals,
+        parked: counts.parked,
+        waiting: counts.pending + counts.retrying,
+        held: counts.held,
+        pause,
+    })
+}
+
+/// What the process asks the daemon to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM / SIGINT: stop intake, finish in-flight requests within the grace period, exit.
+    Shutdown,
+    /// SIGHUP: reload the config; an invalid one is reported and the old one keeps running.
+    Reload,
+}

@@ -1,0 +1,222 @@
+//! Issue "trust under abuse", the operator's side: reloads that cannot be
+//! wired, counters across reloads, writes beside the folder, a stage that fails,
+//! history retention. Real daemon processes, real signals, loopback HTTP.
+
+use crate::support::{Project, daemon_config};
+use paystar_sync::sandbox::RunningSandbox;
+use std::time::Duration;
+
+const HEADER: &str = "accountNumber,firstName,lastName,emailAddress,autopay\n";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn csv(rows: &[&str]) -> String {
+    format!("{HEADER}{}\n", rows.join("\n"))
+}
+
+async fn setup() -> (Project, RunningSandbox) {
+    let sandbox = crate::support::start_sandbox().await;
+    let p = Project::with_config(&daemon_config(&sandbox.paystar_endpoint(), ""));
+    (p, sandbox)
+}
+
+/// The value of an unlabelled or labelled sample in a `/metrics` text.
+fn sample(metrics: &str, name: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Waits (bounded) for the daemon to answer a reload with READY=1.
+async fn reloaded(daemon: &crate::support::Daemon) {
+    loop {
+        let message = daemon.next_notify(WAIT).await;
+        match message {
+            Some(m) if m.contains("READY=1") => return,
+            Some(_) => continue,
+            None => panic!("no READY=1 after SIGHUP:\n{}", daemon.log_text()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_cannot_be_wired_is_refused_and_delivery_goes_on() {
+    let (p, sandbox) = setup().await;
+    p.file("a.csv", csv(&["1,Ada,Lovelace,ada@example.com,"]));
+    let daemon = p.start_daemon().await;
+    sandbox.sandbox.paystar.wait_for(1, WAIT).await;
+    // Parses, but SP_USER and SP_PASSWORD are not set in the daemon's environment.
+    let good = std::fs::read_to_string(p.config_path()).unwrap();
+    p.config(&format!(
+        "{good}providers:\n  smarterpay:\n    auth: {{ basic_user_env: SP_USER, basic_password_env: SP_PASSWORD }}\n"
+    ));
+    daemon.signal("HUP");
+    reloaded(&daemon).await;
+    let metrics = daemon
+        .metrics_until("paystar_sync_config_reloads_total{outcome=\"failed\"} 1")
+        .await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "paystar_sync_config_reloads_total{outcome=\"failed\"}"
+        ),
+        Some(1),
+        "{metrics}"
+    );
+    let log = daemon.log_text();
+    for problem in [
+        "reload refused",
+        "providers.smarterpay.auth.basic_user_env: environment variable SP_USER is not set",
+        "providers.smarterpay.auth.basic_password_env: environment variable SP_PASSWORD is not set",
+    ] {
+        assert!(log.contains(problem), "{problem}:\n{log}");
+    }
+    // Healthy, and it says why the new configuration is not in force.
+    let health = reqwest::get(format!("http://{}/health", daemon.http_addr()))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let body = health.text().await.unwrap();
+    assert!(
+        body.contains("the last reload was refused") && body.contains("SP_USER"),
+        "{body}"
+    );
+    // The old pipeline still delivers.
+    p.file("b.csv", csv(&["2,Grace,Hopper,grace@example.com,"]));
+    assert_eq!(sandbox.sandbox.paystar.wait_for(2, WAIT).await.len(), 2);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_valid_reload_keeps_every_counter() {
+    let (p, sandbox) = setup().await;
+    p.file("a.csv", csv(&["1,Ada,Lovelace,ada@example.com,false"]));
+    let daemon = p.start_daemon().await;
+    sandbox.sandbox.paystar.wait_for(2, WAIT).await;
+    let before = daemon
+        .metrics_until("paystar_sync_events_delivered_total 2")
+        .await;
+    assert_eq!(
+        sample(&before, "paystar_sync_events_delivered_total"),
+        Some(2),
+        "{before}"
+    );
+    let addr = daemon.http_addr();
+    let config = std::fs::read_to_string(p.config_path()).unwrap();
+    p.config(&config.replace("  debounce: 100ms\n", "  debounce: 150ms\n"));
+    daemon.signal("HUP");
+    reloaded(&daemon).await;
+    let after = daemon
+        .metrics_until("paystar_sync_config_reloads_total{outcome=\"ok\"} 1")
+        .await;
+    assert_eq!(
+        sample(&after, "paystar_sync_events_delivered_total"),
+        Some(2),
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, "paystar_sync_config_reloads_total{outcome=\"ok\"}"),
+        Some(1),
+        "{after}"
+    );
+    // The startup scan and the reloaded pipeline's own.
+    assert_eq!(
+        sample(&after, "paystar_sync_scans_total"),
+        Some(2),
+        "{after}"
+    );
+    // Same listener: the address did not change.
+    assert_eq!(daemon.http_addr(), addr);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_beside_the_manifests_folder_never_trigger_scans() {
+    // The daemon's own log (daemon.log) lives beside manifests/, at debug level:
+    // if writes there triggered scans, every scan would trigger the next, at the
+    // debounce rate (100 ms), all through the slow deliveries below.
+    let (p, sandbox) = setup().await;
+    sandbox
+        .sandbox
+        .paystar
+        .set_latency(Duration::from_millis(700));
+    let daemon = p.start_daemon().await;
+    for i in 0..20 {
+        std::fs::write(p.root().join(format!("beside-{i}.txt")), "x").unwrap();
+    }
+    p.file("a.csv", csv(&["1,Ada,Lovelace,ada@example.com,"]));
+    sandbox.sandbox.paystar.wait_for(1, WAIT).await;
+    p.file("b.csv", csv(&["2,Grace,Hopper,grace@example.com,"]));
+    sandbox.sandbox.paystar.wait_for(2, WAIT).await;
+    let metrics = daemon
+        .metrics_until("paystar_sync_events_delivered_total 2")
+        .await;
+    // Startup, a.csv, b.csv: nothing else in 1.4 s of deliveries.
+    assert_eq!(
+        sample(&metrics, "paystar_sync_scans_total"),
+        Some(3),
+        "{metrics}\n{}",
+        daemon.log_text()
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stage_that_fails_ends_the_daemon_with_a_nonzero_exit_naming_it() {
+    let (p, sandbox) = setup().await;
+    p.file("a.csv", csv(&["1,Ada,Lovelace,ada@example.com,"]));
+    let mut daemon = p.start_daemon().await;
+    sandbox.sandbox.paystar.wait_for(1, WAIT).await;
+    // The state database loses a table under the running daemon.
+    let conn = rusqlite::Connection::open(p.db_path()).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute_batch("DROP TABLE queue;").unwrap();
+    drop(conn);
+    p.file("b.csv", csv(&["2,Grace,Hopper,grace@example.com,"]));
+    let code = daemon.wait_exit(WAIT).await;
+    assert_eq!(code, Some(Some(1)), "{}", daemon.log_text());
+    let log = daemon.log_text();
+    assert!(
+        log.contains("a stage failed; stopping the daemon so that it is restarted"),
+        "{log}"
+    );
+    assert!(
+        log.contains("stage=\"manifest intake\"") || log.contains("stage=\"delivery\""),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn history_retention_prunes_old_lines_and_nothing_else() {
+    let (p, _sandbox) = setup().await;
+    p.file(
+        "a.csv",
+        csv(&[
+            "1,Ada,Lovelace,ada@example.com,",
+            "2,Grace,Hopper,grace@example.com,",
+        ]),
+    );
+    assert_eq!(p.run_async(&["apply", "--timeout", "20s"]).await.code, 0);
+    let history = |account: &str| {
+        let run = p.run(&["history", account, "--format", "json"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        json["history"].as_array().unwrap().len()
+    };
+    assert!(history("1") > 0 && history("2") > 0);
+    // Customer 1's story is 500 days old.
+    let conn = rusqlite::Connection::open(p.db_path()).unwrap();
+    let old = paystar_sync::clock::now_ms() - 500 * 86_400_000;
+    conn.execute("UPDATE history SET at_ms = ?1 WHERE account = '1'", [old])
+        .unwrap();
+    drop(conn);
+    let kept = history("2");
+    let config = std::fs::read_to_string(p.config_path()).unwrap();
+    p.config(&format!("{config}history: {{ retention: 400d }}\n"));
+    let validate = p.run(&["validate"]);
+    assert_eq!(validate.code, 0, "{validate:?}");
+    assert_eq!(p.run_async(&["apply", "--timeout", "20s"]).await.code, 0);
+    assert_eq!(history("1"), 0);
+    assert_eq!(history("2"), kept);
+}
