@@ -343,7 +343,12 @@ fn plan(
         let handle = std::fs::File::create(file)
             .with_context(|| format!("cannot write the plan to {}", file.display()))?;
         let mut writer = BufWriter::new(handle);
-        let fingerprint = scan.fingerprint(&store)?;
+        let mut fingerprint = scan.fingerprint(&store)?;
+        // Seal the body, so that `apply --plan` refuses an edited file.
+        let mut body = Vec::new();
+        report::plan_json(&scan, &store, &mut body, None)?;
+        let document: serde_json::Value = serde_json::from_slice(&body)?;
+        fingerprint.body = report::plan_body_digest(&document);
         report::plan_json(&scan, &store, &mut writer, Some(&fingerprint))?;
         writer
             .flush()
@@ -374,13 +379,19 @@ async fn apply(
                     file.display()
                 )
             })?;
-            let fingerprint =
+            let fingerprint: crate::scan::Fingerprint =
                 serde_json::from_value(value["fingerprint"].clone()).with_context(|| {
                     format!(
                         "{} has no fingerprint: write it with `paystar-sync plan --out`",
                         file.display()
                     )
                 })?;
+            if fingerprint.body.is_none() || fingerprint.body != report::plan_body_digest(&value) {
+                anyhow::bail!(
+                    "refusing to apply the plan: {} was edited after `plan --out` wrote it (its body no longer matches its fingerprint); run `paystar-sync plan --out FILE` again and review it",
+                    file.display()
+                );
+            }
             Some(fingerprint)
         }
         None => None,

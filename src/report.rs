@@ -312,6 +312,17 @@ pub fn plan_json(
     Ok(summary)
 }
 
+/// SHA-256 (hex) over a JSON plan document without its `fingerprint`: what
+/// `plan --out` seals and `apply --plan` checks. `None` unless it is an object.
+pub fn plan_body_digest(document: &serde_json::Value) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let mut body = document.as_object()?.clone();
+    body.remove("fingerprint");
+    let bytes = serde_json::to_vec(&body).ok()?;
+    let digest = Sha256::digest(&bytes);
+    Some(digest.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Masks the personal data in a stored request payload: emails masked, names dropped.
 fn masked_payload(request: &str) -> serde_json::Value {
     let envelope: serde_json::Value = serde_json::from_str(request).unwrap_or_default();

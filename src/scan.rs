@@ -164,6 +164,10 @@ pub struct Fingerprint {
     pub acknowledged: i64,
     /// SHA-256 over the exact events, unmasked.
     pub plan: String,
+    /// SHA-256 over the plan file's own body (everything but this fingerprint),
+    /// so that an edited plan file is refused. Set by `plan --out`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
 }
 
 impl Fingerprint {
@@ -945,6 +949,7 @@ impl Scan {
             manifests: hex(manifests.finalize()),
             acknowledged: store.acked_version()?,
             plan: hex(plan.finalize()),
+            body: None,
         })
     }
 

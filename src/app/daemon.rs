@@ -71,7 +71,7 @@ struct Daemon {
 
 /// The HTTP server stage and the address it was configured with.
 struct Server {
-    configured: SocketAddr,
+    configured: crate::config::ServerConfig,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -87,24 +87,28 @@ async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
 
 impl Server {
     fn start(
-        configured: SocketAddr,
+        config: &Config,
         listener: tokio::net::TcpListener,
         state: &ServerState,
-        grace: Duration,
         failures: mpsc::Sender<StageFailure>,
     ) -> Self {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let router = crate::server::router(state.clone());
+        let timeouts = crate::server::Timeouts {
+            header_read: config.server.header_read_timeout,
+            request: config.server.request_timeout,
+        };
+        let router = crate::server::router(state.clone(), timeouts);
         let stop = cancel.clone();
+        let grace = config.shutdown_grace;
         supervise(&tracker, "http server", failures, async move {
-            crate::server::serve(listener, router, stop, grace)
+            crate::server::serve(listener, router, timeouts, stop, grace)
                 .await
                 .context("the http server stopped")
         });
         tracker.close();
         Self {
-            configured,
+            configured: config.server.clone(),
             cancel,
             tracker,
         }
@@ -155,13 +159,7 @@ pub async fn run(
     let listener = bind(config.server.listen).await?;
     let mut daemon = Daemon {
         sandbox: sandbox_for(&config).await?,
-        server: Server::start(
-            config.server.listen,
-            listener,
-            &server_state,
-            config.shutdown_grace,
-            fail_tx.clone(),
-        ),
+        server: Server::start(&config, listener, &server_state, fail_tx.clone()),
         store,
         metrics,
         wake,
@@ -373,13 +371,7 @@ impl Daemon {
         if let Some(listener) = listener {
             let old = std::mem::replace(
                 &mut self.server,
-                Server::start(
-                    config.server.listen,
-                    listener,
-                    &self.server_state,
-                    config.shutdown_grace,
-                    self.failures.clone(),
-                ),
+                Server::start(&config, listener, &self.server_state, self.failures.clone()),
             );
             old.stop().await;
         }
@@ -406,10 +398,18 @@ impl Daemon {
             config.state.path = running.state.path.clone();
         }
         let resolved = resolve(&config, &process_env)?;
-        let listener = if config.server.listen == self.server.configured {
+        let running = &self.server.configured;
+        let listener = if config.server.listen != running.listen {
+            Some(bind(config.server.listen).await?)
+        } else if config.server.header_read_timeout != running.header_read_timeout
+            || config.server.request_timeout != running.request_timeout
+        {
+            tracing::warn!(
+                "server timeouts change with server.listen or on restart; keeping the old ones"
+            );
             None
         } else {
-            Some(bind(config.server.listen).await?)
+            None
         };
         let needs_sandbox = config.paystar.endpoint == Endpoint::Sandbox;
         let sandbox = if needs_sandbox && self.sandbox.is_none() {

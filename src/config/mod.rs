@@ -106,6 +106,10 @@ pub struct SafetyConfig {
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// How long a client may take to send a request's line and headers.
+    pub header_read_timeout: Duration,
+    /// How long one request may take, reading its body included.
+    pub request_timeout: Duration,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -422,7 +426,11 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
             .unwrap_or(5.0),
     };
 
-    let srv = w.section(&root, "server", &["listen"]);
+    let srv = w.section(
+        &root,
+        "server",
+        &["listen", "header_read_timeout", "request_timeout"],
+    );
     let listen = match w.string(&srv, "listen") {
         None => SocketAddr::from(([127, 0, 0, 1], 8080)),
         Some(text) => SocketAddr::from_str(&text).unwrap_or_else(|_| {
@@ -470,7 +478,15 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
             retry_schedule,
         },
         safety,
-        server: ServerConfig { listen },
+        server: ServerConfig {
+            listen,
+            header_read_timeout: w
+                .duration(&srv, "header_read_timeout")
+                .unwrap_or(Duration::from_secs(10)),
+            request_timeout: w
+                .duration(&srv, "request_timeout")
+                .unwrap_or(Duration::from_secs(30)),
+        },
         providers,
         history,
         shutdown_grace,

@@ -241,8 +241,8 @@ fn claim_step(
     }
     let pause = current_pause(rule, store)?;
     let paused = pause.as_ref().map_or(&[][..], |p| &p.business_units[..]);
-    let upcoming = store.upcoming(free + busy.len() + 1, paused)?;
     let now = now_ms();
+    let upcoming = store.upcoming(free + busy.len() + 1, paused, now)?;
     let mut claimed = Vec::new();
     let mut next_due = None;
     let mut more = false;

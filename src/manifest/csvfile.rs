@@ -1,10 +1,11 @@
 //! Streaming CSV reader: one reused record buffer, rows validated as they stream.
 
-use super::build::{RawRow, RowContext, build};
-use super::error::ManifestError;
+use super::build::{RawRow, Rejected, RowContext, build};
+use super::error::{ErrorKind, ManifestError};
 use super::fields::{Field, normalise_header};
 use super::quotes::{QuoteCheck, quote_error};
 use super::row::FileIdx;
+use super::row::ManifestRow;
 use super::{ParseOptions, ParsedFile};
 use std::io::Read;
 
@@ -82,7 +83,24 @@ pub fn parse<R: Read>(
             line,
             default_business_unit: opts.default_business_unit.as_deref(),
         };
-        parsed.push(build(&raw, &ctx));
+        let outcome = build(&raw, &ctx);
+        // A row with values past the header's last column (they would be dropped
+        // unread), or with fewer values than the header (a header that swallowed
+        // a line break reads the next row as column names): something lost a
+        // quote or a line break. Empty trailing fields are harmless.
+        let extra =
+            (columns.width..record.len()).any(|i| field(i).is_some_and(|v| !v.trim().is_empty()));
+        if extra || record.len() < columns.width {
+            parsed.push(overflowing(
+                outcome,
+                file,
+                line,
+                record.len(),
+                columns.width,
+            ));
+        } else {
+            parsed.push(outcome);
+        }
     }
     if parsed.is_empty() {
         return Err(ManifestError::file(
@@ -96,6 +114,43 @@ pub fn parse<R: Read>(
 struct Columns {
     mapped: Vec<(usize, Field)>,
     unknown: Vec<String>,
+    /// How many columns the header names.
+    width: usize,
+}
+
+/// Rejects a row with values beyond the header's columns, keeping its key (if
+/// readable) at its previous state.
+fn overflowing(
+    outcome: Result<ManifestRow, Rejected>,
+    file: &str,
+    line: u32,
+    values: usize,
+    width: usize,
+) -> Result<ManifestRow, Rejected> {
+    let error = |account: Option<String>| ManifestError {
+        file: file.to_owned(),
+        line: Some(line),
+        account,
+        field: None,
+        kind: ErrorKind::Row,
+        reason: format!(
+            "has {values} values but the header has {width} columns; check this row and the header for a missing quote, delimiter or line break"
+        ),
+    };
+    match outcome {
+        Ok(row) => {
+            let key = row.key().to_owned();
+            Err(Rejected {
+                errors: vec![error(Some(key.account.clone()))],
+                key: Some(key),
+            })
+        }
+        Err(mut rejected) => {
+            let account = rejected.errors.iter().find_map(|e| e.account.clone());
+            rejected.errors.push(error(account));
+            Err(rejected)
+        }
+    }
 }
 
 fn map_header(
@@ -160,5 +215,14 @@ fn map_header(
         )
         .at_line(1));
     }
-    Ok(Columns { mapped, unknown })
+    // Trailing empty header cells (a trailing delimiter) name no column.
+    let width = names
+        .iter()
+        .rposition(|n| !n.trim().is_empty())
+        .map_or(0, |i| i + 1);
+    Ok(Columns {
+        mapped,
+        unknown,
+        width,
+    })
 }

@@ -122,8 +122,25 @@ pub fn parse_str(
     file: &str,
     opts: &ParseOptions,
 ) -> Result<ParsedFile, ManifestError> {
+    parse_bytes(text.as_bytes(), format, file, opts)
+}
+
+/// Parses a manifest's bytes as [`parse_file`] would (tests, fuzzing, tools).
+pub fn parse_bytes(
+    bytes: &[u8],
+    format: Format,
+    file: &str,
+    opts: &ParseOptions,
+) -> Result<ParsedFile, ManifestError> {
+    if bytes.len() as u64 > opts.max_file_size {
+        return Err(open::too_large(file, opts.max_file_size));
+    }
     match format {
-        Format::Csv => csvfile::parse(text.as_bytes(), file, 0, opts),
-        Format::Yaml => yamlfile::parse(text, file, 0, opts),
+        Format::Csv => csvfile::parse(bytes, file, 0, opts),
+        Format::Yaml => {
+            let text = std::str::from_utf8(bytes)
+                .map_err(|_| ManifestError::file(file, "is not valid UTF-8; save it as UTF-8"))?;
+            yamlfile::parse(text, file, 0, opts)
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The daemon's HTTP server (`server.listen`): `GET /health`, `GET /metrics`
 //! (Prometheus text format) and the provider webhooks. Bodies are limited to
-//! 1 MiB; a client gets [`HEADER_READ_TIMEOUT`] to send its request head and
-//! [`REQUEST_TIMEOUT`] for the whole request, body included.
+//! 1 MiB; a client gets `server.header_read_timeout` to send its request head
+//! and `server.request_timeout` for the whole request, body included.
 //!
 //! The server outlives reloads: its listener stays bound while the
 //! configuration-dependent parts ([`Live`]) are swapped underneath it.
@@ -22,10 +22,12 @@ use tokio_util::sync::CancellationToken;
 
 pub use status::DELIVERY_FAILING_AFTER;
 
-/// How long a client may take to send a request's line and headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long one request may take, reading its body included.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long clients may take (`server.header_read_timeout`, `server.request_timeout`).
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub header_read: Duration,
+    pub request: Duration,
+}
 
 /// What the server reads; the counters are shared with the stages that move them.
 #[derive(Clone)]
@@ -80,24 +82,27 @@ impl ServerState {
     }
 }
 
-pub fn router(state: ServerState) -> Router {
+pub fn router(state: ServerState, timeouts: Timeouts) -> Router {
     Router::new()
         .route("/health", get(status::health))
         .route("/metrics", get(status::metrics))
         .route("/webhooks/smarterpay", post(webhooks::smarterpay))
         .route("/webhooks/payroc", post(webhooks::payroc))
         .layer(DefaultBodyLimit::max(1024 * 1024))
-        .layer(axum::middleware::from_fn(request_timeout))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            request_timeout(timeouts.request, request, next)
+        }))
         .with_state(state)
 }
 
-/// Answers 408 to a request that takes longer than [`REQUEST_TIMEOUT`] (a body
-/// sent byte by byte, say).
+/// Answers 408 to a request that takes longer than `limit` (a body sent byte
+/// by byte, say).
 async fn request_timeout(
+    limit: Duration,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+    match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => (StatusCode::REQUEST_TIMEOUT, "request took too long\n").into_response(),
     }
@@ -105,10 +110,11 @@ async fn request_timeout(
 
 /// Serves `router` on `listener` until `stop`, then lets open requests finish
 /// for at most `grace`. Connections that do not send their headers within
-/// [`HEADER_READ_TIMEOUT`] are closed.
+/// `timeouts.header_read` are closed.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    timeouts: Timeouts,
     stop: CancellationToken,
     grace: Duration,
 ) -> std::io::Result<()> {
@@ -119,11 +125,11 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(timeouts.header_read);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(HEADER_READ_TIMEOUT));
+        .keep_alive_interval(Some(timeouts.header_read));
     loop {
         let (stream, _peer) = tokio::select! {
             _ = stop.cancelled() => break,

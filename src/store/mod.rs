@@ -738,19 +738,20 @@ impl Store {
     /// becomes due. Parked keys are left out, and so are the keys of `paused`
     /// business units, except those with a provider stop Paystar has not
     /// acknowledged yet: a stop is never held back.
-    pub fn upcoming(&self, limit: usize, paused: &[String]) -> Result<Vec<(CustomerKey, i64)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT q.business_unit, q.account, q.sub_account, q.next_attempt_at FROM queue q INDEXED BY queue_due
-             WHERE q.state <> 'parked'
-               AND (q.business_unit NOT IN (SELECT value FROM json_each(?2))
+    pub fn upcoming(
+        &self,
+        limit: usize,
+        paused: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<(CustomerKey, i64)>> {
+        // A paused business unit's keys wait, except an unacknowledged provider stop.
+        const NOT_PAUSED: &str = "(q.business_unit NOT IN (SELECT value FROM json_each(?2))
                     OR (EXISTS (SELECT 1 FROM stops s WHERE s.business_unit = q.business_unit
                                   AND s.account = q.account AND s.sub_account = q.sub_account)
                         AND NOT EXISTS (SELECT 1 FROM acked a WHERE a.business_unit = q.business_unit
-                                  AND a.account = q.account AND a.sub_account = q.sub_account AND a.unenrolled)))
-             ORDER BY q.next_attempt_at LIMIT ?1",
-        )?;
+                                  AND a.account = q.account AND a.sub_account = q.sub_account AND a.unenrolled)))";
         let paused = serde_json::to_string(paused).unwrap_or_else(|_| "[]".into());
-        let rows = stmt.query_map(params![limit as i64, paused], |r| {
+        let row = |r: &rusqlite::Row<'_>| {
             Ok((
                 CustomerKey {
                     business_unit: r.get(0)?,
@@ -759,8 +760,33 @@ impl Store {
                 },
                 r.get(3)?,
             ))
-        })?;
-        rows.collect()
+        };
+        // Retries that are due first: a backlog of fresh keys (due since they
+        // were queued) must not hold back a retry past its time.
+        let mut due_retries = self.conn.prepare_cached(&format!(
+            "SELECT q.business_unit, q.account, q.sub_account, q.next_attempt_at FROM queue q INDEXED BY queue_retry_due
+             WHERE q.state = 'retrying' AND q.next_attempt_at <= ?3 AND {NOT_PAUSED}
+             ORDER BY q.next_attempt_at LIMIT ?1"
+        ))?;
+        let mut found: Vec<(CustomerKey, i64)> = due_retries
+            .query_map(params![limit as i64, paused, now_ms], row)?
+            .collect::<Result<_>>()?;
+        let mut by_due = self.conn.prepare_cached(&format!(
+            "SELECT q.business_unit, q.account, q.sub_account, q.next_attempt_at FROM queue q INDEXED BY queue_due
+             WHERE q.state <> 'parked' AND {NOT_PAUSED}
+             ORDER BY q.next_attempt_at LIMIT ?1"
+        ))?;
+        let retries = found.len();
+        for next in by_due.query_map(params![limit as i64, paused], row)? {
+            let next = next?;
+            if found.len() >= limit {
+                break;
+            }
+            if !found[..retries].iter().any(|(k, _)| *k == next.0) {
+                found.push(next);
+            }
+        }
+        Ok(found)
     }
 
     /// Records the outcome of delivery attempts in one transaction: what Paystar

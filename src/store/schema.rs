@@ -182,6 +182,10 @@ CREATE TABLE merchant_statuses (
     PRIMARY KEY (provider, account)
 ) WITHOUT ROWID;
 "#,
+    // v5: retries that are due go out before fresh work.
+    r#"
+CREATE INDEX queue_retry_due ON queue (next_attempt_at) WHERE state = 'retrying';
+"#,
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -269,3 +269,41 @@ async fn a_manifest_over_max_file_size_is_a_file_error_and_keeps_its_customers()
     assert_eq!(apply(&p).await.code, 65);
     assert!(unenrolls(&sandbox).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_refuses_a_plan_file_whose_body_was_edited_and_sends_nothing() {
+    let (p, sandbox) = with_sandbox("").await;
+    p.file("a.csv", rows(&["1", "2", "3"]));
+    let plan = p.root().join("reviewed.json");
+    let made = p
+        .run_async(&["plan", "--out", plan.to_str().unwrap()])
+        .await;
+    assert_eq!(made.code, 0, "{made:?}");
+    // The reviewer's plan shows one change; the fingerprint is kept as it was.
+    let mut edited: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    edited["changes"].as_array_mut().unwrap().truncate(1);
+    std::fs::write(&plan, serde_json::to_string(&edited).unwrap()).unwrap();
+    let run = p
+        .run_async(&["apply", "--plan", plan.to_str().unwrap()])
+        .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("was edited after `plan --out` wrote it"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(sandbox.sandbox.paystar.requests(), 0);
+    // Reformatting alone (as an editor might) changes nothing.
+    p.run_async(&["plan", "--out", plan.to_str().unwrap()])
+        .await;
+    let pretty: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    std::fs::write(&plan, serde_json::to_string_pretty(&pretty).unwrap()).unwrap();
+    let run = p
+        .run_async(&["apply", "--plan", plan.to_str().unwrap()])
+        .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(sandbox.sandbox.paystar.accepted().len(), 3);
+}

@@ -302,3 +302,44 @@ async fn apply_without_an_api_key_is_a_configuration_error() {
             .contains("paystar.api_key_env: environment variable PAYSTAR_API_KEY is not set")
     );
 }
+
+#[test]
+fn a_due_retry_is_claimed_before_a_backlog_of_fresh_keys() {
+    use paystar_sync::customer::CustomerKey;
+    use paystar_sync::store::{Outcome, OutcomeResult};
+    let p = crate::support::Project::new();
+    let mut rows = String::from("accountNumber,firstName,lastName,emailAddress\n");
+    for i in 0..10_000 {
+        rows.push_str(&format!("{i},Ada,Lovelace,ada{i}@example.com\n"));
+    }
+    p.file("a.csv", rows);
+    p.commit();
+    let mut store = p.store();
+    // Later than the harness's scan clock, so the fresh keys are all due.
+    let now = crate::support::now_ms() + 20_000;
+    let retried = CustomerKey {
+        business_unit: "water-bill-pay".into(),
+        account: "9999".into(),
+        sub_account: String::new(),
+    };
+    let outcome = Outcome {
+        key: retried.clone(),
+        acked_fields: None,
+        acked_unenroll: false,
+        result: OutcomeResult::Retry {
+            attempts: 1,
+            next_attempt_at: now + 100,
+            error: "HTTP 503".into(),
+        },
+        history: Vec::new(),
+    };
+    store.record_outcomes(&[outcome], |_| true, now).unwrap();
+    // Not due yet: the backlog goes first.
+    let early = store.upcoming(9, &[], now).unwrap();
+    assert!(!early.iter().any(|(k, _)| *k == retried), "{early:?}");
+    // Due: it is the first claimed, ahead of 9,999 fresh keys queued before it.
+    let due = store.upcoming(9, &[], now + 100).unwrap();
+    assert_eq!(due[0].0, retried, "{due:?}");
+    assert_eq!(due.len(), 9);
+    assert_eq!(due.iter().filter(|(k, _)| *k == retried).count(), 1);
+}

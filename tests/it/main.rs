@@ -8,6 +8,7 @@ mod deliver;
 mod diff;
 mod manifests;
 mod operator;
+mod properties;
 mod providers;
 mod safety;
 mod state;

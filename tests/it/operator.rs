@@ -220,3 +220,49 @@ async fn history_retention_prunes_old_lines_and_nothing_else() {
     assert_eq!(history("1"), 0);
     assert_eq!(history("2"), kept);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_clients_are_cut_off_and_the_server_keeps_answering() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (p, _sandbox) = setup().await;
+    let config = std::fs::read_to_string(p.config_path()).unwrap().replace(
+        "server: { listen: \"127.0.0.1:0\" }",
+        "server: { listen: \"127.0.0.1:0\", header_read_timeout: 300ms, request_timeout: 500ms }",
+    );
+    p.config(&format!("{config}providers:\n  smarterpay:\n    auth: {{ basic_user_env: SP_USER, basic_password_env: SP_PASSWORD }}\n"));
+    let daemon = p
+        .start_daemon_with_env(&[("SP_USER", "u"), ("SP_PASSWORD", "p")])
+        .await;
+    let addr = daemon.http_addr();
+    // 50 clients that never finish their headers.
+    let mut slow = Vec::new();
+    for _ in 0..50 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream
+            .write_all(b"POST /webhooks/smarterpay HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    // A client that sends a tenth of its body.
+    let mut trickle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    trickle
+        .write_all(b"POST /webhooks/smarterpay HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"id\":")
+        .await
+        .unwrap();
+    for mut stream in slow {
+        let mut buf = Vec::new();
+        let closed = tokio::time::timeout(WAIT, stream.read_to_end(&mut buf)).await;
+        assert!(closed.is_ok(), "a connection without headers stayed open");
+    }
+    let mut answer = vec![0u8; 256];
+    let n = tokio::time::timeout(WAIT, trickle.read(&mut answer))
+        .await
+        .expect("an answer to the slow body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let health = reqwest::get(format!("http://{addr}/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    daemon.stop().await;
+}
