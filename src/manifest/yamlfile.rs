@@ -102,7 +102,24 @@ pub fn parse(
             "has no customers; an empty file never removes customers (delete the file to remove them)",
         ));
     }
-    let lines = item_lines(text, under_key).filter(|lines| lines.len() == items.len());
+    let lines = item_lines(text, under_key);
+    if let Some(found) = lines
+        .as_ref()
+        .filter(|f| !f.is_empty() && f.len() != items.len())
+    {
+        // Block-style entries that the parser did not read as entries: a quote
+        // that swallowed the lines after it, most likely. Reading on would lose them.
+        return Err(ManifestError::file(
+            file,
+            format!(
+                "has {} list entries (lines starting with \"- \") but {} customers were read; check for an unclosed quote after line {}",
+                found.len(),
+                items.len(),
+                found[0]
+            ),
+        ));
+    }
+    let lines = lines.filter(|lines| lines.len() == items.len());
     let unquoted = unquoted_numbers(text);
     let default_unit = file_unit
         .as_deref()

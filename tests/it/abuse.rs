@@ -307,3 +307,21 @@ async fn apply_refuses_a_plan_file_whose_body_was_edited_and_sends_nothing() {
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(sandbox.sandbox.paystar.accepted().len(), 3);
 }
+
+#[test]
+fn an_unclosed_yaml_quote_that_swallows_the_next_customer_is_a_file_error() {
+    let p = Project::new();
+    p.file(
+        "a.yaml",
+        "customers:\n  - accountNumber: \"A1}\n    firstName: Kay\n    lastName: Dee\n    emailAddress: k@example.com\n  - accountNumber: A2\"\n    firstName: Tom\n    lastName: Ess\n    emailAddress: t@example.com\n",
+    );
+    let validate = p.run(&["validate"]);
+    assert_eq!(validate.code, 65, "{validate:?}");
+    assert!(
+        validate.stdout.contains(
+            "a.yaml: has 2 list entries (lines starting with \"- \") but 1 customers were read"
+        ),
+        "{}",
+        validate.stdout
+    );
+}

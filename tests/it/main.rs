@@ -3,6 +3,7 @@
 mod abuse;
 mod cli;
 mod config;
+mod crash;
 mod daemon;
 mod deliver;
 mod diff;

@@ -378,11 +378,13 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The address the daemon's HTTP server listens on, from its log.
+    /// The address the daemon's HTTP server listens on, from its log (the
+    /// latest, when daemons ran one after another on the same log).
     pub fn http_addr(&self) -> String {
         let log = self.log_text();
         let line = log
             .lines()
+            .rev()
             .find(|l| l.contains("http server listening"))
             .unwrap_or_else(|| panic!("no http server in the log:\n{log}"));
         line.split("addr=")
