@@ -55,37 +55,48 @@ fn committed_store(root: &Path, customers: usize) -> Config {
     config
 }
 
+/// The simulator answering after 5 ms, and a worker draining `config`'s queue into it.
+async fn worker_on_sandbox(
+    config: &Config,
+    concurrency: usize,
+    schedule: Vec<Duration>,
+) -> (Worker, SharedStore, paystar_sync::sandbox::RunningSandbox) {
+    let sandbox = Sandbox::new()
+        .start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    sandbox
+        .sandbox
+        .paystar
+        .set_latency(Duration::from_millis(5));
+    let client = PaystarClient::new(
+        &sandbox.paystar_endpoint(),
+        Secret::new("bench"),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let store = SharedStore::new(Store::open(&config.state.path).unwrap());
+    let worker = Worker::new(
+        store.clone(),
+        client,
+        WorkerSettings {
+            concurrency,
+            schedule,
+            policy: Policy::DEFAULT,
+            pause: None,
+            grace: Duration::from_secs(10),
+        },
+    );
+    (worker, store, sandbox)
+}
+
 async fn throughput(data: &Path) {
     println!("| concurrency | events | wall | events/s | ceiling |\n|---|---|---|---|---|");
     for (concurrency, customers) in [(8usize, 10_000usize), (64, 40_000)] {
         // One ManageCustomer per customer; one in 20 also has autopay: no (an unenroll).
         let config = committed_store(&data.join(format!("throughput-{concurrency}")), customers);
-        let sandbox = Sandbox::new()
-            .start(([127, 0, 0, 1], 0).into())
-            .await
-            .unwrap();
-        sandbox
-            .sandbox
-            .paystar
-            .set_latency(Duration::from_millis(5));
-        let client = PaystarClient::new(
-            &sandbox.paystar_endpoint(),
-            Secret::new("bench"),
-            Duration::from_secs(30),
-        )
-        .unwrap();
-        let store = SharedStore::new(Store::open(&config.state.path).unwrap());
-        let worker = Worker::new(
-            store,
-            client,
-            WorkerSettings {
-                concurrency,
-                schedule: vec![Duration::from_millis(10); 5],
-                policy: Policy::DEFAULT,
-                pause: None,
-                grace: Duration::from_secs(10),
-            },
-        );
+        let (worker, _store, sandbox) =
+            worker_on_sandbox(&config, concurrency, vec![Duration::from_millis(10); 5]).await;
         let start = Instant::now();
         let totals = worker
             .run(Until::Idle, CancellationToken::new())
@@ -112,37 +123,13 @@ async fn retry(data: &Path) {
     use paystar_sync::customer::KeyRef;
     use paystar_sync::sandbox::paystar::Fault;
     let config = committed_store(&data.join("retry"), 10_000);
-    let sandbox = Sandbox::new()
-        .start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
-    sandbox
-        .sandbox
-        .paystar
-        .set_latency(Duration::from_millis(5));
+    let (worker, store, sandbox) =
+        worker_on_sandbox(&config, 8, vec![Duration::from_millis(100); 3]).await;
     sandbox.sandbox.paystar.push_fault(Fault {
         status: 503,
         count: 8,
         ..Fault::default()
     });
-    let client = PaystarClient::new(
-        &sandbox.paystar_endpoint(),
-        Secret::new("bench"),
-        Duration::from_secs(30),
-    )
-    .unwrap();
-    let store = SharedStore::new(Store::open(&config.state.path).unwrap());
-    let worker = Worker::new(
-        store.clone(),
-        client,
-        WorkerSettings {
-            concurrency: 8,
-            schedule: vec![Duration::from_millis(100); 3],
-            policy: Policy::DEFAULT,
-            pause: None,
-            grace: Duration::from_secs(10),
-        },
-    );
     let start = Instant::now();
     let totals = worker
         .run(Until::Idle, CancellationToken::new())

@@ -9,7 +9,7 @@ use super::{Signal, scan_and_commit, worker_settings};
 use crate::config::{Config, Endpoint, process_env};
 use crate::deliver::{PaystarClient, Until, Worker};
 use crate::metrics::Metrics;
-use crate::sandbox::{RunningSandbox, Sandbox};
+use crate::sandbox::RunningSandbox;
 use crate::server::{Live, ServerState};
 use crate::store::{SharedStore, Store};
 use anyhow::Context;
@@ -125,16 +125,7 @@ async fn sandbox_for(config: &Config) -> anyhow::Result<Option<RunningSandbox>> 
     if config.paystar.endpoint != Endpoint::Sandbox {
         return Ok(None);
     }
-    let running = Sandbox::new()
-        .start(([127, 0, 0, 1], 0).into())
-        .await
-        .context("cannot start the in-process Paystar sandbox")?;
-    tracing::warn!(
-        endpoint = %running.paystar_endpoint(),
-        lotuspay = %running.lotuspay_base_url(),
-        "paystar.endpoint is `sandbox`: events go to the in-process Paystar simulator, NOT to Paystar"
-    );
-    Ok(Some(running))
+    Ok(Some(super::in_process_sandbox().await?))
 }
 
 /// The daemon (SPEC §9). Returns when told to shut down, or with the error of a

@@ -19,6 +19,20 @@ pub mod wiring;
 
 pub use daemon::run;
 
+/// Starts the simulators for `paystar.endpoint: sandbox`, saying loudly so.
+pub(crate) async fn in_process_sandbox() -> anyhow::Result<RunningSandbox> {
+    let running = Sandbox::new()
+        .start(([127, 0, 0, 1], 0).into())
+        .await
+        .context("cannot start the in-process Paystar sandbox")?;
+    tracing::warn!(
+        endpoint = %running.paystar_endpoint(),
+        lotuspay = %running.lotuspay_base_url(),
+        "paystar.endpoint is `sandbox`: events go to the in-process Paystar simulator, NOT to Paystar"
+    );
+    Ok(running)
+}
+
 /// The Paystar client the config asks for; for `endpoint: sandbox`, the
 /// in-process simulator it talks to (kept alive by the caller).
 pub async fn paystar(config: &Config) -> anyhow::Result<(PaystarClient, Option<RunningSandbox>)> {
@@ -26,14 +40,7 @@ pub async fn paystar(config: &Config) -> anyhow::Result<(PaystarClient, Option<R
     let key = wiring::paystar_key(config, &crate::config::process_env)?;
     match (&config.paystar.endpoint, key) {
         (Endpoint::Sandbox, _) => {
-            let running = Sandbox::new()
-                .start(([127, 0, 0, 1], 0).into())
-                .await
-                .context("cannot start the in-process Paystar sandbox")?;
-            tracing::warn!(
-                endpoint = %running.paystar_endpoint(),
-                "paystar.endpoint is `sandbox`: events go to the in-process Paystar simulator, NOT to Paystar"
-            );
+            let running = in_process_sandbox().await?;
             let client =
                 PaystarClient::new(&running.paystar_endpoint(), Secret::new("sandbox"), timeout)?;
             Ok((client, Some(running)))

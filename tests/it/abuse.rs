@@ -26,21 +26,7 @@ async fn unenrolling() -> (Project, RunningSandbox) {
     (p, sandbox)
 }
 
-fn unenrolls(sandbox: &RunningSandbox) -> Vec<String> {
-    sandbox
-        .sandbox
-        .paystar
-        .accepted()
-        .iter()
-        .filter(|a| a.event_type == "Accounts.UnenrollAutopay")
-        .map(|a| {
-            a.payload_json()["accountNumber"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect()
-}
+use crate::support::unenrolled_accounts as unenrolls;
 
 async fn apply(p: &Project) -> crate::support::Run {
     p.run_async(&["apply", "--timeout", "20s"]).await

@@ -36,21 +36,7 @@ fn mandate_event(kind: &str, account: Option<&str>) -> serde_json::Value {
     json!({ "type": kind, "resource_id": "MD0001", "data": { "object": { "object": "mandate", "id": "MD0001", "metadata": metadata } } })
 }
 
-fn unenrolls(sandbox: &RunningSandbox) -> Vec<String> {
-    sandbox
-        .sandbox
-        .paystar
-        .accepted()
-        .iter()
-        .filter(|a| a.event_type == "Accounts.UnenrollAutopay")
-        .map(|a| {
-            a.payload_json()["accountNumber"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect()
-}
+use crate::support::unenrolled_accounts as unenrolls;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cancelled_mandate_becomes_an_unenroll_even_though_the_manifest_says_autopay_true() {

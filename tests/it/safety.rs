@@ -32,13 +32,7 @@ async fn guarded() -> (Project, RunningSandbox) {
 }
 
 fn unenrolls(sandbox: &RunningSandbox) -> usize {
-    sandbox
-        .sandbox
-        .paystar
-        .accepted()
-        .iter()
-        .filter(|a| a.event_type == "Accounts.UnenrollAutopay")
-        .count()
+    crate::support::unenrolled_accounts(sandbox).len()
 }
 
 async fn apply(p: &Project) -> crate::support::Run {

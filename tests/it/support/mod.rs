@@ -247,6 +247,23 @@ pub async fn with_sandbox(extra_paystar: &str) -> (Project, RunningSandbox) {
 
 pub use paystar_sync::clock::now_ms;
 
+/// The accounts the sandbox accepted an UnenrollAutopay for, in order.
+pub fn unenrolled_accounts(sandbox: &RunningSandbox) -> Vec<String> {
+    sandbox
+        .sandbox
+        .paystar
+        .accepted()
+        .iter()
+        .filter(|a| a.event_type == "Accounts.UnenrollAutopay")
+        .map(|a| {
+            a.payload_json()["accountNumber"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
 /// Error lines (`file:line: field: reason`) of a plan or validate run.
 pub fn error_lines(plan: &serde_json::Value) -> Vec<String> {
     plan["errors"]
