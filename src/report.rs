@@ -4,7 +4,7 @@
 use crate::mask::MaskedEmail;
 use crate::reconcile::{Change, UnenrollCause};
 use crate::scan::{Origin, PlannedChange, Scan};
-use crate::store::{SqlError, Store};
+use crate::store::{StateError, Store};
 use serde::Serialize;
 use serde_json::json;
 use std::io::{self, Write};
@@ -48,8 +48,8 @@ impl PlanSummary {
 pub enum RenderError {
     #[error("cannot write the plan")]
     Io(#[from] io::Error),
-    #[error("state database query failed")]
-    Store(#[from] SqlError),
+    #[error(transparent)]
+    Store(#[from] StateError),
 }
 
 /// Keys that left every manifest in this scan and for which nothing is sent.

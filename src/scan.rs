@@ -14,11 +14,11 @@ use crate::manifest::{
     parse_file,
 };
 use crate::reconcile::{
-    Acked, Desired, GuardTrip, KeyPlan, Policy, RemovalPolicy, UnenrollCause, UnenrollLimits, diff,
-    mass_unenroll, plan_key,
+    Acked, Desired, GuardTrip, KeyPlan, Policy, RemovalPolicy, UnenrollLimits, diff, mass_unenroll,
+    plan_key,
 };
 use crate::store::{
-    DesiredWrite, FileEntry, FileWrite, HoldWrite, KeyState, QueueRecord, QueueWrite, SqlError,
+    DesiredWrite, FileEntry, FileWrite, HoldWrite, KeyState, QueueRecord, QueueWrite, StateError,
     Store,
 };
 use sha2::{Digest, Sha256};
@@ -72,8 +72,8 @@ impl<'a> ScanSettings<'a> {
 pub enum ScanError {
     #[error(transparent)]
     Discover(#[from] DiscoverError),
-    #[error("state database query failed")]
-    Store(#[from] SqlError),
+    #[error(transparent)]
+    Store(#[from] StateError),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -481,7 +481,7 @@ fn guard(
     states: &[Option<Box<KeyState>>],
     rows: &[ManifestRow],
     files: &[ScannedFile],
-) -> Result<(Vec<bool>, Vec<(usize, Option<String>)>, Option<GuardTrip>), SqlError> {
+) -> Result<(Vec<bool>, Vec<(usize, Option<String>)>, Option<GuardTrip>), StateError> {
     let policy = settings.policy;
     let mut held = vec![false; touched.len()];
     let mut writes = Vec::new();
@@ -734,7 +734,7 @@ impl Scan {
 
     /// Whether touched key `i`'s unenroll is held (a provider's stop never is).
     fn unenroll_held(&self, i: usize, plan: &KeyPlan<'_>) -> bool {
-        self.held[i] && plan.unenroll.is_some_and(|c| c != UnenrollCause::Provider)
+        crate::reconcile::unenroll_held(plan, self.held[i])
     }
 
     fn touched_change(&self, i: usize) -> PlannedChange<'_> {
@@ -782,7 +782,7 @@ impl Scan {
         &self,
         store: &Store,
         mut f: impl FnMut(&PlannedChange<'_>),
-    ) -> Result<(), SqlError> {
+    ) -> Result<(), StateError> {
         let mut next = 0usize;
         let mut emit_until =
             |limit: Option<KeyRef<'_>>, f: &mut dyn FnMut(&PlannedChange<'_>)| -> bool {
@@ -833,7 +833,7 @@ impl Scan {
 
     /// Commits this scan: file index, errors, desired rows and queue, in one
     /// transaction. `plan` and `validate` never call this.
-    pub fn commit(&self, store: &mut Store) -> Result<(), SqlError> {
+    pub fn commit(&self, store: &mut Store) -> Result<(), StateError> {
         let mut file_writes = Vec::new();
         for file in &self.files {
             let stored = file.stored.as_ref();
@@ -909,7 +909,7 @@ impl Scan {
 
     /// What a reviewed plan was made from: the manifests' content, Paystar's
     /// acknowledged state, and the exact events (unmasked) it would send.
-    pub fn fingerprint(&self, store: &Store) -> Result<Fingerprint, SqlError> {
+    pub fn fingerprint(&self, store: &Store) -> Result<Fingerprint, StateError> {
         let mut manifests = Sha256::new();
         for file in self.files.iter().filter(|f| f.fate != FileFate::Deleted) {
             let sha = file.sha256.or(file.stored.as_ref().and_then(|s| s.sha256));

@@ -78,8 +78,8 @@ pub async fn scan_and_commit(config: &Config, store: &SharedStore) -> anyhow::Re
 pub enum PassError {
     #[error(transparent)]
     Scan(#[from] crate::scan::ScanError),
-    #[error("state database query failed")]
-    Store(#[from] crate::store::SqlError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StateError),
     /// `apply --plan`: the reviewed plan is not what would be sent now.
     #[error("{0}")]
     Stale(&'static str),
@@ -152,7 +152,7 @@ fn record_git_provenance(
     store: &mut Store,
     dir: &std::path::Path,
     scan: &Scan,
-) -> Result<(), crate::store::SqlError> {
+) -> Result<(), crate::store::StateError> {
     let parsed: Vec<&str> = scan.parsed_files().collect();
     let commits = crate::manifest::git::last_commits(dir, &parsed);
     if commits.is_empty() {
@@ -162,7 +162,7 @@ fn record_git_provenance(
 }
 
 /// Drops history older than `history.retention`, if set.
-fn prune_history(store: &mut Store, config: &Config) -> Result<(), crate::store::SqlError> {
+fn prune_history(store: &mut Store, config: &Config) -> Result<(), crate::store::StateError> {
     if let Some(retention) = config.history.retention {
         store.prune_history(now_ms() - retention.as_millis() as i64)?;
     }
@@ -250,7 +250,7 @@ pub async fn apply(
         .and_then(|p| p.pause.clone());
     let (counts, pause) = store
         .call(move |s| {
-            Ok::<_, crate::store::SqlError>((
+            Ok::<_, crate::store::StateError>((
                 s.counts()?,
                 crate::providers::payroc::current_pause(rule.as_ref(), s)?,
             ))

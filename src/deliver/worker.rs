@@ -16,7 +16,7 @@ use crate::customer::CustomerKey;
 use crate::mask::MaskedAccount;
 use crate::providers::payroc::{Pause, current_pause};
 use crate::reconcile::{FieldSource, Policy, UnenrollCause};
-use crate::store::{HistoryEntry, KeyState, Outcome, OutcomeResult, SharedStore, SqlError};
+use crate::store::{HistoryEntry, KeyState, Outcome, OutcomeResult, SharedStore, StateError};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -105,7 +105,7 @@ impl Worker {
         self.wake.clone()
     }
 
-    pub async fn run(&self, until: Until, cancel: CancellationToken) -> Result<Totals, SqlError> {
+    pub async fn run(&self, until: Until, cancel: CancellationToken) -> Result<Totals, StateError> {
         let mut tasks: JoinSet<(Outcome, u64)> = JoinSet::new();
         let mut in_flight: HashSet<CustomerKey> = HashSet::new();
         let mut totals = Totals::default();
@@ -235,7 +235,7 @@ fn claim_step(
     rule: Option<&crate::config::PayrocPause>,
     busy: &[CustomerKey],
     free: usize,
-) -> Result<Step, SqlError> {
+) -> Result<Step, StateError> {
     if !outcomes.is_empty() {
         store.record_outcomes(outcomes, |state| !state.plan(policy).is_empty(), now_ms())?;
     }

@@ -14,8 +14,8 @@ pub enum ProviderError {
         what: String,
         message: String,
     },
-    #[error("state database query failed")]
-    Store(#[from] crate::store::SqlError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StateError),
 }
 
 /// The value at a dotted path such as `data.object.metadata.paystar_account_number`,

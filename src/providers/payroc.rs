@@ -51,7 +51,7 @@ pub fn pause_in_force(rule: &PayrocPause, latest: &[MerchantStatus]) -> Option<P
 pub fn current_pause(
     rule: Option<&PayrocPause>,
     store: &crate::store::Store,
-) -> Result<Option<Pause>, crate::store::SqlError> {
+) -> Result<Option<Pause>, crate::store::StateError> {
     match rule {
         Some(rule) => Ok(pause_in_force(rule, &store.merchant_statuses()?)),
         None => Ok(None),

@@ -3,6 +3,9 @@
 
 use crate::customer::Fields;
 
+mod stored;
+pub use stored::{unenroll_held, without_held};
+
 /// What `manifests.on_removal` says to do when a key leaves every manifest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RemovalPolicy {

@@ -6,15 +6,50 @@ mod schema;
 
 use crate::customer::{CustomerKey, Fields, FieldsBuf, KeyRef};
 use crate::manifest::{ErrorKind, FileStat, ManifestError};
-use crate::reconcile::{
-    Acked, Desired, FieldSource, KeyPlan, Policy, UnenrollCause, merge_provider, plan_key,
-};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-pub use rusqlite::Error as SqlError;
-pub type Result<T> = std::result::Result<T, SqlError>;
+/// A failure of the state database, with the step that failed. The driver's
+/// error is its source (for the chain in logs) and never leaves this module as a type.
+#[derive(Debug, thiserror::Error)]
+#[error("state database: {step} failed")]
+pub struct StateError {
+    step: &'static str,
+    #[source]
+    source: rusqlite::Error,
+}
+
+impl From<rusqlite::types::FromSqlError> for StateError {
+    fn from(err: rusqlite::types::FromSqlError) -> Self {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(err))
+            .into()
+    }
+}
+
+impl From<rusqlite::Error> for StateError {
+    fn from(source: rusqlite::Error) -> Self {
+        Self {
+            step: "a query",
+            source,
+        }
+    }
+}
+
+/// Names the step a driver error happened in.
+trait Step<T> {
+    fn step(self, step: &'static str) -> Result<T>;
+}
+
+impl<T> Step<T> for rusqlite::Result<T> {
+    fn step(self, step: &'static str) -> Result<T> {
+        self.map_err(|source| StateError { step, source })
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StateError>;
+/// What the driver's own calls return, inside this module.
+type DbResult<T> = rusqlite::Result<T>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -28,7 +63,7 @@ pub enum OpenError {
     Sqlite {
         path: PathBuf,
         #[source]
-        source: SqlError,
+        source: StateError,
     },
     #[error("state database {} is schema v{found}; this paystar-sync uses v{expected}: run `paystar-sync apply` or the daemon once to upgrade it", path.display())]
     Outdated {
@@ -153,67 +188,6 @@ pub struct StopRecord {
     pub reason: String,
 }
 
-impl KeyState {
-    /// What the manifests want, as the diff sees it.
-    pub fn manifest_view(&self) -> Option<Desired<'_>> {
-        self.desired.as_ref().map(|d| {
-            if d.removed {
-                Desired::Removed
-            } else {
-                Desired::Live {
-                    fields: d.fields.as_ref(),
-                    autopay: d.autopay,
-                }
-            }
-        })
-    }
-
-    /// The acknowledged state as the diff sees it.
-    pub fn acked_view(&self) -> Option<Acked<'_>> {
-        self.acked.as_ref().map(|a| Acked {
-            fields: a.fields.as_ref().map(FieldsBuf::as_ref),
-            unenrolled: a.unenrolled,
-        })
-    }
-
-    /// The fields a provider reported, as the merge sees them.
-    pub fn provider_view(&self) -> Option<Fields<'_>> {
-        self.provider.as_ref().map(|p| p.fields.as_ref())
-    }
-
-    /// Whether the desired fields come from a provider's report rather than a manifest.
-    pub fn fields_source(&self, policy: Policy) -> FieldSource {
-        merge_provider(
-            self.manifest_view(),
-            self.provider_view(),
-            self.acked_view(),
-            policy.precedence,
-        )
-        .1
-    }
-
-    /// The events this key needs, held unenrolls and provider stops included.
-    pub fn wanted(&self, policy: Policy) -> KeyPlan<'_> {
-        plan_key(
-            self.manifest_view(),
-            self.provider_view(),
-            self.acked_view(),
-            self.stop.is_some(),
-            policy,
-        )
-    }
-
-    /// The events to send now: [`KeyState::wanted`] without a held unenroll (a
-    /// provider's stop is never held).
-    pub fn plan(&self, policy: Policy) -> KeyPlan<'_> {
-        let mut plan = self.wanted(policy);
-        if self.held.is_some() && plan.unenroll != Some(UnenrollCause::Provider) {
-            plan.unenroll = None;
-        }
-        plan
-    }
-}
-
 /// The store, shared by async tasks: each call runs on the blocking pool.
 #[derive(Clone)]
 pub struct SharedStore(std::sync::Arc<std::sync::Mutex<Store>>);
@@ -298,9 +272,9 @@ impl Store {
                 source,
             })?;
         }
-        let sql = |source| OpenError::Sqlite {
+        let sql = |source: rusqlite::Error| OpenError::Sqlite {
             path: path.to_owned(),
-            source,
+            source: source.into(),
         };
         let mut conn = Connection::open(path).map_err(sql)?;
         conn.execute_batch(
@@ -320,9 +294,9 @@ impl Store {
                 source,
             });
         }
-        let sql = |source| OpenError::Sqlite {
+        let sql = |source: rusqlite::Error| OpenError::Sqlite {
             path: path.to_owned(),
-            source,
+            source: source.into(),
         };
         let conn = Connection::open_with_flags(
             path,
@@ -351,6 +325,10 @@ impl Store {
     }
 
     pub fn file_index(&self) -> Result<HashMap<String, FileEntry>> {
+        self.file_index_in().step("reading the file index")
+    }
+
+    fn file_index_in(&self) -> DbResult<HashMap<String, FileEntry>> {
         let mut stmt = self.conn.prepare(
             "SELECT id, path, present, size, mtime_ns, inode, sha256, clean, status, rows, scanned_at FROM files",
         )?;
@@ -380,7 +358,7 @@ impl Store {
                 },
             ))
         })?;
-        rows.collect()
+        rows.collect::<DbResult<_>>()
     }
 
     /// The stored errors of the given files, in file and line order.
@@ -434,6 +412,10 @@ impl Store {
 
     /// Whether the database holds no customers at all (lets a first scan skip lookups).
     pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.is_empty_in()?)
+    }
+
+    fn is_empty_in(&self) -> DbResult<bool> {
         let any: Option<i64> = self
             .conn
             .query_row(
@@ -450,7 +432,14 @@ impl Store {
         &self,
         keys: impl ExactSizeIterator<Item = KeyRef<'k>>,
     ) -> Result<Vec<Option<Box<KeyState>>>> {
-        if keys.len() == 0 || self.is_empty()? {
+        self.load_states_in(keys).step("reading customers' state")
+    }
+
+    fn load_states_in<'k>(
+        &self,
+        keys: impl ExactSizeIterator<Item = KeyRef<'k>>,
+    ) -> DbResult<Vec<Option<Box<KeyState>>>> {
+        if keys.len() == 0 || self.is_empty_in()? {
             return Ok(keys.map(|_| None).collect());
         }
         let mut queries = StateQueries::new(&self.conn)?;
@@ -463,7 +452,11 @@ impl Store {
     }
 
     /// Calls `f` for every queued key with its stored state, in key order.
-    pub fn for_each_queued(&self, mut f: impl FnMut(KeyRef<'_>, KeyState)) -> Result<()> {
+    pub fn for_each_queued(&self, f: impl FnMut(KeyRef<'_>, KeyState)) -> Result<()> {
+        self.for_each_queued_in(f).step("reading the queue")
+    }
+
+    fn for_each_queued_in(&self, mut f: impl FnMut(KeyRef<'_>, KeyState)) -> DbResult<()> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT q.business_unit, q.account, q.sub_account,
                     d.first_name, d.last_name, d.email, d.autopay, d.removed, f.path, d.line,
@@ -534,6 +527,19 @@ impl Store {
         holds: impl IntoIterator<Item = HoldWrite<'w>>,
         meta: &[(&str, String)],
     ) -> Result<()> {
+        self.commit_scan_in(now_ms, files, desired, queue, holds, meta)
+            .step("committing a scan")
+    }
+
+    fn commit_scan_in<'w>(
+        &mut self,
+        now_ms: i64,
+        files: &[FileWrite<'_>],
+        desired: impl IntoIterator<Item = DesiredWrite<'w>>,
+        queue: impl IntoIterator<Item = QueueWrite<'w>>,
+        holds: impl IntoIterator<Item = HoldWrite<'w>>,
+        meta: &[(&str, String)],
+    ) -> DbResult<()> {
         let tx = self.conn.transaction()?;
         let now = now_ms;
         let mut ids: HashMap<String, i64> = HashMap::new();
@@ -744,6 +750,16 @@ impl Store {
         paused: &[String],
         now_ms: i64,
     ) -> Result<Vec<(CustomerKey, i64)>> {
+        self.upcoming_in(limit, paused, now_ms)
+            .step("reading the delivery queue")
+    }
+
+    fn upcoming_in(
+        &self,
+        limit: usize,
+        paused: &[String],
+        now_ms: i64,
+    ) -> DbResult<Vec<(CustomerKey, i64)>> {
         // A paused business unit's keys wait, except an unacknowledged provider stop.
         const NOT_PAUSED: &str = "(q.business_unit NOT IN (SELECT value FROM json_each(?2))
                     OR (EXISTS (SELECT 1 FROM stops s WHERE s.business_unit = q.business_unit
@@ -770,7 +786,7 @@ impl Store {
         ))?;
         let mut found: Vec<(CustomerKey, i64)> = due_retries
             .query_map(params![limit as i64, paused, now_ms], row)?
-            .collect::<Result<_>>()?;
+            .collect::<DbResult<_>>()?;
         let mut by_due = self.conn.prepare_cached(&format!(
             "SELECT q.business_unit, q.account, q.sub_account, q.next_attempt_at FROM queue q INDEXED BY queue_due
              WHERE q.state <> 'parked' AND {NOT_PAUSED}
@@ -799,6 +815,16 @@ impl Store {
         still_differs: impl Fn(&KeyState) -> bool,
         now_ms: i64,
     ) -> Result<()> {
+        self.record_outcomes_in(outcomes, still_differs, now_ms)
+            .step("recording delivery outcomes")
+    }
+
+    fn record_outcomes_in(
+        &mut self,
+        outcomes: &[Outcome],
+        still_differs: impl Fn(&KeyState) -> bool,
+        now_ms: i64,
+    ) -> DbResult<()> {
         let tx = self.conn.transaction()?;
         let mut acked_changed = false;
         {
@@ -921,6 +947,11 @@ impl Store {
     /// Puts parked keys back in the queue (all of them when `keys` is `None`);
     /// returns how many.
     pub fn retry_parked(&mut self, keys: Option<&[CustomerKey]>, now_ms: i64) -> Result<usize> {
+        self.retry_parked_in(keys, now_ms)
+            .step("re-queueing parked customers")
+    }
+
+    fn retry_parked_in(&mut self, keys: Option<&[CustomerKey]>, now_ms: i64) -> DbResult<usize> {
         let tx = self.conn.transaction()?;
         let mut changed = 0;
         {
@@ -972,7 +1003,7 @@ impl Store {
                 last_response: r.get(7)?,
             })
         })?;
-        rows.collect()
+        Ok(rows.collect::<DbResult<_>>()?)
     }
 
     /// The stored errors of every file still present.
@@ -981,12 +1012,16 @@ impl Store {
             .conn
             .prepare("SELECT id FROM files WHERE present = 1 ORDER BY path")?
             .query_map([], |r| r.get(0))?
-            .collect::<Result<_>>()?;
+            .collect::<DbResult<_>>()?;
         self.file_errors(&ids)
     }
 
     /// Releases every held unenroll into the queue; returns how many.
     pub fn approve(&mut self, now_ms: i64) -> Result<usize> {
+        self.approve_in(now_ms).step("approving held unenrolls")
+    }
+
+    fn approve_in(&mut self, now_ms: i64) -> DbResult<usize> {
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
@@ -1013,7 +1048,7 @@ impl Store {
             "SELECT cause, COUNT(*) FROM holds GROUP BY cause ORDER BY COUNT(*) DESC, cause",
         )?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
-        rows.collect()
+        Ok(rows.collect::<DbResult<_>>()?)
     }
 
     /// One customer's history, oldest first.
@@ -1035,13 +1070,14 @@ impl Store {
                 })
             },
         )?;
-        rows.collect()
+        Ok(rows.collect::<DbResult<_>>()?)
     }
 
     /// Drops history older than `before_ms`; returns how many lines.
     pub fn prune_history(&mut self, before_ms: i64) -> Result<usize> {
-        self.conn
-            .execute("DELETE FROM history WHERE at_ms < ?1", [before_ms])
+        Ok(self
+            .conn
+            .execute("DELETE FROM history WHERE at_ms < ?1", [before_ms])?)
     }
 
     /// Records the last Git commit and author of manifest files.
@@ -1055,7 +1091,7 @@ impl Store {
                 stmt.execute(params![path, commit, author])?;
             }
         }
-        tx.commit()
+        Ok(tx.commit()?)
     }
 
     /// Records provider events in one transaction, each before it is acted on. A
@@ -1067,6 +1103,15 @@ impl Store {
         events: &[ProviderEventWrite],
         now_ms: i64,
     ) -> Result<Vec<bool>> {
+        self.record_provider_events_in(events, now_ms)
+            .step("recording provider events")
+    }
+
+    fn record_provider_events_in(
+        &mut self,
+        events: &[ProviderEventWrite],
+        now_ms: i64,
+    ) -> DbResult<Vec<bool>> {
         let tx = self.conn.transaction()?;
         let fresh = record_events(&tx, events, now_ms)?;
         tx.commit()?;
@@ -1082,6 +1127,17 @@ impl Store {
         cursor: &PollCursor,
         now_ms: i64,
     ) -> Result<()> {
+        self.record_poll_in(provider, events, cursor, now_ms)
+            .step("recording a poll")
+    }
+
+    fn record_poll_in(
+        &mut self,
+        provider: &str,
+        events: &[ProviderEventWrite],
+        cursor: &PollCursor,
+        now_ms: i64,
+    ) -> DbResult<()> {
         let tx = self.conn.transaction()?;
         record_events(&tx, events, now_ms)?;
         tx.execute(
@@ -1112,7 +1168,8 @@ impl Store {
     }
 
     pub fn poll_cursor(&self, provider: &str) -> Result<Option<PollCursor>> {
-        self.conn
+        Ok(self
+            .conn
             .query_row(
                 "SELECT created, event_id, last_success_ms FROM poll_cursors WHERE provider = ?1",
                 [provider],
@@ -1124,7 +1181,7 @@ impl Store {
                     })
                 },
             )
-            .optional()
+            .optional()?)
     }
 
     /// Every merchant-level account's latest status.
@@ -1141,7 +1198,7 @@ impl Store {
                 event_ms: r.get(4)?,
             })
         })?;
-        rows.collect()
+        Ok(rows.collect::<DbResult<_>>()?)
     }
 
     /// One provider's ledger, newest first: event id, outcome and reason.
@@ -1150,7 +1207,7 @@ impl Store {
             "SELECT event_id, outcome, reason FROM provider_events WHERE provider = ?1 ORDER BY received_at DESC",
         )?;
         let rows = stmt.query_map([provider], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        rows.collect()
+        Ok(rows.collect::<DbResult<_>>()?)
     }
 
     /// Provider events that could not be mapped to a customer, newest first.
@@ -1162,32 +1219,33 @@ impl Store {
         let rows = stmt.query_map([limit as i64], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?;
-        rows.collect()
+        Ok(rows.collect::<DbResult<_>>()?)
     }
 
     /// Whether the database accepts writes right now (takes and releases the write lock).
     pub fn check_writable(&mut self) -> Result<()> {
-        self.conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+        Ok(self.conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")?)
     }
 
     /// When the longest-failing retrying key was first queued, if any key is retrying.
     pub fn oldest_retrying_since(&self) -> Result<Option<i64>> {
-        self.conn.query_row(
+        Ok(self.conn.query_row(
             "SELECT MIN(enqueued_at) FROM queue WHERE state = 'retrying'",
             [],
             |r| r.get(0),
-        )
+        )?)
     }
 
     /// How many provider events could not be mapped to a customer.
     pub fn unmatched_count(&self) -> Result<u64> {
-        self.conn
+        Ok(self
+            .conn
             .query_row(
                 "SELECT COUNT(*) FROM provider_events WHERE outcome = 'unmatched'",
                 [],
                 |r| r.get::<_, i64>(0),
             )
-            .map(|n| n as u64)
+            .map(|n| n as u64)?)
     }
 
     /// A counter that moves whenever Paystar's acknowledged state changes.
@@ -1200,15 +1258,16 @@ impl Store {
 
     /// How many customers the manifests hold (tombstones not counted).
     pub fn live_count(&self) -> Result<u64> {
-        self.conn
+        Ok(self
+            .conn
             .query_row("SELECT COUNT(*) FROM desired WHERE removed = 0", [], |r| {
                 r.get::<_, i64>(0)
             })
-            .map(|n| n as u64)
+            .map(|n| n as u64)?)
     }
 
     pub fn counts(&self) -> Result<Counts> {
-        self.conn.query_row(
+        Ok(self.conn.query_row(
             "SELECT
                (SELECT COUNT(*) FROM desired WHERE removed = 0),
                (SELECT COUNT(*) FROM desired WHERE removed = 1),
@@ -1229,7 +1288,7 @@ impl Store {
                     held: r.get::<_, i64>(6)? as u64,
                 })
             },
-        )
+        )?)
     }
 
     pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
@@ -1241,9 +1300,10 @@ impl Store {
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
-        self.conn
+        Ok(self
+            .conn
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()
+            .optional()?)
     }
 }
 
@@ -1397,7 +1457,7 @@ fn record_events(
     tx: &rusqlite::Transaction<'_>,
     events: &[ProviderEventWrite],
     now_ms: i64,
-) -> Result<Vec<bool>> {
+) -> DbResult<Vec<bool>> {
     let mut fresh = Vec::with_capacity(events.len());
     {
         let mut ledger = tx.prepare_cached(
@@ -1581,9 +1641,9 @@ fn check_version(path: &Path, found: i64) -> std::result::Result<(), OpenError> 
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> std::result::Result<(), OpenError> {
-    let sql = |source| OpenError::Sqlite {
+    let sql = |source: rusqlite::Error| OpenError::Sqlite {
         path: path.to_owned(),
-        source,
+        source: source.into(),
     };
     let found: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -1605,11 +1665,11 @@ fn migrate(conn: &mut Connection, path: &Path) -> std::result::Result<(), OpenEr
     Ok(())
 }
 
-fn read_desired(r: &rusqlite::Row<'_>) -> Result<DesiredRecord> {
+fn read_desired(r: &rusqlite::Row<'_>) -> DbResult<DesiredRecord> {
     read_desired_at(r, 0)
 }
 
-fn read_desired_at(r: &rusqlite::Row<'_>, at: usize) -> Result<DesiredRecord> {
+fn read_desired_at(r: &rusqlite::Row<'_>, at: usize) -> DbResult<DesiredRecord> {
     let sha: Option<Vec<u8>> = r.get(at + 7)?;
     Ok(DesiredRecord {
         file_sha256: sha.map(|h| h.iter().map(|b| format!("{b:02x}")).collect()),
@@ -1627,11 +1687,11 @@ fn read_desired_at(r: &rusqlite::Row<'_>, at: usize) -> Result<DesiredRecord> {
     })
 }
 
-fn read_acked(r: &rusqlite::Row<'_>) -> Result<AckedRecord> {
+fn read_acked(r: &rusqlite::Row<'_>) -> DbResult<AckedRecord> {
     read_acked_at(r, 0)
 }
 
-fn read_acked_at(r: &rusqlite::Row<'_>, at: usize) -> Result<AckedRecord> {
+fn read_acked_at(r: &rusqlite::Row<'_>, at: usize) -> DbResult<AckedRecord> {
     let first: Option<String> = r.get(at)?;
     let last: Option<String> = r.get(at + 1)?;
     let email: Option<String> = r.get(at + 2)?;
@@ -1649,7 +1709,7 @@ fn read_acked_at(r: &rusqlite::Row<'_>, at: usize) -> Result<AckedRecord> {
     })
 }
 
-fn read_stop(r: &rusqlite::Row<'_>) -> Result<StopRecord> {
+fn read_stop(r: &rusqlite::Row<'_>) -> DbResult<StopRecord> {
     Ok(StopRecord {
         provider: r.get(0)?,
         event_id: r.get(1)?,
@@ -1668,7 +1728,7 @@ struct StateQueries<'c> {
 }
 
 impl<'c> StateQueries<'c> {
-    fn new(conn: &'c Connection) -> Result<Self> {
+    fn new(conn: &'c Connection) -> DbResult<Self> {
         Ok(Self {
             desired: conn.prepare_cached(
                 "SELECT d.first_name, d.last_name, d.email, d.autopay, d.removed, f.path, d.line,
@@ -1699,7 +1759,7 @@ impl<'c> StateQueries<'c> {
     }
 
     /// Everything stored about one key.
-    fn read(&mut self, key: KeyRef<'_>) -> Result<KeyState> {
+    fn read(&mut self, key: KeyRef<'_>) -> DbResult<KeyState> {
         let p = params![key.business_unit, key.account, key.sub_account];
         Ok(KeyState {
             desired: self.desired.query_row(p, read_desired).optional()?,
@@ -1715,7 +1775,7 @@ impl<'c> StateQueries<'c> {
     }
 }
 
-fn read_provider_fields_at(r: &rusqlite::Row<'_>, at: usize) -> Result<ProviderFieldsRecord> {
+fn read_provider_fields_at(r: &rusqlite::Row<'_>, at: usize) -> DbResult<ProviderFieldsRecord> {
     Ok(ProviderFieldsRecord {
         fields: FieldsBuf {
             first_name: r.get(at)?,
@@ -1728,11 +1788,11 @@ fn read_provider_fields_at(r: &rusqlite::Row<'_>, at: usize) -> Result<ProviderF
     })
 }
 
-fn read_queue(r: &rusqlite::Row<'_>) -> Result<QueueRecord> {
+fn read_queue(r: &rusqlite::Row<'_>) -> DbResult<QueueRecord> {
     read_queue_at(r, 0)
 }
 
-fn read_queue_at(r: &rusqlite::Row<'_>, at: usize) -> Result<QueueRecord> {
+fn read_queue_at(r: &rusqlite::Row<'_>, at: usize) -> DbResult<QueueRecord> {
     Ok(QueueRecord {
         state: QueueState::parse(r.get_ref(at)?.as_str()?),
         attempts: r.get(at + 1)?,

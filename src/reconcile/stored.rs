@@ -1,0 +1,79 @@
+//! Policy over what the state layer stored for one key: the store returns
+//! plain [`KeyState`] views; what a key wants and what to send is decided here.
+
+use super::{
+    Acked, Desired, FieldSource, KeyPlan, Policy, UnenrollCause, merge_provider, plan_key,
+};
+use crate::customer::{Fields, FieldsBuf};
+use crate::store::KeyState;
+
+/// Whether a plan's unenroll is held back by the mass-change guard: a held
+/// manifest-driven unenroll is; a provider's stop never is. The one held rule.
+pub fn unenroll_held(plan: &KeyPlan<'_>, held: bool) -> bool {
+    held && plan.unenroll.is_some_and(|c| c != UnenrollCause::Provider)
+}
+
+/// `plan` without its unenroll when that is held.
+pub fn without_held(mut plan: KeyPlan<'_>, held: bool) -> KeyPlan<'_> {
+    if unenroll_held(&plan, held) {
+        plan.unenroll = None;
+    }
+    plan
+}
+
+impl KeyState {
+    /// What the manifests want, as the diff sees it.
+    pub fn manifest_view(&self) -> Option<Desired<'_>> {
+        self.desired.as_ref().map(|d| {
+            if d.removed {
+                Desired::Removed
+            } else {
+                Desired::Live {
+                    fields: d.fields.as_ref(),
+                    autopay: d.autopay,
+                }
+            }
+        })
+    }
+
+    /// The acknowledged state as the diff sees it.
+    pub fn acked_view(&self) -> Option<Acked<'_>> {
+        self.acked.as_ref().map(|a| Acked {
+            fields: a.fields.as_ref().map(FieldsBuf::as_ref),
+            unenrolled: a.unenrolled,
+        })
+    }
+
+    /// The fields a provider reported, as the merge sees them.
+    pub fn provider_view(&self) -> Option<Fields<'_>> {
+        self.provider.as_ref().map(|p| p.fields.as_ref())
+    }
+
+    /// Whether the desired fields come from a provider's report rather than a manifest.
+    pub fn fields_source(&self, policy: Policy) -> FieldSource {
+        merge_provider(
+            self.manifest_view(),
+            self.provider_view(),
+            self.acked_view(),
+            policy.precedence,
+        )
+        .1
+    }
+
+    /// The events this key needs, held unenrolls and provider stops included.
+    pub fn wanted(&self, policy: Policy) -> KeyPlan<'_> {
+        plan_key(
+            self.manifest_view(),
+            self.provider_view(),
+            self.acked_view(),
+            self.stop.is_some(),
+            policy,
+        )
+    }
+
+    /// The events to send now: [`KeyState::wanted`] without a held unenroll (a
+    /// provider's stop is never held).
+    pub fn plan(&self, policy: Policy) -> KeyPlan<'_> {
+        without_held(self.wanted(policy), self.held.is_some())
+    }
+}
