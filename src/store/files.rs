@@ -1,0 +1,152 @@
+//! Manifest files as last read: the file index, each file's errors and rows,
+//! Git provenance.
+
+use super::*;
+
+/// A manifest file as the last committed scan saw it.
+#[derive(Clone, Debug)]
+pub struct FileEntry {
+    pub id: i64,
+    pub present: bool,
+    pub stat: Option<FileStat>,
+    pub sha256: Option<[u8; 32]>,
+    /// False when the file must be read again even if unchanged (it took part in a
+    /// duplicate-key conflict).
+    pub clean: bool,
+    pub ok: bool,
+    pub rows: u64,
+    pub scanned_at: i64,
+}
+
+/// A previously committed desired row of one file, as the scan's merge needs it.
+pub struct PrevRow<'a> {
+    pub key: KeyRef<'a>,
+    pub fingerprint: i64,
+    pub line: Option<u32>,
+    pub removed: bool,
+}
+
+/// One file's entry in a scan commit.
+pub struct FileWrite<'a> {
+    pub path: &'a str,
+    pub present: bool,
+    pub stat: Option<FileStat>,
+    pub sha256: Option<[u8; 32]>,
+    pub clean: bool,
+    pub ok: bool,
+    pub rows: u64,
+    /// The file's errors as of this scan; `None` keeps the stored ones.
+    pub errors: Option<Vec<&'a ManifestError>>,
+}
+
+impl Store {
+    pub fn file_index(&self) -> Result<HashMap<String, FileEntry>> {
+        self.file_index_in().step("reading the file index")
+    }
+
+    fn file_index_in(&self) -> DbResult<HashMap<String, FileEntry>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, path, present, size, mtime_ns, inode, sha256, clean, status, rows, scanned_at FROM files",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let size: Option<i64> = r.get(3)?;
+            let mtime_ns: Option<i64> = r.get(4)?;
+            let inode: Option<i64> = r.get(5)?;
+            let sha: Option<Vec<u8>> = r.get(6)?;
+            Ok((
+                r.get::<_, String>(1)?,
+                FileEntry {
+                    id: r.get(0)?,
+                    present: r.get(2)?,
+                    stat: match (size, mtime_ns, inode) {
+                        (Some(size), Some(mtime_ns), Some(inode)) => Some(FileStat {
+                            size: size as u64,
+                            mtime_ns,
+                            inode: inode as u64,
+                        }),
+                        _ => None,
+                    },
+                    sha256: sha.and_then(|s| s.try_into().ok()),
+                    clean: r.get(7)?,
+                    ok: r.get::<_, String>(8)? == "ok",
+                    rows: r.get::<_, i64>(9)? as u64,
+                    scanned_at: r.get(10)?,
+                },
+            ))
+        })?;
+        rows.collect::<DbResult<_>>()
+    }
+
+    /// The stored errors of the given files, in file and line order.
+    pub fn file_errors(&self, file_ids: &[i64]) -> Result<Vec<ManifestError>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT f.path, e.line, e.account, e.field, e.kind, e.reason
+             FROM file_errors e JOIN files f ON f.id = e.file_id
+             WHERE e.file_id = ?1 ORDER BY e.seq",
+        )?;
+        let mut out = Vec::new();
+        for id in file_ids {
+            let rows = stmt.query_map([id], |r| {
+                Ok(ManifestError {
+                    file: r.get(0)?,
+                    line: r.get(1)?,
+                    account: r.get(2)?,
+                    field: r.get(3)?,
+                    kind: ErrorKind::parse(&r.get::<_, String>(4)?).unwrap_or(ErrorKind::Row),
+                    reason: r.get(5)?,
+                })
+            })?;
+            for row in rows {
+                out.push(row?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Calls `f` for every desired row last read from `file_id`, in key order.
+    pub fn for_each_file_row(&self, file_id: i64, mut f: impl FnMut(PrevRow<'_>)) -> Result<()> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT business_unit, account, sub_account, fingerprint, line, removed
+             FROM desired INDEXED BY desired_by_file WHERE file_id = ?1
+             ORDER BY business_unit, account, sub_account",
+        )?;
+        let mut rows = stmt.query([file_id])?;
+        while let Some(r) = rows.next()? {
+            f(PrevRow {
+                key: KeyRef {
+                    business_unit: r.get_ref(0)?.as_str()?,
+                    account: r.get_ref(1)?.as_str()?,
+                    sub_account: r.get_ref(2)?.as_str()?,
+                },
+                fingerprint: r.get(3)?,
+                line: r.get(4)?,
+                removed: r.get(5)?,
+            });
+        }
+        Ok(())
+    }
+
+    /// The stored errors of every file still present.
+    pub fn present_file_errors(&self) -> Result<Vec<ManifestError>> {
+        let ids: Vec<i64> = self
+            .conn
+            .prepare("SELECT id FROM files WHERE present = 1 ORDER BY path")?
+            .query_map([], |r| r.get(0))?
+            .collect::<DbResult<_>>()?;
+        self.file_errors(&ids)
+    }
+
+    /// Records the last Git commit and author of manifest files.
+    pub fn set_git_provenance(&mut self, files: &[(String, String, String)]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE files SET git_commit = ?2, git_author = ?3 WHERE path = ?1",
+            )?;
+            for (path, commit, author) in files {
+                stmt.execute(params![path, commit, author])?;
+            }
+        }
+        Ok(tx.commit()?)
+    }
+}

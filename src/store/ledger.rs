@@ -1,0 +1,394 @@
+//! The provider ledger: inbound events (recorded before they are acted on),
+//! stops, reported fields, merchant statuses, poll cursors.
+
+use super::*;
+
+/// What a provider event means for us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// A stop signal for a known customer: unenroll.
+    Stop,
+    /// New customer fields for a known customer.
+    Fields,
+    /// A merchant-level status that a pause rule watches.
+    Merchant,
+    /// Recorded only.
+    Ignored,
+    /// Could not be mapped to a customer.
+    Unmatched,
+}
+
+impl EventOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventOutcome::Stop | EventOutcome::Fields | EventOutcome::Merchant => "applied",
+            EventOutcome::Ignored => "ignored",
+            EventOutcome::Unmatched => "unmatched",
+        }
+    }
+}
+
+/// One inbound provider event, as the ledger records it.
+#[derive(Clone, Debug)]
+pub struct ProviderEventWrite {
+    pub provider: &'static str,
+    pub event_id: String,
+    /// `poll` or `webhook`.
+    pub channel: &'static str,
+    pub event_type: String,
+    pub outcome: EventOutcome,
+    pub reason: String,
+    pub key: Option<CustomerKey>,
+    pub raw: String,
+    /// Customer fields the event reports, applied unless a newer event's are stored.
+    pub fields: Option<FieldReport>,
+    /// A merchant account's new status, kept unless a newer event's is stored.
+    pub merchant: Option<MerchantReport>,
+}
+
+/// A merchant-level account's status as one event reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MerchantReport {
+    pub account: String,
+    pub status: String,
+    /// The event's own time, unix ms.
+    pub event_ms: i64,
+}
+
+/// A merchant-level account's latest status, and the event that said so.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MerchantStatus {
+    pub provider: String,
+    pub account: String,
+    pub status: String,
+    pub event_id: String,
+    pub event_ms: i64,
+}
+
+/// Customer fields an event reports ("" = not reported) and the event's own time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldReport {
+    pub fields: FieldsBuf,
+    /// Unix ms.
+    pub created_ms: i64,
+}
+
+/// How far a poller got.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PollCursor {
+    /// `created` and id of the newest event processed.
+    pub created: Option<i64>,
+    pub event_id: Option<String>,
+    pub last_success_ms: Option<i64>,
+}
+
+/// Records provider events (see [`Store::record_provider_events`]) in `tx`.
+fn record_events(
+    tx: &rusqlite::Transaction<'_>,
+    events: &[ProviderEventWrite],
+    now_ms: i64,
+) -> DbResult<Vec<bool>> {
+    let mut fresh = Vec::with_capacity(events.len());
+    {
+        let mut ledger = tx.prepare_cached(
+            "INSERT INTO provider_events (provider, event_id, channel, received_at, event_type, outcome, reason,
+                                          business_unit, account, sub_account, raw)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (provider, event_id) DO NOTHING",
+        )?;
+        let mut stop = tx.prepare_cached(
+            "INSERT INTO stops (business_unit, account, sub_account, provider, event_id, reason, at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (business_unit, account, sub_account) DO NOTHING",
+        )?;
+        let mut enqueue = tx.prepare_cached(
+            "INSERT INTO queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at)
+             VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4)
+             ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
+               state = CASE WHEN state = 'parked' THEN 'pending' ELSE state END,
+               attempts = CASE WHEN state = 'parked' THEN 0 ELSE attempts END,
+               next_attempt_at = CASE WHEN state = 'parked' THEN excluded.next_attempt_at ELSE next_attempt_at END",
+        )?;
+        let mut history = tx.prepare_cached(
+            "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        let mut newest = tx.prepare_cached(
+            "SELECT created_ms, event_id FROM provider_fields
+             WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
+        )?;
+        let mut set_fields = tx.prepare_cached(
+            "INSERT INTO provider_fields (business_unit, account, sub_account, first_name, last_name, email,
+                                          provider, event_id, created_ms, at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
+               first_name = CASE WHEN excluded.first_name = '' THEN first_name ELSE excluded.first_name END,
+               last_name = CASE WHEN excluded.last_name = '' THEN last_name ELSE excluded.last_name END,
+               email = CASE WHEN excluded.email = '' THEN email ELSE excluded.email END,
+               provider = excluded.provider, event_id = excluded.event_id,
+               created_ms = excluded.created_ms, at_ms = excluded.at_ms",
+        )?;
+        let mut merchant_newest = tx.prepare_cached(
+            "SELECT event_ms, event_id FROM merchant_statuses WHERE provider = ?1 AND account = ?2",
+        )?;
+        let mut set_merchant = tx.prepare_cached(
+            "INSERT INTO merchant_statuses (provider, account, status, event_id, event_ms, at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (provider, account) DO UPDATE SET status = excluded.status,
+               event_id = excluded.event_id, event_ms = excluded.event_ms, at_ms = excluded.at_ms",
+        )?;
+        for e in events {
+            let k = e.key.as_ref();
+            // Webhooks arrive out of order: what an event reports is applied only
+            // if no newer event's report is stored; an older one is recorded only.
+            let newer: Option<(i64, String)> = match (k, &e.fields, &e.merchant) {
+                (Some(k), Some(report), _) => newest
+                    .query_row(params![k.business_unit, k.account, k.sub_account], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()?
+                    .filter(|(created, _)| *created > report.created_ms),
+                (_, _, Some(report)) => merchant_newest
+                    .query_row(params![e.provider, report.account], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()?
+                    .filter(|(at, _)| *at > report.event_ms),
+                _ => None,
+            };
+            let mut outcome = e.outcome;
+            let mut reason = std::borrow::Cow::Borrowed(e.reason.as_str());
+            if let Some((_, id)) = &newer {
+                if outcome != EventOutcome::Stop {
+                    outcome = EventOutcome::Ignored;
+                }
+                reason = format!("{}; not applied: event {id} is newer", e.reason).into();
+            }
+            let apply_fields = e.fields.as_ref().filter(|_| newer.is_none());
+            let apply_merchant = e.merchant.as_ref().filter(|_| newer.is_none());
+            let inserted = ledger.execute(params![
+                e.provider,
+                e.event_id,
+                e.channel,
+                now_ms,
+                e.event_type,
+                outcome.as_str(),
+                reason,
+                k.map(|k| &k.business_unit),
+                k.map(|k| &k.account),
+                k.map(|k| &k.sub_account),
+                e.raw
+            ])? == 1;
+            fresh.push(inserted);
+            if !inserted {
+                continue;
+            }
+            if let Some(report) = apply_merchant {
+                set_merchant.execute(params![
+                    e.provider,
+                    report.account,
+                    report.status,
+                    e.event_id,
+                    report.event_ms,
+                    now_ms
+                ])?;
+            }
+            let Some(k) = k else {
+                continue;
+            };
+            let provenance = serde_json::json!({ "source": "provider", "provider": e.provider, "eventId": e.event_id, "channel": e.channel });
+            if let Some(report) = apply_fields {
+                let f = &report.fields;
+                set_fields.execute(params![
+                    k.business_unit,
+                    k.account,
+                    k.sub_account,
+                    f.first_name,
+                    f.last_name,
+                    f.email,
+                    e.provider,
+                    e.event_id,
+                    report.created_ms,
+                    now_ms
+                ])?;
+                enqueue.execute(params![k.business_unit, k.account, k.sub_account, now_ms])?;
+                let detail = serde_json::json!({ "cause": reason, "provenance": provenance });
+                history.execute(params![
+                    k.business_unit,
+                    k.account,
+                    k.sub_account,
+                    now_ms,
+                    "fields",
+                    None::<&str>,
+                    detail.to_string()
+                ])?;
+            }
+            if outcome != EventOutcome::Stop {
+                continue;
+            }
+            stop.execute(params![
+                k.business_unit,
+                k.account,
+                k.sub_account,
+                e.provider,
+                e.event_id,
+                e.reason,
+                now_ms
+            ])?;
+            enqueue.execute(params![k.business_unit, k.account, k.sub_account, now_ms])?;
+            let detail = serde_json::json!({ "cause": e.reason, "provenance": provenance });
+            history.execute(params![
+                k.business_unit,
+                k.account,
+                k.sub_account,
+                now_ms,
+                "stop",
+                "Accounts.UnenrollAutopay",
+                detail.to_string()
+            ])?;
+        }
+    }
+    Ok(fresh)
+}
+
+impl Store {
+    /// Records provider events in one transaction, each before it is acted on. A
+    /// duplicate (same provider and id, by webhook or poll) changes nothing. A new
+    /// stop signal is stored (the first one for a key stays) and queues its key.
+    /// Returns, per event, whether it was new.
+    pub fn record_provider_events(
+        &mut self,
+        events: &[ProviderEventWrite],
+        now_ms: i64,
+    ) -> Result<Vec<bool>> {
+        self.record_provider_events_in(events, now_ms)
+            .step("recording provider events")
+    }
+
+    fn record_provider_events_in(
+        &mut self,
+        events: &[ProviderEventWrite],
+        now_ms: i64,
+    ) -> DbResult<Vec<bool>> {
+        let tx = self.conn.transaction()?;
+        let fresh = record_events(&tx, events, now_ms)?;
+        tx.commit()?;
+        Ok(fresh)
+    }
+
+    /// A poll's events and its new checkpoint, in one transaction: a crash
+    /// before the commit repeats the poll, and the ledger drops the repeats.
+    pub fn record_poll(
+        &mut self,
+        provider: &str,
+        events: &[ProviderEventWrite],
+        cursor: &PollCursor,
+        now_ms: i64,
+    ) -> Result<()> {
+        self.record_poll_in(provider, events, cursor, now_ms)
+            .step("recording a poll")
+    }
+
+    fn record_poll_in(
+        &mut self,
+        provider: &str,
+        events: &[ProviderEventWrite],
+        cursor: &PollCursor,
+        now_ms: i64,
+    ) -> DbResult<()> {
+        let tx = self.conn.transaction()?;
+        record_events(&tx, events, now_ms)?;
+        tx.execute(
+            "INSERT INTO poll_cursors (provider, created, event_id, last_success_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (provider) DO UPDATE SET created = excluded.created, event_id = excluded.event_id,
+               last_success_ms = excluded.last_success_ms",
+            params![provider, cursor.created, cursor.event_id, cursor.last_success_ms],
+        )?;
+        tx.commit()
+    }
+
+    /// Which of `ids` this provider's ledger already holds.
+    pub fn known_events(
+        &self,
+        provider: &str,
+        ids: &[String],
+    ) -> Result<std::collections::HashSet<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT 1 FROM provider_events WHERE provider = ?1 AND event_id = ?2",
+        )?;
+        let mut known = std::collections::HashSet::new();
+        for id in ids {
+            if stmt.exists(params![provider, id])? {
+                known.insert(id.clone());
+            }
+        }
+        Ok(known)
+    }
+
+    pub fn poll_cursor(&self, provider: &str) -> Result<Option<PollCursor>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT created, event_id, last_success_ms FROM poll_cursors WHERE provider = ?1",
+                [provider],
+                |r| {
+                    Ok(PollCursor {
+                        created: r.get(0)?,
+                        event_id: r.get(1)?,
+                        last_success_ms: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Every merchant-level account's latest status.
+    pub fn merchant_statuses(&self) -> Result<Vec<MerchantStatus>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT provider, account, status, event_id, event_ms FROM merchant_statuses ORDER BY provider, account",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(MerchantStatus {
+                provider: r.get(0)?,
+                account: r.get(1)?,
+                status: r.get(2)?,
+                event_id: r.get(3)?,
+                event_ms: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<DbResult<_>>()?)
+    }
+
+    /// One provider's ledger, newest first: event id, outcome and reason.
+    pub fn provider_event_outcomes(&self, provider: &str) -> Result<Vec<(String, String, String)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT event_id, outcome, reason FROM provider_events WHERE provider = ?1 ORDER BY received_at DESC",
+        )?;
+        let rows = stmt.query_map([provider], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<DbResult<_>>()?)
+    }
+
+    /// Provider events that could not be mapped to a customer, newest first.
+    pub fn unmatched_events(&self, limit: usize) -> Result<Vec<(String, String, String, String)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT provider, event_id, event_type, reason FROM provider_events INDEXED BY provider_events_unmatched
+             WHERE outcome = 'unmatched' ORDER BY received_at DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        Ok(rows.collect::<DbResult<_>>()?)
+    }
+
+    /// How many provider events could not be mapped to a customer.
+    pub fn unmatched_count(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM provider_events WHERE outcome = 'unmatched'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)?)
+    }
+}

@@ -1,0 +1,356 @@
+//! The delivery queue: what is due (due retries first), delivery outcomes
+//! (acknowledged state and queue entry in one transaction), parked keys.
+
+use super::keys::StateQueries;
+use super::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueState {
+    Pending,
+    Retrying,
+    Parked,
+}
+
+impl QueueState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueState::Pending => "pending",
+            QueueState::Retrying => "retrying",
+            QueueState::Parked => "parked",
+        }
+    }
+
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "retrying" => QueueState::Retrying,
+            "parked" => QueueState::Parked,
+            _ => QueueState::Pending,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueRecord {
+    pub state: QueueState,
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+}
+
+/// What one delivery attempt of a key ended with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub key: CustomerKey,
+    /// The fields of an acknowledged ManageCustomer, if one was acknowledged.
+    pub acked_fields: Option<FieldsBuf>,
+    /// An UnenrollAutopay was acknowledged.
+    pub acked_unenroll: bool,
+    pub result: OutcomeResult,
+    /// What to add to the customer's history.
+    pub history: Vec<HistoryEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutcomeResult {
+    /// Every event planned for the key was acknowledged.
+    Done,
+    Retry {
+        attempts: u32,
+        next_attempt_at: i64,
+        error: String,
+    },
+    Park {
+        attempts: u32,
+        error: String,
+        request: String,
+        response: String,
+    },
+}
+
+/// A retrying or parked key, for `status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Troubled {
+    pub key: CustomerKey,
+    pub state: QueueState,
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub last_response: Option<String>,
+}
+
+impl Store {
+    /// Keys the delivery worker may send, soonest first, with the time each
+    /// becomes due. Parked keys are left out, and so are the keys of `paused`
+    /// business units, except those with a provider stop Paystar has not
+    /// acknowledged yet: a stop is never held back.
+    pub fn upcoming(
+        &self,
+        limit: usize,
+        paused: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<(CustomerKey, i64)>> {
+        self.upcoming_in(limit, paused, now_ms)
+            .step("reading the delivery queue")
+    }
+
+    fn upcoming_in(
+        &self,
+        limit: usize,
+        paused: &[String],
+        now_ms: i64,
+    ) -> DbResult<Vec<(CustomerKey, i64)>> {
+        // A paused business unit's keys wait, except an unacknowledged provider stop.
+        const NOT_PAUSED: &str = "(q.business_unit NOT IN (SELECT value FROM json_each(?2))
+                    OR (EXISTS (SELECT 1 FROM stops s WHERE s.business_unit = q.business_unit
+                                  AND s.account = q.account AND s.sub_account = q.sub_account)
+                        AND NOT EXISTS (SELECT 1 FROM acked a WHERE a.business_unit = q.business_unit
+                                  AND a.account = q.account AND a.sub_account = q.sub_account AND a.unenrolled)))";
+        let paused = serde_json::to_string(paused).unwrap_or_else(|_| "[]".into());
+        let row = |r: &rusqlite::Row<'_>| {
+            Ok((
+                CustomerKey {
+                    business_unit: r.get(0)?,
+                    account: r.get(1)?,
+                    sub_account: r.get(2)?,
+                },
+                r.get(3)?,
+            ))
+        };
+        // Retries that are due first: a backlog of fresh keys (due since they
+        // were queued) must not hold back a retry past its time.
+        let mut due_retries = self.conn.prepare_cached(&format!(
+            "SELECT q.business_unit, q.account, q.sub_account, q.next_attempt_at FROM queue q INDEXED BY queue_retry_due
+             WHERE q.state = 'retrying' AND q.next_attempt_at <= ?3 AND {NOT_PAUSED}
+             ORDER BY q.next_attempt_at LIMIT ?1"
+        ))?;
+        let mut found: Vec<(CustomerKey, i64)> = due_retries
+            .query_map(params![limit as i64, paused, now_ms], row)?
+            .collect::<DbResult<_>>()?;
+        let mut by_due = self.conn.prepare_cached(&format!(
+            "SELECT q.business_unit, q.account, q.sub_account, q.next_attempt_at FROM queue q INDEXED BY queue_due
+             WHERE q.state <> 'parked' AND {NOT_PAUSED}
+             ORDER BY q.next_attempt_at LIMIT ?1"
+        ))?;
+        let retries = found.len();
+        for next in by_due.query_map(params![limit as i64, paused], row)? {
+            let next = next?;
+            if found.len() >= limit {
+                break;
+            }
+            if !found[..retries].iter().any(|(k, _)| *k == next.0) {
+                found.push(next);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Records the outcome of delivery attempts in one transaction: what Paystar
+    /// acknowledged, and each key's queue entry. After an acknowledgement the key
+    /// is compared again with its *current* desired state (`still_differs`), so a
+    /// change made while a request was in flight is sent next.
+    pub fn record_outcomes(
+        &mut self,
+        outcomes: &[Outcome],
+        still_differs: impl Fn(&KeyState) -> bool,
+        now_ms: i64,
+    ) -> Result<()> {
+        self.record_outcomes_in(outcomes, still_differs, now_ms)
+            .step("recording delivery outcomes")
+    }
+
+    fn record_outcomes_in(
+        &mut self,
+        outcomes: &[Outcome],
+        still_differs: impl Fn(&KeyState) -> bool,
+        now_ms: i64,
+    ) -> DbResult<()> {
+        let tx = self.conn.transaction()?;
+        let mut acked_changed = false;
+        {
+            let mut upsert_acked = tx.prepare_cached(
+                "INSERT INTO acked (business_unit, account, sub_account, first_name, last_name, email, unenrolled, acked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
+                   first_name = COALESCE(excluded.first_name, first_name),
+                   last_name = COALESCE(excluded.last_name, last_name),
+                   email = COALESCE(excluded.email, email),
+                   unenrolled = MAX(unenrolled, excluded.unenrolled),
+                   acked_at = excluded.acked_at",
+            )?;
+            let mut dequeue = tx.prepare_cached(
+                "DELETE FROM queue WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
+            )?;
+            let mut set_queue = tx.prepare_cached(
+                "INSERT INTO queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at,
+                                    last_error, last_request, last_response)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
+                   state = excluded.state, attempts = excluded.attempts,
+                   next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error,
+                   last_request = COALESCE(excluded.last_request, last_request),
+                   last_response = COALESCE(excluded.last_response, last_response)",
+            )?;
+            let mut states = StateQueries::new(&tx)?;
+            let mut history = tx.prepare_cached(
+                "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for o in outcomes {
+                let k = o.key.as_ref();
+                let key = params![k.business_unit, k.account, k.sub_account];
+                for entry in &o.history {
+                    history.execute(params![
+                        k.business_unit,
+                        k.account,
+                        k.sub_account,
+                        now_ms,
+                        entry.kind,
+                        entry.event_type,
+                        entry.detail
+                    ])?;
+                }
+                if o.acked_fields.is_some() || o.acked_unenroll {
+                    acked_changed = true;
+                    let f = o.acked_fields.as_ref();
+                    upsert_acked.execute(params![
+                        k.business_unit,
+                        k.account,
+                        k.sub_account,
+                        f.map(|f| &f.first_name),
+                        f.map(|f| &f.last_name),
+                        f.map(|f| &f.email),
+                        o.acked_unenroll,
+                        now_ms
+                    ])?;
+                }
+                let (state, attempts, at, error, request, response) = match &o.result {
+                    OutcomeResult::Done => {
+                        let state = states.read(k)?;
+                        if !still_differs(&state) {
+                            dequeue.execute(key)?;
+                            continue;
+                        }
+                        ("pending", 0, now_ms, None, None, None)
+                    }
+                    OutcomeResult::Retry {
+                        attempts,
+                        next_attempt_at,
+                        error,
+                    } => (
+                        "retrying",
+                        *attempts,
+                        *next_attempt_at,
+                        Some(error),
+                        None,
+                        None,
+                    ),
+                    OutcomeResult::Park {
+                        attempts,
+                        error,
+                        request,
+                        response,
+                    } => (
+                        "parked",
+                        *attempts,
+                        now_ms,
+                        Some(error),
+                        Some(request),
+                        Some(response),
+                    ),
+                };
+                set_queue.execute(params![
+                    k.business_unit,
+                    k.account,
+                    k.sub_account,
+                    state,
+                    attempts,
+                    at,
+                    now_ms,
+                    error,
+                    request,
+                    response
+                ])?;
+            }
+        }
+        if acked_changed {
+            // Lets a reviewed plan notice that Paystar's acknowledged state moved on.
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('acked_version', '1')
+                 ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+                [],
+            )?;
+        }
+        tx.commit()
+    }
+
+    /// Puts parked keys back in the queue (all of them when `keys` is `None`);
+    /// returns how many.
+    pub fn retry_parked(&mut self, keys: Option<&[CustomerKey]>, now_ms: i64) -> Result<usize> {
+        self.retry_parked_in(keys, now_ms)
+            .step("re-queueing parked customers")
+    }
+
+    fn retry_parked_in(&mut self, keys: Option<&[CustomerKey]>, now_ms: i64) -> DbResult<usize> {
+        let tx = self.conn.transaction()?;
+        let mut changed = 0;
+        {
+            match keys {
+                None => {
+                    changed += tx.execute(
+                        "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = ?1 WHERE state = 'parked'",
+                        [now_ms],
+                    )?;
+                }
+                Some(keys) => {
+                    let mut one = tx.prepare_cached(
+                        "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = ?4
+                         WHERE state = 'parked' AND business_unit = ?1 AND account = ?2 AND sub_account = ?3",
+                    )?;
+                    for k in keys {
+                        changed += one.execute(params![
+                            k.business_unit,
+                            k.account,
+                            k.sub_account,
+                            now_ms
+                        ])?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(changed)
+    }
+
+    /// Retrying and parked keys, soonest first, for `status`.
+    pub fn troubled(&self, limit: usize) -> Result<Vec<Troubled>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT business_unit, account, sub_account, state, attempts, next_attempt_at, last_error, last_response
+             FROM queue WHERE state IN ('retrying', 'parked')
+             ORDER BY state, next_attempt_at LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok(Troubled {
+                key: CustomerKey {
+                    business_unit: r.get(0)?,
+                    account: r.get(1)?,
+                    sub_account: r.get(2)?,
+                },
+                state: QueueState::parse(r.get_ref(3)?.as_str()?),
+                attempts: r.get(4)?,
+                next_attempt_at: r.get(5)?,
+                last_error: r.get(6)?,
+                last_response: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<DbResult<_>>()?)
+    }
+
+    /// When the longest-failing retrying key was first queued, if any key is retrying.
+    pub fn oldest_retrying_since(&self) -> Result<Option<i64>> {
+        Ok(self.conn.query_row(
+            "SELECT MIN(enqueued_at) FROM queue WHERE state = 'retrying'",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+}
