@@ -56,66 +56,82 @@ pub struct StopRecord {
     pub reason: String,
 }
 
-/// The per-key lookups behind [`KeyState`], prepared once per batch.
+/// A key's whole stored state as one row: the one read path behind
+/// [`KeyState`], for a point read ([`StateQueries`]) and for the queue scan
+/// ([`Store::for_each_queued`]). Decoded by [`read_state`].
+const STATE_COLUMNS: &str = "d.business_unit IS NOT NULL,
+    d.first_name, d.last_name, d.email, d.autopay, d.removed, f.path, d.line, f.sha256, f.git_commit, f.git_author,
+    a.business_unit IS NOT NULL, a.first_name, a.last_name, a.email, a.unenrolled, a.acked_at,
+    q.business_unit IS NOT NULL, q.state, q.attempts, q.next_attempt_at, q.last_error,
+    h.cause, s.provider, s.event_id, s.reason,
+    pf.first_name, pf.last_name, pf.email, pf.provider, pf.event_id, pf.created_ms";
+
+/// Everything a key's state joins, after the table the key comes from.
+const STATE_JOINS: &str = "LEFT JOIN desired d USING (business_unit, account, sub_account)
+    LEFT JOIN files f ON f.id = d.file_id
+    LEFT JOIN acked a USING (business_unit, account, sub_account)
+    LEFT JOIN holds h USING (business_unit, account, sub_account)
+    LEFT JOIN stops s USING (business_unit, account, sub_account)
+    LEFT JOIN provider_fields pf USING (business_unit, account, sub_account)";
+
+/// Decodes [`STATE_COLUMNS`], starting at column `at`.
+fn read_state(r: &rusqlite::Row<'_>, at: usize) -> DbResult<KeyState> {
+    let present = |i: usize| r.get::<_, bool>(at + i);
+    Ok(KeyState {
+        desired: if present(0)? {
+            Some(read_desired_at(r, at + 1)?)
+        } else {
+            None
+        },
+        acked: if present(11)? {
+            Some(read_acked_at(r, at + 12)?)
+        } else {
+            None
+        },
+        queue: if present(17)? {
+            Some(read_queue_at(r, at + 18)?)
+        } else {
+            None
+        },
+        held: r.get(at + 22)?,
+        stop: match r.get::<_, Option<String>>(at + 23)? {
+            Some(provider) => Some(StopRecord {
+                provider,
+                event_id: r.get(at + 24)?,
+                reason: r.get(at + 25)?,
+            }),
+            None => None,
+        },
+        provider: if r.get_ref(at + 31)?.data_type() == rusqlite::types::Type::Null {
+            None
+        } else {
+            Some(read_provider_fields_at(r, at + 26)?)
+        },
+    })
+}
+
+/// Reads one key's state at a time, the statement prepared once per batch.
 pub(super) struct StateQueries<'c> {
-    desired: rusqlite::CachedStatement<'c>,
-    acked: rusqlite::CachedStatement<'c>,
-    queue: rusqlite::CachedStatement<'c>,
-    held: rusqlite::CachedStatement<'c>,
-    stop: rusqlite::CachedStatement<'c>,
-    provider: rusqlite::CachedStatement<'c>,
+    point: rusqlite::CachedStatement<'c>,
 }
 
 impl<'c> StateQueries<'c> {
     pub(super) fn new(conn: &'c Connection) -> DbResult<Self> {
         Ok(Self {
-            desired: conn.prepare_cached(
-                "SELECT d.first_name, d.last_name, d.email, d.autopay, d.removed, f.path, d.line,
-                        f.sha256, f.git_commit, f.git_author
-                 FROM desired d LEFT JOIN files f ON f.id = d.file_id
-                 WHERE d.business_unit = ?1 AND d.account = ?2 AND d.sub_account = ?3",
-            )?,
-            acked: conn.prepare_cached(
-                "SELECT first_name, last_name, email, unenrolled, acked_at FROM acked
-                 WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
-            )?,
-            queue: conn.prepare_cached(
-                "SELECT state, attempts, next_attempt_at, last_error FROM queue
-                 WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
-            )?,
-            held: conn.prepare_cached(
-                "SELECT cause FROM holds WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
-            )?,
-            stop: conn.prepare_cached(
-                "SELECT provider, event_id, reason FROM stops
-                 WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
-            )?,
-            provider: conn.prepare_cached(
-                "SELECT first_name, last_name, email, provider, event_id, created_ms FROM provider_fields
-                 WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
-            )?,
+            point: conn.prepare_cached(&format!(
+                "SELECT {STATE_COLUMNS}
+                 FROM (SELECT ?1 AS business_unit, ?2 AS account, ?3 AS sub_account) k
+                 LEFT JOIN queue q USING (business_unit, account, sub_account)
+                 {STATE_JOINS}"
+            ))?,
         })
     }
 
     /// Everything stored about one key.
     pub(super) fn read(&mut self, key: KeyRef<'_>) -> DbResult<KeyState> {
         let p = params![key.business_unit, key.account, key.sub_account];
-        Ok(KeyState {
-            desired: self.desired.query_row(p, read_desired).optional()?,
-            acked: self.acked.query_row(p, read_acked).optional()?,
-            queue: self.queue.query_row(p, read_queue).optional()?,
-            held: self.held.query_row(p, |r| r.get(0)).optional()?,
-            stop: self.stop.query_row(p, read_stop).optional()?,
-            provider: self
-                .provider
-                .query_row(p, |r| read_provider_fields_at(r, 0))
-                .optional()?,
-        })
+        self.point.query_row(p, |r| read_state(r, 0))
     }
-}
-
-fn read_desired(r: &rusqlite::Row<'_>) -> DbResult<DesiredRecord> {
-    read_desired_at(r, 0)
 }
 
 fn read_desired_at(r: &rusqlite::Row<'_>, at: usize) -> DbResult<DesiredRecord> {
@@ -136,10 +152,6 @@ fn read_desired_at(r: &rusqlite::Row<'_>, at: usize) -> DbResult<DesiredRecord> 
     })
 }
 
-fn read_acked(r: &rusqlite::Row<'_>) -> DbResult<AckedRecord> {
-    read_acked_at(r, 0)
-}
-
 fn read_acked_at(r: &rusqlite::Row<'_>, at: usize) -> DbResult<AckedRecord> {
     let first: Option<String> = r.get(at)?;
     let last: Option<String> = r.get(at + 1)?;
@@ -158,14 +170,6 @@ fn read_acked_at(r: &rusqlite::Row<'_>, at: usize) -> DbResult<AckedRecord> {
     })
 }
 
-fn read_stop(r: &rusqlite::Row<'_>) -> DbResult<StopRecord> {
-    Ok(StopRecord {
-        provider: r.get(0)?,
-        event_id: r.get(1)?,
-        reason: r.get(2)?,
-    })
-}
-
 fn read_provider_fields_at(r: &rusqlite::Row<'_>, at: usize) -> DbResult<ProviderFieldsRecord> {
     Ok(ProviderFieldsRecord {
         fields: FieldsBuf {
@@ -177,10 +181,6 @@ fn read_provider_fields_at(r: &rusqlite::Row<'_>, at: usize) -> DbResult<Provide
         event_id: r.get(at + 4)?,
         created_ms: r.get(at + 5)?,
     })
-}
-
-fn read_queue(r: &rusqlite::Row<'_>) -> DbResult<QueueRecord> {
-    read_queue_at(r, 0)
 }
 
 fn read_queue_at(r: &rusqlite::Row<'_>, at: usize) -> DbResult<QueueRecord> {
@@ -223,55 +223,14 @@ impl Store {
     }
 
     fn for_each_queued_in(&self, mut f: impl FnMut(KeyRef<'_>, KeyState)) -> DbResult<()> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT q.business_unit, q.account, q.sub_account,
-                    d.first_name, d.last_name, d.email, d.autopay, d.removed, f.path, d.line,
-                    f.sha256, f.git_commit, f.git_author,
-                    a.first_name, a.last_name, a.email, a.unenrolled, a.acked_at,
-                    q.state, q.attempts, q.next_attempt_at, q.last_error,
-                    d.business_unit IS NOT NULL, a.business_unit IS NOT NULL, h.cause,
-                    s.provider, s.event_id, s.reason,
-                    pf.first_name, pf.last_name, pf.email, pf.provider, pf.event_id, pf.created_ms
-             FROM queue q
-             LEFT JOIN desired d USING (business_unit, account, sub_account)
-             LEFT JOIN files f ON f.id = d.file_id
-             LEFT JOIN acked a USING (business_unit, account, sub_account)
-             LEFT JOIN holds h USING (business_unit, account, sub_account)
-             LEFT JOIN stops s USING (business_unit, account, sub_account)
-             LEFT JOIN provider_fields pf USING (business_unit, account, sub_account)
-             ORDER BY q.business_unit, q.account, q.sub_account",
-        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT q.business_unit, q.account, q.sub_account, {STATE_COLUMNS}
+             FROM queue q {STATE_JOINS}
+             ORDER BY q.business_unit, q.account, q.sub_account"
+        ))?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            let has_desired: bool = r.get(22)?;
-            let has_acked: bool = r.get(23)?;
-            let state = KeyState {
-                desired: if has_desired {
-                    Some(read_desired_at(r, 3)?)
-                } else {
-                    None
-                },
-                acked: if has_acked {
-                    Some(read_acked_at(r, 13)?)
-                } else {
-                    None
-                },
-                queue: Some(read_queue_at(r, 18)?),
-                held: r.get(24)?,
-                stop: match r.get::<_, Option<String>>(25)? {
-                    Some(provider) => Some(StopRecord {
-                        provider,
-                        event_id: r.get(26)?,
-                        reason: r.get(27)?,
-                    }),
-                    None => None,
-                },
-                provider: if r.get_ref(31)?.data_type() == rusqlite::types::Type::Null {
-                    None
-                } else {
-                    Some(read_provider_fields_at(r, 28)?)
-                },
-            };
+            let state = read_state(r, 3)?;
             let key = KeyRef {
                 business_unit: r.get_ref(0)?.as_str()?,
                 account: r.get_ref(1)?.as_str()?,
