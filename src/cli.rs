@@ -505,8 +505,8 @@ fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> {
             "lastScan": last_scan,
             "queue": troubled,
             "reports": report::list_error_reports(&config.state.dir().join("reports")),
-            "unmatched": unmatched.iter().map(|(provider, id, kind, reason)| serde_json::json!({ "provider": provider, "eventId": id, "type": kind, "reason": reason })).collect::<Vec<_>>(),
-            "holds": holds.iter().map(|(cause, count)| serde_json::json!({ "cause": cause, "count": count })).collect::<Vec<_>>(),
+            "unmatched": unmatched.iter().map(|u| serde_json::json!({ "provider": u.provider, "eventId": u.event_id, "type": u.event_type, "reason": u.reason })).collect::<Vec<_>>(),
+            "holds": holds.iter().map(|h| serde_json::json!({ "cause": h.cause, "count": h.count })).collect::<Vec<_>>(),
             "paused": pause.as_ref().map(|p| serde_json::json!({ "businessUnits": p.business_units, "cause": p.cause })),
             "errors": errors,
         });
@@ -550,8 +550,8 @@ fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> {
             "held: {} unenroll(s) wait for approval (mass-change guard); review, then run `paystar-sync approve`",
             counts.held
         )?;
-        for (cause, count) in &holds {
-            writeln!(out, "  {count:>7}  {cause}")?;
+        for h in &holds {
+            writeln!(out, "  {:>7}  {}", h.count, h.cause)?;
         }
     }
     for t in &troubled {
@@ -577,8 +577,8 @@ fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> {
             "unmatched provider events ({}, newest first):",
             unmatched.len()
         )?;
-        for (provider, id, _, reason) in &unmatched {
-            writeln!(out, "  {provider} {id}: {reason}")?;
+        for u in &unmatched {
+            writeln!(out, "  {} {}: {}", u.provider, u.event_id, u.reason)?;
         }
     }
     let reports_dir = config.state.dir().join("reports");
@@ -669,8 +669,8 @@ fn approve(path: &Path) -> anyhow::Result<Exit> {
         println!("nothing is held");
         return Ok(Exit::Ok);
     }
-    for (cause, count) in &held {
-        println!("approving {count} unenroll(s): {cause}");
+    for h in &held {
+        println!("approving {} unenroll(s): {}", h.count, h.cause);
     }
     let count = store.approve(now_ms())?;
     println!(

@@ -4,9 +4,19 @@
 use std::path::Path;
 use std::process::Command;
 
-/// `(file, commit, author)` for each of `files` (relative to `dir`) that Git knows.
+/// The last commit that touched a manifest file, and its author.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GitProvenance {
+    /// Relative to the manifests folder.
+    pub file: String,
+    pub commit: String,
+    /// `Name <email>`.
+    pub author: String,
+}
+
+/// The provenance of each of `files` (relative to `dir`) that Git knows.
 /// Outside a work tree, or without `git`, the answer is empty.
-pub fn last_commits(dir: &Path, files: &[&str]) -> Vec<(String, String, String)> {
+pub fn last_commits(dir: &Path, files: &[&str]) -> Vec<GitProvenance> {
     if files.is_empty() {
         return Vec::new();
     }
@@ -30,7 +40,11 @@ pub fn last_commits(dir: &Path, files: &[&str]) -> Vec<(String, String, String)>
         let Ok(output) = output else { continue };
         let text = String::from_utf8_lossy(&output.stdout);
         if let Some((commit, author)) = text.trim().split_once('\u{1f}') {
-            found.push(((*file).to_owned(), commit.to_owned(), author.to_owned()));
+            found.push(GitProvenance {
+                file: (*file).to_owned(),
+                commit: commit.to_owned(),
+                author: author.to_owned(),
+            });
         }
     }
     found

@@ -137,14 +137,17 @@ impl Store {
     }
 
     /// Records the last Git commit and author of manifest files.
-    pub fn set_git_provenance(&mut self, files: &[(String, String, String)]) -> Result<()> {
+    pub fn set_git_provenance(
+        &mut self,
+        files: &[crate::manifest::git::GitProvenance],
+    ) -> Result<()> {
         let tx = self.conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
                 "UPDATE files SET git_commit = ?2, git_author = ?3 WHERE path = ?1",
             )?;
-            for (path, commit, author) in files {
-                stmt.execute(params![path, commit, author])?;
+            for f in files {
+                stmt.execute(params![f.file, f.commit, f.author])?;
             }
         }
         Ok(tx.commit()?)

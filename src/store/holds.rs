@@ -2,6 +2,13 @@
 
 use super::*;
 
+/// How many unenrolls one cause holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldCause {
+    pub cause: String,
+    pub count: u64,
+}
+
 impl Store {
     /// Releases every held unenroll into the queue; returns how many.
     pub fn approve(&mut self, now_ms: i64) -> Result<usize> {
@@ -30,11 +37,16 @@ impl Store {
     }
 
     /// Held unenrolls by cause, most first.
-    pub fn holds_by_cause(&self) -> Result<Vec<(String, u64)>> {
+    pub fn holds_by_cause(&self) -> Result<Vec<HoldCause>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT cause, COUNT(*) FROM holds GROUP BY cause ORDER BY COUNT(*) DESC, cause",
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        let rows = stmt.query_map([], |r| {
+            Ok(HoldCause {
+                cause: r.get(0)?,
+                count: r.get::<_, i64>(1)? as u64,
+            })
+        })?;
         Ok(rows.collect::<DbResult<_>>()?)
     }
 }

@@ -3,6 +3,24 @@
 
 use super::*;
 
+/// One ledger entry's outcome, as recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub event_id: String,
+    /// `applied`, `ignored` or `unmatched`, with the reason.
+    pub outcome: String,
+    pub reason: String,
+}
+
+/// A provider event that named no known customer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnmatchedEvent {
+    pub provider: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub reason: String,
+}
+
 /// What a provider event means for us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventOutcome {
@@ -360,22 +378,33 @@ impl Store {
     }
 
     /// One provider's ledger, newest first: event id, outcome and reason.
-    pub fn provider_event_outcomes(&self, provider: &str) -> Result<Vec<(String, String, String)>> {
+    pub fn provider_event_outcomes(&self, provider: &str) -> Result<Vec<LedgerEntry>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT event_id, outcome, reason FROM provider_events WHERE provider = ?1 ORDER BY received_at DESC",
         )?;
-        let rows = stmt.query_map([provider], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let rows = stmt.query_map([provider], |r| {
+            Ok(LedgerEntry {
+                event_id: r.get(0)?,
+                outcome: r.get(1)?,
+                reason: r.get(2)?,
+            })
+        })?;
         Ok(rows.collect::<DbResult<_>>()?)
     }
 
     /// Provider events that could not be mapped to a customer, newest first.
-    pub fn unmatched_events(&self, limit: usize) -> Result<Vec<(String, String, String, String)>> {
+    pub fn unmatched_events(&self, limit: usize) -> Result<Vec<UnmatchedEvent>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT provider, event_id, event_type, reason FROM provider_events INDEXED BY provider_events_unmatched
              WHERE outcome = 'unmatched' ORDER BY received_at DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map([limit as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok(UnmatchedEvent {
+                provider: r.get(0)?,
+                event_id: r.get(1)?,
+                event_type: r.get(2)?,
+                reason: r.get(3)?,
+            })
         })?;
         Ok(rows.collect::<DbResult<_>>()?)
     }

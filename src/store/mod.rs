@@ -18,9 +18,11 @@ mod schema;
 pub use db::{Counts, OpenError};
 pub use files::{FileEntry, FileWrite, PrevRow};
 pub use history::{HistoryEntry, HistoryRecord};
+pub use holds::HoldCause;
 pub use keys::{AckedRecord, DesiredRecord, KeyState, ProviderFieldsRecord, StopRecord};
 pub use ledger::{
-    EventOutcome, FieldReport, MerchantReport, MerchantStatus, PollCursor, ProviderEventWrite,
+    EventOutcome, FieldReport, LedgerEntry, MerchantReport, MerchantStatus, PollCursor,
+    ProviderEventWrite, UnmatchedEvent,
 };
 pub use queue::{Outcome, OutcomeResult, QueueRecord, QueueState, Troubled};
 pub use scans::{DesiredWrite, HoldWrite, QueueWrite};

@@ -495,8 +495,8 @@ async fn smarterpay_fields_create_customers_no_manifest_knows_and_an_older_event
     let outcome = |id: &str| {
         ledger
             .iter()
-            .find(|(event, ..)| event == id)
-            .map(|(_, outcome, reason)| format!("{outcome}: {reason}"))
+            .find(|e| e.event_id == id)
+            .map(|e| format!("{}: {}", e.outcome, e.reason))
             .unwrap()
     };
     assert!(outcome("EV09").starts_with("ignored"), "{ledger:?}");
@@ -861,9 +861,9 @@ async fn a_terminated_payroc_processing_account_pauses_delivery_but_not_stops_un
     );
     let ledger = p.store().provider_event_outcomes("payroc").unwrap();
     assert!(
-        ledger.iter().any(|(id, outcome, reason)| id == "payroc/e2"
-            && outcome == "ignored"
-            && reason.contains("event payroc/e1 is newer")),
+        ledger.iter().any(|e| e.event_id == "payroc/e2"
+            && e.outcome == "ignored"
+            && e.reason.contains("event payroc/e1 is newer")),
         "{ledger:?}"
     );
     assert_eq!(sandbox.sandbox.paystar.accepted().len(), 1);
