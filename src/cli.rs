@@ -62,6 +62,14 @@ enum OutputFormat {
     Json,
 }
 
+/// `plan --format`: text, JSON, or Markdown for a pull-request comment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PlanFormat {
+    Text,
+    Json,
+    Markdown,
+}
+
 #[derive(Args, Debug)]
 struct ConfigArg {
     /// Configuration file.
@@ -150,8 +158,9 @@ enum Command {
     Plan {
         #[command(flatten)]
         config: ConfigArg,
+        /// `markdown` is for a pull-request comment (see examples/gitops/).
         #[arg(long, value_enum, default_value = "text")]
-        format: OutputFormat,
+        format: PlanFormat,
         /// Also write the plan as JSON to this file.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -327,7 +336,7 @@ fn validate(path: &Path) -> anyhow::Result<Exit> {
 
 fn plan(
     path: &Path,
-    format: OutputFormat,
+    format: PlanFormat,
     out_file: Option<&Path>,
     detailed: bool,
 ) -> anyhow::Result<Exit> {
@@ -335,8 +344,9 @@ fn plan(
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(256 * 1024, stdout.lock());
     let summary = match format {
-        OutputFormat::Text => report::plan_text(&scan, &store, &mut out)?,
-        OutputFormat::Json => report::plan_json(&scan, &store, &mut out, None)?,
+        PlanFormat::Text => report::plan_text(&scan, &store, &mut out)?,
+        PlanFormat::Json => report::plan_json(&scan, &store, &mut out, None)?,
+        PlanFormat::Markdown => report::plan_markdown(&scan, &store, &mut out)?,
     };
     out.flush()?;
     if let Some(file) = out_file {

@@ -8,6 +8,7 @@ mod daemon;
 mod deliver;
 mod diff;
 mod manifests;
+mod markdown;
 mod operator;
 mod properties;
 mod providers;

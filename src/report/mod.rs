@@ -1,6 +1,10 @@
 //! Human and machine renderings of a plan and of manifest errors. Emails are
 //! masked and names never shown: plans end up in CI logs and pull requests.
 
+mod markdown;
+
+pub use markdown::plan_markdown;
+
 use crate::mask::MaskedEmail;
 use crate::reconcile::{Change, UnenrollCause};
 use crate::scan::{Origin, PlannedChange, Scan};
