@@ -79,6 +79,36 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A binary-mode CloudEvent as the structured form's attributes: `ce-*`
+/// headers (lower-case) for the context, the body (JSON) as `data`.
+fn binary(
+    header: &dyn Fn(&str) -> Option<String>,
+    body: &[u8],
+) -> Result<serde_json::Map<String, Value>, String> {
+    let mut event = serde_json::Map::new();
+    for name in [
+        "specversion",
+        "id",
+        "type",
+        "source",
+        "time",
+        "subject",
+        "dataschema",
+    ] {
+        if let Some(value) = header(&format!("ce-{name}")) {
+            event.insert(name.to_owned(), Value::String(value));
+        }
+    }
+    let data = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|_| "binary mode: the body (the event's data) must be JSON".to_owned())?
+    };
+    event.insert("data".to_owned(), data);
+    Ok(event)
+}
+
 impl PayrocReceiver {
     /// Judges one notification. `header` looks a request header up by lower-case name.
     pub fn receive(&self, header: &dyn Fn(&str) -> Option<String>, body: &[u8]) -> Verdict {
@@ -86,8 +116,20 @@ impl PayrocReceiver {
         if !same(given.as_bytes(), self.secret.expose().as_bytes()) {
             return Verdict::Unauthorised;
         }
-        let Ok(Value::Object(event)) = serde_json::from_slice::<Value>(body) else {
-            return Verdict::Malformed("the body must be a CloudEvents JSON object".into());
+        let event = match header("ce-specversion") {
+            // Binary content mode: the attributes in `ce-*` headers, the data as the body.
+            Some(_) => match binary(header, body) {
+                Ok(event) => event,
+                Err(reason) => return Verdict::Malformed(reason),
+            },
+            None => match serde_json::from_slice::<Value>(body) {
+                Ok(Value::Object(event)) => event,
+                _ => {
+                    return Verdict::Malformed(
+                        "the body must be a CloudEvents JSON object (structured mode), or send ce-* headers (binary mode)".into(),
+                    );
+                }
+            },
         };
         let text = |name: &str| {
             event
@@ -120,7 +162,8 @@ impl PayrocReceiver {
             outcome,
             reason,
             key: None,
-            raw: String::from_utf8_lossy(body).into_owned(),
+            // The event in structured form, whichever mode it came in.
+            raw: Value::Object(event.clone()).to_string(),
             fields: None,
             merchant,
         }))

@@ -278,7 +278,26 @@ fn the_payroc_parser_never_panics_and_never_records_without_the_secret() {
                 PayrocVerdict::Unauthorised
             ));
         }
-        let right = |name: &str| (name == "payroc-secret").then(|| "hook-secret".to_owned());
+        // Binary content mode half the time: context attributes as ce-* headers.
+        let ce: Option<[String; 4]> = if u.arbitrary()? {
+            Some([
+                u.choose(&["1.0", "0.3", ""])?.to_string(),
+                u.arbitrary()?,
+                u.choose(&["processingAccount.status.changed", "x"])?
+                    .to_string(),
+                u.arbitrary()?,
+            ])
+        } else {
+            None
+        };
+        let right = |name: &str| match (name, &ce) {
+            ("payroc-secret", _) => Some("hook-secret".to_owned()),
+            ("ce-specversion", Some(ce)) => Some(ce[0].clone()),
+            ("ce-id", Some(ce)) => Some(ce[1].clone()),
+            ("ce-type", Some(ce)) => Some(ce[2].clone()),
+            ("ce-source", Some(ce)) => Some(ce[3].clone()),
+            _ => None,
+        };
         if let PayrocVerdict::Record(event) = receiver.receive(&right, &body) {
             // Payroc's events are merchant-level: never a customer's stop.
             assert_ne!(event.outcome, EventOutcome::Stop);

@@ -893,3 +893,84 @@ async fn a_terminated_payroc_processing_account_pauses_delivery_but_not_stops_un
     assert!(log.contains("delivery resumed"), "{log}");
     daemon.stop().await;
 }
+
+/// Sends a CloudEvents fixture written by the CloudEvents SDK for Python
+/// (`tests/it/fixtures/cloudevents/make.py`) to `/webhooks/payroc`.
+async fn post_cloudevent(daemon: &crate::support::Daemon, fixture: &str, secret: &str) -> u16 {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it/fixtures/cloudevents")
+        .join(fixture);
+    let fixture: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{}/webhooks/payroc", daemon.http_addr()))
+        .header("Payroc-Secret", secret)
+        .body(fixture["body"].as_str().unwrap().to_owned());
+    for (name, value) in fixture["headers"].as_object().unwrap() {
+        request = request.header(name.as_str(), value.as_str().unwrap());
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn payroc_cloudevents_are_accepted_in_binary_and_structured_mode_with_one_ledger_key() {
+    let (p, _sandbox, daemon) = daemon_with(
+        &format!("  payroc:\n    webhook_secret_env: PAYROC_WEBHOOK_SECRET\n    pause:\n      business_units: [water-bill-pay]\n      processing_accounts: [\"38765\"]\n{SP_BASIC}"),
+        "CUST1,Lizzy,Hale,lhale@example.com,\n",
+        &[SP_ENV[0], SP_ENV[1], ("PAYROC_WEBHOOK_SECRET", "pr_whsec_0c5d")],
+    )
+    .await;
+    // The same secret check in binary mode.
+    assert_eq!(
+        post_cloudevent(&daemon, "binary-terminated.json", "wrong").await,
+        401
+    );
+    assert_eq!(
+        post_cloudevent(&daemon, "binary-terminated.json", "pr_whsec_0c5d").await,
+        200
+    );
+    let metrics = daemon
+        .metrics_until("paystar_sync_paused_business_units 1")
+        .await;
+    assert!(
+        metrics.contains("paystar_sync_paused_business_units 1"),
+        "{metrics}"
+    );
+    // The same event again, in structured mode: the same ledger key, a duplicate.
+    assert_eq!(
+        post_cloudevent(
+            &daemon,
+            "structured-duplicate-of-binary.json",
+            "pr_whsec_0c5d"
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        post_cloudevent(&daemon, "structured-approved.json", "pr_whsec_0c5d").await,
+        200
+    );
+    let metrics = daemon
+        .metrics_until("paystar_sync_paused_business_units 0")
+        .await;
+    for line in [
+        "paystar_sync_paused_business_units 0",
+        "paystar_sync_webhooks_total{provider=\"payroc\",outcome=\"recorded\"} 2",
+        "paystar_sync_webhooks_total{provider=\"payroc\",outcome=\"duplicate\"} 1",
+        "paystar_sync_webhooks_total{provider=\"payroc\",outcome=\"unauthorised\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line}:\n{metrics}");
+    }
+    daemon.stop().await;
+    let ledger = p.store().provider_event_outcomes("payroc").unwrap();
+    let ids: Vec<&str> = ledger.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(
+        ids.len(),
+        2,
+        "one entry per source and id, whatever the mode: {ids:?}"
+    );
+    assert!(
+        ids.contains(&"https://api.payroc.com/evt-binary-1"),
+        "{ids:?}"
+    );
+}
