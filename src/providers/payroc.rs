@@ -229,6 +229,11 @@ mod tests {
 
     const EVENT: &[u8] = br#"{"specversion":"1.0","type":"processingAccount.status.changed","source":"payroc","id":"123e4567-e89b-12d3-a456-426614174000","time":"2024-05-12T12:34:56.789Z","datacontenttype":"application/json","data":{"processingAccountId":"12345678","status":"entered"}}"#;
 
+    /// Request headers holding only the right secret.
+    fn secret_only(name: &str) -> Option<String> {
+        (name == "payroc-secret").then(|| "s3cr3t-value".into())
+    }
+
     fn receiver() -> PayrocReceiver {
         PayrocReceiver {
             secret: Secret::new("s3cr3t-value"),
@@ -284,8 +289,7 @@ mod tests {
             pause: Some(rule(None)),
             ..receiver()
         };
-        let Verdict::Record(event) = receiver.receive(&|_| Some("s3cr3t-value".into()), EVENT)
-        else {
+        let Verdict::Record(event) = receiver.receive(&secret_only, EVENT) else {
             panic!("not recorded");
         };
         assert_eq!(event.outcome, EventOutcome::Merchant);
@@ -321,7 +325,10 @@ mod tests {
     #[test]
     fn a_wrong_or_missing_secret_is_refused() {
         assert!(matches!(
-            receiver().receive(&|_| Some("s3cr3t-valuX".into()), EVENT),
+            receiver().receive(
+                &|name| (name == "payroc-secret").then(|| "s3cr3t-valuX".into()),
+                EVENT
+            ),
             Verdict::Unauthorised
         ));
         assert!(matches!(
