@@ -62,6 +62,14 @@ enum OutputFormat {
     Json,
 }
 
+/// Shells `completions` writes for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
 /// `plan --format`: text, JSON, or Markdown for a pull-request comment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum PlanFormat {
@@ -149,6 +157,10 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Shell completions on standard output (bash, zsh or fish).
+    Completions { shell: CompletionShell },
+    /// The manual page (roff) on standard output: `paystar-sync man | man -l -`.
+    Man,
     /// Serve local simulators of the external APIs.
     Sandbox {
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -219,6 +231,8 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Exit 
             format,
         } => history(&config.config, key, business_unit.as_deref(), *format),
         Command::Sandbox { listen } => block_on(sandbox(*listen)),
+        Command::Completions { shell } => completions(*shell),
+        Command::Man => man(),
     };
     match outcome {
         Ok(exit) => exit,
@@ -722,6 +736,35 @@ fn retry(
             println!("{} of the given key(s) were not parked", keys.len() - count);
         }
     }
+    Ok(Exit::Ok)
+}
+
+fn completions(shell: CompletionShell) -> anyhow::Result<Exit> {
+    use clap::CommandFactory;
+    use clap_complete::{Shell, generate};
+    let shell = match shell {
+        CompletionShell::Bash => Shell::Bash,
+        CompletionShell::Zsh => Shell::Zsh,
+        CompletionShell::Fish => Shell::Fish,
+    };
+    let mut command = Cli::command();
+    // Into memory first: the generator panics on a failed write (a closed pipe).
+    let mut script = Vec::new();
+    generate(shell, &mut command, "paystar-sync", &mut script);
+    std::io::stdout()
+        .lock()
+        .write_all(&script)
+        .context("cannot write the completions")?;
+    Ok(Exit::Ok)
+}
+
+fn man() -> anyhow::Result<Exit> {
+    use clap::CommandFactory;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut out)
+        .context("cannot write the manual page")?;
     Ok(Exit::Ok)
 }
 

@@ -131,3 +131,71 @@ fn validate_warns_about_every_secret_it_cannot_resolve_but_sends_nothing() {
         run.stdout
     );
 }
+
+/// Runs the binary without a config (commands that need none).
+fn bare(args: &[&str]) -> crate::support::Run {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_paystar-sync"))
+        .args(args)
+        .output()
+        .expect("run paystar-sync");
+    crate::support::Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn completions_are_generated_for_bash_zsh_and_fish() {
+    let p = Project::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let run = bare(&["completions", shell]);
+        assert_eq!(run.code, 0, "{shell}: {run:?}");
+        for word in [
+            "paystar-sync",
+            "validate",
+            "plan",
+            "markdown",
+            "completions",
+        ] {
+            assert!(run.stdout.contains(word), "{shell}: {word} missing");
+        }
+    }
+    // The bash script is valid bash.
+    let script = p.root().join("paystar-sync.bash");
+    std::fs::write(&script, bare(&["completions", "bash"]).stdout).unwrap();
+    let checked = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(checked.success());
+    let unknown = bare(&["completions", "tcsh"]);
+    assert_eq!(unknown.code, 64, "{unknown:?}");
+}
+
+#[test]
+fn the_man_page_is_roff_that_man_can_render() {
+    let p = Project::new();
+    let run = bare(&["man"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains(".TH paystar-sync 1"), "{}", run.stdout);
+    for command in ["validate", "plan", "apply", "completions"] {
+        assert!(run.stdout.contains(command), "{command} missing");
+    }
+    let page = p.root().join("paystar-sync.1");
+    std::fs::write(&page, &run.stdout).unwrap();
+    // groff renders it without complaint when it is installed (Debian: groff-base).
+    if let Ok(rendered) = std::process::Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .arg(&page)
+        .output()
+    {
+        assert!(rendered.status.success(), "{rendered:?}");
+        assert!(
+            rendered.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&rendered.stderr)
+        );
+    }
+}
