@@ -10,8 +10,12 @@ if ! command -v cargo-deb >/dev/null 2>&1; then
 fi
 
 cargo build --release --locked
+# The binary is wherever cargo builds (CARGO_TARGET_DIR may move it); cargo-deb
+# maps the `target/release/` asset path there too. Generated assets go in ./target/assets.
+target_dir=$(cargo metadata --format-version 1 --no-deps --locked \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 mkdir -p target/assets
-bin=target/release/paystar-sync
+bin="$target_dir/release/paystar-sync"
 "$bin" completions bash > target/assets/paystar-sync.bash
 "$bin" completions zsh > target/assets/_paystar-sync
 "$bin" completions fish > target/assets/paystar-sync.fish
