@@ -266,3 +266,58 @@ async fn slow_clients_are_cut_off_and_the_server_keeps_answering() {
     assert_eq!(health.status(), 200);
     daemon.stop().await;
 }
+
+/// `promtool`, or `None` (said loudly) where it is missing; under `CI=true` it must be there.
+fn promtool() -> Option<&'static str> {
+    let found = std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Some("promtool");
+    }
+    assert!(
+        paystar_sync::config::process_env("CI").as_deref() != Some("true"),
+        "promtool is missing under CI=true: apt-get install prometheus"
+    );
+    eprintln!(
+        "SKIPPED: promtool is not installed (apt-get install prometheus); /metrics not linted"
+    );
+    None
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_pass_promtool_check_metrics() {
+    let Some(promtool) = promtool() else { return };
+    let (p, sandbox) = setup().await;
+    p.file("a.csv", csv(&["1,Ada,Lovelace,ada@example.com,false"]));
+    let daemon = p.start_daemon().await;
+    sandbox.sandbox.paystar.wait_for(2, WAIT).await;
+    daemon.signal("HUP");
+    reloaded(&daemon).await;
+    let metrics = daemon
+        .metrics_until("paystar_sync_config_reloads_total{outcome=\"ok\"} 1")
+        .await;
+    let mut check = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool: {}{}\n{metrics}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    daemon.stop().await;
+}
