@@ -321,3 +321,68 @@ async fn metrics_pass_promtool_check_metrics() {
     );
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_grace_bounds_the_drain_of_a_request_that_never_answers() {
+    use paystar_sync::sandbox::paystar::Fault;
+    let (p, sandbox) = setup().await;
+    let config = std::fs::read_to_string(p.config_path())
+        .unwrap()
+        .replace("  timeout: 2s\n", "  timeout: 1h\n");
+    p.config(&format!("{config}shutdown_grace: 1s\n"));
+    sandbox.sandbox.paystar.push_fault(Fault {
+        hang: true,
+        ..Fault::default()
+    });
+    p.file("a.csv", csv(&["1,Ada,Lovelace,ada@example.com,"]));
+    let mut daemon = p.start_daemon().await;
+    // The request is on the wire and will never be answered.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while sandbox.sandbox.paystar.requests() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no request reached the sandbox"
+        );
+        sandbox
+            .sandbox
+            .paystar
+            .wait_for(1, Duration::from_millis(50))
+            .await;
+    }
+    let asked = tokio::time::Instant::now();
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait_exit(WAIT).await,
+        Some(Some(0)),
+        "{}",
+        daemon.log_text()
+    );
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "took {took:?} with shutdown_grace: 1s"
+    );
+    assert!(
+        daemon
+            .log_text()
+            .contains("grace period over; abandoning in-flight requests"),
+        "{}",
+        daemon.log_text()
+    );
+    // Abandoned, not lost: it is still queued.
+    assert_eq!(p.store().counts().unwrap().pending, 1);
+}
+
+#[test]
+fn shutdown_grace_above_the_units_stop_timeout_is_refused() {
+    let p = Project::new();
+    let config = std::fs::read_to_string(p.config_path()).unwrap();
+    p.config(&format!("{config}shutdown_grace: 40s\n"));
+    let run = p.run(&["validate"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(
+        run.stderr.contains("shutdown_grace: must be at most 25s"),
+        "{}",
+        run.stderr
+    );
+}
