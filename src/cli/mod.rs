@@ -1,0 +1,289 @@
+//! The command line (SPEC §7): parses arguments, runs a command, and turns the
+//! outcome into an exit code.
+
+mod inspect;
+mod operate;
+mod pass;
+mod tools;
+
+use inspect::{history, status};
+use operate::{approve, poll, retry};
+use pass::{apply, plan, validate};
+use tools::{completions, daemon, man, sandbox};
+
+use crate::clock::now_ms;
+use crate::config::{Config, ConfigError};
+use crate::report;
+use crate::scan::{Scan, ScanSettings, scan};
+use crate::store::Store;
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Exit codes of SPEC §7.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    Failure = 1,
+    Changes = 2,
+    Usage = 64,
+    Data = 65,
+    Config = 78,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "paystar-sync",
+    version,
+    about = "Keeps Paystar customer accounts in line with declarative manifests"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    /// Only warnings and errors in the log.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
+/// Shells `completions` writes for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// `plan --format`: text, JSON, or Markdown for a pull-request comment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PlanFormat {
+    Text,
+    Json,
+    Markdown,
+}
+
+#[derive(Args, Debug)]
+struct ConfigArg {
+    /// Configuration file.
+    #[arg(
+        long,
+        env = "PAYSTAR_SYNC_CONFIG",
+        default_value = "/etc/paystar-sync/config.yaml"
+    )]
+    config: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check the configuration and every manifest; sends nothing, changes nothing.
+    Validate {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// The daemon: watch the manifests, deliver changes, until SIGTERM or SIGINT.
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// One pass: scan, send every change, wait for Paystar's acknowledgements, exit.
+    Apply {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Longest to wait for retries before exiting; what is left stays queued.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+        /// Send exactly this reviewed plan (from `plan --out`), or refuse if anything changed.
+        #[arg(long)]
+        plan: Option<PathBuf>,
+    },
+    /// Counts by state, retrying and parked customers, last scan, file errors.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+    },
+    /// Put parked customers back in the queue.
+    Retry {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Every parked customer.
+        #[arg(long, conflicts_with = "keys", required_unless_present = "keys")]
+        all: bool,
+        /// ACCOUNT or ACCOUNT/SUBACCOUNT.
+        keys: Vec<String>,
+        /// Business unit of the KEYs (default: paystar.default_business_unit).
+        #[arg(long)]
+        business_unit: Option<String>,
+    },
+    /// One customer's story: what was sent, why, from where, and Paystar's answers.
+    History {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// ACCOUNT or ACCOUNT/SUBACCOUNT.
+        key: String,
+        /// Business unit of KEY (default: paystar.default_business_unit).
+        #[arg(long)]
+        business_unit: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+    },
+    /// One provider poll pass: record new events, queue stop signals.
+    Poll {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Run one pass and exit (the daemon polls on providers.lotuspay.schedule).
+        #[arg(long, required = true)]
+        once: bool,
+    },
+    /// Release unenrolls held by the mass-change guard.
+    Approve {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Shell completions on standard output (bash, zsh or fish).
+    Completions { shell: CompletionShell },
+    /// The manual page (roff) on standard output: `paystar-sync man | man -l -`.
+    Man,
+    /// Serve local simulators of the external APIs.
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
+    },
+    /// Show what would be sent to Paystar; sends nothing, changes nothing.
+    Plan {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// `markdown` is for a pull-request comment (see examples/gitops/).
+        #[arg(long, value_enum, default_value = "text")]
+        format: PlanFormat,
+        /// Also write the plan as JSON to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Exit 2 when the plan has changes, 0 when it has none.
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+}
+
+/// Runs the process: parses `std::env::args_os`, runs the command, returns its exit code.
+pub fn main() -> ExitCode {
+    run(std::env::args_os()).into()
+}
+
+pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Exit {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return match err.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    Exit::Ok
+                }
+                _ => Exit::Usage,
+            };
+        }
+    };
+    init_logging(&cli);
+    let outcome = match &cli.command {
+        Command::Validate { config } => validate(&config.config),
+        Command::Plan {
+            config,
+            format,
+            out,
+            detailed_exitcode,
+        } => plan(&config.config, *format, out.as_deref(), *detailed_exitcode),
+        Command::Run { config } => block_on(daemon(&config.config)),
+        Command::Apply {
+            config,
+            timeout,
+            plan,
+        } => block_on(apply(&config.config, *timeout, plan.as_deref())),
+        Command::Status { config, format } => status(&config.config, *format),
+        Command::Retry {
+            config,
+            all,
+            keys,
+            business_unit,
+        } => retry(&config.config, *all, keys, business_unit.as_deref()),
+        Command::Approve { config } => approve(&config.config),
+        Command::Poll { config, .. } => block_on(poll(&config.config)),
+        Command::History {
+            config,
+            key,
+            business_unit,
+            format,
+        } => history(&config.config, key, business_unit.as_deref(), *format),
+        Command::Sandbox { listen } => block_on(sandbox(*listen)),
+        Command::Completions { shell } => completions(*shell),
+        Command::Man => man(),
+    };
+    match outcome {
+        Ok(exit) => exit,
+        Err(err) => {
+            if let Some(config) = err.downcast_ref::<ConfigError>() {
+                eprintln!("error: {config}");
+                return Exit::Config;
+            }
+            eprintln!("error: {err:#}");
+            Exit::Failure
+        }
+    }
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::config::duration::parse(text)
+}
+
+fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(future)
+}
+
+fn init_logging(cli: &Cli) {
+    let level = if cli.quiet {
+        "warn"
+    } else {
+        cli.log_level.as_str()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let _ = match cli.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

@@ -1,0 +1,77 @@
+//! `poll --once`, `approve` and `retry`: an operator acting on the state.
+
+use super::*;
+
+pub(super) async fn poll(path: &Path) -> anyhow::Result<Exit> {
+    let config = Config::load(path)?;
+    let resolved = crate::app::wiring::resolve(&config, &crate::config::process_env)?;
+    let Some(lotuspay) = &resolved.lotuspay else {
+        println!("no provider to poll: configure providers.lotuspay");
+        return Ok(Exit::Ok);
+    };
+    let poller = lotuspay.poller(None)?;
+    let store = crate::store::SharedStore::new(Store::open(&config.state.path)?);
+    let report = poller.poll_once(&store, now_ms()).await?;
+    println!(
+        "lotuspay: {} event(s) listed, {} new: {} stop signal(s) queued, {} ignored, {} unmatched",
+        report.listed, report.new, report.stops, report.ignored, report.unmatched
+    );
+    if report.stops > 0 {
+        println!("the daemon or the next apply sends the UnenrollAutopay events");
+    }
+    Ok(Exit::Ok)
+}
+
+pub(super) fn approve(path: &Path) -> anyhow::Result<Exit> {
+    let config = Config::load(path)?;
+    let mut store = Store::open(&config.state.path)?;
+    let held = store.holds_by_cause()?;
+    if held.is_empty() {
+        println!("nothing is held");
+        return Ok(Exit::Ok);
+    }
+    for h in &held {
+        println!("approving {} unenroll(s): {}", h.count, h.cause);
+    }
+    let count = store.approve(now_ms())?;
+    println!(
+        "released {count} held unenroll(s) into the queue; the daemon or the next apply sends them"
+    );
+    Ok(Exit::Ok)
+}
+
+pub(super) fn retry(
+    path: &Path,
+    all: bool,
+    keys: &[String],
+    business_unit: Option<&str>,
+) -> anyhow::Result<Exit> {
+    let config = Config::load(path)?;
+    let keys = if all {
+        None
+    } else {
+        let unit = business_unit
+            .or(config.paystar.default_business_unit.as_deref())
+            .context("give --business-unit, or set paystar.default_business_unit")?;
+        let parsed: Result<Vec<_>, String> = keys
+            .iter()
+            .map(|k| crate::customer::CustomerKey::parse_cli(unit, k))
+            .collect();
+        match parsed {
+            Ok(keys) => Some(keys),
+            Err(message) => {
+                eprintln!("error: {message}");
+                return Ok(Exit::Usage);
+            }
+        }
+    };
+    let mut store = Store::open(&config.state.path)?;
+    let count = store.retry_parked(keys.as_deref(), now_ms())?;
+    println!("re-queued {count} parked customer(s); the daemon or the next apply sends them");
+    if let Some(keys) = &keys {
+        if count < keys.len() {
+            println!("{} of the given key(s) were not parked", keys.len() - count);
+        }
+    }
+    Ok(Exit::Ok)
+}
