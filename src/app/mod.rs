@@ -219,9 +219,7 @@ pub async fn apply(
             let mut tick = tokio::time::interval(Duration::from_millis(200));
             loop {
                 tick.tick().await;
-                let sent = counters
-                    .delivered
-                    .load(std::sync::atomic::Ordering::Relaxed);
+                let sent = counters.delivered.get();
                 p.line(&format!("sent {sent} event(s) to Paystar"));
             }
         })

@@ -17,9 +17,9 @@ use crate::mask::MaskedAccount;
 use crate::providers::payroc::{Pause, current_pause};
 use crate::reconcile::{FieldSource, Policy, UnenrollCause};
 use crate::store::{HistoryEntry, KeyState, Outcome, OutcomeResult, SharedStore, StateError};
+use prometheus_client::metrics::counter::Counter;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -66,15 +66,16 @@ pub struct Worker {
     counters: Arc<DeliveryCounters>,
 }
 
-/// Delivery outcomes since start, for progress displays and `/metrics`.
+/// Delivery outcomes since start, for progress displays and `/metrics` (the
+/// daemon registers these counters in its registry).
 #[derive(Debug, Default)]
 pub struct DeliveryCounters {
     /// Events Paystar acknowledged.
-    pub delivered: AtomicU64,
+    pub delivered: Counter,
     /// Attempts that will be retried.
-    pub retries: AtomicU64,
+    pub retries: Counter,
     /// Customers parked for an operator.
-    pub parked: AtomicU64,
+    pub parked: Counter,
 }
 
 impl Worker {
@@ -183,17 +184,17 @@ impl Worker {
                                         OutcomeResult::Done => totals.keys_done += 1,
                                         OutcomeResult::Retry { .. } => {
                                             totals.retries += 1;
-                                            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                                            self.counters.retries.inc();
                                         }
                                         OutcomeResult::Park { .. } => {
                                             totals.parked += 1;
-                                            self.counters.parked.fetch_add(1, Ordering::Relaxed);
+                                            self.counters.parked.inc();
                                         }
                                     }
                                     finished.push(outcome);
                                 }
                                 totals.delivered_events += delivered;
-            self.counters.delivered.fetch_add(delivered, Ordering::Relaxed);
+            self.counters.delivered.inc_by(delivered);
                                 if delivered > 0 && until == Until::Cancelled {
                                     tracing::info!(events = delivered, customers = finished.len(), "acknowledged by Paystar");
                                 }

@@ -3,10 +3,8 @@
 use super::ServerState;
 use crate::clock::now_ms;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Retrying for longer than this makes `/health` fail.
@@ -98,99 +96,35 @@ pub async fn health(State(state): State<ServerState>) -> Response {
     }
 }
 
-pub async fn metrics(State(state): State<ServerState>) -> Response {
+pub async fn metrics(State(state): State<ServerState>, headers: HeaderMap) -> Response {
     let snap = match snapshot(&state).await {
         Ok(snap) => snap,
         Err(err) => return unreadable(&err),
     };
     let c = &snap.counts;
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, samples: &[(&str, u64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
+    let gauges = crate::metrics::StateGauges {
+        pending: c.pending,
+        retrying: c.retrying,
+        parked: c.parked,
+        held: c.held,
+        customers: c.desired,
+        removed: c.removed,
+        acknowledged: c.acknowledged,
+        unmatched: snap.unmatched,
+        paused_business_units: snap.paused,
+        poll_lag_seconds: snap
+            .last_poll_ms
+            .map(|last| ((now_ms() - last).max(0) / 1000) as u64),
     };
-    gauge(
-        "paystar_sync_queue",
-        "Customers waiting to be sent, by state.",
-        &[
-            ("{state=\"pending\"}", c.pending),
-            ("{state=\"retrying\"}", c.retrying),
-            ("{state=\"parked\"}", c.parked),
-            ("{state=\"held\"}", c.held),
-        ],
-    );
-    gauge(
-        "paystar_sync_customers",
-        "Customers the manifests hold.",
-        &[("", c.desired)],
-    );
-    gauge(
-        "paystar_sync_customers_removed",
-        "Customers that left every manifest.",
-        &[("", c.removed)],
-    );
-    gauge(
-        "paystar_sync_acknowledged",
-        "Customers Paystar acknowledged.",
-        &[("", c.acknowledged)],
-    );
-    gauge(
-        "paystar_sync_provider_events_unmatched",
-        "Provider events that named no known customer.",
-        &[("", snap.unmatched)],
-    );
-    gauge(
-        "paystar_sync_paused_business_units",
-        "Business units whose delivery a Payroc pause holds back.",
-        &[("", snap.paused)],
-    );
-    if let Some(last) = snap.last_poll_ms {
-        let lag = ((now_ms() - last).max(0) / 1000) as u64;
-        gauge(
-            "paystar_sync_poll_lag_seconds",
-            "Seconds since the last successful LotusPay poll.",
-            &[("{provider=\"lotuspay\"}", lag)],
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP paystar_sync_webhooks_total Webhooks answered, by provider and outcome.\n# TYPE paystar_sync_webhooks_total counter"
-    );
-    for ((provider, outcome), n) in state.metrics.webhooks.snapshot() {
-        let _ = writeln!(
-            out,
-            "paystar_sync_webhooks_total{{provider=\"{provider}\",outcome=\"{outcome}\"}} {n}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP paystar_sync_events_delivered_total Events Paystar acknowledged since start.\n# TYPE paystar_sync_events_delivered_total counter\npaystar_sync_events_delivered_total {}",
-        state.metrics.delivery.delivered.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP paystar_sync_delivery_failures_total Failed deliveries since start, by what happened next.\n# TYPE paystar_sync_delivery_failures_total counter\npaystar_sync_delivery_failures_total{{outcome=\"retry\"}} {}\npaystar_sync_delivery_failures_total{{outcome=\"parked\"}} {}",
-        state.metrics.delivery.retries.load(Ordering::Relaxed),
-        state.metrics.delivery.parked.load(Ordering::Relaxed)
-    );
-    let m = &state.metrics;
-    let _ = writeln!(
-        out,
-        "# HELP paystar_sync_scans_total Manifest scans committed since start.\n# TYPE paystar_sync_scans_total counter\npaystar_sync_scans_total {}",
-        m.scans.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP paystar_sync_config_reloads_total Configuration reloads since start, by outcome.\n# TYPE paystar_sync_config_reloads_total counter\npaystar_sync_config_reloads_total{{outcome=\"ok\"}} {}\npaystar_sync_config_reloads_total{{outcome=\"failed\"}} {}",
-        m.reloads_ok.load(Ordering::Relaxed),
-        m.reloads_failed.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP paystar_sync_scan_duration_seconds How long the last committed manifest scan took.\n# TYPE paystar_sync_scan_duration_seconds gauge\npaystar_sync_scan_duration_seconds {:.3}",
-        state.metrics.scan_ms.load(Ordering::Relaxed) as f64 / 1000.0
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    let body = state.metrics.render(&gauges, openmetrics);
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }

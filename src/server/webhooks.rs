@@ -41,13 +41,13 @@ async fn record(
     {
         Ok(fresh) => {
             if fresh.iter().any(|new| *new) {
-                state.metrics.webhooks.count(provider, "recorded");
+                state.metrics.webhook(provider, "recorded");
                 for ((event, outcome), _) in described.iter().zip(&fresh).filter(|(_, new)| **new) {
                     tracing::info!(provider, event = %event, outcome, "webhook event recorded");
                 }
             } else {
                 // A provider's retry, or an event already polled: a no-op.
-                state.metrics.webhooks.count(provider, "duplicate");
+                state.metrics.webhook(provider, "duplicate");
                 tracing::debug!(provider, "duplicate webhook; already recorded");
             }
             if fresh.iter().zip(&acts).any(|(new, acts)| *new && *acts) {
@@ -56,7 +56,7 @@ async fn record(
             (StatusCode::OK, "ok\n").into_response()
         }
         Err(err) => {
-            state.metrics.webhooks.count(provider, "not_recorded");
+            state.metrics.webhook(provider, "not_recorded");
             tracing::error!(provider, error = %err, "cannot record a webhook; the provider will retry");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -78,7 +78,7 @@ fn wrong_content_type(
     if accepted.iter().any(|a| content_type.starts_with(a)) {
         return None;
     }
-    state.metrics.webhooks.count(provider, "malformed");
+    state.metrics.webhook(provider, "malformed");
     let message = format!("Content-Type must be {}\n", accepted.join(" or "));
     Some((StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response())
 }
@@ -107,11 +107,11 @@ pub async fn payroc(
     }
     match receiver.receive(&|name| header_text(&headers, name), &body) {
         Verdict::Unauthorised => {
-            state.metrics.webhooks.count(PROVIDER, "unauthorised");
+            state.metrics.webhook(PROVIDER, "unauthorised");
             (StatusCode::UNAUTHORIZED, "wrong or missing Payroc-Secret\n").into_response()
         }
         Verdict::Malformed(reason) => {
-            state.metrics.webhooks.count(PROVIDER, "malformed");
+            state.metrics.webhook(PROVIDER, "malformed");
             (StatusCode::BAD_REQUEST, format!("{reason}\n")).into_response()
         }
         Verdict::Record(event) => record(&state, PROVIDER, vec![*event]).await,
@@ -137,16 +137,16 @@ pub async fn smarterpay(
     }
     match receiver.receive(&|name| header_text(&headers, name), &body) {
         Verdict::Unauthorised => {
-            state.metrics.webhooks.count(PROVIDER, "unauthorised");
+            state.metrics.webhook(PROVIDER, "unauthorised");
             let status = StatusCode::from_u16(498).expect("498 is a valid status");
             (status, "Token Invalid\n").into_response()
         }
         Verdict::Malformed(reason) => {
-            state.metrics.webhooks.count(PROVIDER, "malformed");
+            state.metrics.webhook(PROVIDER, "malformed");
             (StatusCode::BAD_REQUEST, format!("{reason}\n")).into_response()
         }
         Verdict::Unknown => {
-            state.metrics.webhooks.count(PROVIDER, "unknown_kind");
+            state.metrics.webhook(PROVIDER, "unknown_kind");
             StatusCode::NO_CONTENT.into_response()
         }
         Verdict::Record {

@@ -319,6 +319,25 @@ async fn metrics_pass_promtool_check_metrics() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // A scraper that asks for OpenMetrics gets it.
+    let open = reqwest::Client::new()
+        .get(format!("http://{}/metrics", daemon.http_addr()))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        open.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let open = open.text().await.unwrap();
+    assert!(open.ends_with("# EOF\n"), "{open}");
+    assert!(
+        open.contains("# TYPE paystar_sync_events_delivered counter"),
+        "{open}"
+    );
     daemon.stop().await;
 }
 
