@@ -1,4 +1,4 @@
-//! Issue "trust under abuse": no broken, odd or hostile input ever becomes an
+//! Hostile and broken input (SPEC §3): nothing broken, odd or hostile ever becomes an
 //! unenroll. Each test drives the real binary against the loopback sandbox.
 
 use crate::support::{Project, error_lines, with_sandbox};

@@ -1,4 +1,4 @@
-//! Issue "trust under abuse": the daemon killed with SIGKILL at random moments,
+//! Crash safety: the daemon killed with SIGKILL at random moments,
 //! while it delivers and while files change, loses nothing. Afterwards the
 //! sandbox holds exactly what the manifests say and `plan` has nothing to send.
 

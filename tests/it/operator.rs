@@ -1,4 +1,4 @@
-//! Issue "trust under abuse", the operator's side: reloads that cannot be
+//! What an operator does to a running daemon: reloads that cannot be
 //! wired, counters across reloads, writes beside the folder, a stage that fails,
 //! history retention. Real daemon processes, real signals, loopback HTTP.
 
