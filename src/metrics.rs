@@ -80,7 +80,6 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::default();
         let failures: Family<OutcomeLabels, Counter> = Family::default();
         // One statement each: the guard get_or_create returns holds the family's
         // lock until the end of its statement, and a second insert would wait on it.
@@ -95,7 +94,7 @@ impl Metrics {
             retries,
             parked,
         };
-        let metrics = Self {
+        let mut metrics = Self {
             delivery: std::sync::Arc::new(delivery),
             webhooks: Family::default(),
             scans: Counter::default(),
@@ -112,7 +111,7 @@ impl Metrics {
             registry: Registry::default(),
         };
         // Help texts without a final period: the encoder adds one.
-        let r = &mut registry;
+        let r = &mut metrics.registry;
         r.register(
             "paystar_sync_queue",
             "Customers waiting to be sent, by state",
@@ -181,10 +180,7 @@ impl Metrics {
         for outcome in ["ok", "failed"] {
             let _ = metrics.reloads.get_or_create(&OutcomeLabels { outcome });
         }
-        Self {
-            registry,
-            ..metrics
-        }
+        metrics
     }
 
     pub fn webhook(&self, provider: &'static str, outcome: &'static str) {

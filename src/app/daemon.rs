@@ -216,20 +216,7 @@ impl Daemon {
         mut resolved: Resolved,
         sandbox: Option<&RunningSandbox>,
     ) -> anyhow::Result<Prepared> {
-        let timeout = config.paystar.timeout;
-        let client = match (&config.paystar.endpoint, resolved.paystar_key.take()) {
-            (Endpoint::Sandbox, _) => {
-                let running =
-                    sandbox.context("paystar.endpoint: sandbox needs the in-process sandbox")?;
-                PaystarClient::new(
-                    &running.paystar_endpoint(),
-                    crate::config::Secret::new("sandbox"),
-                    timeout,
-                )?
-            }
-            (Endpoint::Url(url), Some(key)) => PaystarClient::new(url, key, timeout)?,
-            (Endpoint::Url(_), None) => anyhow::bail!("paystar: no API key was resolved"),
-        };
+        let client = super::paystar_client(config, resolved.paystar_key.take(), sandbox)?;
         let poller = match &resolved.lotuspay {
             Some(lp) => Some((lp.poller(sandbox)?, lp.schedule().clone())),
             None => None,

@@ -36,18 +36,30 @@ pub(crate) async fn in_process_sandbox() -> anyhow::Result<RunningSandbox> {
 /// The Paystar client the config asks for; for `endpoint: sandbox`, the
 /// in-process simulator it talks to (kept alive by the caller).
 pub async fn paystar(config: &Config) -> anyhow::Result<(PaystarClient, Option<RunningSandbox>)> {
-    let timeout = config.paystar.timeout;
     let key = wiring::paystar_key(config, &crate::config::process_env)?;
-    match (&config.paystar.endpoint, key) {
+    let sandbox = match config.paystar.endpoint {
+        Endpoint::Sandbox => Some(in_process_sandbox().await?),
+        Endpoint::Url(_) => None,
+    };
+    Ok((paystar_client(config, key, sandbox.as_ref())?, sandbox))
+}
+
+/// The client for `paystar.endpoint`: its URL with `key`, or the running `sandbox`.
+pub(crate) fn paystar_client(
+    config: &Config,
+    key: Option<Secret>,
+    sandbox: Option<&RunningSandbox>,
+) -> anyhow::Result<PaystarClient> {
+    let timeout = config.paystar.timeout;
+    Ok(match (&config.paystar.endpoint, key) {
         (Endpoint::Sandbox, _) => {
-            let running = in_process_sandbox().await?;
-            let client =
-                PaystarClient::new(&running.paystar_endpoint(), Secret::new("sandbox"), timeout)?;
-            Ok((client, Some(running)))
+            let running =
+                sandbox.context("paystar.endpoint: sandbox needs the in-process sandbox")?;
+            PaystarClient::new(&running.paystar_endpoint(), Secret::new("sandbox"), timeout)?
         }
-        (Endpoint::Url(url), Some(key)) => Ok((PaystarClient::new(url, key, timeout)?, None)),
+        (Endpoint::Url(url), Some(key)) => PaystarClient::new(url, key, timeout)?,
         (Endpoint::Url(_), None) => anyhow::bail!("paystar: no API key was resolved"),
-    }
+    })
 }
 
 pub fn worker_settings(config: &Config) -> WorkerSettings {
