@@ -48,7 +48,7 @@ fn committed_store(root: &Path, customers: usize) -> Config {
     );
     fs::write(root.join("config.yaml"), config_text("sandbox")).unwrap();
     let config = Config::load(&root.join("config.yaml")).unwrap();
-    let mut store = Store::open(&config.state.path).unwrap();
+    let mut store = Store::open(&config.state).unwrap();
     let parse = config.parse_options();
     let settings = ScanSettings::new(&config, &parse, now_ms());
     scan(&store, &settings).unwrap().commit(&mut store).unwrap();
@@ -75,7 +75,7 @@ async fn worker_on_sandbox(
         Duration::from_secs(30),
     )
     .unwrap();
-    let store = SharedStore::new(Store::open(&config.state.path).unwrap());
+    let store = SharedStore::new(Store::open(&config.state).unwrap());
     let worker = Worker::new(
         store.clone(),
         client,

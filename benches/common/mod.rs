@@ -122,7 +122,7 @@ pub use paystar_sync::clock::now_ms;
 /// would; returns the time of each half.
 pub fn commit_and_acknowledge(config: &Config) -> (Duration, Duration) {
     let start = std::time::Instant::now();
-    let mut store = Store::open(&config.state.path).unwrap();
+    let mut store = Store::open(&config.state).unwrap();
     let parse = config.parse_options();
     let settings = ScanSettings::new(config, &parse, now_ms());
     let s = scan(&store, &settings).unwrap();

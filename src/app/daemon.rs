@@ -11,7 +11,7 @@ use crate::deliver::{PaystarClient, Until, Worker};
 use crate::metrics::Metrics;
 use crate::sandbox::RunningSandbox;
 use crate::server::{Live, ServerState};
-use crate::store::{SharedStore, Store};
+use crate::store::SharedStore;
 use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -137,7 +137,7 @@ pub async fn run(
     notifier: crate::systemd::Notifier,
 ) -> anyhow::Result<()> {
     let resolved = resolve(&config, &process_env)?;
-    let store = SharedStore::new(Store::open(&config.state.path)?);
+    let store = SharedStore::open(&config.state).await?;
     let metrics = Arc::new(Metrics::default());
     let wake = Arc::new(Notify::new());
     let (fail_tx, mut failures) = mpsc::channel(8);
@@ -371,9 +371,9 @@ impl Daemon {
     /// listener or sandbox only if it needs one the running one does not give.
     async fn build(&self, path: &std::path::Path, running: &Config) -> anyhow::Result<Candidate> {
         let mut config = Config::load(path)?;
-        if config.state.path != running.state.path {
-            tracing::warn!(old = %running.state.path.display(), new = %config.state.path.display(), "state.path changes take effect on restart; keeping the old one");
-            config.state.path = running.state.path.clone();
+        if config.state.backend != running.state.backend {
+            tracing::warn!(old = %running.state.describe(), new = %config.state.describe(), "state changes take effect on restart; keeping the old one");
+            config.state.backend = running.state.backend.clone();
         }
         let resolved = resolve(&config, &process_env)?;
         let running = &self.server.configured;

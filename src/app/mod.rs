@@ -151,9 +151,10 @@ fn commit_pass(
     scan.commit(store)?;
     record_git_provenance(store, &config.manifests.dir, &scan)?;
     prune_history(store, config)?;
-    let reports = config.state.dir().join("reports");
-    if let Err(err) = crate::report::write_error_reports(&reports, &scan) {
-        tracing::warn!(error = %err, dir = %reports.display(), "cannot write the manifest error reports");
+    if let Some(reports) = &config.state.reports_dir {
+        if let Err(err) = crate::report::write_error_reports(reports, &scan) {
+            tracing::warn!(error = %err, dir = %reports.display(), "cannot write the manifest error reports");
+        }
     }
     Ok(scan)
 }
@@ -205,7 +206,7 @@ pub async fn apply(
     progress: Option<Progress>,
 ) -> anyhow::Result<ApplyReport> {
     let (client, sandbox) = paystar(config).await?;
-    let store = SharedStore::new(Store::open(&config.state.path)?);
+    let store = SharedStore::open(&config.state).await?;
     let pass_config = config.clone();
     let options = PassOptions {
         expect: plan,

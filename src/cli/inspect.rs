@@ -9,7 +9,7 @@ pub(super) fn when(ms: i64) -> String {
 
 pub(super) fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> {
     let config = Config::load(path)?;
-    let store = Store::open_read_only(&config.state.path)?;
+    let store = Store::open_read_only(&config.state)?;
     let counts = store.counts()?;
     let troubled = store.troubled(1000)?;
     let holds = store.holds_by_cause()?;
@@ -44,11 +44,11 @@ pub(super) fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> 
             })
             .collect();
         let value = serde_json::json!({
-            "state": config.state.path,
+            "state": config.state.describe(),
             "counts": counts,
             "lastScan": last_scan,
             "queue": troubled,
-            "reports": report::list_error_reports(&config.state.dir().join("reports")),
+            "reports": config.state.reports_dir.as_deref().map(report::list_error_reports).unwrap_or_default(),
             "unmatched": unmatched.iter().map(|u| serde_json::json!({ "provider": u.provider, "eventId": u.event_id, "type": u.event_type, "reason": u.reason })).collect::<Vec<_>>(),
             "holds": holds.iter().map(|h| serde_json::json!({ "cause": h.cause, "count": h.count })).collect::<Vec<_>>(),
             "paused": pause.as_ref().map(|p| serde_json::json!({ "businessUnits": p.business_units, "cause": p.cause })),
@@ -58,7 +58,7 @@ pub(super) fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> 
         writeln!(out)?;
         return Ok(Exit::Ok);
     }
-    writeln!(out, "state: {}", config.state.path.display())?;
+    writeln!(out, "state: {}", config.state.describe())?;
     match &last_scan {
         Some(scan) => writeln!(
             out,
@@ -125,9 +125,13 @@ pub(super) fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> 
             writeln!(out, "  {} {}: {}", u.provider, u.event_id, u.reason)?;
         }
     }
-    let reports_dir = config.state.dir().join("reports");
-    let reports = report::list_error_reports(&reports_dir);
-    if !reports.is_empty() {
+    let reports = config
+        .state
+        .reports_dir
+        .as_deref()
+        .map(report::list_error_reports)
+        .unwrap_or_default();
+    if let (false, Some(reports_dir)) = (reports.is_empty(), &config.state.reports_dir) {
         writeln!(
             out,
             "error reports ({}): {}",
@@ -165,7 +169,7 @@ pub(super) fn history(
             return Ok(Exit::Usage);
         }
     };
-    let store = Store::open_read_only(&config.state.path)?;
+    let store = Store::open_read_only(&config.state)?;
     let lines: Vec<serde_json::Value> = store
         .history(key.as_ref())?
         .iter()

@@ -7,7 +7,7 @@ mod pass;
 mod tools;
 
 use inspect::{history, status};
-use operate::{approve, poll, retry};
+use operate::{approve, poll, retry, state_copy};
 use pass::{apply, plan, validate};
 use tools::{completions, daemon, man, sandbox};
 
@@ -167,6 +167,11 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// The state itself: move it between backends.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
     /// Shell completions on standard output (bash, zsh or fish).
     Completions { shell: CompletionShell },
     /// The manual page (roff) on standard output: `paystar-sync man | man -l -`.
@@ -189,6 +194,20 @@ enum Command {
         /// Exit 2 when the plan has changes, 0 when it has none.
         #[arg(long)]
         detailed_exitcode: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum StateCommand {
+    /// Copy every row of one config's state into another's, which must hold no
+    /// state yet (e.g. from SQLite to PostgreSQL). The source is left as it was.
+    Copy {
+        /// The configuration whose state is read.
+        #[arg(long)]
+        from: PathBuf,
+        /// The configuration whose (empty) state is written.
+        #[arg(long)]
+        to: PathBuf,
     },
 }
 
@@ -241,6 +260,9 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Exit 
             format,
         } => history(&config.config, key, business_unit.as_deref(), *format),
         Command::Sandbox { listen } => block_on(sandbox(*listen)),
+        Command::State {
+            command: StateCommand::Copy { from, to },
+        } => state_copy(from, to),
         Command::Completions { shell } => completions(*shell),
         Command::Man => man(),
     };
@@ -275,8 +297,11 @@ fn init_logging(cli: &Cli) {
     } else {
         cli.log_level.as_str()
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The PostgreSQL driver logs query parameters (customers' fields) at debug:
+    // it speaks only of warnings.
+    let quiet_driver = ",tokio_postgres=warn,postgres=warn";
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{level}{quiet_driver}"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info{quiet_driver}")));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

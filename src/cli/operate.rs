@@ -1,4 +1,4 @@
-//! `poll --once`, `approve` and `retry`: an operator acting on the state.
+//! `poll --once`, `approve`, `retry` and `state copy`: an operator acting on the state.
 
 use super::*;
 
@@ -10,7 +10,7 @@ pub(super) async fn poll(path: &Path) -> anyhow::Result<Exit> {
         return Ok(Exit::Ok);
     };
     let poller = lotuspay.poller(None)?;
-    let store = crate::store::SharedStore::new(Store::open(&config.state.path)?);
+    let store = crate::store::SharedStore::open(&config.state).await?;
     let report = poller.poll_once(&store, now_ms()).await?;
     println!(
         "lotuspay: {} event(s) listed, {} new: {} stop signal(s) queued, {} ignored, {} unmatched",
@@ -24,7 +24,7 @@ pub(super) async fn poll(path: &Path) -> anyhow::Result<Exit> {
 
 pub(super) fn approve(path: &Path) -> anyhow::Result<Exit> {
     let config = Config::load(path)?;
-    let mut store = Store::open(&config.state.path)?;
+    let mut store = Store::open(&config.state)?;
     let held = store.holds_by_cause()?;
     if held.is_empty() {
         println!("nothing is held");
@@ -65,13 +65,33 @@ pub(super) fn retry(
             }
         }
     };
-    let mut store = Store::open(&config.state.path)?;
+    let mut store = Store::open(&config.state)?;
     let count = store.retry_parked(keys.as_deref(), now_ms())?;
     println!("re-queued {count} parked customer(s); the daemon or the next apply sends them");
     if let Some(keys) = &keys {
         if count < keys.len() {
             println!("{} of the given key(s) were not parked", keys.len() - count);
         }
+    }
+    Ok(Exit::Ok)
+}
+
+pub(super) fn state_copy(from: &Path, to: &Path) -> anyhow::Result<Exit> {
+    let source = Config::load(from)?;
+    let target = Config::load(to)?;
+    let reader = Store::open_read_only(&source.state)?;
+    let mut writer = Store::open(&target.state)?;
+    let report = reader
+        .copy_into(&mut writer)
+        .with_context(|| format!("cannot copy the state of {}", from.display()))?;
+    println!(
+        "copied {} rows from {} to {}",
+        report.total(),
+        source.state.describe(),
+        target.state.describe()
+    );
+    for (table, rows) in &report.tables {
+        println!("  {table}: {rows}");
     }
     Ok(Exit::Ok)
 }

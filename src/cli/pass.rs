@@ -15,7 +15,7 @@ pub(super) fn terminal_progress() -> Option<crate::app::Progress> {
 /// shared by `validate` and `plan`.
 pub(super) fn dry_scan(path: &Path) -> anyhow::Result<(Config, Store, Scan)> {
     let config = Config::load(path)?;
-    let store = Store::open_read_only(&config.state.path)?;
+    let store = Store::open_read_only(&config.state)?;
     let parse = config.parse_options();
     let progress = terminal_progress();
     let show = |n: usize, total: usize, file: &str| {

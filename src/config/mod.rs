@@ -6,6 +6,7 @@ pub mod duration;
 mod providers;
 mod secret;
 mod size;
+mod state;
 mod walk;
 
 pub use secret::{Secret, SecretSource};
@@ -65,13 +66,40 @@ pub struct HistoryConfig {
 
 #[derive(Clone, Debug)]
 pub struct StateConfig {
-    pub path: PathBuf,
+    pub backend: StateBackend,
+    /// `state.reports_dir`: where CSV error reports are written. `None` with the
+    /// postgres backend: the errors live only in the database.
+    pub reports_dir: Option<PathBuf>,
+}
+
+/// `state.backend` and its settings.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StateBackend {
+    /// `state.path`: the SQLite file.
+    Sqlite {
+        path: PathBuf,
+    },
+    Postgres(PostgresConfig),
+}
+
+/// `state.postgres`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PostgresConfig {
+    /// `url_env` or `url_file`: the connection URL may hold a password.
+    pub url: SecretSource,
+    /// The schema that holds the tables; created if missing.
+    pub schema: String,
+    /// How many connections the daemon may hold.
+    pub pool_size: usize,
 }
 
 impl StateConfig {
-    /// The directory holding the database; reports go in `reports/` below it.
-    pub fn dir(&self) -> PathBuf {
-        self.path.parent().map(Path::to_owned).unwrap_or_default()
+    /// The state's name in messages: the SQLite file, or the PostgreSQL schema.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            StateBackend::Sqlite { path } => path.display().to_string(),
+            StateBackend::Postgres(pg) => format!("postgres schema {}", pg.schema),
+        }
     }
 }
 
@@ -260,6 +288,9 @@ impl Config {
     /// Every secret the configuration names (for `validate` to check they resolve).
     pub fn secret_sources(&self) -> Vec<&SecretSource> {
         let mut sources: Vec<&SecretSource> = self.paystar.api_key.iter().collect();
+        if let StateBackend::Postgres(pg) = &self.state.backend {
+            sources.push(&pg.url);
+        }
         if let Some(lp) = &self.providers.lotuspay {
             sources.extend(lp.secret_key.iter());
         }
@@ -310,12 +341,7 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
         ],
     );
 
-    let state = w.section(&root, "state", &["path"]);
-    let state = StateConfig {
-        path: w
-            .path(&state, "path")
-            .unwrap_or_else(|| w.base_dir.join("state/paystar-sync.db")),
-    };
+    let state = state::build(w, &root);
 
     let m = w.section(
         &root,

@@ -1,37 +1,20 @@
-//! The state layer (SQLite, WAL), by concern: `db` (open, migrations, counts),
-//! `files` (the manifest file index), `scans` (committing a scan), `keys`
-//! (desired and acknowledged state as plain views), `queue` (what is due,
-//! outcomes), `ledger` (provider events, stops, fields, cursors), `holds`,
-//! `history`. Only this module knows SQL or the schema; its driver's errors
-//! leave it as [`StateError`].
+//! The state layer: one interface ([`Store`]), two backends. `sqlite/` is the
+//! embedded default (one file, WAL); `postgres/` keeps the same state in a
+//! schema of a PostgreSQL database. Each backend has its own migrations and its
+//! own SQL; only this module knows SQL, and its drivers' errors leave it as
+//! [`StateError`]. `types` holds what callers write and the plain views they
+//! read; `copy` moves a whole state from one backend to another.
 
-mod db;
-mod files;
-mod history;
-mod holds;
-mod keys;
-mod ledger;
-mod queue;
-mod scans;
-mod schema;
+mod api;
+pub mod copy;
+mod postgres;
+mod sqlite;
+mod types;
 
-pub use db::{Counts, OpenError};
-pub use files::{FileEntry, FileWrite, PrevRow};
-pub use history::{HistoryEntry, HistoryRecord};
-pub use holds::HoldCause;
-pub use keys::{AckedRecord, DesiredRecord, KeyState, ProviderFieldsRecord, StopRecord};
-pub use ledger::{
-    EventOutcome, FieldReport, LedgerEntry, MerchantReport, MerchantStatus, PollCursor,
-    ProviderEventWrite, UnmatchedEvent,
-};
-pub use queue::{Outcome, OutcomeResult, QueueRecord, QueueState, Troubled};
-pub use scans::{DesiredWrite, HoldWrite, QueueWrite};
+pub use types::*;
 
-use crate::customer::{CustomerKey, Fields, FieldsBuf, KeyRef};
-use crate::manifest::{ErrorKind, FileStat, ManifestError};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use crate::config::{StateBackend, StateConfig};
+use std::path::PathBuf;
 
 /// A failure of the state database, with the step that failed. The driver's
 /// error is its source (for the chain in logs) and never leaves this module as a type.
@@ -40,22 +23,49 @@ use std::path::{Path, PathBuf};
 pub struct StateError {
     step: &'static str,
     #[source]
-    source: rusqlite::Error,
+    source: DriverError,
 }
 
-impl From<rusqlite::types::FromSqlError> for StateError {
-    fn from(err: rusqlite::types::FromSqlError) -> Self {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(err))
-            .into()
-    }
+/// What a backend's driver reported.
+#[derive(Debug, thiserror::Error)]
+enum DriverError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Postgres(#[from] ::postgres::Error),
 }
 
-impl From<rusqlite::Error> for StateError {
-    fn from(source: rusqlite::Error) -> Self {
+impl From<DriverError> for StateError {
+    fn from(source: DriverError) -> Self {
         Self {
             step: "a query",
             source,
         }
+    }
+}
+
+impl From<rusqlite::Error> for StateError {
+    fn from(err: rusqlite::Error) -> Self {
+        DriverError::from(err).into()
+    }
+}
+
+impl From<rusqlite::types::FromSqlError> for StateError {
+    fn from(err: rusqlite::types::FromSqlError) -> Self {
+        DriverError::from(err).into()
+    }
+}
+
+impl From<::postgres::Error> for StateError {
+    fn from(err: ::postgres::Error) -> Self {
+        DriverError::from(err).into()
+    }
+}
+
+impl From<rusqlite::types::FromSqlError> for DriverError {
+    fn from(err: rusqlite::types::FromSqlError) -> Self {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(err))
+            .into()
     }
 }
 
@@ -64,15 +74,137 @@ trait Step<T> {
     fn step(self, step: &'static str) -> Result<T>;
 }
 
-impl<T> Step<T> for rusqlite::Result<T> {
+impl<T, E: Into<DriverError>> Step<T> for std::result::Result<T, E> {
     fn step(self, step: &'static str) -> Result<T> {
-        self.map_err(|source| StateError { step, source })
+        self.map_err(|err| StateError {
+            step,
+            source: err.into(),
+        })
     }
 }
 
 pub type Result<T> = std::result::Result<T, StateError>;
-/// What the driver's own calls return, inside this module.
-type DbResult<T> = rusqlite::Result<T>;
+
+/// Why the state could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("state database {}: cannot create its directory", path.display())]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state database {target}: cannot open it")]
+    Open {
+        target: String,
+        #[source]
+        source: StateError,
+    },
+    #[error("state database {target}: {message}")]
+    Unusable { target: String, message: String },
+    #[error(
+        "state database {target} is schema v{found}; this paystar-sync uses v{expected}: run `paystar-sync apply` or the daemon once to upgrade it"
+    )]
+    Outdated {
+        target: String,
+        found: i64,
+        expected: i64,
+    },
+    #[error(
+        "state database {target} is schema v{found}, written by a newer paystar-sync (this one knows v{expected}); upgrade paystar-sync"
+    )]
+    TooNew {
+        target: String,
+        found: i64,
+        expected: i64,
+    },
+}
+
+/// Compares a stored schema version with the one this build knows.
+fn check_version(
+    target: &str,
+    found: i64,
+    expected: i64,
+    allow_older: bool,
+) -> std::result::Result<(), OpenError> {
+    if found > expected {
+        return Err(OpenError::TooNew {
+            target: target.to_owned(),
+            found,
+            expected,
+        });
+    }
+    if found < expected && !allow_older {
+        return Err(OpenError::Outdated {
+            target: target.to_owned(),
+            found,
+            expected,
+        });
+    }
+    Ok(())
+}
+
+/// The store: one backend's connection. Calls are synchronous; async tasks go
+/// through [`SharedStore`].
+pub struct Store(Backend);
+
+enum Backend {
+    Sqlite(sqlite::Db),
+    Postgres(Box<postgres::Db>),
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the configured state: the one writer.
+    pub fn open(config: &StateConfig) -> std::result::Result<Store, OpenError> {
+        Ok(Store(match &config.backend {
+            StateBackend::Sqlite { path } => Backend::Sqlite(sqlite::Db::open(path)?),
+            StateBackend::Postgres(pg) => {
+                let db = postgres::Db::open(pg, false).map_err(|fail| match fail {
+                    postgres::OpenFail::Failed(err) => err,
+                    postgres::OpenFail::Missing => OpenError::Unusable {
+                        target: config.describe(),
+                        message: "the schema is missing".to_owned(),
+                    },
+                })?;
+                Backend::Postgres(Box::new(db))
+            }
+        }))
+    }
+
+    /// Opens the configured state without ever writing to it (`plan`,
+    /// `validate`, `status`, `history`): SQLite read-only, PostgreSQL in
+    /// read-only transactions. A state that does not exist yet reads as empty.
+    pub fn open_read_only(config: &StateConfig) -> std::result::Result<Store, OpenError> {
+        match &config.backend {
+            StateBackend::Sqlite { path } => {
+                Ok(Store(Backend::Sqlite(sqlite::Db::open_read_only(path)?)))
+            }
+            StateBackend::Postgres(pg) => match postgres::Db::open(pg, true) {
+                Ok(db) => Ok(Store(Backend::Postgres(Box::new(db)))),
+                Err(postgres::OpenFail::Missing) => {
+                    Store::in_memory().map_err(|source| OpenError::Open {
+                        target: config.describe(),
+                        source,
+                    })
+                }
+                Err(postgres::OpenFail::Failed(err)) => Err(err),
+            },
+        }
+    }
+
+    /// An empty, migrated state in memory (SQLite).
+    pub fn in_memory() -> Result<Store> {
+        Ok(Store(Backend::Sqlite(sqlite::Db::in_memory()?)))
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.0 {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+}
 
 /// The store, shared by async tasks: each call runs on the blocking pool.
 #[derive(Clone)]
@@ -81,6 +213,15 @@ pub struct SharedStore(std::sync::Arc<std::sync::Mutex<Store>>);
 impl SharedStore {
     pub fn new(store: Store) -> Self {
         Self(std::sync::Arc::new(std::sync::Mutex::new(store)))
+    }
+
+    /// Opens the configured state for writing, on the blocking pool.
+    pub async fn open(config: &StateConfig) -> std::result::Result<Self, OpenError> {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || Store::open(&config))
+            .await
+            .expect("opening the state panicked")
+            .map(Self::new)
     }
 
     pub async fn call<T: Send + 'static>(
@@ -97,8 +238,4 @@ impl SharedStore {
         .await
         .expect("a store call panicked")
     }
-}
-
-pub struct Store {
-    conn: Connection,
 }

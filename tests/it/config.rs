@@ -122,8 +122,10 @@ providers:
     let path = std::path::Path::new("/srv/paystar/config.yaml");
     let config = paystar_sync::config::Config::parse(spec, path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        config.state.path,
-        std::path::Path::new("/srv/paystar/./state/paystar-sync.db")
+        config.state.backend,
+        paystar_sync::config::StateBackend::Sqlite {
+            path: "/srv/paystar/./state/paystar-sync.db".into()
+        }
     );
     assert_eq!(config.paystar.retry_schedule.len(), 10);
     assert_eq!(config.providers.lotuspay.unwrap().stop_codes.len(), 14);

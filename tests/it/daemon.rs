@@ -321,7 +321,7 @@ async fn a_daemon_killed_mid_delivery_loses_nothing_and_resends_only_the_unackno
         "{repeats} customers were sent twice"
     );
     second.stop().await;
-    let counts = p.store().counts().unwrap();
+    let counts = p.with_store(|s| s.counts().unwrap());
     assert_eq!(
         (
             counts.acknowledged,

@@ -1,6 +1,7 @@
 //! The one integration-test binary: a module per feature, a shared harness.
 
 mod abuse;
+mod backends;
 mod cli;
 mod config;
 mod crash;

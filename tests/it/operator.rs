@@ -169,10 +169,7 @@ async fn a_stage_that_fails_ends_the_daemon_with_a_nonzero_exit_naming_it() {
     let mut daemon = p.start_daemon().await;
     sandbox.sandbox.paystar.wait_for(1, WAIT).await;
     // The state database loses a table under the running daemon.
-    let conn = rusqlite::Connection::open(p.db_path()).unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    conn.execute_batch("DROP TABLE queue;").unwrap();
-    drop(conn);
+    p.execute_sql("DROP TABLE queue;");
     p.file("b.csv", csv(&["2,Grace,Hopper,grace@example.com,"]));
     let code = daemon.wait_exit(WAIT).await;
     assert_eq!(code, Some(Some(1)), "{}", daemon.log_text());
@@ -206,11 +203,10 @@ async fn history_retention_prunes_old_lines_and_nothing_else() {
     };
     assert!(history("1") > 0 && history("2") > 0);
     // Customer 1's story is 500 days old.
-    let conn = rusqlite::Connection::open(p.db_path()).unwrap();
     let old = paystar_sync::clock::now_ms() - 500 * 86_400_000;
-    conn.execute("UPDATE history SET at_ms = ?1 WHERE account = '1'", [old])
-        .unwrap();
-    drop(conn);
+    p.execute_sql(&format!(
+        "UPDATE history SET at_ms = {old} WHERE account = '1'"
+    ));
     let kept = history("2");
     let config = std::fs::read_to_string(p.config_path()).unwrap();
     p.config(&format!("{config}history: {{ retention: 400d }}\n"));
@@ -389,7 +385,7 @@ async fn shutdown_grace_bounds_the_drain_of_a_request_that_never_answers() {
         daemon.log_text()
     );
     // Abandoned, not lost: it is still queued.
-    assert_eq!(p.store().counts().unwrap().pending, 1);
+    assert_eq!(p.with_store(|s| s.counts().unwrap()).pending, 1);
 }
 
 #[test]

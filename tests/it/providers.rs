@@ -491,7 +491,7 @@ async fn smarterpay_fields_create_customers_no_manifest_knows_and_an_older_event
             "CUST5 Mick Walker mike@example.com -",
         ]
     );
-    let ledger = p.store().provider_event_outcomes("smarterpay").unwrap();
+    let ledger = p.with_store(|s| s.provider_event_outcomes("smarterpay").unwrap());
     let outcome = |id: &str| {
         ledger
             .iter()
@@ -635,7 +635,7 @@ async fn payroc_notifications_need_the_secret_and_are_recorded_once() {
             .status(),
         401
     );
-    let ledger = |ids: Vec<String>| p.store().known_events("payroc", &ids).unwrap();
+    let ledger = |ids: Vec<String>| p.with_store(|s| s.known_events("payroc", &ids).unwrap());
     assert!(
         ledger(vec![format!("payroc/{id}")]).is_empty(),
         "a refused notification is not recorded"
@@ -859,7 +859,7 @@ async fn a_terminated_payroc_processing_account_pauses_delivery_but_not_stops_un
         notify("e2", "38765", "approved", "2026-05-01T12:00:00Z").await,
         200
     );
-    let ledger = p.store().provider_event_outcomes("payroc").unwrap();
+    let ledger = p.with_store(|s| s.provider_event_outcomes("payroc").unwrap());
     assert!(
         ledger.iter().any(|e| e.event_id == "payroc/e2"
             && e.outcome == "ignored"
@@ -962,7 +962,7 @@ async fn payroc_cloudevents_are_accepted_in_binary_and_structured_mode_with_one_
         assert!(metrics.contains(line), "{line}:\n{metrics}");
     }
     daemon.stop().await;
-    let ledger = p.store().provider_event_outcomes("payroc").unwrap();
+    let ledger = p.with_store(|s| s.provider_event_outcomes("payroc").unwrap());
     let ids: Vec<&str> = ledger.iter().map(|e| e.event_id.as_str()).collect();
     assert_eq!(
         ids.len(),

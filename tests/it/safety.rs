@@ -369,7 +369,7 @@ async fn apply_refuses_a_plan_whose_manifests_changed_and_sends_nothing() {
     );
     assert_eq!(sandbox.sandbox.paystar.requests(), 0);
     assert_eq!(
-        p.store().counts().unwrap().desired,
+        p.with_store(|s| s.counts().unwrap()).desired,
         0,
         "nothing was committed either"
     );
@@ -424,7 +424,11 @@ async fn apply_refuses_a_file_that_is_not_a_plan() {
 
 #[test]
 fn a_state_database_from_the_first_release_still_loads_and_upgrades() {
-    let p = Project::new();
+    // SQLite's own upgrade path, whatever the suite's backend.
+    let p = Project::on(
+        crate::support::TestState::Sqlite,
+        crate::support::BASE_CONFIG,
+    );
     std::fs::create_dir_all(p.root().join("state")).unwrap();
     let fixture =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/state-v1.sqlite");
@@ -439,7 +443,7 @@ fn a_state_database_from_the_first_release_still_loads_and_upgrades() {
         status.stderr
     );
     // …and opening it for writing upgrades it, keeping what Paystar acknowledged.
-    let counts = p.store().counts().unwrap();
+    let counts = p.with_store(|s| s.counts().unwrap());
     assert_eq!((counts.acknowledged, counts.held), (2, 0));
     assert_eq!(p.run(&["status"]).code, 0);
 }

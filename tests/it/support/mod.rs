@@ -9,7 +9,12 @@ use paystar_sync::store::{Outcome, OutcomeResult, Store};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod backend;
+pub use backend::{TestState, off_runtime};
+
 pub struct Project {
+    // Dropped before the folder, so a PostgreSQL schema goes with its project.
+    state: TestState,
     dir: tempfile::TempDir,
 }
 
@@ -38,11 +43,26 @@ impl Project {
     }
 
     pub fn with_config(config: &str) -> Self {
+        Self::on(TestState::new(), config)
+    }
+
+    /// A project whose state lives on the given backend.
+    pub fn on(state: TestState, config: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("manifests")).expect("manifests dir");
-        let project = Self { dir };
+        let project = Self { state, dir };
         project.config(config);
         project
+    }
+
+    /// Runs SQL against the state database directly.
+    pub fn execute_sql(&self, sql: &str) {
+        self.state.execute(self.root(), sql);
+    }
+
+    /// Whether any state exists yet.
+    pub fn state_exists(&self) -> bool {
+        self.state.exists(self.root())
     }
 
     pub fn root(&self) -> &Path {
@@ -57,7 +77,10 @@ impl Project {
         self.root().join("state/paystar-sync.db")
     }
 
+    /// Writes the config; the default SQLite state block becomes this
+    /// project's backend.
     pub fn config(&self, text: &str) -> &Self {
+        let text = text.replace(backend::SQLITE_STATE, &self.state.block(self.root()));
         std::fs::write(self.config_path(), text).expect("write config");
         self
     }
@@ -166,8 +189,12 @@ impl Project {
 
     /// Scans and commits through the library, as `apply` and the daemon do.
     pub fn commit(&self) -> Scan {
+        off_runtime(|| self.commit_here())
+    }
+
+    fn commit_here(&self) -> Scan {
         let config = self.load_config();
-        let mut store = Store::open(&config.state.path).expect("open store");
+        let mut store = Store::open(&config.state).expect("open store");
         let scan = self.scan_with(&config, &store);
         scan.commit(&mut store).expect("commit");
         scan
@@ -175,8 +202,12 @@ impl Project {
 
     /// Scans without committing, as `plan` does.
     pub fn dry_scan(&self) -> Scan {
+        off_runtime(|| self.dry_scan_here())
+    }
+
+    fn dry_scan_here(&self) -> Scan {
         let config = self.load_config();
-        let store = Store::open_read_only(&config.state.path).expect("open store");
+        let store = Store::open_read_only(&config.state).expect("open store");
         self.scan_with(&config, &store)
     }
 
@@ -190,9 +221,13 @@ impl Project {
     /// Commits a scan, then records every planned event as acknowledged by
     /// Paystar, as a successful delivery would.
     pub fn commit_and_acknowledge(&self) {
-        self.commit();
+        off_runtime(|| self.commit_and_acknowledge_here())
+    }
+
+    fn commit_and_acknowledge_here(&self) {
+        self.commit_here();
         let config = self.load_config();
-        let mut store = Store::open(&config.state.path).unwrap();
+        let mut store = Store::open(&config.state).unwrap();
         let scan = self.scan_with(&config, &store);
         let mut acks: Vec<(CustomerKey, Option<FieldsBuf>, bool)> = Vec::new();
         scan.for_each_change(&store, |change| {
@@ -218,8 +253,16 @@ impl Project {
             .unwrap();
     }
 
+    /// The project's state, opened for writing (in a synchronous test; an
+    /// async one uses [`Project::with_store`]).
     pub fn store(&self) -> Store {
-        Store::open(&self.db_path()).expect("open store")
+        Store::open(&self.load_config().state).expect("open store")
+    }
+
+    /// Runs `f` on the project's state, opened for writing.
+    pub fn with_store<T: Send>(&self, f: impl FnOnce(&mut Store) -> T + Send) -> T {
+        let config = self.load_config();
+        off_runtime(move || f(&mut Store::open(&config.state).expect("open store")))
     }
 }
 

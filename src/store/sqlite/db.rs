@@ -3,82 +3,17 @@
 
 use super::*;
 
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error("state database {}: cannot create its directory", path.display())]
-    Dir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("state database {}: cannot open it", path.display())]
-    Sqlite {
-        path: PathBuf,
-        #[source]
-        source: StateError,
-    },
-    #[error("state database {} is schema v{found}; this paystar-sync uses v{expected}: run `paystar-sync apply` or the daemon once to upgrade it", path.display())]
-    Outdated {
-        path: PathBuf,
-        found: i64,
-        expected: i64,
-    },
-    #[error("state database {} is schema v{found}, written by a newer paystar-sync (this one knows v{expected}); upgrade paystar-sync", path.display())]
-    TooNew {
-        path: PathBuf,
-        found: i64,
-        expected: i64,
-    },
-}
-
-/// Counts for `status`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Counts {
-    pub desired: u64,
-    pub removed: u64,
-    pub acknowledged: u64,
-    pub pending: u64,
-    pub retrying: u64,
-    pub parked: u64,
-    /// Unenrolls held by the mass-change guard.
-    pub held: u64,
-}
-
-fn check_version(path: &Path, found: i64) -> std::result::Result<(), OpenError> {
-    let expected = schema::VERSION;
-    if found < expected {
-        return Err(OpenError::Outdated {
-            path: path.to_owned(),
-            found,
-            expected,
-        });
-    }
-    if found > expected {
-        return Err(OpenError::TooNew {
-            path: path.to_owned(),
-            found,
-            expected,
-        });
-    }
-    Ok(())
-}
-
 fn migrate(conn: &mut Connection, path: &Path) -> std::result::Result<(), OpenError> {
-    let sql = |source: rusqlite::Error| OpenError::Sqlite {
-        path: path.to_owned(),
+    let target = path.display().to_string();
+    let sql = |source: rusqlite::Error| OpenError::Open {
+        target: target.clone(),
         source: source.into(),
     };
     let found: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(sql)?;
-    if found > schema::VERSION {
-        return Err(OpenError::TooNew {
-            path: path.to_owned(),
-            found,
-            expected: schema::VERSION,
-        });
-    }
-    for (index, migration) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
+    check_version(&target, found, VERSION, true)?;
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let tx = conn.transaction().map_err(sql)?;
         tx.execute_batch(migration).map_err(sql)?;
         tx.pragma_update(None, "user_version", index as i64 + 1)
@@ -88,17 +23,17 @@ fn migrate(conn: &mut Connection, path: &Path) -> std::result::Result<(), OpenEr
     Ok(())
 }
 
-impl Store {
+impl Db {
     /// Opens (creating if needed) and migrates the database: the one writer.
-    pub fn open(path: &Path) -> std::result::Result<Store, OpenError> {
+    pub fn open(path: &Path) -> std::result::Result<Db, OpenError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| OpenError::Dir {
                 path: path.to_owned(),
                 source,
             })?;
         }
-        let sql = |source: rusqlite::Error| OpenError::Sqlite {
-            path: path.to_owned(),
+        let sql = |source: rusqlite::Error| OpenError::Open {
+            target: path.display().to_string(),
             source: source.into(),
         };
         let mut conn = Connection::open(path).map_err(sql)?;
@@ -107,20 +42,18 @@ impl Store {
         )
         .map_err(sql)?;
         migrate(&mut conn, path)?;
-        Ok(Store { conn })
+        Ok(Db { conn })
     }
 
     /// Opens an existing database without ever writing to it (`plan`, `validate`,
     /// `status`). A missing database reads as empty.
-    pub fn open_read_only(path: &Path) -> std::result::Result<Store, OpenError> {
+    pub fn open_read_only(path: &Path) -> std::result::Result<Db, OpenError> {
+        let target = path.display().to_string();
         if !path.exists() {
-            return Self::in_memory().map_err(|source| OpenError::Sqlite {
-                path: path.to_owned(),
-                source,
-            });
+            return Self::in_memory().map_err(|source| OpenError::Open { target, source });
         }
-        let sql = |source: rusqlite::Error| OpenError::Sqlite {
-            path: path.to_owned(),
+        let sql = |source: rusqlite::Error| OpenError::Open {
+            target: target.clone(),
             source: source.into(),
         };
         let conn = Connection::open_with_flags(
@@ -133,20 +66,20 @@ impl Store {
         let found: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(sql)?;
-        check_version(path, found)?;
-        Ok(Store { conn })
+        check_version(&target, found, VERSION, false)?;
+        Ok(Db { conn })
     }
 
     /// An empty, migrated database in memory.
-    pub fn in_memory() -> Result<Store> {
+    pub fn in_memory() -> Result<Db> {
         let mut conn = Connection::open_in_memory()?;
-        for migration in schema::MIGRATIONS {
+        for migration in MIGRATIONS {
             conn.execute_batch(migration)?;
         }
         let tx = conn.transaction()?;
-        tx.pragma_update(None, "user_version", schema::VERSION)?;
+        tx.pragma_update(None, "user_version", VERSION)?;
         tx.commit()?;
-        Ok(Store { conn })
+        Ok(Db { conn })
     }
 
     /// Whether the database holds no customers at all (lets a first scan skip lookups).
@@ -169,14 +102,6 @@ impl Store {
     /// Whether the database accepts writes right now (takes and releases the write lock).
     pub fn check_writable(&mut self) -> Result<()> {
         Ok(self.conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")?)
-    }
-
-    /// A counter that moves whenever Paystar's acknowledged state changes.
-    pub fn acked_version(&self) -> Result<i64> {
-        Ok(self
-            .meta("acked_version")?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0))
     }
 
     /// How many customers the manifests hold (tombstones not counted).

@@ -3,26 +3,7 @@
 
 use super::*;
 
-/// One line of a customer's story.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HistoryEntry {
-    /// `delivered`, `retry`, `parked`, `held`, `approved` or `released`.
-    pub kind: &'static str,
-    pub event_type: Option<&'static str>,
-    /// JSON: provenance, request, response.
-    pub detail: String,
-}
-
-/// A stored history line.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct HistoryRecord {
-    pub at_ms: i64,
-    pub kind: String,
-    pub event_type: Option<String>,
-    pub detail: serde_json::Value,
-}
-
-impl Store {
+impl Db {
     /// One customer's history, oldest first.
     pub fn history(&self, key: KeyRef<'_>) -> Result<Vec<HistoryRecord>> {
         let mut stmt = self.conn.prepare_cached(

@@ -3,62 +3,6 @@
 
 use super::*;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DesiredRecord {
-    pub fields: FieldsBuf,
-    pub autopay: Option<bool>,
-    pub removed: bool,
-    pub file: Option<String>,
-    pub line: Option<u32>,
-    /// SHA-256 (hex) of the file as last read, and its last Git commit and author.
-    pub file_sha256: Option<String>,
-    pub git_commit: Option<String>,
-    pub git_author: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AckedRecord {
-    /// `None` until a ManageCustomer was acknowledged.
-    pub fields: Option<FieldsBuf>,
-    pub unenrolled: bool,
-    pub acked_at: i64,
-}
-
-/// Everything stored about one key.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KeyState {
-    pub desired: Option<DesiredRecord>,
-    pub acked: Option<AckedRecord>,
-    pub queue: Option<QueueRecord>,
-    /// The cause of a held unenroll, waiting for `approve`.
-    pub held: Option<String>,
-    /// A provider's stop signal: sticky, never held.
-    pub stop: Option<StopRecord>,
-    /// The newest customer fields a provider reported.
-    pub provider: Option<ProviderFieldsRecord>,
-}
-
-/// Customer fields a provider reported ("" = not reported), and by which event.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProviderFieldsRecord {
-    pub fields: FieldsBuf,
-    pub provider: String,
-    pub event_id: String,
-    /// The event's own time, unix ms.
-    pub created_ms: i64,
-}
-
-/// A provider said a customer's debit authorisation is gone.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StopRecord {
-    pub provider: String,
-    pub event_id: String,
-    pub reason: String,
-}
-
-/// A key's whole stored state as one row: the one read path behind
-/// [`KeyState`], for a point read ([`StateQueries`]) and for the queue scan
-/// ([`Store::for_each_queued`]). Decoded by [`read_state`].
 const STATE_COLUMNS: &str = "d.business_unit IS NOT NULL,
     d.first_name, d.last_name, d.email, d.autopay, d.removed, f.path, d.line, f.sha256, f.git_commit, f.git_author,
     a.business_unit IS NOT NULL, a.first_name, a.last_name, a.email, a.unenrolled, a.acked_at,
@@ -192,7 +136,7 @@ fn read_queue_at(r: &rusqlite::Row<'_>, at: usize) -> DbResult<QueueRecord> {
     })
 }
 
-impl Store {
+impl Db {
     /// Everything stored about each key, in the order given.
     pub fn load_states<'k>(
         &self,

@@ -3,33 +3,7 @@
 
 use super::*;
 
-pub enum DesiredWrite<'a> {
-    Live {
-        key: KeyRef<'a>,
-        fields: Fields<'a>,
-        autopay: Option<bool>,
-        fingerprint: i64,
-        file: &'a str,
-        line: u32,
-    },
-    Removed {
-        key: KeyRef<'a>,
-    },
-}
-
-/// Whether a key's desired state now differs from its acknowledged one.
-pub struct QueueWrite<'a> {
-    pub key: KeyRef<'a>,
-    pub differs: bool,
-}
-
-/// Sets (`Some(cause)`) or releases (`None`) a key's held unenroll.
-pub struct HoldWrite<'a> {
-    pub key: KeyRef<'a>,
-    pub cause: Option<String>,
-}
-
-impl Store {
+impl Db {
     /// Commits one scan: files, their errors, desired rows and queue entries, in
     /// one transaction.
     pub fn commit_scan<'w>(

@@ -2,14 +2,7 @@
 
 use super::*;
 
-/// How many unenrolls one cause holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HoldCause {
-    pub cause: String,
-    pub count: u64,
-}
-
-impl Store {
+impl Db {
     /// Releases every held unenroll into the queue; returns how many.
     pub fn approve(&mut self, now_ms: i64) -> Result<usize> {
         self.approve_in(now_ms).step("approving held unenrolls")

@@ -3,43 +3,7 @@
 
 use super::*;
 
-/// A manifest file as the last committed scan saw it.
-#[derive(Clone, Debug)]
-pub struct FileEntry {
-    pub id: i64,
-    pub present: bool,
-    pub stat: Option<FileStat>,
-    pub sha256: Option<[u8; 32]>,
-    /// False when the file must be read again even if unchanged (it took part in a
-    /// duplicate-key conflict).
-    pub clean: bool,
-    pub ok: bool,
-    pub rows: u64,
-    pub scanned_at: i64,
-}
-
-/// A previously committed desired row of one file, as the scan's merge needs it.
-pub struct PrevRow<'a> {
-    pub key: KeyRef<'a>,
-    pub fingerprint: i64,
-    pub line: Option<u32>,
-    pub removed: bool,
-}
-
-/// One file's entry in a scan commit.
-pub struct FileWrite<'a> {
-    pub path: &'a str,
-    pub present: bool,
-    pub stat: Option<FileStat>,
-    pub sha256: Option<[u8; 32]>,
-    pub clean: bool,
-    pub ok: bool,
-    pub rows: u64,
-    /// The file's errors as of this scan; `None` keeps the stored ones.
-    pub errors: Option<Vec<&'a ManifestError>>,
-}
-
-impl Store {
+impl Db {
     pub fn file_index(&self) -> Result<HashMap<String, FileEntry>> {
         self.file_index_in().step("reading the file index")
     }

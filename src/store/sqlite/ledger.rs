@@ -3,104 +3,6 @@
 
 use super::*;
 
-/// One ledger entry's outcome, as recorded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LedgerEntry {
-    pub event_id: String,
-    /// `applied`, `ignored` or `unmatched`, with the reason.
-    pub outcome: String,
-    pub reason: String,
-}
-
-/// A provider event that named no known customer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UnmatchedEvent {
-    pub provider: String,
-    pub event_id: String,
-    pub event_type: String,
-    pub reason: String,
-}
-
-/// What a provider event means for us.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventOutcome {
-    /// A stop signal for a known customer: unenroll.
-    Stop,
-    /// New customer fields for a known customer.
-    Fields,
-    /// A merchant-level status that a pause rule watches.
-    Merchant,
-    /// Recorded only.
-    Ignored,
-    /// Could not be mapped to a customer.
-    Unmatched,
-}
-
-impl EventOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventOutcome::Stop | EventOutcome::Fields | EventOutcome::Merchant => "applied",
-            EventOutcome::Ignored => "ignored",
-            EventOutcome::Unmatched => "unmatched",
-        }
-    }
-}
-
-/// One inbound provider event, as the ledger records it.
-#[derive(Clone, Debug)]
-pub struct ProviderEventWrite {
-    pub provider: &'static str,
-    pub event_id: String,
-    /// `poll` or `webhook`.
-    pub channel: &'static str,
-    pub event_type: String,
-    pub outcome: EventOutcome,
-    pub reason: String,
-    pub key: Option<CustomerKey>,
-    pub raw: String,
-    /// Customer fields the event reports, applied unless a newer event's are stored.
-    pub fields: Option<FieldReport>,
-    /// A merchant account's new status, kept unless a newer event's is stored.
-    pub merchant: Option<MerchantReport>,
-}
-
-/// A merchant-level account's status as one event reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MerchantReport {
-    pub account: String,
-    pub status: String,
-    /// The event's own time, unix ms.
-    pub event_ms: i64,
-}
-
-/// A merchant-level account's latest status, and the event that said so.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MerchantStatus {
-    pub provider: String,
-    pub account: String,
-    pub status: String,
-    pub event_id: String,
-    pub event_ms: i64,
-}
-
-/// Customer fields an event reports ("" = not reported) and the event's own time.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldReport {
-    pub fields: FieldsBuf,
-    /// Unix ms.
-    pub created_ms: i64,
-}
-
-/// How far a poller got.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PollCursor {
-    /// `created` and id of the newest event processed.
-    pub created: Option<i64>,
-    pub event_id: Option<String>,
-    pub last_success_ms: Option<i64>,
-}
-
-/// Records provider events (see [`Store::record_provider_events`]) in `tx`.
 fn record_events(
     tx: &rusqlite::Transaction<'_>,
     events: &[ProviderEventWrite],
@@ -269,7 +171,7 @@ fn record_events(
     Ok(fresh)
 }
 
-impl Store {
+impl Db {
     /// Records provider events in one transaction, each before it is acted on. A
     /// duplicate (same provider and id, by webhook or poll) changes nothing. A new
     /// stop signal is stored (the first one for a key stays) and queues its key.

@@ -1,0 +1,145 @@
+//! Whole-state facts (counts, meta), holds and their approval, history.
+
+use super::*;
+
+const IS_EMPTY: &str =
+    "SELECT NOT (EXISTS (SELECT 1 FROM desired) OR EXISTS (SELECT 1 FROM acked))";
+const COUNTS: &str = "SELECT
+   (SELECT COUNT(*) FROM desired WHERE NOT removed),
+   (SELECT COUNT(*) FROM desired WHERE removed),
+   (SELECT COUNT(*) FROM acked),
+   (SELECT COUNT(*) FROM queue WHERE state = 'pending'),
+   (SELECT COUNT(*) FROM queue WHERE state = 'retrying'),
+   (SELECT COUNT(*) FROM queue WHERE state = 'parked'),
+   (SELECT COUNT(*) FROM holds)";
+const SET_META: &str = "INSERT INTO meta (key, value) VALUES ($1, $2)
+   ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+const META: &str = "SELECT value FROM meta WHERE key = $1";
+const HISTORY: &str = "SELECT at_ms, kind, event_type, detail FROM history
+   WHERE business_unit = $1 AND account = $2 AND sub_account = $3 ORDER BY id";
+
+impl Db {
+    pub fn is_empty(&self) -> Result<bool> {
+        let mut c = self.conn();
+        let s = c.prepare(IS_EMPTY)?;
+        Ok(c.client.query_one(&s, &[])?.get(0))
+    }
+
+    /// Takes and releases a write transaction (refused on a read-only session
+    /// or a read-only server).
+    pub fn check_writable(&mut self) -> Result<()> {
+        let client = self.client();
+        let mut tx = client.transaction()?;
+        tx.batch_execute("SET TRANSACTION READ WRITE; LOCK TABLE meta IN ROW EXCLUSIVE MODE")?;
+        Ok(tx.rollback()?)
+    }
+
+    pub fn live_count(&self) -> Result<u64> {
+        let mut c = self.conn();
+        let n: i64 = c
+            .client
+            .query_one("SELECT COUNT(*) FROM desired WHERE NOT removed", &[])?
+            .get(0);
+        Ok(count(n))
+    }
+
+    pub fn counts(&self) -> Result<Counts> {
+        let mut c = self.conn();
+        let s = c.prepare(COUNTS)?;
+        let r = c.client.query_one(&s, &[]).step("counting the state")?;
+        Ok(Counts {
+            desired: count(r.get(0)),
+            removed: count(r.get(1)),
+            acknowledged: count(r.get(2)),
+            pending: count(r.get(3)),
+            retrying: count(r.get(4)),
+            parked: count(r.get(5)),
+            held: count(r.get(6)),
+        })
+    }
+
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        let mut c = self.conn();
+        let s = c.prepare(SET_META)?;
+        c.client.execute(&s, &[&key, &value])?;
+        Ok(())
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        let mut c = self.conn();
+        let s = c.prepare(META)?;
+        Ok(c.client.query_opt(&s, &[&key])?.map(|r| r.get(0)))
+    }
+
+    /// Releases every held unenroll into the queue; returns how many.
+    pub fn approve(&mut self, now_ms: i64) -> Result<usize> {
+        let client = self.client();
+        let mut tx = client.transaction().step("approving held unenrolls")?;
+        tx.execute(
+            "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
+             SELECT business_unit, account, sub_account, $1, 'approved', 'Accounts.UnenrollAutopay',
+                    json_build_object('cause', cause)::text
+             FROM holds ORDER BY business_unit, account, sub_account",
+            &[&now_ms],
+        )
+        .step("approving held unenrolls")?;
+        tx.execute(
+            "INSERT INTO queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at)
+             SELECT business_unit, account, sub_account, 'pending', 0, $1, $1 FROM holds
+             ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
+               state = CASE WHEN queue.state = 'parked' THEN 'pending' ELSE queue.state END",
+            &[&now_ms],
+        )
+        .step("approving held unenrolls")?;
+        let n = tx
+            .execute("DELETE FROM holds", &[])
+            .step("approving held unenrolls")?;
+        tx.commit().step("approving held unenrolls")?;
+        Ok(n as usize)
+    }
+
+    pub fn holds_by_cause(&self) -> Result<Vec<HoldCause>> {
+        let mut c = self.conn();
+        let rows = c.client.query(
+            "SELECT cause, COUNT(*) FROM holds GROUP BY cause ORDER BY COUNT(*) DESC, cause COLLATE \"C\"",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| HoldCause {
+                cause: r.get(0),
+                count: count(r.get(1)),
+            })
+            .collect())
+    }
+
+    pub fn history(&self, key: KeyRef<'_>) -> Result<Vec<HistoryRecord>> {
+        let mut c = self.conn();
+        let s = c.prepare(HISTORY)?;
+        let rows = c
+            .client
+            .query(&s, &[&key.business_unit, &key.account, &key.sub_account])
+            .step("reading a customer's history")?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let detail: String = r.get(3);
+                HistoryRecord {
+                    at_ms: r.get(0),
+                    kind: r.get(1),
+                    event_type: r.get(2),
+                    detail: serde_json::from_str(&detail)
+                        .unwrap_or(serde_json::Value::String(detail)),
+                }
+            })
+            .collect())
+    }
+
+    pub fn prune_history(&mut self, before_ms: i64) -> Result<usize> {
+        let n = self
+            .client()
+            .execute("DELETE FROM history WHERE at_ms < $1", &[&before_ms])
+            .step("pruning history")?;
+        Ok(n as usize)
+    }
+}

@@ -1,0 +1,131 @@
+//! Manifest files as last read: the file index, each file's errors and rows,
+//! Git provenance.
+
+use super::*;
+use crate::manifest::{ErrorKind, FileStat, ManifestError};
+
+const FILE_INDEX: &str = "SELECT id, path, present, size, mtime_ns, inode, sha256, clean, status, rows, scanned_at FROM files";
+const FILE_ERRORS: &str = "SELECT f.path, e.line, e.account, e.field, e.kind, e.reason, e.file_id
+   FROM file_errors e JOIN files f ON f.id = e.file_id
+   WHERE e.file_id = ANY($1) ORDER BY e.file_id, e.seq";
+const FILE_ROWS: &str = "SELECT business_unit, account, sub_account, fingerprint, line, removed
+   FROM desired WHERE file_id = $1
+   ORDER BY business_unit, account, sub_account";
+
+impl Db {
+    pub fn file_index(&self) -> Result<HashMap<String, FileEntry>> {
+        let mut c = self.conn();
+        let s = c.prepare(FILE_INDEX)?;
+        let rows = c.client.query(&s, &[]).step("reading the file index")?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let size: Option<i64> = r.get(3);
+                let mtime_ns: Option<i64> = r.get(4);
+                let inode: Option<i64> = r.get(5);
+                let sha: Option<Vec<u8>> = r.get(6);
+                (
+                    r.get::<_, String>(1),
+                    FileEntry {
+                        id: r.get(0),
+                        present: r.get(2),
+                        stat: match (size, mtime_ns, inode) {
+                            (Some(size), Some(mtime_ns), Some(inode)) => Some(FileStat {
+                                size: size as u64,
+                                mtime_ns,
+                                inode: inode as u64,
+                            }),
+                            _ => None,
+                        },
+                        sha256: sha.and_then(|s| s.try_into().ok()),
+                        clean: r.get(7),
+                        ok: r.get::<_, &str>(8) == "ok",
+                        rows: count(r.get(9)),
+                        scanned_at: r.get(10),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// The stored errors of the given files, in the order given, each file's in line order.
+    pub fn file_errors(&self, file_ids: &[i64]) -> Result<Vec<ManifestError>> {
+        let mut c = self.conn();
+        let s = c.prepare(FILE_ERRORS)?;
+        let rows = c
+            .client
+            .query(&s, &[&file_ids])
+            .step("reading file errors")?;
+        let mut by_file: HashMap<i64, Vec<ManifestError>> = HashMap::new();
+        for r in &rows {
+            by_file.entry(r.get(6)).or_default().push(ManifestError {
+                file: r.get(0),
+                line: line(r.get(1)),
+                account: r.get(2),
+                field: r.get(3),
+                kind: ErrorKind::parse(r.get(4)).unwrap_or(ErrorKind::Row),
+                reason: r.get(5),
+            });
+        }
+        Ok(file_ids
+            .iter()
+            .flat_map(|id| by_file.remove(id).unwrap_or_default())
+            .collect())
+    }
+
+    /// Calls `f` for every desired row last read from `file_id`, in key order,
+    /// streamed from the server.
+    pub fn for_each_file_row(&self, file_id: i64, mut f: impl FnMut(PrevRow<'_>)) -> Result<()> {
+        use ::postgres::fallible_iterator::FallibleIterator;
+        let mut c = self.conn();
+        let s = c.prepare(FILE_ROWS)?;
+        let mut rows = c
+            .client
+            .query_raw(&s, [&file_id as &(dyn ToSql + Sync)])
+            .step("reading a file's rows")?;
+        while let Some(r) = rows.next().step("reading a file's rows")? {
+            f(PrevRow {
+                key: KeyRef {
+                    business_unit: r.get(0),
+                    account: r.get(1),
+                    sub_account: r.get(2),
+                },
+                fingerprint: r.get(3),
+                line: line(r.get(4)),
+                removed: r.get(5),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn present_file_errors(&self) -> Result<Vec<ManifestError>> {
+        let ids: Vec<i64> = {
+            let mut c = self.conn();
+            c.client
+                .query("SELECT id FROM files WHERE present ORDER BY path", &[])
+                .step("reading file errors")?
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        };
+        self.file_errors(&ids)
+    }
+
+    pub fn set_git_provenance(
+        &mut self,
+        files: &[crate::manifest::git::GitProvenance],
+    ) -> Result<()> {
+        let paths: Vec<&str> = files.iter().map(|f| f.file.as_str()).collect();
+        let commits: Vec<&str> = files.iter().map(|f| f.commit.as_str()).collect();
+        let authors: Vec<&str> = files.iter().map(|f| f.author.as_str()).collect();
+        self.client()
+            .execute(
+                "UPDATE files SET git_commit = g.commit, git_author = g.author
+                 FROM unnest($1::text[], $2::text[], $3::text[]) AS g(path, commit, author)
+                 WHERE files.path = g.path",
+                &[&paths, &commits, &authors],
+            )
+            .step("recording Git provenance")?;
+        Ok(())
+    }
+}

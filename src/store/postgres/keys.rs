@@ -1,0 +1,193 @@
+//! Desired and acknowledged state: everything stored about one key, read as
+//! plain views, a batch of keys per statement.
+
+use super::*;
+
+/// A key's whole stored state as one row: the one read path behind
+/// [`KeyState`], for batches of keys ([`STATES`]) and the queue scan
+/// ([`QUEUED`]). Decoded by [`read_state`].
+macro_rules! state_columns {
+    () => {
+        "d.business_unit IS NOT NULL,
+    d.first_name, d.last_name, d.email, d.autopay, d.removed, f.path, d.line, f.sha256, f.git_commit, f.git_author,
+    a.business_unit IS NOT NULL, a.first_name, a.last_name, a.email, a.unenrolled, a.acked_at,
+    q.business_unit IS NOT NULL, q.state, q.attempts, q.next_attempt_at, q.last_error,
+    h.cause, s.provider, s.event_id, s.reason,
+    pf.first_name, pf.last_name, pf.email, pf.provider, pf.event_id, pf.created_ms"
+    };
+}
+
+/// Everything a key's state joins, after the table the key comes from.
+macro_rules! state_joins {
+    () => {
+        "LEFT JOIN desired d USING (business_unit, account, sub_account)
+    LEFT JOIN files f ON f.id = d.file_id
+    LEFT JOIN acked a USING (business_unit, account, sub_account)
+    LEFT JOIN holds h USING (business_unit, account, sub_account)
+    LEFT JOIN stops s USING (business_unit, account, sub_account)
+    LEFT JOIN provider_fields pf USING (business_unit, account, sub_account)"
+    };
+}
+
+/// The states of a batch of keys, in the order given.
+const STATES: &str = concat!(
+    "SELECT k.ord, ",
+    state_columns!(),
+    "
+     FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(business_unit, account, sub_account, ord)
+     LEFT JOIN queue q USING (business_unit, account, sub_account) ",
+    state_joins!(),
+    " ORDER BY k.ord"
+);
+
+const QUEUED: &str = concat!(
+    "SELECT q.business_unit, q.account, q.sub_account, ",
+    state_columns!(),
+    " FROM queue q ",
+    state_joins!(),
+    " ORDER BY q.business_unit, q.account, q.sub_account"
+);
+
+/// Decodes the state columns, starting at column `at`.
+fn read_state(r: &::postgres::Row, at: usize) -> KeyState {
+    let present = |i: usize| r.get::<_, bool>(at + i);
+    KeyState {
+        desired: present(0).then(|| {
+            let sha: Option<Vec<u8>> = r.get(at + 8);
+            DesiredRecord {
+                fields: FieldsBuf {
+                    first_name: r.get(at + 1),
+                    last_name: r.get(at + 2),
+                    email: r.get(at + 3),
+                },
+                autopay: r.get(at + 4),
+                removed: r.get(at + 5),
+                file: r.get(at + 6),
+                line: line(r.get(at + 7)),
+                file_sha256: sha.map(|h| h.iter().map(|b| format!("{b:02x}")).collect()),
+                git_commit: r.get(at + 9),
+                git_author: r.get(at + 10),
+            }
+        }),
+        acked: present(11).then(|| {
+            let first: Option<String> = r.get(at + 12);
+            let last: Option<String> = r.get(at + 13);
+            let email: Option<String> = r.get(at + 14);
+            AckedRecord {
+                fields: match (first, last, email) {
+                    (Some(first_name), Some(last_name), Some(email)) => Some(FieldsBuf {
+                        first_name,
+                        last_name,
+                        email,
+                    }),
+                    _ => None,
+                },
+                unenrolled: r.get(at + 15),
+                acked_at: r.get(at + 16),
+            }
+        }),
+        queue: present(17).then(|| QueueRecord {
+            state: QueueState::parse(r.get(at + 18)),
+            attempts: r.get::<_, i64>(at + 19).clamp(0, u32::MAX as i64) as u32,
+            next_attempt_at: r.get(at + 20),
+            last_error: r.get(at + 21),
+        }),
+        held: r.get(at + 22),
+        stop: r
+            .get::<_, Option<String>>(at + 23)
+            .map(|provider| StopRecord {
+                provider,
+                event_id: r.get(at + 24),
+                reason: r.get(at + 25),
+            }),
+        provider: r
+            .get::<_, Option<i64>>(at + 31)
+            .map(|created_ms| ProviderFieldsRecord {
+                fields: FieldsBuf {
+                    first_name: r.get(at + 26),
+                    last_name: r.get(at + 27),
+                    email: r.get(at + 28),
+                },
+                provider: r.get(at + 29),
+                event_id: r.get(at + 30),
+                created_ms,
+            }),
+    }
+}
+
+/// Everything stored about each key, in the order given, one statement per
+/// batch of keys: on a client or inside a transaction.
+pub(super) fn read_states<'k>(
+    client: &mut impl GenericClient,
+    statements: &mut HashMap<&'static str, Statement>,
+    keys: impl Iterator<Item = KeyRef<'k>>,
+    mut each: impl FnMut(KeyState),
+) -> std::result::Result<(), ::postgres::Error> {
+    let s = prepare(client, statements, STATES)?;
+    let mut batch = KeyColumns::default();
+    let mut flush = |client: &mut _, batch: &mut KeyColumns<'_>| {
+        let rows = GenericClient::query(
+            client,
+            &s,
+            &[&batch.business_unit, &batch.account, &batch.sub_account],
+        )?;
+        for r in &rows {
+            each(read_state(r, 1));
+        }
+        batch.clear();
+        Ok::<_, ::postgres::Error>(())
+    };
+    for key in keys {
+        batch.push(key);
+        if batch.len() >= BATCH {
+            flush(client, &mut batch)?;
+        }
+    }
+    if batch.len() > 0 {
+        flush(client, &mut batch)?;
+    }
+    Ok(())
+}
+
+impl Db {
+    pub fn load_states<'k>(
+        &self,
+        keys: impl ExactSizeIterator<Item = KeyRef<'k>>,
+    ) -> Result<Vec<Option<Box<KeyState>>>> {
+        if keys.len() == 0 || self.is_empty()? {
+            return Ok(keys.map(|_| None).collect());
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        let mut c = self.conn();
+        let Conn { client, statements } = &mut *c;
+        read_states(client, statements, keys, |state| {
+            out.push((state != KeyState::default()).then(|| Box::new(state)));
+        })
+        .step("reading customers' state")?;
+        Ok(out)
+    }
+
+    /// Calls `f` for every queued key with its stored state, in key order,
+    /// streamed from the server.
+    pub fn for_each_queued(&self, mut f: impl FnMut(KeyRef<'_>, KeyState)) -> Result<()> {
+        use ::postgres::fallible_iterator::FallibleIterator;
+        let mut c = self.conn();
+        let s = c.prepare(QUEUED)?;
+        let mut rows = c
+            .client
+            .query_raw(&s, std::iter::empty::<&(dyn ToSql + Sync)>())
+            .step("reading the queue")?;
+        while let Some(r) = rows.next().step("reading the queue")? {
+            let state = read_state(&r, 3);
+            f(
+                KeyRef {
+                    business_unit: r.get(0),
+                    account: r.get(1),
+                    sub_account: r.get(2),
+                },
+                state,
+            );
+        }
+        Ok(())
+    }
+}

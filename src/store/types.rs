@@ -1,0 +1,335 @@
+//! The state layer's interface, the same for every backend: what callers
+//! write, and the plain views they read back. What a key wants is decided by
+//! `reconcile`, not here.
+
+use crate::customer::{CustomerKey, Fields, FieldsBuf, KeyRef};
+use crate::manifest::{FileStat, ManifestError};
+
+/// Counts for `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub desired: u64,
+    pub removed: u64,
+    pub acknowledged: u64,
+    pub pending: u64,
+    pub retrying: u64,
+    pub parked: u64,
+    /// Unenrolls held by the mass-change guard.
+    pub held: u64,
+}
+
+/// A manifest file as the last committed scan saw it.
+#[derive(Clone, Debug)]
+pub struct FileEntry {
+    pub id: i64,
+    pub present: bool,
+    pub stat: Option<FileStat>,
+    pub sha256: Option<[u8; 32]>,
+    /// False when the file must be read again even if unchanged (it took part in a
+    /// duplicate-key conflict).
+    pub clean: bool,
+    pub ok: bool,
+    pub rows: u64,
+    pub scanned_at: i64,
+}
+
+/// A previously committed desired row of one file, as the scan's merge needs it.
+pub struct PrevRow<'a> {
+    pub key: KeyRef<'a>,
+    pub fingerprint: i64,
+    pub line: Option<u32>,
+    pub removed: bool,
+}
+
+/// One file's entry in a scan commit.
+pub struct FileWrite<'a> {
+    pub path: &'a str,
+    pub present: bool,
+    pub stat: Option<FileStat>,
+    pub sha256: Option<[u8; 32]>,
+    pub clean: bool,
+    pub ok: bool,
+    pub rows: u64,
+    /// The file's errors as of this scan; `None` keeps the stored ones.
+    pub errors: Option<Vec<&'a ManifestError>>,
+}
+
+pub enum DesiredWrite<'a> {
+    Live {
+        key: KeyRef<'a>,
+        fields: Fields<'a>,
+        autopay: Option<bool>,
+        fingerprint: i64,
+        file: &'a str,
+        line: u32,
+    },
+    Removed {
+        key: KeyRef<'a>,
+    },
+}
+
+/// Whether a key's desired state now differs from its acknowledged one.
+pub struct QueueWrite<'a> {
+    pub key: KeyRef<'a>,
+    pub differs: bool,
+}
+
+/// Sets (`Some(cause)`) or releases (`None`) a key's held unenroll.
+pub struct HoldWrite<'a> {
+    pub key: KeyRef<'a>,
+    pub cause: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredRecord {
+    pub fields: FieldsBuf,
+    pub autopay: Option<bool>,
+    pub removed: bool,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// SHA-256 (hex) of the file as last read, and its last Git commit and author.
+    pub file_sha256: Option<String>,
+    pub git_commit: Option<String>,
+    pub git_author: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AckedRecord {
+    /// `None` until a ManageCustomer was acknowledged.
+    pub fields: Option<FieldsBuf>,
+    pub unenrolled: bool,
+    pub acked_at: i64,
+}
+
+/// Everything stored about one key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyState {
+    pub desired: Option<DesiredRecord>,
+    pub acked: Option<AckedRecord>,
+    pub queue: Option<QueueRecord>,
+    /// The cause of a held unenroll, waiting for `approve`.
+    pub held: Option<String>,
+    /// A provider's stop signal: sticky, never held.
+    pub stop: Option<StopRecord>,
+    /// The newest customer fields a provider reported.
+    pub provider: Option<ProviderFieldsRecord>,
+}
+
+/// Customer fields a provider reported ("" = not reported), and by which event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderFieldsRecord {
+    pub fields: FieldsBuf,
+    pub provider: String,
+    pub event_id: String,
+    /// The event's own time, unix ms.
+    pub created_ms: i64,
+}
+
+/// A provider said a customer's debit authorisation is gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StopRecord {
+    pub provider: String,
+    pub event_id: String,
+    pub reason: String,
+}
+
+/// A key's whole stored state as one row: the one read path behind
+/// [`KeyState`], for a point read ([`StateQueries`]) and for the queue scan
+/// ([`Store::for_each_queued`]). Decoded by [`read_state`].
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueState {
+    Pending,
+    Retrying,
+    Parked,
+}
+
+impl QueueState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueState::Pending => "pending",
+            QueueState::Retrying => "retrying",
+            QueueState::Parked => "parked",
+        }
+    }
+
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "retrying" => QueueState::Retrying,
+            "parked" => QueueState::Parked,
+            _ => QueueState::Pending,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueRecord {
+    pub state: QueueState,
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+}
+
+/// What one delivery attempt of a key ended with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub key: CustomerKey,
+    /// The fields of an acknowledged ManageCustomer, if one was acknowledged.
+    pub acked_fields: Option<FieldsBuf>,
+    /// An UnenrollAutopay was acknowledged.
+    pub acked_unenroll: bool,
+    pub result: OutcomeResult,
+    /// What to add to the customer's history.
+    pub history: Vec<HistoryEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutcomeResult {
+    /// Every event planned for the key was acknowledged.
+    Done,
+    Retry {
+        attempts: u32,
+        next_attempt_at: i64,
+        error: String,
+    },
+    Park {
+        attempts: u32,
+        error: String,
+        request: String,
+        response: String,
+    },
+}
+
+/// A retrying or parked key, for `status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Troubled {
+    pub key: CustomerKey,
+    pub state: QueueState,
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub last_response: Option<String>,
+}
+
+/// One ledger entry's outcome, as recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub event_id: String,
+    /// `applied`, `ignored` or `unmatched`, with the reason.
+    pub outcome: String,
+    pub reason: String,
+}
+
+/// A provider event that named no known customer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnmatchedEvent {
+    pub provider: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub reason: String,
+}
+
+/// What a provider event means for us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// A stop signal for a known customer: unenroll.
+    Stop,
+    /// New customer fields for a known customer.
+    Fields,
+    /// A merchant-level status that a pause rule watches.
+    Merchant,
+    /// Recorded only.
+    Ignored,
+    /// Could not be mapped to a customer.
+    Unmatched,
+}
+
+impl EventOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventOutcome::Stop | EventOutcome::Fields | EventOutcome::Merchant => "applied",
+            EventOutcome::Ignored => "ignored",
+            EventOutcome::Unmatched => "unmatched",
+        }
+    }
+}
+
+/// One inbound provider event, as the ledger records it.
+#[derive(Clone, Debug)]
+pub struct ProviderEventWrite {
+    pub provider: &'static str,
+    pub event_id: String,
+    /// `poll` or `webhook`.
+    pub channel: &'static str,
+    pub event_type: String,
+    pub outcome: EventOutcome,
+    pub reason: String,
+    pub key: Option<CustomerKey>,
+    pub raw: String,
+    /// Customer fields the event reports, applied unless a newer event's are stored.
+    pub fields: Option<FieldReport>,
+    /// A merchant account's new status, kept unless a newer event's is stored.
+    pub merchant: Option<MerchantReport>,
+}
+
+/// A merchant-level account's status as one event reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MerchantReport {
+    pub account: String,
+    pub status: String,
+    /// The event's own time, unix ms.
+    pub event_ms: i64,
+}
+
+/// A merchant-level account's latest status, and the event that said so.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MerchantStatus {
+    pub provider: String,
+    pub account: String,
+    pub status: String,
+    pub event_id: String,
+    pub event_ms: i64,
+}
+
+/// Customer fields an event reports ("" = not reported) and the event's own time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldReport {
+    pub fields: FieldsBuf,
+    /// Unix ms.
+    pub created_ms: i64,
+}
+
+/// How far a poller got.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PollCursor {
+    /// `created` and id of the newest event processed.
+    pub created: Option<i64>,
+    pub event_id: Option<String>,
+    pub last_success_ms: Option<i64>,
+}
+
+/// How many unenrolls one cause holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldCause {
+    pub cause: String,
+    pub count: u64,
+}
+
+/// One line of a customer's story.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// `delivered`, `retry`, `parked`, `held`, `approved` or `released`.
+    pub kind: &'static str,
+    pub event_type: Option<&'static str>,
+    /// JSON: provenance, request, response.
+    pub detail: String,
+}
+
+/// A stored history line.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HistoryRecord {
+    pub at_ms: i64,
+    pub kind: String,
+    pub event_type: Option<String>,
+    pub detail: serde_json::Value,
+}

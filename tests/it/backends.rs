@@ -1,0 +1,242 @@
+//! The state backends: `state.backend` keys, `state copy` from SQLite to
+//! PostgreSQL, and PostgreSQL's own failures (a server that does not answer).
+//! The rest of the suite runs on either backend (`PAYSTAR_SYNC_TEST_BACKEND`).
+
+use crate::support::{Project, Run, TestState, with_sandbox};
+
+fn csv(rows: &[&str]) -> String {
+    let mut text = String::from("accountNumber,firstName,lastName,emailAddress,autopay\n");
+    for row in rows {
+        text.push_str(row);
+        text.push('\n');
+    }
+    text
+}
+
+/// Runs the binary with exactly these arguments.
+fn bare(args: &[&std::ffi::OsStr]) -> Run {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_paystar-sync"))
+        .args(args)
+        .env_remove("PAYSTAR_SYNC_CONFIG")
+        .output()
+        .expect("run paystar-sync");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// `args` then `--config config`.
+fn with<'a>(args: &[&'a str], config: &'a std::path::Path) -> Vec<&'a std::ffi::OsStr> {
+    let mut all: Vec<&std::ffi::OsStr> = args.iter().map(|a| std::ffi::OsStr::new(*a)).collect();
+    all.push("--config".as_ref());
+    all.push(config.as_os_str());
+    all
+}
+
+fn json(run: &Run) -> serde_json::Value {
+    assert!(matches!(run.code, 0 | 65), "{run:?}");
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn state_copy_moves_a_live_sqlite_state_to_postgres_without_resending_anything() {
+    let Some(target) = TestState::postgres() else {
+        return; // said loudly by TestState::postgres; a failure under CI=true
+    };
+    let (p, sandbox) = with_sandbox("").await;
+    // This test's source is SQLite whatever the suite's backend.
+    let source_config = p.root().join("sqlite.yaml");
+    let text = std::fs::read_to_string(p.config_path()).unwrap();
+    let body = text.split_once("manifests:").unwrap().1;
+    std::fs::write(
+        &source_config,
+        format!("state:\n  path: sqlite/state.db\nmanifests:{body}"),
+    )
+    .unwrap();
+    let target_config = p.root().join("postgres.yaml");
+    std::fs::write(
+        &target_config,
+        format!("{}manifests:{body}", target.block(p.root())),
+    )
+    .unwrap();
+    p.file(
+        "a.csv",
+        csv(&[
+            "1,Ada,Lovelace,ada@example.com,",
+            "2,Grace,Hopper,grace@example.com,",
+        ]),
+    );
+    let apply = tokio::process::Command::new(env!("CARGO_BIN_EXE_paystar-sync"))
+        .args(["apply", "--timeout", "20s", "--config"])
+        .arg(&source_config)
+        .env("PAYSTAR_API_KEY", crate::support::TEST_API_KEY)
+        .output()
+        .await
+        .unwrap();
+    assert!(apply.status.success(), "{apply:?}");
+    let sent = sandbox.sandbox.paystar.accepted().len();
+    assert_eq!(sent, 2);
+    // One change is committed and waits, unsent, when the state moves.
+    p.file(
+        "a.csv",
+        csv(&[
+            "1,Ada,King,ada@example.com,",
+            "2,Grace,Hopper,grace@example.com,",
+        ]),
+    );
+    {
+        let config = paystar_sync::config::Config::load(&source_config).unwrap();
+        crate::support::off_runtime(|| {
+            let mut store = paystar_sync::store::Store::open(&config.state).unwrap();
+            let parse = config.parse_options();
+            let settings = paystar_sync::scan::ScanSettings::new(
+                &config,
+                &parse,
+                crate::support::now_ms() + 10_000,
+            );
+            let scan = paystar_sync::scan::scan(&store, &settings).unwrap();
+            scan.commit(&mut store).unwrap();
+        });
+    }
+
+    let copy = bare(&[
+        "state".as_ref(),
+        "copy".as_ref(),
+        "--from".as_ref(),
+        source_config.as_os_str(),
+        "--to".as_ref(),
+        target_config.as_os_str(),
+    ]);
+    assert_eq!(copy.code, 0, "{copy:?}");
+    assert!(copy.stdout.contains("desired: 2"), "{}", copy.stdout);
+
+    // Both states now tell the same story.
+    for args in [
+        &["plan", "--format", "json"][..],
+        &["status", "--format", "json"],
+        &["history", "1", "--format", "json"],
+    ] {
+        let mut from = json(&bare(&with(args, &source_config)));
+        let mut to = json(&bare(&with(args, &target_config)));
+        for v in [&mut from, &mut to] {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("state");
+                o.remove("reports");
+                o.remove("fingerprint");
+            }
+        }
+        assert_eq!(from, to, "{args:?}");
+    }
+    let plan = json(&bare(&with(&["plan", "--format", "json"], &target_config)));
+    assert_eq!(plan["changes"].as_array().unwrap().len(), 1, "{plan}");
+
+    // Applying on the target sends only the change that waited.
+    let apply = tokio::process::Command::new(env!("CARGO_BIN_EXE_paystar-sync"))
+        .args(["apply", "--timeout", "20s", "--config"])
+        .arg(&target_config)
+        .env("PAYSTAR_API_KEY", crate::support::TEST_API_KEY)
+        .output()
+        .await
+        .unwrap();
+    assert!(apply.status.success(), "{apply:?}");
+    let received = sandbox.sandbox.paystar.accepted();
+    assert_eq!(received.len(), sent + 1, "{received:?}");
+    let plan = json(&bare(&with(&["plan", "--format", "json"], &target_config)));
+    assert!(plan["changes"].as_array().unwrap().is_empty(), "{plan}");
+
+    // A target that holds state is refused, and the source is left as it was.
+    let again = bare(&[
+        "state".as_ref(),
+        "copy".as_ref(),
+        "--from".as_ref(),
+        source_config.as_os_str(),
+        "--to".as_ref(),
+        target_config.as_os_str(),
+    ]);
+    assert_eq!(again.code, 1, "{again:?}");
+    assert!(again.stderr.contains("is not empty"), "{}", again.stderr);
+    let source_plan = json(&bare(&with(&["plan", "--format", "json"], &source_config)));
+    assert_eq!(source_plan["changes"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn postgres_keys_are_checked_and_name_what_to_do() {
+    let cases = [
+        (
+            "state:\n  backend: postgres\n",
+            "state.postgres: with state.backend: postgres set url_env",
+        ),
+        (
+            "state:\n  backend: postgres\n  postgres: { url: postgres://u:p@h/db }\n",
+            "state.postgres.url: secrets may not be written in the config file",
+        ),
+        (
+            "state:\n  backend: postgres\n  postgres: { url_env: X, schema: Bad-Name }\n",
+            "state.postgres.schema: \"Bad-Name\" must be a PostgreSQL identifier",
+        ),
+        (
+            "state:\n  backend: postgres\n  postgres: { url_env: X, pool_size: 0 }\n",
+            "state.postgres.pool_size: 0 must be a whole number from 1 to 64",
+        ),
+        (
+            "state:\n  postgres: { url_env: X }\n",
+            "state.postgres: is read only with state.backend: postgres",
+        ),
+        (
+            "state:\n  backend: postgres\n  path: x.db\n  postgres: { url_env: X }\n",
+            "state.path: is the SQLite file",
+        ),
+        (
+            "state:\n  backend: mysql\n",
+            "state.backend: \"mysql\" is not one of: sqlite, postgres",
+        ),
+    ];
+    for (state, message) in cases {
+        let p = Project::with_config(&format!(
+            "{state}manifests:\n  dir: manifests\npaystar:\n  endpoint: sandbox\n"
+        ));
+        let run = p.run(&["validate"]);
+        assert_eq!(run.code, 78, "{state}: {run:?}");
+        assert!(run.stderr.contains(message), "{state}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn a_postgres_server_that_does_not_answer_is_named_and_nothing_runs() {
+    let p = Project::with_config(
+        "state:\n  backend: postgres\n  postgres: { url_file: url, schema: nowhere }\nmanifests:\n  dir: manifests\npaystar:\n  endpoint: sandbox\n",
+    );
+    // Port 1 on loopback: nothing listens there.
+    std::fs::write(
+        p.root().join("url"),
+        "postgres://postgres:s3cret-pw@127.0.0.1:1/test?connect_timeout=2",
+    )
+    .unwrap();
+    for args in [&["status"][..], &["plan"], &["apply", "--timeout", "1s"]] {
+        let run = p.run(args);
+        assert_eq!(run.code, 1, "{args:?}: {run:?}");
+        assert!(
+            run.stderr
+                .contains("state database postgres schema nowhere: cannot open it"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("s3cret-pw"), "{}", run.stderr);
+    }
+}
+
+#[test]
+fn a_missing_database_url_file_is_named_by_its_key() {
+    let p = Project::with_config(
+        "state:\n  backend: postgres\n  postgres: { url_file: missing-url }\nmanifests:\n  dir: manifests\npaystar:\n  endpoint: sandbox\n",
+    );
+    let run = p.run(&["status"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("state.postgres.url_file: cannot read"),
+        "{}",
+        run.stderr
+    );
+}
