@@ -1,6 +1,6 @@
 //! Delivery benchmarks (see BENCHMARKS.md).
 //!
-//!     cargo bench --bench delivery -- [throughput] [retry] [latency] [--customers 1000000] [--edits 100]
+//!     cargo bench --bench delivery -- [throughput] [retry] [latency] [--customers 1000000] [--edits 100] [--backend sqlite|postgres]
 //!
 //! - throughput: the delivery worker draining a committed queue into the Paystar
 //!   simulator answering after 5 ms, at concurrency 8 and 64 (in-process, one runtime).
@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{Layout, commit_and_acknowledge, now_ms, write_corpus};
+use common::{Backend, Layout, commit_and_acknowledge, now_ms, write_corpus};
 use paystar_sync::config::{Config, Secret};
 use paystar_sync::deliver::{PaystarClient, Until, Worker, WorkerSettings};
 use paystar_sync::reconcile::Policy;
@@ -30,15 +30,25 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-fn config_text(endpoint: &str) -> String {
+fn config_text(state: &str, endpoint: &str) -> String {
     format!(
-        "state:\n  path: state/db.sqlite\nmanifests:\n  dir: manifests\n  debounce: 200ms\n  rescan_interval: 1h\npaystar:\n  endpoint: {endpoint}\n  api_key_env: PAYSTAR_API_KEY\n  default_business_unit: water-bill-pay\n  concurrency: 64\nsafety: {{ max_unenrolls: 100000000, max_unenroll_percent: 100 }}\nserver: {{ listen: \"127.0.0.1:0\" }}\n"
+        "{state}manifests:\n  dir: manifests\n  debounce: 200ms\n  rescan_interval: 1h\npaystar:\n  endpoint: {endpoint}\n  api_key_env: PAYSTAR_API_KEY\n  default_business_unit: water-bill-pay\n  concurrency: 64\nsafety: {{ max_unenrolls: 100000000, max_unenroll_percent: 100 }}\nserver: {{ listen: \"127.0.0.1:0\" }}\n"
     )
 }
 
 /// Commits `customers` rows (one ManageCustomer each) into a fresh state.
-fn committed_store(root: &Path, customers: usize) -> Config {
+/// Runs `f` on a thread of its own: the PostgreSQL driver may not block a runtime's thread.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().unwrap())
+}
+
+fn committed_store(backend: Backend, root: &Path, customers: usize) -> Config {
+    off_runtime(|| committed_store_here(backend, root, customers))
+}
+
+fn committed_store_here(backend: Backend, root: &Path, customers: usize) -> Config {
     let _ = fs::remove_dir_all(root);
+    let state = backend.fresh_state(root, &root.file_name().unwrap().to_string_lossy());
     write_corpus(
         &root.join("manifests"),
         Layout::OneCsv,
@@ -46,7 +56,7 @@ fn committed_store(root: &Path, customers: usize) -> Config {
         &|_| false,
         None,
     );
-    fs::write(root.join("config.yaml"), config_text("sandbox")).unwrap();
+    fs::write(root.join("config.yaml"), config_text(&state, "sandbox")).unwrap();
     let config = Config::load(&root.join("config.yaml")).unwrap();
     let mut store = Store::open(&config.state).unwrap();
     let parse = config.parse_options();
@@ -75,7 +85,7 @@ async fn worker_on_sandbox(
         Duration::from_secs(30),
     )
     .unwrap();
-    let store = SharedStore::new(Store::open(&config.state).unwrap());
+    let store = SharedStore::open(&config.state).await.unwrap();
     let worker = Worker::new(
         store.clone(),
         client,
@@ -90,11 +100,15 @@ async fn worker_on_sandbox(
     (worker, store, sandbox)
 }
 
-async fn throughput(data: &Path) {
+async fn throughput(backend: Backend, data: &Path) {
     println!("| concurrency | events | wall | events/s | ceiling |\n|---|---|---|---|---|");
     for (concurrency, customers) in [(8usize, 10_000usize), (64, 40_000)] {
         // One ManageCustomer per customer; one in 20 also has autopay: no (an unenroll).
-        let config = committed_store(&data.join(format!("throughput-{concurrency}")), customers);
+        let config = committed_store(
+            backend,
+            &data.join(format!("throughput-{concurrency}")),
+            customers,
+        );
         let (worker, _store, sandbox) =
             worker_on_sandbox(&config, concurrency, vec![Duration::from_millis(10); 5]).await;
         let start = Instant::now();
@@ -119,10 +133,10 @@ async fn throughput(data: &Path) {
 /// A backlog of 10,000 fresh keys at concurrency 8 (about 6 s of work at 5 ms a
 /// request); the first 8 requests get a 503 and are retried after 100 ms (±20 %).
 /// Measured: from each failed attempt to its retry's acknowledgement.
-async fn retry(data: &Path) {
+async fn retry(backend: Backend, data: &Path) {
     use paystar_sync::customer::KeyRef;
     use paystar_sync::sandbox::paystar::Fault;
-    let config = committed_store(&data.join("retry"), 10_000);
+    let config = committed_store(backend, &data.join("retry"), 10_000);
     let (worker, store, sandbox) =
         worker_on_sandbox(&config, 8, vec![Duration::from_millis(100); 3]).await;
     sandbox.sandbox.paystar.push_fault(Fault {
@@ -227,7 +241,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx]
 }
 
-async fn latency(data: &Path, customers: usize, edits: usize) {
+async fn latency(backend: Backend, data: &Path, customers: usize, edits: usize) {
     let root: PathBuf = data.join("latency");
     let _ = fs::remove_dir_all(&root);
     let manifests = root.join("manifests");
@@ -236,9 +250,10 @@ async fn latency(data: &Path, customers: usize, edits: usize) {
         .start(([127, 0, 0, 1], 0).into())
         .await
         .unwrap();
+    let state = off_runtime(|| backend.fresh_state(&root, "latency"));
     fs::write(
         root.join("config.yaml"),
-        config_text(&sandbox.paystar_endpoint()),
+        config_text(&state, &sandbox.paystar_endpoint()),
     )
     .unwrap();
 
@@ -250,7 +265,7 @@ async fn latency(data: &Path, customers: usize, edits: usize) {
     daemon.stop();
     // Acknowledge everything (as if delivered), so the edits are the only traffic.
     let config = Config::load(&root.join("config.yaml")).unwrap();
-    commit_and_acknowledge(&config);
+    off_runtime(|| commit_and_acknowledge(&config));
 
     let restart = Instant::now();
     let daemon = start_daemon(&root);
@@ -321,6 +336,7 @@ fn main() {
     let customers: usize = arg("--customers").map_or(1_000_000, |v| v.parse().unwrap());
     let edits: usize = arg("--edits").map_or(100, |v| v.parse().unwrap());
     let data = PathBuf::from(arg("--data").unwrap_or_else(|| "bench-data".into()));
+    let backend = Backend::from_args(&args);
     let all = !args
         .iter()
         .any(|a| a == "throughput" || a == "latency" || a == "retry");
@@ -330,13 +346,13 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         if all || args.iter().any(|a| a == "throughput") {
-            throughput(&data).await;
+            throughput(backend, &data).await;
         }
         if all || args.iter().any(|a| a == "retry") {
-            retry(&data).await;
+            retry(backend, &data).await;
         }
         if all || args.iter().any(|a| a == "latency") {
-            latency(&data, customers, edits).await;
+            latency(backend, &data, customers, edits).await;
         }
     });
 }

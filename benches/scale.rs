@@ -1,6 +1,6 @@
 //! Scale benchmark for scanning and planning (see BENCHMARKS.md).
 //!
-//!     cargo bench --bench scale -- [--sizes 100000,1000000] [--data DIR] [--only NAME]
+//!     cargo bench --bench scale -- [--sizes 100000,1000000] [--data DIR] [--only NAME] [--backend sqlite|postgres]
 //!
 //! Generates deterministic corpora (one big CSV; 100 CSV files; 100 YAML files),
 //! then measures the real `paystar-sync plan` binary as a child process: wall time
@@ -78,11 +78,11 @@ fn measure(command: &[String]) {
     println!("{} {rss} {code}", start.elapsed().as_nanos());
 }
 
-fn row(size: usize, layout: Layout, step: &str, m: &Measure) -> String {
+fn row(size: usize, layout: &str, step: &str, m: &Measure) -> String {
     assert!(matches!(m.code, 0 | 2), "plan exited {}", m.code);
     format!(
         "| {size} | {} | {step} | {:.2} s | {} MB |",
-        layout.name(),
+        layout,
         m.wall.as_secs_f64(),
         m.peak_rss_kib / 1024
     )
@@ -106,6 +106,7 @@ fn main() {
         .collect();
     let data = PathBuf::from(arg("--data").unwrap_or_else(|| "bench-data".into()));
     let only = arg("--only");
+    let backend = common::Backend::from_args(&args);
     println!("| customers | layout | step | wall | peak RSS |\n|---|---|---|---|---|");
     for size in sizes {
         for layout in [Layout::OneCsv, Layout::ManyCsv, Layout::ManyYaml] {
@@ -117,30 +118,35 @@ fn main() {
             let manifests = root.join("manifests");
             write_corpus(&manifests, layout, size, &|_| false, None);
             let config_path = root.join("config.yaml");
+            let state = backend.fresh_state(&root, &format!("{size}_{}", layout.name()));
             fs::write(
                 &config_path,
-                "state:\n  path: state/db.sqlite\nmanifests:\n  dir: manifests\npaystar:\n  endpoint: sandbox\n  default_business_unit: water-bill-pay\nsafety: { max_unenrolls: 100000000, max_unenroll_percent: 100 }\n",
+                state + "manifests:\n  dir: manifests\npaystar:\n  endpoint: sandbox\n  default_business_unit: water-bill-pay\nsafety: { max_unenrolls: 100000000, max_unenroll_percent: 100 }\n",
             )
             .unwrap();
+            let layout_name = format!("{} ({})", layout.name(), backend.name());
             let config = Config::load(&config_path).unwrap();
             println!(
                 "{}",
-                row(size, layout, "plan, empty state", &plan(&config_path))
+                row(size, &layout_name, "plan, empty state", &plan(&config_path))
             );
             let (commit, ack) = commit_and_acknowledge(&config);
             println!(
-                "| {size} | {} | scan + commit, empty state (in-process) | {:.2} s | – |",
-                layout.name(),
+                "| {size} | {layout_name} | scan + commit, empty state (in-process) | {:.2} s | – |",
                 commit.as_secs_f64()
             );
             println!(
-                "| {size} | {} | acknowledge every event (in-process) | {:.2} s | – |",
-                layout.name(),
+                "| {size} | {layout_name} | acknowledge every event (in-process) | {:.2} s | – |",
                 ack.as_secs_f64()
             );
             println!(
                 "{}",
-                row(size, layout, "plan, nothing changed", &plan(&config_path))
+                row(
+                    size,
+                    &layout_name,
+                    "plan, nothing changed",
+                    &plan(&config_path)
+                )
             );
             let per = if layout == Layout::OneCsv {
                 size
@@ -159,7 +165,7 @@ fn main() {
                 "{}",
                 row(
                     size,
-                    layout,
+                    &layout_name,
                     "plan, 1 % of one file changed",
                     &plan(&config_path)
                 )

@@ -118,6 +118,65 @@ pub fn write_corpus(
 
 pub use paystar_sync::clock::now_ms;
 
+/// `--backend sqlite|postgres`: where a benchmark keeps its state. PostgreSQL is
+/// the server at `PAYSTAR_SYNC_BENCH_DATABASE_URL` (default
+/// `postgres://postgres@127.0.0.1:5432/test`), one schema per corpus.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_args(args: &[String]) -> Self {
+        match args
+            .iter()
+            .position(|a| a == "--backend")
+            .and_then(|i| args.get(i + 1))
+            .map(String::as_str)
+        {
+            None | Some("sqlite") => Backend::Sqlite,
+            Some("postgres") => Backend::Postgres,
+            Some(other) => panic!("--backend {other}: use sqlite or postgres"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    /// The config's `state` block for a corpus under `root`, starting from no state.
+    pub fn fresh_state(self, root: &Path, name: &str) -> String {
+        match self {
+            Backend::Sqlite => {
+                let _ = fs::remove_dir_all(root.join("state"));
+                "state:\n  path: state/db.sqlite\n".to_owned()
+            }
+            Backend::Postgres => {
+                let url = paystar_sync::config::process_env("PAYSTAR_SYNC_BENCH_DATABASE_URL")
+                    .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+                let schema = format!(
+                    "bench_{}",
+                    name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+                );
+                let mut client = postgres::Client::connect(&url, postgres::NoTls)
+                    .unwrap_or_else(|e| panic!("no PostgreSQL at {url}: {e}"));
+                client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .unwrap();
+                fs::create_dir_all(root).unwrap();
+                fs::write(root.join("database-url"), &url).unwrap();
+                format!(
+                    "state:\n  backend: postgres\n  postgres: {{ url_file: database-url, schema: {schema} }}\n"
+                )
+            }
+        }
+    }
+}
+
 /// Commits a scan, then acknowledges every planned event as a successful `apply`
 /// would; returns the time of each half.
 pub fn commit_and_acknowledge(config: &Config) -> (Duration, Duration) {
