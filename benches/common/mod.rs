@@ -160,7 +160,8 @@ impl Backend {
                     .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_owned());
                 let schema = format!(
                     "bench_{}",
-                    name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+                    name.to_lowercase()
+                        .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
                 );
                 let mut client = postgres::Client::connect(&url, postgres::NoTls)
                     .unwrap_or_else(|e| panic!("no PostgreSQL at {url}: {e}"));

@@ -333,3 +333,95 @@ pub struct HistoryRecord {
     pub event_type: Option<String>,
     pub detail: serde_json::Value,
 }
+
+/// The queue entry an outcome leaves (a `Done` key still differing goes back to
+/// pending), the same on every backend.
+pub(super) struct QueueEntry<'a> {
+    pub state: QueueState,
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    pub error: Option<&'a str>,
+    pub request: Option<&'a str>,
+    pub response: Option<&'a str>,
+}
+
+impl OutcomeResult {
+    pub(super) fn queue_entry(&self, now_ms: i64) -> QueueEntry<'_> {
+        match self {
+            OutcomeResult::Done => QueueEntry {
+                state: QueueState::Pending,
+                attempts: 0,
+                next_attempt_at: now_ms,
+                error: None,
+                request: None,
+                response: None,
+            },
+            OutcomeResult::Retry {
+                attempts,
+                next_attempt_at,
+                error,
+            } => QueueEntry {
+                state: QueueState::Retrying,
+                attempts: *attempts,
+                next_attempt_at: *next_attempt_at,
+                error: Some(error),
+                request: None,
+                response: None,
+            },
+            OutcomeResult::Park {
+                attempts,
+                error,
+                request,
+                response,
+            } => QueueEntry {
+                state: QueueState::Parked,
+                attempts: *attempts,
+                next_attempt_at: now_ms,
+                error: Some(error),
+                request: Some(request),
+                response: Some(response),
+            },
+        }
+    }
+}
+
+/// What the ledger records and applies of one event, given the newest stored
+/// report for the same customer or merchant (its time and event id).
+pub(super) struct LedgerDecision<'e> {
+    pub outcome: EventOutcome,
+    pub reason: std::borrow::Cow<'e, str>,
+    pub apply_fields: Option<&'e FieldReport>,
+    pub apply_merchant: Option<&'e MerchantReport>,
+}
+
+impl ProviderEventWrite {
+    /// The time of what this event reports, if it reports fields or a status.
+    pub(super) fn reported_at(&self) -> Option<i64> {
+        match (&self.key, &self.fields, &self.merchant) {
+            (Some(_), Some(report), _) => Some(report.created_ms),
+            (_, _, Some(report)) => Some(report.event_ms),
+            _ => None,
+        }
+    }
+
+    /// Webhooks arrive out of order: what an event reports is applied only if no
+    /// newer event's report is stored; an older one is recorded only (a stop
+    /// still stops).
+    pub(super) fn decide(&self, stored: Option<(i64, String)>) -> LedgerDecision<'_> {
+        let newer = stored.filter(|(at, _)| self.reported_at().is_some_and(|mine| *at > mine));
+        let mut outcome = self.outcome;
+        let mut reason = std::borrow::Cow::Borrowed(self.reason.as_str());
+        if let Some((_, id)) = &newer {
+            if outcome != EventOutcome::Stop {
+                outcome = EventOutcome::Ignored;
+            }
+            reason = format!("{}; not applied: event {id} is newer", self.reason).into();
+        }
+        LedgerDecision {
+            outcome,
+            reason,
+            apply_fields: self.fields.as_ref().filter(|_| newer.is_none()),
+            apply_merchant: self.merchant.as_ref().filter(|_| newer.is_none()),
+        }
+    }
+}

@@ -58,29 +58,22 @@ fn record_events(
     let mut fresh = Vec::with_capacity(events.len());
     for e in events {
         let k = e.key.as_ref();
-        // Webhooks arrive out of order: what an event reports is applied only
-        // if no newer event's report is stored; an older one is recorded only.
-        let newer: Option<(i64, String)> = match (k, &e.fields, &e.merchant) {
-            (Some(k), Some(report), _) => tx
+        // The newest stored report for what this event reports, if any.
+        let stored: Option<(i64, String)> = match (k, &e.fields, &e.merchant) {
+            (Some(k), Some(_), _) => tx
                 .query_opt(&newest, &[&k.business_unit, &k.account, &k.sub_account])?
-                .map(|r| (r.get(0), r.get(1)))
-                .filter(|(created, _)| *created > report.created_ms),
+                .map(|r| (r.get(0), r.get(1))),
             (_, _, Some(report)) => tx
                 .query_opt(&merchant_newest, &[&e.provider, &report.account])?
-                .map(|r| (r.get(0), r.get(1)))
-                .filter(|(at, _)| *at > report.event_ms),
+                .map(|r| (r.get(0), r.get(1))),
             _ => None,
         };
-        let mut outcome = e.outcome;
-        let mut reason = std::borrow::Cow::Borrowed(e.reason.as_str());
-        if let Some((_, id)) = &newer {
-            if outcome != EventOutcome::Stop {
-                outcome = EventOutcome::Ignored;
-            }
-            reason = format!("{}; not applied: event {id} is newer", e.reason).into();
-        }
-        let apply_fields = e.fields.as_ref().filter(|_| newer.is_none());
-        let apply_merchant = e.merchant.as_ref().filter(|_| newer.is_none());
+        let LedgerDecision {
+            outcome,
+            reason,
+            apply_fields,
+            apply_merchant,
+        } = e.decide(stored);
         let inserted = tx.execute(
             &ledger,
             &[

@@ -123,7 +123,7 @@ impl Db {
             }
             client
                 .batch_execute(&format!(
-                    "SET search_path TO {schema}; SET default_transaction_read_only = on;"
+                    "SET search_path TO {schema}; SET default_transaction_read_only = on; {SESSION}"
                 ))
                 .map_err(failed)?;
             let found: Option<i64> = client
@@ -133,6 +133,7 @@ impl Db {
             check_version(&target, found.unwrap_or(0), VERSION, false).map_err(OpenFail::Failed)?;
         } else {
             migrate(&mut client, &pg.schema, &target).map_err(OpenFail::Failed)?;
+            client.batch_execute(SESSION).map_err(failed)?;
         }
         Ok(Db {
             conn: RefCell::new(Some(Conn {
@@ -219,6 +220,11 @@ fn migrate(client: &mut Client, schema: &str, target: &str) -> std::result::Resu
         .batch_execute(&format!("SET search_path TO {quoted};"))
         .map_err(failed)
 }
+
+/// Session settings for every connection. The statements are prepared once and
+/// their plans do not depend on the values (keys come as arrays): a generic plan
+/// saves re-planning many-way joins on every call.
+const SESSION: &str = "SET plan_cache_mode = force_generic_plan;";
 
 /// Splits `keys` into runs in which no key repeats, so that one batched upsert
 /// never touches a row twice; order is kept.

@@ -208,47 +208,18 @@ impl Db {
             let mut queue = QueueBatch::default();
             let mut dropped = KeyColumns::default();
             for o in run {
-                let (state, attempts, at, error, request, response) = match &o.result {
-                    OutcomeResult::Done => {
-                        if !differs.next().unwrap_or(false) {
-                            dropped.push(o.key.as_ref());
-                            continue;
-                        }
-                        ("pending", 0, now_ms, None, None, None)
-                    }
-                    OutcomeResult::Retry {
-                        attempts,
-                        next_attempt_at,
-                        error,
-                    } => (
-                        "retrying",
-                        *attempts,
-                        *next_attempt_at,
-                        Some(error.as_str()),
-                        None,
-                        None,
-                    ),
-                    OutcomeResult::Park {
-                        attempts,
-                        error,
-                        request,
-                        response,
-                    } => (
-                        "parked",
-                        *attempts,
-                        now_ms,
-                        Some(error.as_str()),
-                        Some(request.as_str()),
-                        Some(response.as_str()),
-                    ),
-                };
+                if o.result == OutcomeResult::Done && !differs.next().unwrap_or(false) {
+                    dropped.push(o.key.as_ref());
+                    continue;
+                }
+                let q = o.result.queue_entry(now_ms);
                 queue.keys.push(o.key.as_ref());
-                queue.state.push(state);
-                queue.attempts.push(i64::from(attempts));
-                queue.at.push(at);
-                queue.error.push(error);
-                queue.request.push(request);
-                queue.response.push(response);
+                queue.state.push(q.state.as_str());
+                queue.attempts.push(i64::from(q.attempts));
+                queue.at.push(q.next_attempt_at);
+                queue.error.push(q.error);
+                queue.request.push(q.request);
+                queue.response.push(q.response);
             }
             if dropped.len() > 0 {
                 tx.execute(

@@ -59,33 +59,26 @@ fn record_events(
         )?;
         for e in events {
             let k = e.key.as_ref();
-            // Webhooks arrive out of order: what an event reports is applied only
-            // if no newer event's report is stored; an older one is recorded only.
-            let newer: Option<(i64, String)> = match (k, &e.fields, &e.merchant) {
-                (Some(k), Some(report), _) => newest
+            // The newest stored report for what this event reports, if any.
+            let stored: Option<(i64, String)> = match (k, &e.fields, &e.merchant) {
+                (Some(k), Some(_), _) => newest
                     .query_row(params![k.business_unit, k.account, k.sub_account], |r| {
                         Ok((r.get(0)?, r.get(1)?))
                     })
-                    .optional()?
-                    .filter(|(created, _)| *created > report.created_ms),
+                    .optional()?,
                 (_, _, Some(report)) => merchant_newest
                     .query_row(params![e.provider, report.account], |r| {
                         Ok((r.get(0)?, r.get(1)?))
                     })
-                    .optional()?
-                    .filter(|(at, _)| *at > report.event_ms),
+                    .optional()?,
                 _ => None,
             };
-            let mut outcome = e.outcome;
-            let mut reason = std::borrow::Cow::Borrowed(e.reason.as_str());
-            if let Some((_, id)) = &newer {
-                if outcome != EventOutcome::Stop {
-                    outcome = EventOutcome::Ignored;
-                }
-                reason = format!("{}; not applied: event {id} is newer", e.reason).into();
-            }
-            let apply_fields = e.fields.as_ref().filter(|_| newer.is_none());
-            let apply_merchant = e.merchant.as_ref().filter(|_| newer.is_none());
+            let LedgerDecision {
+                outcome,
+                reason,
+                apply_fields,
+                apply_merchant,
+            } = e.decide(stored);
             let inserted = ledger.execute(params![
                 e.provider,
                 e.event_id,

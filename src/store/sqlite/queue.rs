@@ -149,52 +149,22 @@ impl Db {
                         now_ms
                     ])?;
                 }
-                let (state, attempts, at, error, request, response) = match &o.result {
-                    OutcomeResult::Done => {
-                        let state = states.read(k)?;
-                        if !still_differs(&state) {
-                            dequeue.execute(key)?;
-                            continue;
-                        }
-                        ("pending", 0, now_ms, None, None, None)
-                    }
-                    OutcomeResult::Retry {
-                        attempts,
-                        next_attempt_at,
-                        error,
-                    } => (
-                        "retrying",
-                        *attempts,
-                        *next_attempt_at,
-                        Some(error),
-                        None,
-                        None,
-                    ),
-                    OutcomeResult::Park {
-                        attempts,
-                        error,
-                        request,
-                        response,
-                    } => (
-                        "parked",
-                        *attempts,
-                        now_ms,
-                        Some(error),
-                        Some(request),
-                        Some(response),
-                    ),
-                };
+                if o.result == OutcomeResult::Done && !still_differs(&states.read(k)?) {
+                    dequeue.execute(key)?;
+                    continue;
+                }
+                let q = o.result.queue_entry(now_ms);
                 set_queue.execute(params![
                     k.business_unit,
                     k.account,
                     k.sub_account,
-                    state,
-                    attempts,
-                    at,
+                    q.state.as_str(),
+                    q.attempts,
+                    q.next_attempt_at,
                     now_ms,
-                    error,
-                    request,
-                    response
+                    q.error,
+                    q.request,
+                    q.response
                 ])?;
             }
         }
