@@ -8,12 +8,19 @@ use super::*;
 /// ([`QUEUED`]). Decoded by [`read_state`].
 macro_rules! state_columns {
     () => {
-        "d.business_unit IS NOT NULL,
-    d.first_name, d.last_name, d.email, d.autopay, d.removed, f.path, d.line, f.sha256, f.git_commit, f.git_author,
-    a.business_unit IS NOT NULL, a.first_name, a.last_name, a.email, a.unenrolled, a.acked_at,
-    q.business_unit IS NOT NULL, q.state, q.attempts, q.next_attempt_at, q.last_error,
+        state_columns!(
+            "a.business_unit IS NOT NULL, a.first_name, a.last_name, a.email, a.unenrolled, a.acked_at"
+        )
+    };
+    ($acked:literal) => {
+        concat!(
+            "d.business_unit IS NOT NULL,
+    d.first_name, d.last_name, d.email, d.autopay, d.removed, f.path, d.line, f.sha256, f.git_commit, f.git_author, ",
+            $acked,
+            ", q.business_unit IS NOT NULL, q.state, q.attempts, q.next_attempt_at, q.last_error,
     h.cause, s.provider, s.event_id, s.reason,
     pf.first_name, pf.last_name, pf.email, pf.provider, pf.event_id, pf.created_ms"
+        )
     };
 }
 
@@ -40,6 +47,48 @@ const STATES: &str = concat!(
     " ORDER BY k.ord"
 );
 
+/// A batch of delivery outcomes' writes before the queue's (history, what
+/// Paystar acknowledged, `acked_version`), and then the state of the delivered
+/// keys as those writes leave it: one statement. The select sees the table as
+/// it was before, so the acknowledged rows come from the upsert's `RETURNING`.
+pub(super) const RECORD_AND_READ: &str = concat!(
+    "WITH h AS (
+       INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
+       SELECT b, a, s, $14, kind, event_type, detail
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY
+            AS h(b, a, s, kind, event_type, detail, ord)
+       ORDER BY ord),
+     up AS (
+       INSERT INTO acked (business_unit, account, sub_account, first_name, last_name, email, unenrolled, acked_at)
+       SELECT b, a, s, fname, lname, email, unenrolled, $14
+       FROM unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bool[])
+            AS k(b, a, s, fname, lname, email, unenrolled)
+       ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
+         first_name = COALESCE(excluded.first_name, acked.first_name),
+         last_name = COALESCE(excluded.last_name, acked.last_name),
+         email = COALESCE(excluded.email, acked.email),
+         unenrolled = acked.unenrolled OR excluded.unenrolled,
+         acked_at = excluded.acked_at
+       RETURNING business_unit, account, sub_account, first_name, last_name, email, unenrolled, acked_at),
+     m AS (
+       INSERT INTO meta (key, value) SELECT 'acked_version', '1' WHERE EXISTS (SELECT 1 FROM up)
+       ON CONFLICT (key) DO UPDATE SET value = (meta.value::bigint + 1)::text)
+     SELECT k.ord, ",
+    state_columns!(
+        "(u.business_unit IS NOT NULL OR a.business_unit IS NOT NULL),
+         CASE WHEN u.business_unit IS NULL THEN a.first_name ELSE u.first_name END,
+         CASE WHEN u.business_unit IS NULL THEN a.last_name ELSE u.last_name END,
+         CASE WHEN u.business_unit IS NULL THEN a.email ELSE u.email END,
+         COALESCE(u.unenrolled, a.unenrolled), COALESCE(u.acked_at, a.acked_at)"
+    ),
+    "
+     FROM unnest($15::text[], $16::text[], $17::text[]) WITH ORDINALITY AS k(business_unit, account, sub_account, ord)
+     LEFT JOIN queue q USING (business_unit, account, sub_account)
+     LEFT JOIN up u USING (business_unit, account, sub_account) ",
+    state_joins!(),
+    " ORDER BY k.ord"
+);
+
 const QUEUED: &str = concat!(
     "SELECT q.business_unit, q.account, q.sub_account, ",
     state_columns!(),
@@ -49,7 +98,7 @@ const QUEUED: &str = concat!(
 );
 
 /// Decodes the state columns, starting at column `at`.
-fn read_state(r: &::postgres::Row, at: usize) -> KeyState {
+pub(super) fn read_state(r: &::postgres::Row, at: usize) -> KeyState {
     let present = |i: usize| r.get::<_, bool>(at + i);
     KeyState {
         desired: present(0).then(|| {
@@ -154,9 +203,12 @@ impl Db {
         &self,
         keys: impl ExactSizeIterator<Item = KeyRef<'k>>,
     ) -> Result<Vec<Option<Box<KeyState>>>> {
-        if keys.len() == 0 || self.is_empty()? {
+        // An empty state (a first import) needs no lookups. Once it held rows
+        // the check is skipped: reading an empty state only costs a query.
+        if keys.len() == 0 || (!self.held_rows.get() && self.is_empty()?) {
             return Ok(keys.map(|_| None).collect());
         }
+        self.held_rows.set(true);
         let mut out = Vec::with_capacity(keys.len());
         let mut c = self.conn();
         let Conn { client, statements } = &mut *c;

@@ -38,6 +38,8 @@ pub struct Db {
     /// `None` only while being dropped.
     conn: RefCell<Option<Conn>>,
     target: String,
+    /// The state was seen holding customers (lets key reads skip the emptiness check).
+    held_rows: std::cell::Cell<bool>,
 }
 
 pub(super) struct Conn {
@@ -141,6 +143,7 @@ impl Db {
                 statements: HashMap::new(),
             })),
             target,
+            held_rows: std::cell::Cell::new(false),
         })
     }
 

@@ -1,8 +1,7 @@
 //! The delivery queue: what is due (due retries first), delivery outcomes
 //! (acknowledged state and queue entry in one transaction), parked keys.
 
-use super::keys::read_states;
-use super::scans::DEQUEUE;
+use super::keys::{RECORD_AND_READ, read_state};
 use super::*;
 
 /// A paused business unit's keys wait, except an unacknowledged provider stop.
@@ -16,45 +15,32 @@ macro_rules! not_paused {
     };
 }
 
-const DUE_RETRIES: &str = concat!(
-    "SELECT q.business_unit, q.account, q.sub_account, q.next_attempt_at FROM queue q
-     WHERE q.state = 'retrying' AND q.next_attempt_at <= $3 AND ",
+/// Due retries (tagged 0), then every waiting key by due time (tagged 1): one statement.
+const UPCOMING: &str = concat!(
+    "(SELECT 0, q.business_unit, q.account, q.sub_account, q.next_attempt_at FROM queue q
+      WHERE q.state = 'retrying' AND q.next_attempt_at <= $3 AND ",
     not_paused!(),
-    " ORDER BY q.next_attempt_at LIMIT $1"
-);
-const BY_DUE: &str = concat!(
-    "SELECT q.business_unit, q.account, q.sub_account, q.next_attempt_at FROM queue q
-     WHERE q.state <> 'parked' AND ",
+    " ORDER BY q.next_attempt_at LIMIT $1)
+     UNION ALL
+     (SELECT 1, q.business_unit, q.account, q.sub_account, q.next_attempt_at FROM queue q
+      WHERE q.state <> 'parked' AND ",
     not_paused!(),
-    " ORDER BY q.next_attempt_at LIMIT $1"
+    " ORDER BY q.next_attempt_at LIMIT $1)"
 );
-const HISTORY: &str = "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
-   SELECT b, a, s, $7, kind, event_type, detail
-   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY
-        AS h(b, a, s, kind, event_type, detail, ord)
-   ORDER BY ord";
-const UPSERT_ACKED: &str = "INSERT INTO acked (business_unit, account, sub_account, first_name, last_name, email, unenrolled, acked_at)
-   SELECT b, a, s, fname, lname, email, unenrolled, $8
-   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[])
-        AS k(b, a, s, fname, lname, email, unenrolled)
-   ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
-     first_name = COALESCE(excluded.first_name, acked.first_name),
-     last_name = COALESCE(excluded.last_name, acked.last_name),
-     email = COALESCE(excluded.email, acked.email),
-     unenrolled = acked.unenrolled OR excluded.unenrolled,
-     acked_at = excluded.acked_at";
-const SET_QUEUE: &str = "INSERT INTO queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at,
-                    last_error, last_request, last_response)
-   SELECT b, a, s, state, attempts, at, $10, error, request, response
-   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::text[], $8::text[], $9::text[])
+/// The queue entries a batch of outcomes leaves: keys done with, and the rest.
+const SET_QUEUE: &str = "WITH d AS (
+     DELETE FROM queue q USING unnest($1::text[], $2::text[], $3::text[]) AS k(b, a, s)
+     WHERE q.business_unit = k.b AND q.account = k.a AND q.sub_account = k.s)
+   INSERT INTO queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at,
+                      last_error, last_request, last_response)
+   SELECT b, a, s, state, attempts, at, $13, error, request, response
+   FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::int8[], $10::text[], $11::text[], $12::text[])
         AS k(b, a, s, state, attempts, at, error, request, response)
    ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
      state = excluded.state, attempts = excluded.attempts,
      next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error,
      last_request = COALESCE(excluded.last_request, queue.last_request),
      last_response = COALESCE(excluded.last_response, queue.last_response)";
-const BUMP_ACKED_VERSION: &str = "INSERT INTO meta (key, value) VALUES ('acked_version', '1')
-   ON CONFLICT (key) DO UPDATE SET value = (meta.value::bigint + 1)::text";
 
 /// The queue entries one batch of outcomes leaves, as arrays.
 #[derive(Default)]
@@ -77,39 +63,34 @@ impl Db {
     ) -> Result<Vec<(CustomerKey, i64)>> {
         let step = "reading the delivery queue";
         let mut c = self.conn();
-        let due_retries = c.prepare(DUE_RETRIES).step(step)?;
-        let by_due = c.prepare(BY_DUE).step(step)?;
-        let limit_param = limit as i64;
-        let row = |r: &::postgres::Row| {
-            (
-                CustomerKey {
-                    business_unit: r.get(0),
-                    account: r.get(1),
-                    sub_account: r.get(2),
-                },
-                r.get::<_, i64>(3),
-            )
-        };
+        let upcoming = c.prepare(UPCOMING).step(step)?;
+        let rows = c
+            .client
+            .query(&upcoming, &[&(limit as i64), &paused, &now_ms])
+            .step(step)?;
         // Retries that are due first: a backlog of fresh keys (due since they
         // were queued) must not hold back a retry past its time.
-        let mut found: Vec<(CustomerKey, i64)> = c
-            .client
-            .query(&due_retries, &[&limit_param, &paused, &now_ms])
-            .step(step)?
+        let key = |r: &::postgres::Row| {
+            (
+                CustomerKey {
+                    business_unit: r.get(1),
+                    account: r.get(2),
+                    sub_account: r.get(3),
+                },
+                r.get::<_, i64>(4),
+            )
+        };
+        let mut found: Vec<(CustomerKey, i64)> = rows
             .iter()
-            .map(row)
+            .filter(|r| r.get::<_, i32>(0) == 0)
+            .map(key)
             .collect();
         let retries = found.len();
-        for r in c
-            .client
-            .query(&by_due, &[&limit_param, &paused])
-            .step(step)?
-            .iter()
-        {
+        for r in rows.iter().filter(|r| r.get::<_, i32>(0) == 1) {
             if found.len() >= limit {
                 break;
             }
-            let next = row(r);
+            let next = key(r);
             if !found[..retries].iter().any(|(k, _)| *k == next.0) {
                 found.push(next);
             }
@@ -126,11 +107,8 @@ impl Db {
         let step = "recording delivery outcomes";
         let Conn { client, statements } = self.conn_mut();
         let mut tx = client.transaction().step(step)?;
-        let history = prepare(&mut tx, statements, HISTORY).step(step)?;
-        let upsert_acked = prepare(&mut tx, statements, UPSERT_ACKED).step(step)?;
+        let record = prepare(&mut tx, statements, RECORD_AND_READ).step(step)?;
         let set_queue = prepare(&mut tx, statements, SET_QUEUE).step(step)?;
-        let dequeue = prepare(&mut tx, statements, DEQUEUE).step(step)?;
-        let mut acked_changed = false;
         for run in unique_runs(outcomes.iter().map(|o| o.key.as_ref())) {
             let run = &outcomes[run];
             // History, in outcome order.
@@ -143,21 +121,6 @@ impl Db {
                     event_type.push(entry.event_type);
                     detail.push(entry.detail.as_str());
                 }
-            }
-            if h_keys.len() > 0 {
-                tx.execute(
-                    &history,
-                    &[
-                        &h_keys.business_unit,
-                        &h_keys.account,
-                        &h_keys.sub_account,
-                        &kind,
-                        &event_type,
-                        &detail,
-                        &now_ms,
-                    ],
-                )
-                .step(step)?;
             }
             // What Paystar acknowledged.
             let mut a_keys = KeyColumns::default();
@@ -174,11 +137,21 @@ impl Db {
                 email.push(f.map(|f| f.email.as_str()));
                 unenrolled.push(o.acked_unenroll);
             }
-            if a_keys.len() > 0 {
-                acked_changed = true;
-                tx.execute(
-                    &upsert_acked,
+            // A delivered key is compared again with its current desired state.
+            let mut done = KeyColumns::default();
+            for o in run.iter().filter(|o| o.result == OutcomeResult::Done) {
+                done.push(o.key.as_ref());
+            }
+            let rows = tx
+                .query(
+                    &record,
                     &[
+                        &h_keys.business_unit,
+                        &h_keys.account,
+                        &h_keys.sub_account,
+                        &kind,
+                        &event_type,
+                        &detail,
                         &a_keys.business_unit,
                         &a_keys.account,
                         &a_keys.sub_account,
@@ -187,24 +160,13 @@ impl Db {
                         &email,
                         &unenrolled,
                         &now_ms,
+                        &done.business_unit,
+                        &done.account,
+                        &done.sub_account,
                     ],
                 )
                 .step(step)?;
-            }
-            // A delivered key is compared again with its current desired state.
-            let done: Vec<&Outcome> = run
-                .iter()
-                .filter(|o| o.result == OutcomeResult::Done)
-                .collect();
-            let mut differs = Vec::with_capacity(done.len());
-            read_states(
-                &mut tx,
-                statements,
-                done.iter().map(|o| o.key.as_ref()),
-                |state| differs.push(still_differs(&state)),
-            )
-            .step(step)?;
-            let mut differs = differs.into_iter();
+            let mut differs = rows.iter().map(|r| still_differs(&read_state(r, 1)));
             let mut queue = QueueBatch::default();
             let mut dropped = KeyColumns::default();
             for o in run {
@@ -221,40 +183,25 @@ impl Db {
                 queue.request.push(q.request);
                 queue.response.push(q.response);
             }
-            if dropped.len() > 0 {
-                tx.execute(
-                    &dequeue,
-                    &[
-                        &dropped.business_unit,
-                        &dropped.account,
-                        &dropped.sub_account,
-                    ],
-                )
-                .step(step)?;
-            }
-            if queue.keys.len() > 0 {
-                tx.execute(
-                    &set_queue,
-                    &[
-                        &queue.keys.business_unit,
-                        &queue.keys.account,
-                        &queue.keys.sub_account,
-                        &queue.state,
-                        &queue.attempts,
-                        &queue.at,
-                        &queue.error,
-                        &queue.request,
-                        &queue.response,
-                        &now_ms,
-                    ],
-                )
-                .step(step)?;
-            }
-        }
-        if acked_changed {
-            // Lets a reviewed plan notice that Paystar's acknowledged state moved on.
-            let bump = prepare(&mut tx, statements, BUMP_ACKED_VERSION).step(step)?;
-            tx.execute(&bump, &[]).step(step)?;
+            tx.execute(
+                &set_queue,
+                &[
+                    &dropped.business_unit,
+                    &dropped.account,
+                    &dropped.sub_account,
+                    &queue.keys.business_unit,
+                    &queue.keys.account,
+                    &queue.keys.sub_account,
+                    &queue.state,
+                    &queue.attempts,
+                    &queue.at,
+                    &queue.error,
+                    &queue.request,
+                    &queue.response,
+                    &now_ms,
+                ],
+            )
+            .step(step)?;
         }
         tx.commit().step(step)
     }
