@@ -425,3 +425,27 @@ impl ProviderEventWrite {
         }
     }
 }
+
+impl AckedRecord {
+    /// What Paystar's acknowledged state becomes after `outcome`: fields it
+    /// acknowledged replace the stored ones, an acknowledged unenroll sticks.
+    /// The rule both backends' upserts write.
+    pub(super) fn acknowledge(
+        stored: Option<AckedRecord>,
+        outcome: &Outcome,
+        now_ms: i64,
+    ) -> Option<AckedRecord> {
+        if outcome.acked_fields.is_none() && !outcome.acked_unenroll {
+            return stored;
+        }
+        let unenrolled = stored.as_ref().is_some_and(|s| s.unenrolled) || outcome.acked_unenroll;
+        Some(AckedRecord {
+            fields: outcome
+                .acked_fields
+                .clone()
+                .or_else(|| stored.and_then(|s| s.fields)),
+            unenrolled,
+            acked_at: now_ms,
+        })
+    }
+}

@@ -8,19 +8,12 @@ use super::*;
 /// ([`QUEUED`]). Decoded by [`read_state`].
 macro_rules! state_columns {
     () => {
-        state_columns!(
-            "a.business_unit IS NOT NULL, a.first_name, a.last_name, a.email, a.unenrolled, a.acked_at"
-        )
-    };
-    ($acked:literal) => {
-        concat!(
-            "d.business_unit IS NOT NULL,
-    d.first_name, d.last_name, d.email, d.autopay, d.removed, f.path, d.line, f.sha256, f.git_commit, f.git_author, ",
-            $acked,
-            ", q.business_unit IS NOT NULL, q.state, q.attempts, q.next_attempt_at, q.last_error,
+        "d.business_unit IS NOT NULL,
+    d.first_name, d.last_name, d.email, d.autopay, d.removed, f.path, d.line, f.sha256, f.git_commit, f.git_author,
+    a.business_unit IS NOT NULL, a.first_name, a.last_name, a.email, a.unenrolled, a.acked_at,
+    q.business_unit IS NOT NULL, q.state, q.attempts, q.next_attempt_at, q.last_error,
     h.cause, s.provider, s.event_id, s.reason,
     pf.first_name, pf.last_name, pf.email, pf.provider, pf.event_id, pf.created_ms"
-        )
     };
 }
 
@@ -36,6 +29,9 @@ macro_rules! state_joins {
     };
 }
 
+/// Up to this many queued keys are read by key lookups rather than one join.
+const SMALL_QUEUE: i64 = 50_000;
+
 /// The states of a batch of keys, in the order given.
 const STATES: &str = concat!(
     "SELECT k.ord, ",
@@ -48,9 +44,10 @@ const STATES: &str = concat!(
 );
 
 /// A batch of delivery outcomes' writes before the queue's (history, what
-/// Paystar acknowledged, `acked_version`), and then the state of the delivered
-/// keys as those writes leave it: one statement. The select sees the table as
-/// it was before, so the acknowledged rows come from the upsert's `RETURNING`.
+/// Paystar acknowledged, `acked_version`), and the state of the delivered keys:
+/// one statement. The select sees the tables as they were before the writes;
+/// the caller applies the acknowledgements it just wrote
+/// (`AckedRecord::acknowledge`).
 pub(super) const RECORD_AND_READ: &str = concat!(
     "WITH h AS (
        INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
@@ -69,22 +66,15 @@ pub(super) const RECORD_AND_READ: &str = concat!(
          email = COALESCE(excluded.email, acked.email),
          unenrolled = acked.unenrolled OR excluded.unenrolled,
          acked_at = excluded.acked_at
-       RETURNING business_unit, account, sub_account, first_name, last_name, email, unenrolled, acked_at),
+       RETURNING 1),
      m AS (
        INSERT INTO meta (key, value) SELECT 'acked_version', '1' WHERE EXISTS (SELECT 1 FROM up)
        ON CONFLICT (key) DO UPDATE SET value = (meta.value::bigint + 1)::text)
      SELECT k.ord, ",
-    state_columns!(
-        "(u.business_unit IS NOT NULL OR a.business_unit IS NOT NULL),
-         CASE WHEN u.business_unit IS NULL THEN a.first_name ELSE u.first_name END,
-         CASE WHEN u.business_unit IS NULL THEN a.last_name ELSE u.last_name END,
-         CASE WHEN u.business_unit IS NULL THEN a.email ELSE u.email END,
-         COALESCE(u.unenrolled, a.unenrolled), COALESCE(u.acked_at, a.acked_at)"
-    ),
+    state_columns!(),
     "
      FROM unnest($15::text[], $16::text[], $17::text[]) WITH ORDINALITY AS k(business_unit, account, sub_account, ord)
-     LEFT JOIN queue q USING (business_unit, account, sub_account)
-     LEFT JOIN up u USING (business_unit, account, sub_account) ",
+     LEFT JOIN queue q USING (business_unit, account, sub_account) ",
     state_joins!(),
     " ORDER BY k.ord"
 );
@@ -219,17 +209,56 @@ impl Db {
         Ok(out)
     }
 
-    /// Calls `f` for every queued key with its stored state, in key order,
-    /// streamed from the server.
+    /// Calls `f` for every queued key with its stored state, in key order. A
+    /// queue of up to [`SMALL_QUEUE`] keys is read as batches of key lookups; a
+    /// bigger one as one join streamed from the server (the planner's choice
+    /// for the join follows table statistics, which lag behind a queue that
+    /// just emptied).
     pub fn for_each_queued(&self, mut f: impl FnMut(KeyRef<'_>, KeyState)) -> Result<()> {
         use ::postgres::fallible_iterator::FallibleIterator;
+        let step = "reading the queue";
         let mut c = self.conn();
-        let s = c.prepare(QUEUED)?;
-        let mut rows = c
-            .client
+        let Conn { client, statements } = &mut *c;
+        let queued: i64 = client
+            .query_one("SELECT COUNT(*) FROM queue", &[])
+            .step(step)?
+            .get(0);
+        if queued == 0 {
+            return Ok(());
+        }
+        if queued <= SMALL_QUEUE {
+            let keys: Vec<CustomerKey> = client
+                .query(
+                    "SELECT business_unit, account, sub_account FROM queue
+                     ORDER BY business_unit, account, sub_account",
+                    &[],
+                )
+                .step(step)?
+                .iter()
+                .map(|r| CustomerKey {
+                    business_unit: r.get(0),
+                    account: r.get(1),
+                    sub_account: r.get(2),
+                })
+                .collect();
+            let mut keys_in_order = keys.iter();
+            return read_states(
+                client,
+                statements,
+                keys.iter().map(CustomerKey::as_ref),
+                |state| {
+                    if let Some(key) = keys_in_order.next() {
+                        f(key.as_ref(), state);
+                    }
+                },
+            )
+            .step(step);
+        }
+        let s = prepare(client, statements, QUEUED).step(step)?;
+        let mut rows = client
             .query_raw(&s, std::iter::empty::<&(dyn ToSql + Sync)>())
-            .step("reading the queue")?;
-        while let Some(r) = rows.next().step("reading the queue")? {
+            .step(step)?;
+        while let Some(r) = rows.next().step(step)? {
             let state = read_state(&r, 3);
             f(
                 KeyRef {

@@ -166,7 +166,17 @@ impl Db {
                     ],
                 )
                 .step(step)?;
-            let mut differs = rows.iter().map(|r| still_differs(&read_state(r, 1)));
+            let mut states = rows.iter().map(|r| read_state(r, 1));
+            let mut differs = run
+                .iter()
+                .filter(|o| o.result == OutcomeResult::Done)
+                .map(|o| {
+                    let mut state = states.next().unwrap_or_default();
+                    state.acked = AckedRecord::acknowledge(state.acked.take(), o, now_ms);
+                    still_differs(&state)
+                })
+                .collect::<Vec<bool>>()
+                .into_iter();
             let mut queue = QueueBatch::default();
             let mut dropped = KeyColumns::default();
             for o in run {
