@@ -86,16 +86,20 @@ async fn state_copy_moves_a_live_sqlite_state_to_postgres_without_resending_anyt
             "2,Grace,Hopper,grace@example.com,",
         ]),
     );
+    // Settled, as a file at rest is, so that a scan at the real time reads it.
+    std::fs::File::options()
+        .write(true)
+        .open(p.root().join("manifests/a.csv"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+        .unwrap();
     {
         let config = paystar_sync::config::Config::load(&source_config).unwrap();
         crate::support::off_runtime(|| {
             let mut store = paystar_sync::store::Store::open(&config.state).unwrap();
             let parse = config.parse_options();
-            let settings = paystar_sync::scan::ScanSettings::new(
-                &config,
-                &parse,
-                crate::support::now_ms() + 10_000,
-            );
+            let settings =
+                paystar_sync::scan::ScanSettings::new(&config, &parse, crate::support::now_ms());
             let scan = paystar_sync::scan::scan(&store, &settings).unwrap();
             scan.commit(&mut store).unwrap();
         });
@@ -159,6 +163,39 @@ async fn state_copy_moves_a_live_sqlite_state_to_postgres_without_resending_anyt
     assert!(again.stderr.contains("is not empty"), "{}", again.stderr);
     let source_plan = json(&bare(&with(&["plan", "--format", "json"], &source_config)));
     assert_eq!(source_plan["changes"].as_array().unwrap().len(), 1);
+
+    // And back: PostgreSQL into a fresh SQLite file tells the same story.
+    let back_config = p.root().join("back.yaml");
+    std::fs::write(
+        &back_config,
+        format!("state:\n  path: back/state.db\nmanifests:{body}"),
+    )
+    .unwrap();
+    let back = bare(&[
+        "state".as_ref(),
+        "copy".as_ref(),
+        "--from".as_ref(),
+        target_config.as_os_str(),
+        "--to".as_ref(),
+        back_config.as_os_str(),
+    ]);
+    assert_eq!(back.code, 0, "{back:?}");
+    for args in [
+        &["status", "--format", "json"][..],
+        &["history", "1", "--format", "json"],
+    ] {
+        let mut from = json(&bare(&with(args, &target_config)));
+        let mut to = json(&bare(&with(args, &back_config)));
+        for v in [&mut from, &mut to] {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("state");
+                o.remove("reports");
+            }
+        }
+        assert_eq!(from, to, "{args:?}");
+    }
+    let plan = json(&bare(&with(&["plan", "--format", "json"], &back_config)));
+    assert!(plan["changes"].as_array().unwrap().is_empty(), "{plan}");
 }
 
 #[test]
