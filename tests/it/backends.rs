@@ -2,7 +2,7 @@
 //! PostgreSQL, and PostgreSQL's own failures (a server that does not answer).
 //! The rest of the suite runs on either backend (`PAYSTAR_SYNC_TEST_BACKEND`).
 
-use crate::support::{Project, Run, TestState, with_sandbox};
+use crate::support::{Project, Run, TestState, daemon_config, with_sandbox};
 
 fn csv(rows: &[&str]) -> String {
     let mut text = String::from("accountNumber,firstName,lastName,emailAddress,autopay\n");
@@ -276,4 +276,44 @@ fn a_missing_database_url_file_is_named_by_its_key() {
         "{}",
         run.stderr
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_database_session_ends_the_daemon_naming_the_state_and_a_restart_loses_nothing() {
+    let Some(state) = TestState::postgres() else {
+        return; // said loudly by TestState::postgres; a failure under CI=true
+    };
+    let sandbox = crate::support::start_sandbox().await;
+    let p = Project::on(state, &daemon_config(&sandbox.paystar_endpoint(), ""));
+    p.file("a.csv", csv(&["1,Ada,Lovelace,ada@example.com,"]));
+    let mut daemon = p.start_daemon().await;
+    // Acknowledged and committed: the restart must not send it again.
+    let metrics = daemon.metrics_until("paystar_sync_acknowledged 1").await;
+    assert!(metrics.contains("paystar_sync_acknowledged 1"), "{metrics}");
+    // The database drops the daemon's session (a restart, a failover).
+    assert!(p.state().cut_sessions(), "no session to cut");
+    p.file(
+        "a.csv",
+        csv(&[
+            "1,Ada,Lovelace,ada@example.com,",
+            "2,Grace,Hopper,grace@example.com,",
+        ]),
+    );
+    let code = daemon.wait_exit(std::time::Duration::from_secs(20)).await;
+    assert_eq!(code, Some(Some(1)), "{}", daemon.log_text());
+    let log = daemon.log_text();
+    assert!(
+        log.contains("a stage failed; stopping the daemon so that it is restarted"),
+        "{log}"
+    );
+    assert!(log.contains("state database"), "{log}");
+    // Restarted (as systemd does), it sends what the lost session could not.
+    let daemon = p.start_daemon().await;
+    let accepted = sandbox
+        .sandbox
+        .paystar
+        .wait_for(2, std::time::Duration::from_secs(20))
+        .await;
+    assert_eq!(accepted.len(), 2, "{}", daemon.log_text());
+    daemon.stop().await;
 }

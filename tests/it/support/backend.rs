@@ -90,7 +90,10 @@ impl TestState {
             TestState::Sqlite => SQLITE_STATE.to_owned(),
             TestState::Postgres { url, schema } => {
                 let file = root.join("database-url");
-                std::fs::write(&file, url).expect("write the database URL");
+                // The session is named after the schema, so a test can find it.
+                let sep = if url.contains('?') { '&' } else { '?' };
+                std::fs::write(&file, format!("{url}{sep}application_name={schema}"))
+                    .expect("write the database URL");
                 format!(
                     "state:\n  backend: postgres\n  reports_dir: state/reports\n  postgres:\n    url_file: {}\n    schema: {schema}\n",
                     file.display()
@@ -115,6 +118,23 @@ impl TestState {
                     .unwrap();
             }),
         }
+    }
+
+    /// Ends this project's PostgreSQL sessions, as a database restart or a
+    /// failover does; false on SQLite.
+    pub fn cut_sessions(&self) -> bool {
+        let TestState::Postgres { url, schema } = self else {
+            return false;
+        };
+        off_runtime(|| {
+            let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+            client
+                .execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                    &[schema],
+                )
+                .unwrap()
+        }) > 0
     }
 
     /// Whether any state exists yet (the file, or the schema).

@@ -60,6 +60,11 @@ impl Project {
         self.state.execute(self.root(), sql);
     }
 
+    /// The backend this project's state lives on.
+    pub fn state(&self) -> &TestState {
+        &self.state
+    }
+
     /// Whether any state exists yet.
     pub fn state_exists(&self) -> bool {
         self.state.exists(self.root())
