@@ -137,7 +137,7 @@ pub async fn run(
     notifier: crate::systemd::Notifier,
 ) -> anyhow::Result<()> {
     let resolved = resolve(&config, &process_env)?;
-    let store = SharedStore::open(&config.state).await?;
+    let store = SharedStore::open_with_readers(&config.state).await?;
     let metrics = Arc::new(Metrics::default());
     let wake = Arc::new(Notify::new());
     let (fail_tx, mut failures) = mpsc::channel(8);

@@ -25,7 +25,7 @@ async fn snapshot(state: &ServerState) -> Result<Snapshot, String> {
     let rule = state.live().payroc.as_ref().and_then(|p| p.pause.clone());
     state
         .store
-        .call(move |s| -> Result<Snapshot, crate::store::StateError> {
+        .read(move |s| -> Result<Snapshot, crate::store::StateError> {
             Ok(Snapshot {
                 writable: s.check_writable().map_err(|e| e.to_string()),
                 counts: s.counts()?,

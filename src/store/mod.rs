@@ -207,28 +207,72 @@ impl Store {
 }
 
 /// The store, shared by async tasks: each call runs on the blocking pool.
+/// Every write goes through one session ([`SharedStore::call`]); with
+/// PostgreSQL and `state.postgres.pool_size` above 1, status reads
+/// ([`SharedStore::read`]) use sessions of their own, so `/health` and
+/// `/metrics` answer while a long scan commits.
 #[derive(Clone)]
-pub struct SharedStore(std::sync::Arc<std::sync::Mutex<Store>>);
+pub struct SharedStore {
+    writer: std::sync::Arc<std::sync::Mutex<Store>>,
+    readers: std::sync::Arc<Readers>,
+}
+
+struct Readers {
+    sessions: Vec<std::sync::Mutex<Store>>,
+    next: std::sync::atomic::AtomicUsize,
+}
 
 impl SharedStore {
     pub fn new(store: Store) -> Self {
-        Self(std::sync::Arc::new(std::sync::Mutex::new(store)))
+        Self::with_readers(store, Vec::new())
     }
 
-    /// Opens the configured state for writing, on the blocking pool.
+    fn with_readers(store: Store, readers: Vec<Store>) -> Self {
+        Self {
+            writer: std::sync::Arc::new(std::sync::Mutex::new(store)),
+            readers: std::sync::Arc::new(Readers {
+                sessions: readers.into_iter().map(std::sync::Mutex::new).collect(),
+                next: std::sync::atomic::AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Opens the configured state for writing, on the blocking pool: one session.
     pub async fn open(config: &StateConfig) -> std::result::Result<Self, OpenError> {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || Store::open(&config))
-            .await
-            .expect("opening the state panicked")
-            .map(Self::new)
+        Self::open_sessions(config, false).await
     }
 
+    /// As [`SharedStore::open`], with the reading sessions that
+    /// `state.postgres.pool_size` allows beside the writer (the daemon's).
+    pub async fn open_with_readers(config: &StateConfig) -> std::result::Result<Self, OpenError> {
+        Self::open_sessions(config, true).await
+    }
+
+    async fn open_sessions(
+        config: &StateConfig,
+        readers: bool,
+    ) -> std::result::Result<Self, OpenError> {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            let writer = Store::open(&config)?;
+            let readers = match &config.backend {
+                StateBackend::Postgres(pg) if readers => (1..pg.pool_size)
+                    .map(|_| Store::open(&config))
+                    .collect::<std::result::Result<Vec<_>, _>>()?,
+                _ => Vec::new(),
+            };
+            Ok(Self::with_readers(writer, readers))
+        })
+        .await
+        .expect("opening the state panicked")
+    }
+
+    /// Runs `f` on the writing session.
     pub async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Store) -> T + Send + 'static,
     ) -> T {
-        let inner = self.0.clone();
+        let inner = self.writer.clone();
         tokio::task::spawn_blocking(move || {
             let mut store = inner
                 .lock()
@@ -237,5 +281,36 @@ impl SharedStore {
         })
         .await
         .expect("a store call panicked")
+    }
+
+    /// Runs `f`, which only reads, on a reading session if there is one (a free
+    /// one first), else on the writing session.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> T + Send + 'static,
+    ) -> T {
+        if self.readers.sessions.is_empty() {
+            return self.call(f).await;
+        }
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let sessions = &readers.sessions;
+            let free = sessions.iter().find_map(|s| s.try_lock().ok());
+            let mut store = match free {
+                Some(store) => store,
+                None => {
+                    let i = readers
+                        .next
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                        % sessions.len();
+                    sessions[i]
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                }
+            };
+            f(&mut store)
+        })
+        .await
+        .expect("a store read panicked")
     }
 }

@@ -106,7 +106,14 @@ impl Db {
     ) -> Result<()> {
         let step = "recording delivery outcomes";
         let Conn { client, statements } = self.conn_mut();
-        let mut tx = client.transaction().step(step)?;
+        // One snapshot for the read and the writes: a queue entry another
+        // session changed after the read (a provider stop recorded by another
+        // process) makes this transaction fail rather than be overwritten.
+        let mut tx = client
+            .build_transaction()
+            .isolation_level(::postgres::IsolationLevel::RepeatableRead)
+            .start()
+            .step(step)?;
         let record = prepare(&mut tx, statements, RECORD_AND_READ).step(step)?;
         let set_queue = prepare(&mut tx, statements, SET_QUEUE).step(step)?;
         for run in unique_runs(outcomes.iter().map(|o| o.key.as_ref())) {
