@@ -362,24 +362,7 @@ fn an_outcome_never_overwrites_a_queue_entry_another_session_changed_meanwhile()
         let recording =
             s.spawn(move || store.record_outcomes(&[outcome], |_| false, crate::support::now_ms()));
         // The outcome waits for the other session's lock…
-        let mut watcher = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        let deadline = crate::support::now_ms() + 20_000;
-        loop {
-            let waiting: bool = watcher
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock')",
-                    &[&schema],
-                )
-                .unwrap()
-                .get(0);
-            if waiting {
-                break;
-            }
-            assert!(
-                crate::support::now_ms() < deadline,
-                "the outcome never waited"
-            );
-        }
+        assert!(p.state().wait_for_a_lock_wait(), "the outcome never waited");
         // …which commits a change to the entry first.
         tx.commit().unwrap();
         recording.join().unwrap()
@@ -443,29 +426,8 @@ async fn health_answers_from_its_own_session_while_a_scan_waits_to_commit() {
         ]),
     );
     // The scan's commit waits on the lock, holding the writing session…
-    let watch = {
-        let (url, schema) = (url.clone(), schema.clone());
-        std::thread::spawn(move || {
-            let mut watcher = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-            let deadline = crate::support::now_ms() + 20_000;
-            loop {
-                let waiting: bool = watcher
-                    .query_one(
-                        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock')",
-                        &[&schema],
-                    )
-                    .unwrap()
-                    .get(0);
-                if waiting || crate::support::now_ms() > deadline {
-                    return waiting;
-                }
-            }
-        })
-    };
     assert!(
-        tokio::task::spawn_blocking(move || watch.join().unwrap())
-            .await
-            .unwrap(),
+        p.state().wait_for_a_lock_wait(),
         "the scan never waited on the lock:\n{}",
         daemon.log_text()
     );

@@ -137,6 +137,30 @@ impl TestState {
         }) > 0
     }
 
+    /// Waits (at most 20 s) until one of this project's PostgreSQL sessions
+    /// waits on a lock; false if none did, or on SQLite.
+    pub fn wait_for_a_lock_wait(&self) -> bool {
+        let TestState::Postgres { url, schema } = self else {
+            return false;
+        };
+        off_runtime(|| {
+            let mut watcher = postgres::Client::connect(url, postgres::NoTls).unwrap();
+            let deadline = paystar_sync::clock::now_ms() + 20_000;
+            loop {
+                let waiting: bool = watcher
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock')",
+                        &[schema],
+                    )
+                    .unwrap()
+                    .get(0);
+                if waiting || paystar_sync::clock::now_ms() > deadline {
+                    return waiting;
+                }
+            }
+        })
+    }
+
     /// Whether any state exists yet (the file, or the schema).
     pub fn exists(&self, root: &Path) -> bool {
         match self {
