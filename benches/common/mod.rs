@@ -205,6 +205,7 @@ pub fn commit_and_acknowledge(config: &Config) -> (Duration, Duration) {
             acked_unenroll,
             result: OutcomeResult::Done,
             history: Vec::new(),
+            claimed: None,
         })
         .collect();
     store

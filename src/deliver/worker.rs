@@ -16,7 +16,9 @@ use crate::customer::CustomerKey;
 use crate::mask::MaskedAccount;
 use crate::providers::payroc::{Pause, current_pause};
 use crate::reconcile::{FieldSource, Policy, UnenrollCause};
-use crate::store::{HistoryEntry, KeyState, Outcome, OutcomeResult, SharedStore, StateError};
+use crate::store::{
+    AckedRecord, Claimed, HistoryEntry, KeyState, Outcome, OutcomeResult, SharedStore, StateError,
+};
 use prometheus_client::metrics::counter::Counter;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -274,9 +276,30 @@ fn claim_step(
     })
 }
 
+/// Sends one key's events in order; returns the outcome, with what the
+/// delivery saw of the key, and how many events Paystar acknowledged.
+async fn deliver_key(
+    client: &PaystarClient,
+    settings: &WorkerSettings,
+    key: CustomerKey,
+    state: KeyState,
+    paused: bool,
+) -> (Outcome, u64) {
+    let mut seen = state.clone();
+    let (mut outcome, delivered) = send_key(client, settings, key, state, paused).await;
+    // Whether the key differs once what Paystar acknowledged applies to the
+    // state it was claimed with (the same rule the store applies on a re-read).
+    seen.acked = AckedRecord::acknowledge(seen.acked.take(), &outcome, now_ms());
+    outcome.claimed = Some(Claimed {
+        queue_version: seen.queue.as_ref().map_or(0, |q| q.version),
+        differs_after: !seen.plan(settings.policy).is_empty(),
+    });
+    (outcome, delivered)
+}
+
 /// Sends one key's events in order; returns the outcome and how many events
 /// Paystar acknowledged.
-async fn deliver_key(
+async fn send_key(
     client: &PaystarClient,
     settings: &WorkerSettings,
     key: CustomerKey,
@@ -295,6 +318,7 @@ async fn deliver_key(
         acked_unenroll: false,
         result: OutcomeResult::Done,
         history: Vec::new(),
+        claimed: None,
     };
     let fields_provenance = provenance(&state, settings.policy);
     let attempt_no = failures + 1;

@@ -168,6 +168,9 @@ pub struct QueueRecord {
     pub attempts: u32,
     pub next_attempt_at: i64,
     pub last_error: Option<String>,
+    /// Moves whenever a writer (a scan, a provider event, `approve`) queues the
+    /// key again; 0 where the backend does not keep it (SQLite).
+    pub version: i64,
 }
 
 /// What one delivery attempt of a key ended with.
@@ -181,6 +184,18 @@ pub struct Outcome {
     pub result: OutcomeResult,
     /// What to add to the customer's history.
     pub history: Vec<HistoryEntry>,
+    /// The delivery's own view of the key, if it has one.
+    pub claimed: Option<Claimed>,
+}
+
+/// What the delivery saw of a key when it claimed it: its queue entry's
+/// version, and whether the key still differs once this outcome's
+/// acknowledgements apply to that view. A backend may trust it while the queue
+/// entry's version is unchanged instead of reading the key again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claimed {
+    pub queue_version: i64,
+    pub differs_after: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -430,7 +445,7 @@ impl AckedRecord {
     /// What Paystar's acknowledged state becomes after `outcome`: fields it
     /// acknowledged replace the stored ones, an acknowledged unenroll sticks.
     /// The rule both backends' upserts write.
-    pub(super) fn acknowledge(
+    pub fn acknowledge(
         stored: Option<AckedRecord>,
         outcome: &Outcome,
         now_ms: i64,

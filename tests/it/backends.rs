@@ -357,6 +357,7 @@ fn an_outcome_never_overwrites_a_queue_entry_another_session_changed_meanwhile()
         acked_unenroll: false,
         result: OutcomeResult::Done,
         history: Vec::new(),
+        claimed: None,
     };
     let recorded = std::thread::scope(|s| {
         let recording =
@@ -448,4 +449,81 @@ async fn health_answers_from_its_own_session_while_a_scan_waits_to_commit() {
         .await;
     assert_eq!(accepted.len(), 2, "{}", daemon.log_text());
     daemon.stop().await;
+}
+
+#[test]
+fn a_delivered_key_leaves_the_queue_only_if_its_entry_is_the_one_the_delivery_claimed() {
+    use paystar_sync::customer::{CustomerKey, FieldsBuf};
+    use paystar_sync::store::{Claimed, Outcome, OutcomeResult};
+    let Some(state) = TestState::postgres() else {
+        return; // said loudly by TestState::postgres; a failure under CI=true
+    };
+    let p = Project::on(state, crate::support::BASE_CONFIG);
+    p.file(
+        "a.csv",
+        csv(&[
+            "1,Ada,Lovelace,ada@example.com,",
+            "2,Grace,Hopper,grace@example.com,",
+            "3,Alan,Turing,alan@example.com,",
+        ]),
+    );
+    p.commit();
+    let key = |account: &str| CustomerKey {
+        business_unit: "water-bill-pay".into(),
+        account: account.into(),
+        sub_account: String::new(),
+    };
+    let mut store = p.store();
+    let claimed = store
+        .load_states(
+            [key("1"), key("2"), key("3")]
+                .iter()
+                .map(CustomerKey::as_ref),
+        )
+        .unwrap();
+    let version = |i: usize| claimed[i].as_ref().unwrap().queue.as_ref().unwrap().version;
+    // Meanwhile another writer queues 2 again (a provider stop), and a scan
+    // drops 3 from the queue.
+    p.execute_sql(
+        "UPDATE queue SET version = version + 1 WHERE account = '2';
+         DELETE FROM queue WHERE account = '3';",
+    );
+    let outcome = |account: &str, first: &str, last: &str, email: &str, v: i64| Outcome {
+        key: key(account),
+        acked_fields: Some(FieldsBuf {
+            first_name: first.into(),
+            last_name: last.into(),
+            email: email.into(),
+        }),
+        acked_unenroll: false,
+        result: OutcomeResult::Done,
+        history: Vec::new(),
+        claimed: Some(Claimed {
+            queue_version: v,
+            differs_after: false,
+        }),
+    };
+    store
+        .record_outcomes(
+            &[
+                outcome("1", "Ada", "Lovelace", "ada@example.com", version(0)),
+                outcome("2", "Grace", "Hopper", "grace@example.com", version(1)),
+                outcome("3", "Alan", "Turing", "alan@example.com", version(2)),
+            ],
+            |_| panic!("a claimed outcome is not read again"),
+            crate::support::now_ms(),
+        )
+        .unwrap();
+    let after = store
+        .load_states(
+            [key("1"), key("2"), key("3")]
+                .iter()
+                .map(CustomerKey::as_ref),
+        )
+        .unwrap();
+    let queued = |i: usize| after[i].as_ref().unwrap().queue.is_some();
+    // 1 was the claimed entry: done. 2 was queued again: it stays. 3 was
+    // dropped by a scan: it comes back, to be compared afresh.
+    assert_eq!((queued(0), queued(1), queued(2)), (false, true, true));
+    assert!(after.iter().all(|s| s.as_ref().unwrap().acked.is_some()));
 }

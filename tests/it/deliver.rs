@@ -332,6 +332,7 @@ fn a_due_retry_is_claimed_before_a_backlog_of_fresh_keys() {
             error: "HTTP 503".into(),
         },
         history: Vec::new(),
+        claimed: None,
     };
     store.record_outcomes(&[outcome], |_| true, now).unwrap();
     // Not due yet: the backlog goes first.

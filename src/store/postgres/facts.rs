@@ -87,7 +87,8 @@ impl Db {
             "INSERT INTO queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at)
              SELECT business_unit, account, sub_account, 'pending', 0, $1, $1 FROM holds
              ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
-               state = CASE WHEN queue.state = 'parked' THEN 'pending' ELSE queue.state END",
+               state = CASE WHEN queue.state = 'parked' THEN 'pending' ELSE queue.state END,
+               version = queue.version + 1",
             &[&now_ms],
         )
         .step("approving held unenrolls")?;

@@ -13,7 +13,7 @@ macro_rules! state_columns {
     a.business_unit IS NOT NULL, a.first_name, a.last_name, a.email, a.unenrolled, a.acked_at,
     q.business_unit IS NOT NULL, q.state, q.attempts, q.next_attempt_at, q.last_error,
     h.cause, s.provider, s.event_id, s.reason,
-    pf.first_name, pf.last_name, pf.email, pf.provider, pf.event_id, pf.created_ms"
+    pf.first_name, pf.last_name, pf.email, pf.provider, pf.event_id, pf.created_ms, q.version"
     };
 }
 
@@ -130,6 +130,7 @@ pub(super) fn read_state(r: &::postgres::Row, at: usize) -> KeyState {
             attempts: r.get::<_, i64>(at + 19).clamp(0, u32::MAX as i64) as u32,
             next_attempt_at: r.get(at + 20),
             last_error: r.get(at + 21),
+            version: r.get(at + 32),
         }),
         held: r.get(at + 22),
         stop: r

@@ -40,7 +40,58 @@ const SET_QUEUE: &str = "WITH d AS (
      state = excluded.state, attempts = excluded.attempts,
      next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error,
      last_request = COALESCE(excluded.last_request, queue.last_request),
-     last_response = COALESCE(excluded.last_response, queue.last_response)";
+     last_response = COALESCE(excluded.last_response, queue.last_response),
+     version = queue.version + 1";
+
+/// A batch of outcomes whose delivery knew what each key looked like: every
+/// write in one statement (so one transaction). A delivered key that no longer
+/// differs leaves the queue only if its entry is the one the delivery claimed
+/// (same version); an entry another writer queued again meanwhile stays, and
+/// one a scan removed meanwhile is queued again to be compared afresh.
+const RECORD_CLAIMED: &str = "WITH h AS (
+     INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
+     SELECT b, a, s, $14, kind, event_type, detail
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY
+          AS h(b, a, s, kind, event_type, detail, ord)
+     ORDER BY ord),
+   up AS (
+     INSERT INTO acked (business_unit, account, sub_account, first_name, last_name, email, unenrolled, acked_at)
+     SELECT b, a, s, fname, lname, email, unenrolled, $14
+     FROM unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bool[])
+          AS k(b, a, s, fname, lname, email, unenrolled)
+     ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
+       first_name = COALESCE(excluded.first_name, acked.first_name),
+       last_name = COALESCE(excluded.last_name, acked.last_name),
+       email = COALESCE(excluded.email, acked.email),
+       unenrolled = acked.unenrolled OR excluded.unenrolled,
+       acked_at = excluded.acked_at
+     RETURNING 1),
+   m AS (
+     INSERT INTO meta (key, value) SELECT 'acked_version', '1' WHERE EXISTS (SELECT 1 FROM up)
+     ON CONFLICT (key) DO UPDATE SET value = (meta.value::bigint + 1)::text),
+   dropped AS (SELECT * FROM unnest($15::text[], $16::text[], $17::text[], $18::int8[]) AS k(b, a, s, version)),
+   d AS (
+     DELETE FROM queue q USING dropped k
+     WHERE q.business_unit = k.b AND q.account = k.a AND q.sub_account = k.s AND q.version = k.version
+     RETURNING q.business_unit, q.account, q.sub_account),
+   -- An entry that is not the claimed one stays; one a scan removed meanwhile
+   -- comes back as pending, so that the key is compared again.
+   r AS (
+     INSERT INTO queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at)
+     SELECT k.b, k.a, k.s, 'pending', 0, $14, $14 FROM dropped k
+     WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.business_unit = k.b AND d.account = k.a AND d.sub_account = k.s)
+     ON CONFLICT (business_unit, account, sub_account) DO NOTHING)
+   INSERT INTO queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at,
+                      last_error, last_request, last_response)
+   SELECT b, a, s, state, attempts, at, $14, error, request, response
+   FROM unnest($19::text[], $20::text[], $21::text[], $22::text[], $23::int8[], $24::int8[], $25::text[], $26::text[], $27::text[])
+        AS k(b, a, s, state, attempts, at, error, request, response)
+   ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
+     state = excluded.state, attempts = excluded.attempts,
+     next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error,
+     last_request = COALESCE(excluded.last_request, queue.last_request),
+     last_response = COALESCE(excluded.last_response, queue.last_response),
+     version = queue.version + 1";
 
 /// The queue entries one batch of outcomes leaves, as arrays.
 #[derive(Default)]
@@ -52,6 +103,112 @@ struct QueueBatch<'a> {
     error: Vec<Option<&'a str>>,
     request: Vec<Option<&'a str>>,
     response: Vec<Option<&'a str>>,
+}
+
+impl<'a> QueueBatch<'a> {
+    /// The queue entry `o` leaves.
+    fn push(&mut self, o: &'a Outcome, now_ms: i64) {
+        let q = o.result.queue_entry(now_ms);
+        self.keys.push(o.key.as_ref());
+        self.state.push(q.state.as_str());
+        self.attempts.push(i64::from(q.attempts));
+        self.at.push(q.next_attempt_at);
+        self.error.push(q.error);
+        self.request.push(q.request);
+        self.response.push(q.response);
+    }
+}
+
+/// A run of outcomes' history lines (in order) and acknowledgements, as arrays.
+#[derive(Default)]
+struct OutcomeWrites<'a> {
+    history: KeyColumns<'a>,
+    kind: Vec<&'static str>,
+    event_type: Vec<Option<&'static str>>,
+    detail: Vec<&'a str>,
+    acked: KeyColumns<'a>,
+    first: Vec<Option<&'a str>>,
+    last: Vec<Option<&'a str>>,
+    email: Vec<Option<&'a str>>,
+    unenrolled: Vec<bool>,
+}
+
+impl<'a> OutcomeWrites<'a> {
+    fn of(run: &'a [Outcome]) -> Self {
+        let mut w = Self::default();
+        for o in run {
+            for entry in &o.history {
+                w.history.push(o.key.as_ref());
+                w.kind.push(entry.kind);
+                w.event_type.push(entry.event_type);
+                w.detail.push(entry.detail.as_str());
+            }
+            if o.acked_fields.is_some() || o.acked_unenroll {
+                let f = o.acked_fields.as_ref();
+                w.acked.push(o.key.as_ref());
+                w.first.push(f.map(|f| f.first_name.as_str()));
+                w.last.push(f.map(|f| f.last_name.as_str()));
+                w.email.push(f.map(|f| f.email.as_str()));
+                w.unenrolled.push(o.acked_unenroll);
+            }
+        }
+        w
+    }
+}
+
+/// One run of distinct keys' outcomes, with the delivery's view: [`RECORD_CLAIMED`].
+fn record_claimed_run(
+    client: &mut impl GenericClient,
+    record: &Statement,
+    run: &[Outcome],
+    now_ms: i64,
+) -> std::result::Result<(), ::postgres::Error> {
+    let w = OutcomeWrites::of(run);
+    let mut dropped = KeyColumns::default();
+    let mut versions = Vec::new();
+    let mut queue = QueueBatch::default();
+    for o in run {
+        match o.claimed {
+            Some(c) if o.result == OutcomeResult::Done && !c.differs_after => {
+                dropped.push(o.key.as_ref());
+                versions.push(c.queue_version);
+            }
+            _ => queue.push(o, now_ms),
+        }
+    }
+    client.execute(
+        record,
+        &[
+            &w.history.business_unit,
+            &w.history.account,
+            &w.history.sub_account,
+            &w.kind,
+            &w.event_type,
+            &w.detail,
+            &w.acked.business_unit,
+            &w.acked.account,
+            &w.acked.sub_account,
+            &w.first,
+            &w.last,
+            &w.email,
+            &w.unenrolled,
+            &now_ms,
+            &dropped.business_unit,
+            &dropped.account,
+            &dropped.sub_account,
+            &versions,
+            &queue.keys.business_unit,
+            &queue.keys.account,
+            &queue.keys.sub_account,
+            &queue.state,
+            &queue.attempts,
+            &queue.at,
+            &queue.error,
+            &queue.request,
+            &queue.response,
+        ],
+    )?;
+    Ok(())
 }
 
 impl Db {
@@ -104,9 +261,13 @@ impl Db {
         still_differs: impl Fn(&KeyState) -> bool,
         now_ms: i64,
     ) -> Result<()> {
+        if outcomes.iter().all(|o| o.claimed.is_some()) {
+            return self.record_claimed(outcomes, now_ms);
+        }
         let step = "recording delivery outcomes";
         let Conn { client, statements } = self.conn_mut();
-        // One snapshot for the read and the writes: a queue entry another
+        // Outcomes without the delivery's view: the keys are read again. One
+        // snapshot for the read and the writes: a queue entry another
         // session changed after the read (a provider stop recorded by another
         // process) makes this transaction fail rather than be overwritten.
         let mut tx = client
@@ -118,32 +279,7 @@ impl Db {
         let set_queue = prepare(&mut tx, statements, SET_QUEUE).step(step)?;
         for run in unique_runs(outcomes.iter().map(|o| o.key.as_ref())) {
             let run = &outcomes[run];
-            // History, in outcome order.
-            let mut h_keys = KeyColumns::default();
-            let (mut kind, mut event_type, mut detail) = (Vec::new(), Vec::new(), Vec::new());
-            for o in run {
-                for entry in &o.history {
-                    h_keys.push(o.key.as_ref());
-                    kind.push(entry.kind);
-                    event_type.push(entry.event_type);
-                    detail.push(entry.detail.as_str());
-                }
-            }
-            // What Paystar acknowledged.
-            let mut a_keys = KeyColumns::default();
-            let (mut first, mut last, mut email, mut unenrolled) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for o in run
-                .iter()
-                .filter(|o| o.acked_fields.is_some() || o.acked_unenroll)
-            {
-                let f = o.acked_fields.as_ref();
-                a_keys.push(o.key.as_ref());
-                first.push(f.map(|f| f.first_name.as_str()));
-                last.push(f.map(|f| f.last_name.as_str()));
-                email.push(f.map(|f| f.email.as_str()));
-                unenrolled.push(o.acked_unenroll);
-            }
+            let w = OutcomeWrites::of(run);
             // A delivered key is compared again with its current desired state.
             let mut done = KeyColumns::default();
             for o in run.iter().filter(|o| o.result == OutcomeResult::Done) {
@@ -153,19 +289,19 @@ impl Db {
                 .query(
                     &record,
                     &[
-                        &h_keys.business_unit,
-                        &h_keys.account,
-                        &h_keys.sub_account,
-                        &kind,
-                        &event_type,
-                        &detail,
-                        &a_keys.business_unit,
-                        &a_keys.account,
-                        &a_keys.sub_account,
-                        &first,
-                        &last,
-                        &email,
-                        &unenrolled,
+                        &w.history.business_unit,
+                        &w.history.account,
+                        &w.history.sub_account,
+                        &w.kind,
+                        &w.event_type,
+                        &w.detail,
+                        &w.acked.business_unit,
+                        &w.acked.account,
+                        &w.acked.sub_account,
+                        &w.first,
+                        &w.last,
+                        &w.email,
+                        &w.unenrolled,
                         &now_ms,
                         &done.business_unit,
                         &done.account,
@@ -191,14 +327,7 @@ impl Db {
                     dropped.push(o.key.as_ref());
                     continue;
                 }
-                let q = o.result.queue_entry(now_ms);
-                queue.keys.push(o.key.as_ref());
-                queue.state.push(q.state.as_str());
-                queue.attempts.push(i64::from(q.attempts));
-                queue.at.push(q.next_attempt_at);
-                queue.error.push(q.error);
-                queue.request.push(q.request);
-                queue.response.push(q.response);
+                queue.push(o, now_ms);
             }
             tx.execute(
                 &set_queue,
@@ -223,13 +352,31 @@ impl Db {
         tx.commit().step(step)
     }
 
+    /// Outcomes that carry the delivery's view of each key: one statement per
+    /// run of distinct keys, no read.
+    fn record_claimed(&mut self, outcomes: &[Outcome], now_ms: i64) -> Result<()> {
+        let step = "recording delivery outcomes";
+        let Conn { client, statements } = self.conn_mut();
+        let record = prepare(client, statements, RECORD_CLAIMED).step(step)?;
+        let runs = unique_runs(outcomes.iter().map(|o| o.key.as_ref()));
+        // One run (the usual step) is one statement, a transaction of its own.
+        if let [run] = &runs[..] {
+            return record_claimed_run(client, &record, &outcomes[run.clone()], now_ms).step(step);
+        }
+        let mut tx = client.transaction().step(step)?;
+        for run in runs {
+            record_claimed_run(&mut tx, &record, &outcomes[run], now_ms).step(step)?;
+        }
+        tx.commit().step(step)
+    }
+
     pub fn retry_parked(&mut self, keys: Option<&[CustomerKey]>, now_ms: i64) -> Result<usize> {
         let step = "re-queueing parked customers";
         let client = self.client();
         let n = match keys {
             None => client
                 .execute(
-                    "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = $1 WHERE state = 'parked'",
+                    "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = $1, version = version + 1 WHERE state = 'parked'",
                     &[&now_ms],
                 )
                 .step(step)?,
@@ -240,7 +387,7 @@ impl Db {
                 }
                 client
                     .execute(
-                        "UPDATE queue q SET state = 'pending', attempts = 0, next_attempt_at = $4
+                        "UPDATE queue q SET state = 'pending', attempts = 0, next_attempt_at = $4, version = q.version + 1
                          FROM unnest($1::text[], $2::text[], $3::text[]) AS k(b, a, s)
                          WHERE q.state = 'parked' AND q.business_unit = k.b AND q.account = k.a AND q.sub_account = k.s",
                         &[&k.business_unit, &k.account, &k.sub_account, &now_ms],

@@ -37,7 +37,8 @@ pub(super) const ENQUEUE: &str = "INSERT INTO queue (business_unit, account, sub
    ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
      state = CASE WHEN queue.state = 'parked' THEN 'pending' ELSE queue.state END,
      attempts = CASE WHEN queue.state = 'parked' THEN 0 ELSE queue.attempts END,
-     next_attempt_at = CASE WHEN queue.state = 'parked' THEN excluded.next_attempt_at ELSE queue.next_attempt_at END";
+     next_attempt_at = CASE WHEN queue.state = 'parked' THEN excluded.next_attempt_at ELSE queue.next_attempt_at END,
+     version = queue.version + 1";
 pub(super) const DEQUEUE: &str =
     "DELETE FROM queue q USING unnest($1::text[], $2::text[], $3::text[]) AS k(b, a, s)
    WHERE q.business_unit = k.b AND q.account = k.a AND q.sub_account = k.s";

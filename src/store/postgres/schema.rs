@@ -164,6 +164,10 @@ CREATE TABLE merchant_statuses (
     PRIMARY KEY (provider, account)
 );
 "#,
+    // v2: a queue entry's version, moved by every writer that queues the key again.
+    r#"
+ALTER TABLE queue ADD COLUMN version bigint NOT NULL DEFAULT 0;
+"#,
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -133,6 +133,7 @@ fn read_queue_at(r: &rusqlite::Row<'_>, at: usize) -> DbResult<QueueRecord> {
         attempts: r.get(at + 1)?,
         next_attempt_at: r.get(at + 2)?,
         last_error: r.get(at + 3)?,
+        version: 0,
     })
 }
 

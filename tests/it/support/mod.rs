@@ -251,6 +251,7 @@ impl Project {
                 acked_unenroll: unenrolled,
                 result: OutcomeResult::Done,
                 history: Vec::new(),
+                claimed: None,
             })
             .collect();
         store
