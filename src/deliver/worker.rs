@@ -244,30 +244,11 @@ fn claim_step(
     }
     let pause = current_pause(rule, store)?;
     let paused = pause.as_ref().map_or(&[][..], |p| &p.business_units[..]);
-    let now = now_ms();
-    let upcoming = store.upcoming(free + busy.len() + 1, paused, now)?;
-    let mut claimed = Vec::new();
-    let mut next_due = None;
-    let mut more = false;
-    for (key, at) in upcoming {
-        if busy.contains(&key) {
-            continue;
-        }
-        more = true;
-        if at > now {
-            next_due = Some(at);
-            break;
-        }
-        if claimed.len() < free {
-            claimed.push(key);
-        }
-    }
-    let states = store.load_states(claimed.iter().map(CustomerKey::as_ref))?;
-    let claimed = claimed
-        .into_iter()
-        .zip(states)
-        .map(|(key, state)| (key, state.map(|b| *b).unwrap_or_default()))
-        .collect();
+    let crate::store::Claim {
+        claimed,
+        next_due,
+        more,
+    } = store.claim(free, paused, now_ms(), busy)?;
     Ok(Step {
         claimed,
         next_due,

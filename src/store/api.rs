@@ -132,6 +132,35 @@ impl Store {
         by_backend!(self, db => db.upcoming(limit, paused, now_ms))
     }
 
+    /// Up to `free` due keys not `busy` (in flight), with their state, and what
+    /// else waits: what the delivery worker sends next. Paused business units
+    /// and due retries as in [`Store::upcoming`].
+    pub fn claim(
+        &self,
+        free: usize,
+        paused: &[String],
+        now_ms: i64,
+        busy: &[CustomerKey],
+    ) -> Result<Claim> {
+        let upcoming = self.upcoming(free + busy.len() + 1, paused, now_ms)?;
+        let (keys, next_due, more) = pick(
+            upcoming.into_iter().map(|(k, at)| (k, at, ())),
+            busy,
+            free,
+            now_ms,
+        );
+        let states = self.load_states(keys.iter().map(|(k, ())| k.as_ref()))?;
+        Ok(Claim {
+            claimed: keys
+                .into_iter()
+                .zip(states)
+                .map(|((key, ()), state)| (key, state.map(|b| *b).unwrap_or_default()))
+                .collect(),
+            next_due,
+            more,
+        })
+    }
+
     /// Records the outcome of delivery attempts in one transaction: what Paystar
     /// acknowledged, and each key's queue entry. After an acknowledgement the key
     /// is compared again with its *current* desired state (`still_differs`), so a

@@ -464,3 +464,40 @@ impl AckedRecord {
         })
     }
 }
+
+/// Keys to send now, with their state, and what else waits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Claim {
+    pub claimed: Vec<(CustomerKey, KeyState)>,
+    /// When the soonest waiting key not claimed becomes due.
+    pub next_due: Option<i64>,
+    /// Whether any key not in flight is still queued (due or not).
+    pub more: bool,
+}
+
+/// Picks, from queued keys soonest first (due retries first), up to `free`
+/// that are due and not `busy`; the same rule on every backend.
+pub(super) fn pick<T>(
+    upcoming: impl IntoIterator<Item = (CustomerKey, i64, T)>,
+    busy: &[CustomerKey],
+    free: usize,
+    now_ms: i64,
+) -> (Vec<(CustomerKey, T)>, Option<i64>, bool) {
+    let mut claimed = Vec::new();
+    let mut next_due = None;
+    let mut more = false;
+    for (key, at, extra) in upcoming {
+        if busy.contains(&key) {
+            continue;
+        }
+        more = true;
+        if at > now_ms {
+            next_due = Some(at);
+            break;
+        }
+        if claimed.len() < free {
+            claimed.push((key, extra));
+        }
+    }
+    (claimed, next_due, more)
+}

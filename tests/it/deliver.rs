@@ -343,4 +343,19 @@ fn a_due_retry_is_claimed_before_a_backlog_of_fresh_keys() {
     assert_eq!(due[0].0, retried, "{due:?}");
     assert_eq!(due.len(), 9);
     assert_eq!(due.iter().filter(|(k, _)| *k == retried).count(), 1);
+    // The worker's claim says the same, with each key's state, and never
+    // claims a key in flight.
+    let claim = store.claim(9, &[], now + 100, &[]).unwrap();
+    assert_eq!(claim.claimed[0].0, retried);
+    assert_eq!(claim.claimed[0].1.queue.as_ref().unwrap().attempts, 1);
+    assert_eq!(claim.claimed.len(), 9);
+    assert!(claim.more);
+    let busy = [retried.clone(), claim.claimed[1].0.clone()];
+    let claim = store.claim(9, &[], now + 100, &busy).unwrap();
+    assert_eq!(claim.claimed.len(), 9);
+    assert!(claim.claimed.iter().all(|(k, _)| !busy.contains(k)));
+    assert!(claim.claimed.iter().all(|(_, s)| s.desired.is_some()));
+    // Nothing due yet for a retry alone: it says when.
+    let early = store.claim(9, &[], now, &[]).unwrap();
+    assert!(!early.claimed.iter().any(|(k, _)| *k == retried));
 }
