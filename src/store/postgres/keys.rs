@@ -43,13 +43,12 @@ const STATES: &str = concat!(
     " ORDER BY k.ord"
 );
 
-/// A batch of delivery outcomes' writes before the queue's (history, what
-/// Paystar acknowledged, `acked_version`), and the state of the delivered keys:
-/// one statement. The select sees the tables as they were before the writes;
-/// the caller applies the acknowledgements it just wrote
-/// (`AckedRecord::acknowledge`).
-pub(super) const RECORD_AND_READ: &str = concat!(
-    "WITH h AS (
+/// A run of outcomes' writes before the queue's: history lines ($1–$6), what
+/// Paystar acknowledged ($7–$13) and `acked_version`, at $14; the `WITH` list
+/// that both ways of recording outcomes start with.
+macro_rules! outcome_writes {
+    () => {
+        "WITH h AS (
        INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
        SELECT b, a, s, $14, kind, event_type, detail
        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY
@@ -69,8 +68,18 @@ pub(super) const RECORD_AND_READ: &str = concat!(
        RETURNING 1),
      m AS (
        INSERT INTO meta (key, value) SELECT 'acked_version', '1' WHERE EXISTS (SELECT 1 FROM up)
-       ON CONFLICT (key) DO UPDATE SET value = (meta.value::bigint + 1)::text)
-     SELECT k.ord, ",
+       ON CONFLICT (key) DO UPDATE SET value = (meta.value::bigint + 1)::text)"
+    };
+}
+
+/// A batch of delivery outcomes' writes before the queue's (history, what
+/// Paystar acknowledged, `acked_version`), and the state of the delivered keys:
+/// one statement. The select sees the tables as they were before the writes;
+/// the caller applies the acknowledgements it just wrote
+/// (`AckedRecord::acknowledge`).
+pub(super) const RECORD_AND_READ: &str = concat!(
+    outcome_writes!(),
+    "     SELECT k.ord, ",
     state_columns!(),
     "
      FROM unnest($15::text[], $16::text[], $17::text[]) WITH ORDINALITY AS k(business_unit, account, sub_account, ord)

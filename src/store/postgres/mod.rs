@@ -7,6 +7,7 @@
 mod copy;
 mod facts;
 mod files;
+#[macro_use]
 mod keys;
 mod ledger;
 mod queue;

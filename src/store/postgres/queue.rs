@@ -48,27 +48,9 @@ const SET_QUEUE: &str = "WITH d AS (
 /// differs leaves the queue only if its entry is the one the delivery claimed
 /// (same version); an entry another writer queued again meanwhile stays, and
 /// one a scan removed meanwhile is queued again to be compared afresh.
-const RECORD_CLAIMED: &str = "WITH h AS (
-     INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
-     SELECT b, a, s, $14, kind, event_type, detail
-     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY
-          AS h(b, a, s, kind, event_type, detail, ord)
-     ORDER BY ord),
-   up AS (
-     INSERT INTO acked (business_unit, account, sub_account, first_name, last_name, email, unenrolled, acked_at)
-     SELECT b, a, s, fname, lname, email, unenrolled, $14
-     FROM unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bool[])
-          AS k(b, a, s, fname, lname, email, unenrolled)
-     ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
-       first_name = COALESCE(excluded.first_name, acked.first_name),
-       last_name = COALESCE(excluded.last_name, acked.last_name),
-       email = COALESCE(excluded.email, acked.email),
-       unenrolled = acked.unenrolled OR excluded.unenrolled,
-       acked_at = excluded.acked_at
-     RETURNING 1),
-   m AS (
-     INSERT INTO meta (key, value) SELECT 'acked_version', '1' WHERE EXISTS (SELECT 1 FROM up)
-     ON CONFLICT (key) DO UPDATE SET value = (meta.value::bigint + 1)::text),
+const RECORD_CLAIMED: &str = concat!(
+    outcome_writes!(),
+    ",
    dropped AS (SELECT * FROM unnest($15::text[], $16::text[], $17::text[], $18::int8[]) AS k(b, a, s, version)),
    d AS (
      DELETE FROM queue q USING dropped k
@@ -91,7 +73,8 @@ const RECORD_CLAIMED: &str = "WITH h AS (
      next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error,
      last_request = COALESCE(excluded.last_request, queue.last_request),
      last_response = COALESCE(excluded.last_response, queue.last_response),
-     version = queue.version + 1";
+     version = queue.version + 1"
+);
 
 /// The queue entries one batch of outcomes leaves, as arrays.
 #[derive(Default)]
@@ -134,6 +117,26 @@ struct OutcomeWrites<'a> {
 }
 
 impl<'a> OutcomeWrites<'a> {
+    /// The parameters of `outcome_writes!` ($1–$14).
+    fn params<'p>(&'p self, now_ms: &'p i64) -> Vec<&'p (dyn ToSql + Sync)> {
+        vec![
+            &self.history.business_unit,
+            &self.history.account,
+            &self.history.sub_account,
+            &self.kind,
+            &self.event_type,
+            &self.detail,
+            &self.acked.business_unit,
+            &self.acked.account,
+            &self.acked.sub_account,
+            &self.first,
+            &self.last,
+            &self.email,
+            &self.unenrolled,
+            now_ms,
+        ]
+    }
+
     fn of(run: &'a [Outcome]) -> Self {
         let mut w = Self::default();
         for o in run {
@@ -176,38 +179,23 @@ fn record_claimed_run(
             _ => queue.push(o, now_ms),
         }
     }
-    client.execute(
-        record,
-        &[
-            &w.history.business_unit,
-            &w.history.account,
-            &w.history.sub_account,
-            &w.kind,
-            &w.event_type,
-            &w.detail,
-            &w.acked.business_unit,
-            &w.acked.account,
-            &w.acked.sub_account,
-            &w.first,
-            &w.last,
-            &w.email,
-            &w.unenrolled,
-            &now_ms,
-            &dropped.business_unit,
-            &dropped.account,
-            &dropped.sub_account,
-            &versions,
-            &queue.keys.business_unit,
-            &queue.keys.account,
-            &queue.keys.sub_account,
-            &queue.state,
-            &queue.attempts,
-            &queue.at,
-            &queue.error,
-            &queue.request,
-            &queue.response,
-        ],
-    )?;
+    let mut params = w.params(&now_ms);
+    params.extend::<[&(dyn ToSql + Sync); 13]>([
+        &dropped.business_unit,
+        &dropped.account,
+        &dropped.sub_account,
+        &versions,
+        &queue.keys.business_unit,
+        &queue.keys.account,
+        &queue.keys.sub_account,
+        &queue.state,
+        &queue.attempts,
+        &queue.at,
+        &queue.error,
+        &queue.request,
+        &queue.response,
+    ]);
+    client.execute(record, &params)?;
     Ok(())
 }
 
@@ -285,30 +273,13 @@ impl Db {
             for o in run.iter().filter(|o| o.result == OutcomeResult::Done) {
                 done.push(o.key.as_ref());
             }
-            let rows = tx
-                .query(
-                    &record,
-                    &[
-                        &w.history.business_unit,
-                        &w.history.account,
-                        &w.history.sub_account,
-                        &w.kind,
-                        &w.event_type,
-                        &w.detail,
-                        &w.acked.business_unit,
-                        &w.acked.account,
-                        &w.acked.sub_account,
-                        &w.first,
-                        &w.last,
-                        &w.email,
-                        &w.unenrolled,
-                        &now_ms,
-                        &done.business_unit,
-                        &done.account,
-                        &done.sub_account,
-                    ],
-                )
-                .step(step)?;
+            let mut params = w.params(&now_ms);
+            params.extend::<[&(dyn ToSql + Sync); 3]>([
+                &done.business_unit,
+                &done.account,
+                &done.sub_account,
+            ]);
+            let rows = tx.query(&record, &params).step(step)?;
             let mut states = rows.iter().map(|r| read_state(r, 1));
             let mut differs = run
                 .iter()
