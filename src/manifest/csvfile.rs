@@ -196,6 +196,19 @@ fn map_header(
                 mapped.push((index, field));
             }
             None if name.trim().is_empty() => {}
+            // A data row run into the header (a lost line break) would hide its
+            // customer as "unknown columns": an email address is never a header.
+            None if super::fields::check_email(name.trim()).is_ok() => {
+                return Err(ManifestError::file(
+                    file,
+                    format!(
+                        "header column {} is {:?}, an email address, not a column name: is a line break missing after the header? Its customers keep their previous state",
+                        index + 1,
+                        name.trim()
+                    ),
+                )
+                .at_line(1));
+            }
             None => unknown.push(format!("{:?}", name.trim())),
         }
     }

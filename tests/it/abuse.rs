@@ -131,6 +131,35 @@ async fn an_unclosed_csv_quote_is_a_file_error_naming_its_line_and_removes_nobod
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_row_run_into_the_header_is_a_file_error_not_unknown_columns_that_hide_its_customer() {
+    let (p, sandbox) = unenrolling().await;
+    p.file("a.csv", rows(&["A1", "A2", "A3"]));
+    assert_eq!(apply(&p).await.code, 0);
+    // Two line breaks lost: the header swallows A1, and A2 swallows A3, so the
+    // widths still agree and only A2 would be left.
+    let text = std::fs::read_to_string(p.root().join("manifests/a.csv")).unwrap();
+    let mut lines = text.lines();
+    let (header, a1, a2, a3) = (
+        lines.next().unwrap(),
+        lines.next().unwrap(),
+        lines.next().unwrap(),
+        lines.next().unwrap(),
+    );
+    p.file("a.csv", format!("{header}*{a1}\n{a2}0{a3}\n"));
+    let plan = p.plan_json();
+    assert_eq!(error_lines(&plan), ["a.csv:1 [file]"], "{plan}");
+    assert!(
+        plan["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("is a line break missing after the header?"),
+        "{plan}"
+    );
+    assert_eq!(apply(&p).await.code, 65);
+    assert!(unenrolls(&sandbox).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn text_after_a_closing_quote_is_an_error_not_a_different_account() {
     let (p, sandbox) = unenrolling().await;
     p.file("a.csv", rows(&["G04x007", "G04x008"]));
