@@ -501,3 +501,23 @@ pub(super) fn pick<T>(
     }
     (claimed, next_due, more)
 }
+
+/// Due retries first, then the rest soonest first without repeating a retry,
+/// up to `limit`: a backlog of fresh keys (due since they were queued) must not
+/// hold back a retry past its time. The same merge on every backend.
+pub(super) fn retries_first(
+    mut retries: Vec<(CustomerKey, i64)>,
+    by_due: impl IntoIterator<Item = (CustomerKey, i64)>,
+    limit: usize,
+) -> Vec<(CustomerKey, i64)> {
+    let due_retries = retries.len();
+    for next in by_due {
+        if retries.len() >= limit {
+            break;
+        }
+        if !retries[..due_retries].iter().any(|(k, _)| *k == next.0) {
+            retries.push(next);
+        }
+    }
+    retries
+}

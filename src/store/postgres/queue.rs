@@ -213,8 +213,6 @@ impl Db {
             .client
             .query(&upcoming, &[&(limit as i64), &paused, &now_ms])
             .step(step)?;
-        // Retries that are due first: a backlog of fresh keys (due since they
-        // were queued) must not hold back a retry past its time.
         let key = |r: &::postgres::Row| {
             (
                 CustomerKey {
@@ -225,22 +223,12 @@ impl Db {
                 r.get::<_, i64>(4),
             )
         };
-        let mut found: Vec<(CustomerKey, i64)> = rows
-            .iter()
-            .filter(|r| r.get::<_, i32>(0) == 0)
-            .map(key)
-            .collect();
-        let retries = found.len();
-        for r in rows.iter().filter(|r| r.get::<_, i32>(0) == 1) {
-            if found.len() >= limit {
-                break;
-            }
-            let next = key(r);
-            if !found[..retries].iter().any(|(k, _)| *k == next.0) {
-                found.push(next);
-            }
-        }
-        Ok(found)
+        let tagged = |tag: i32| {
+            rows.iter()
+                .filter(move |r| r.get::<_, i32>(0) == tag)
+                .map(key)
+        };
+        Ok(retries_first(tagged(0).collect(), tagged(1), limit))
     }
 
     pub fn record_outcomes(

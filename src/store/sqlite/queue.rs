@@ -49,7 +49,7 @@ impl Db {
              WHERE q.state = 'retrying' AND q.next_attempt_at <= ?3 AND {NOT_PAUSED}
              ORDER BY q.next_attempt_at LIMIT ?1"
         ))?;
-        let mut found: Vec<(CustomerKey, i64)> = due_retries
+        let retries: Vec<(CustomerKey, i64)> = due_retries
             .query_map(params![limit as i64, paused, now_ms], row)?
             .collect::<DbResult<_>>()?;
         let mut by_due = self.conn.prepare_cached(&format!(
@@ -57,17 +57,10 @@ impl Db {
              WHERE q.state <> 'parked' AND {NOT_PAUSED}
              ORDER BY q.next_attempt_at LIMIT ?1"
         ))?;
-        let retries = found.len();
-        for next in by_due.query_map(params![limit as i64, paused], row)? {
-            let next = next?;
-            if found.len() >= limit {
-                break;
-            }
-            if !found[..retries].iter().any(|(k, _)| *k == next.0) {
-                found.push(next);
-            }
-        }
-        Ok(found)
+        let waiting: Vec<(CustomerKey, i64)> = by_due
+            .query_map(params![limit as i64, paused], row)?
+            .collect::<DbResult<_>>()?;
+        Ok(retries_first(retries, waiting, limit))
     }
 
     /// Records the outcome of delivery attempts in one transaction: what Paystar
