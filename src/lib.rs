@@ -20,3 +20,4 @@ pub mod server;
 pub mod store;
 pub mod suggest;
 pub mod systemd;
+pub mod telemetry;

@@ -375,6 +375,10 @@ impl Daemon {
             tracing::warn!(old = %running.state.describe(), new = %config.state.describe(), "state changes take effect on restart; keeping the old one");
             config.state.backend = running.state.backend.clone();
         }
+        if config.telemetry != running.telemetry {
+            tracing::warn!("telemetry changes take effect on restart; traces go where they went");
+            config.telemetry = running.telemetry.clone();
+        }
         let resolved = resolve(&config, &process_env)?;
         let running = &self.server.configured;
         let listener = if config.server.listen != running.listen {

@@ -1,6 +1,6 @@
 //! Turns folder changes and the rescan interval into committed scans.
 
-use super::{PassError, PassOptions, commit_pass};
+use super::{PassError, PassOptions, traced_pass};
 use crate::config::Config;
 use crate::manifest::watch::FolderWatch;
 use crate::metrics::Metrics;
@@ -118,17 +118,12 @@ impl Intake {
         // writers the watch cannot see (network filesystems, missed events).
         let settle_ms = (self.config.manifests.debounce / 2).as_millis() as i64;
         let started = tokio::time::Instant::now();
-        let result = self
-            .store
-            .call(move |s| {
-                let options = PassOptions {
-                    settle_ms,
-                    busy,
-                    ..PassOptions::default()
-                };
-                commit_pass(s, &config, &options)
-            })
-            .await;
+        let options = PassOptions {
+            settle_ms,
+            busy,
+            ..PassOptions::default()
+        };
+        let result = traced_pass(&self.store, config, options, "watch").await;
         match result {
             Ok(scan) => {
                 self.metrics

@@ -7,6 +7,7 @@ use crate::config::Secret;
 use crate::store::SharedStore;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Keeps the declared Payroc subscription existing, matching and enabled: at
 /// start and then hourly. Failures are logged and tried again; they never stop
@@ -58,7 +59,36 @@ pub async fn poll_loop(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        match poller.poll_once(&store, now_ms()).await {
+        let span = tracing::info_span!(
+            "paystar.poll",
+            otel.name = "paystar.poll",
+            otel.kind = "client",
+            provider = PROVIDER,
+            listed = tracing::field::Empty,
+            new = tracing::field::Empty,
+            stops = tracing::field::Empty,
+            unmatched = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let polled = poller
+            .poll_once(&store, now_ms())
+            .instrument(span.clone())
+            .await;
+        match &polled {
+            Ok(report) => {
+                span.record("listed", report.listed);
+                span.record("new", report.new);
+                span.record("stops", report.stops);
+                span.record("unmatched", report.unmatched);
+                span.record("outcome", "done");
+            }
+            Err(_) => {
+                span.record("outcome", "failed");
+                span.record("otel.status_code", "error");
+            }
+        }
+        match polled {
             Ok(report) => {
                 tracing::info!(
                     provider = PROVIDER,

@@ -78,12 +78,66 @@ pub fn worker_settings(config: &Config) -> WorkerSettings {
 
 /// Scans the manifests and commits the result: the one path every change takes.
 pub async fn scan_and_commit(config: &Config, store: &SharedStore) -> anyhow::Result<Scan> {
-    let config = config.clone();
-    let scan = store
-        .call(move |s| commit_pass(s, &config, &PassOptions::default()))
+    let scan = traced_pass(store, config.clone(), PassOptions::default(), "start")
         .await
         .context("cannot scan and commit the manifests")?;
     Ok(scan)
+}
+
+/// One committed pass on the state's thread, inside its `paystar.scan` span;
+/// `trigger` says what started it.
+async fn traced_pass(
+    store: &SharedStore,
+    config: Config,
+    options: PassOptions,
+    trigger: &'static str,
+) -> Result<Scan, PassError> {
+    use tracing::Instrument;
+    use tracing::field::Empty;
+    let span = tracing::info_span!(
+        "paystar.scan",
+        otel.name = "paystar.scan",
+        trigger,
+        files = Empty,
+        parsed = Empty,
+        failed = Empty,
+        deferred = Empty,
+        rows = Empty,
+        changed = Empty,
+        removed = Empty,
+        errors = Empty,
+        held = Empty,
+        outcome = Empty,
+        otel.status_code = Empty,
+    );
+    let result = store
+        .call(move |s| commit_pass(s, &config, &options))
+        .instrument(span.clone())
+        .await;
+    match &result {
+        Ok(scan) => {
+            let s = &scan.stats;
+            span.record("files", s.files);
+            span.record("parsed", s.files_parsed);
+            span.record("failed", s.files_failed);
+            span.record("deferred", s.files_deferred);
+            span.record("rows", s.rows_read);
+            span.record("changed", s.keys_changed);
+            span.record("removed", s.keys_removed);
+            span.record("errors", scan.errors.len() as u64);
+            span.record("held", scan.guard.is_some());
+            span.record("outcome", "committed");
+        }
+        Err(err) => {
+            let outcome = match err {
+                PassError::Stale(_) => "refused",
+                _ => "failed",
+            };
+            span.record("outcome", outcome);
+            span.record("otel.status_code", "error");
+        }
+    }
+    result
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,14 +261,12 @@ pub async fn apply(
 ) -> anyhow::Result<ApplyReport> {
     let (client, sandbox) = paystar(config).await?;
     let store = SharedStore::open(&config.state).await?;
-    let pass_config = config.clone();
     let options = PassOptions {
         expect: plan,
         progress: progress.clone(),
         ..PassOptions::default()
     };
-    let scan = store
-        .call(move |s| commit_pass(s, &pass_config, &options))
+    let scan = traced_pass(&store, config.clone(), options, "apply")
         .await
         .map_err(|err| match err {
             PassError::Stale(why) => anyhow::anyhow!(

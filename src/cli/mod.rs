@@ -229,7 +229,11 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Exit 
             };
         }
     };
-    init_logging(&cli);
+    // `run` and `apply` may send traces: they set up logging once their
+    // config says where.
+    if !matches!(cli.command, Command::Run { .. } | Command::Apply { .. }) {
+        init_logging(&cli, None);
+    }
     let outcome = match &cli.command {
         Command::Validate { config } => validate(&config.config),
         Command::Plan {
@@ -238,12 +242,12 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Exit 
             out,
             detailed_exitcode,
         } => plan(&config.config, *format, out.as_deref(), *detailed_exitcode),
-        Command::Run { config } => block_on(daemon(&config.config)),
+        Command::Run { config } => block_on(daemon(&cli, &config.config)),
         Command::Apply {
             config,
             timeout,
             plan,
-        } => block_on(apply(&config.config, *timeout, plan.as_deref())),
+        } => block_on(apply(&cli, &config.config, *timeout, plan.as_deref())),
         Command::Status { config, format } => status(&config.config, *format),
         Command::Retry {
             config,
@@ -291,7 +295,12 @@ fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> 
         .block_on(future)
 }
 
-fn init_logging(cli: &Cli) {
+/// Installs the process's log subscriber, with the trace exporter's layer when
+/// there is one (`run` and `apply` install theirs once the config is read).
+fn init_logging(cli: &Cli, traces: Option<&crate::telemetry::Traces>) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let level = if cli.quiet {
         "warn"
     } else {
@@ -300,15 +309,33 @@ fn init_logging(cli: &Cli) {
     // The PostgreSQL driver logs query parameters (customers' fields) at debug:
     // it speaks only of warnings.
     let quiet_driver = ",tokio_postgres=warn,postgres=warn";
-    let filter = tracing_subscriber::EnvFilter::try_new(format!("{level}{quiet_driver}"))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info{quiet_driver}")));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let _ = match cli.log_format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_new(format!("{level}{quiet_driver}"))
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info{quiet_driver}")))
     };
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
+    // The traced `paystar.*` spans are for the exporter; log lines stay as they are.
+    let logged = || {
+        use tracing_subscriber::filter::{FilterExt, filter_fn};
+        filter().and(filter_fn(|meta| {
+            !(meta.is_span() && meta.name().starts_with("paystar."))
+        }))
+    };
+    let traced = tracing_subscriber::registry().with(crate::telemetry::Traces::layer(traces));
+    let logger: Box<dyn Layer<_> + Send + Sync> = match cli.log_format {
+        LogFormat::Text => Box::new(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr)
+                .with_filter(logged()),
+        ),
+        LogFormat::Json => Box::new(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(std::io::stderr)
+                .with_filter(logged()),
+        ),
+    };
+    let _ = traced.with(logger).try_init();
 }

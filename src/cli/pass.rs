@@ -112,11 +112,29 @@ pub(super) fn plan(
 }
 
 pub(super) async fn apply(
+    cli: &Cli,
     path: &Path,
     timeout: std::time::Duration,
     plan: Option<&Path>,
 ) -> anyhow::Result<Exit> {
     let config = Config::load(path)?;
+    let traces = crate::telemetry::Traces::start(config.telemetry.as_ref())?;
+    init_logging(cli, traces.as_ref());
+    if let Some(traces) = &traces {
+        traces.announce();
+    }
+    let result = apply_with(config, timeout, plan).await;
+    if let Some(traces) = traces {
+        traces.shutdown().await;
+    }
+    result
+}
+
+async fn apply_with(
+    config: Config,
+    timeout: std::time::Duration,
+    plan: Option<&Path>,
+) -> anyhow::Result<Exit> {
     let fingerprint = match plan {
         Some(file) => {
             let text = std::fs::read_to_string(file)

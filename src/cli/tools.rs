@@ -52,9 +52,22 @@ pub(super) async fn sandbox(listen: std::net::SocketAddr) -> anyhow::Result<Exit
     Ok(Exit::Ok)
 }
 
-pub(super) async fn daemon(path: &Path) -> anyhow::Result<Exit> {
-    use tokio::signal::unix::{SignalKind, signal};
+pub(super) async fn daemon(cli: &Cli, path: &Path) -> anyhow::Result<Exit> {
     let config = Config::load(path)?;
+    let traces = crate::telemetry::Traces::start(config.telemetry.as_ref())?;
+    init_logging(cli, traces.as_ref());
+    if let Some(traces) = &traces {
+        traces.announce();
+    }
+    let result = serve(path, config).await;
+    if let Some(traces) = traces {
+        traces.shutdown().await;
+    }
+    result
+}
+
+async fn serve(path: &Path, config: Config) -> anyhow::Result<Exit> {
+    use tokio::signal::unix::{SignalKind, signal};
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;

@@ -7,9 +7,11 @@ mod providers;
 mod secret;
 mod size;
 mod state;
+mod telemetry;
 mod walk;
 
 pub use secret::{Secret, SecretSource};
+pub use telemetry::TelemetryConfig;
 
 use crate::manifest::ParseOptions;
 use crate::manifest::fields::{Field, normalise_header};
@@ -54,6 +56,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub providers: ProvidersConfig,
     pub history: HistoryConfig,
+    /// `telemetry`: where traces go; `None` sends none.
+    pub telemetry: Option<TelemetryConfig>,
     /// `shutdown_grace`: how long every stage may drain on SIGTERM or a reload.
     pub shutdown_grace: Duration,
 }
@@ -337,6 +341,7 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
             "server",
             "providers",
             "history",
+            "telemetry",
             "shutdown_grace",
         ],
     );
@@ -483,6 +488,7 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
     let history = HistoryConfig {
         retention: w.duration(&h, "retention"),
     };
+    let telemetry = telemetry::build(w, &root);
 
     Some(Config {
         path: path.to_owned(),
@@ -516,6 +522,7 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
         },
         providers,
         history,
+        telemetry,
         shutdown_grace,
     })
 }

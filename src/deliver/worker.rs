@@ -19,6 +19,7 @@ use crate::reconcile::{FieldSource, Policy, UnenrollCause};
 use crate::store::{
     AckedRecord, Claimed, HistoryEntry, KeyState, Outcome, OutcomeResult, SharedStore, StateError,
 };
+use crate::telemetry::KeyHash;
 use prometheus_client::metrics::counter::Counter;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// The longest the worker waits without looking at the queue.
 const IDLE_POLL: Duration = Duration::from_secs(5);
@@ -349,7 +351,18 @@ async fn send_key(
         } else {
             None
         };
-        let attempt = client.send(&event).await;
+        let span = tracing::info_span!(
+            "paystar.deliver",
+            otel.name = "paystar.deliver",
+            otel.kind = "client",
+            event = event.event_type.as_str(),
+            customer.key_hash = %KeyHash(&key),
+            attempt = attempt_no,
+            outcome = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let attempt = client.send(&event).instrument(span.clone()).await;
         let jitter = fastrand::f64() * 0.4 - 0.2;
         let decision = classify(
             &attempt,
@@ -359,6 +372,7 @@ async fn send_key(
             SystemTime::now(),
         );
         let account = MaskedAccount(&key.account);
+        record_attempt(&span, &attempt, &decision);
         match decision {
             Decision::Delivered => {
                 outcome
@@ -403,6 +417,20 @@ async fn send_key(
         }
     }
     (outcome, delivered)
+}
+
+/// What one attempt came to, on its span.
+fn record_attempt(span: &tracing::Span, attempt: &Attempt, decision: &Decision) {
+    if let Attempt::Response { status, .. } = attempt {
+        span.record("http.response.status_code", *status);
+    }
+    let (outcome, status) = match decision {
+        Decision::Delivered => ("delivered", "ok"),
+        Decision::Retry { .. } => ("retry", "error"),
+        Decision::Park { .. } => ("parked", "error"),
+    };
+    span.record("outcome", outcome);
+    span.record("otel.status_code", status);
 }
 
 /// Where a key's desired state came from, for its history.

@@ -6,6 +6,7 @@ use crate::clock::now_ms;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
 
 /// A request header by lower-case name, as text.
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -13,6 +14,28 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+/// Counts a webhook's outcome, and puts it on the request's span.
+fn count(state: &ServerState, provider: &'static str, outcome: &'static str) {
+    state.metrics.webhook(provider, outcome);
+    tracing::Span::current().record("outcome", outcome);
+}
+
+/// Runs one webhook handler inside its span, which ends with the answer's status.
+async fn traced(
+    provider: &'static str,
+    headers: &HeaderMap,
+    handle: impl std::future::Future<Output = Response>,
+) -> Response {
+    let span = crate::telemetry::webhook_span(provider, headers);
+    let response = handle.instrument(span.clone()).await;
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+    response
 }
 
 /// Records webhook events in the ledger and answers: 200 only once they are
@@ -41,13 +64,13 @@ async fn record(
     {
         Ok(fresh) => {
             if fresh.iter().any(|new| *new) {
-                state.metrics.webhook(provider, "recorded");
+                count(state, provider, "recorded");
                 for ((event, outcome), _) in described.iter().zip(&fresh).filter(|(_, new)| **new) {
                     tracing::info!(provider, event = %event, outcome, "webhook event recorded");
                 }
             } else {
                 // A provider's retry, or an event already polled: a no-op.
-                state.metrics.webhook(provider, "duplicate");
+                count(state, provider, "duplicate");
                 tracing::debug!(provider, "duplicate webhook; already recorded");
             }
             if fresh.iter().zip(&acts).any(|(new, acts)| *new && *acts) {
@@ -56,7 +79,7 @@ async fn record(
             (StatusCode::OK, "ok\n").into_response()
         }
         Err(err) => {
-            state.metrics.webhook(provider, "not_recorded");
+            count(state, provider, "not_recorded");
             tracing::error!(provider, error = %err, "cannot record a webhook; the provider will retry");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -78,7 +101,7 @@ fn wrong_content_type(
     if accepted.iter().any(|a| content_type.starts_with(a)) {
         return None;
     }
-    state.metrics.webhook(provider, "malformed");
+    count(state, provider, "malformed");
     let message = format!("Content-Type must be {}\n", accepted.join(" or "));
     Some((StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response())
 }
@@ -86,6 +109,15 @@ fn wrong_content_type(
 pub async fn payroc(
     State(state): State<ServerState>,
     headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let provider = crate::providers::payroc::PROVIDER;
+    traced(provider, &headers, receive_payroc(state, &headers, body)).await
+}
+
+async fn receive_payroc(
+    state: ServerState,
+    headers: &HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     use crate::providers::payroc::{PROVIDER, Verdict};
@@ -100,18 +132,18 @@ pub async fn payroc(
     if let Some(refused) = wrong_content_type(
         &state,
         PROVIDER,
-        &headers,
+        headers,
         &["application/json", "application/cloudevents+json"],
     ) {
         return refused;
     }
-    match receiver.receive(&|name| header_text(&headers, name), &body) {
+    match receiver.receive(&|name| header_text(headers, name), &body) {
         Verdict::Unauthorised => {
-            state.metrics.webhook(PROVIDER, "unauthorised");
+            count(&state, PROVIDER, "unauthorised");
             (StatusCode::UNAUTHORIZED, "wrong or missing Payroc-Secret\n").into_response()
         }
         Verdict::Malformed(reason) => {
-            state.metrics.webhook(PROVIDER, "malformed");
+            count(&state, PROVIDER, "malformed");
             (StatusCode::BAD_REQUEST, format!("{reason}\n")).into_response()
         }
         Verdict::Record(event) => record(&state, PROVIDER, vec![*event]).await,
@@ -123,6 +155,20 @@ pub async fn smarterpay(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    let provider = crate::providers::smarterpay::PROVIDER;
+    traced(
+        provider,
+        &headers,
+        receive_smarterpay(state, &headers, body),
+    )
+    .await
+}
+
+async fn receive_smarterpay(
+    state: ServerState,
+    headers: &HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     use crate::providers::smarterpay::{PROVIDER, Verdict};
     let live = state.live();
     let Some(receiver) = &live.smarterpay else {
@@ -132,21 +178,21 @@ pub async fn smarterpay(
         )
             .into_response();
     };
-    if let Some(refused) = wrong_content_type(&state, PROVIDER, &headers, &["application/json"]) {
+    if let Some(refused) = wrong_content_type(&state, PROVIDER, headers, &["application/json"]) {
         return refused;
     }
-    match receiver.receive(&|name| header_text(&headers, name), &body) {
+    match receiver.receive(&|name| header_text(headers, name), &body) {
         Verdict::Unauthorised => {
-            state.metrics.webhook(PROVIDER, "unauthorised");
+            count(&state, PROVIDER, "unauthorised");
             let status = StatusCode::from_u16(498).expect("498 is a valid status");
             (status, "Token Invalid\n").into_response()
         }
         Verdict::Malformed(reason) => {
-            state.metrics.webhook(PROVIDER, "malformed");
+            count(&state, PROVIDER, "malformed");
             (StatusCode::BAD_REQUEST, format!("{reason}\n")).into_response()
         }
         Verdict::Unknown => {
-            state.metrics.webhook(PROVIDER, "unknown_kind");
+            count(&state, PROVIDER, "unknown_kind");
             StatusCode::NO_CONTENT.into_response()
         }
         Verdict::Record {

@@ -95,6 +95,7 @@ paystar:
 safety: { max_unenrolls: 50, max_unenroll_percent: 5 }
 server:
   listen: 127.0.0.1:8080
+telemetry: { otlp_endpoint: http://127.0.0.1:4318, service_name: paystar-sync }
 providers:
   lotuspay:
     base_url: https://api-test.lotuspay.com/v1
@@ -130,6 +131,40 @@ providers:
     assert_eq!(config.paystar.retry_schedule.len(), 10);
     assert_eq!(config.providers.lotuspay.unwrap().stop_codes.len(), 14);
     assert!(config.providers.payroc.unwrap().subscription.is_some());
+    let telemetry = config.telemetry.expect("telemetry");
+    assert_eq!(telemetry.traces_url(), "http://127.0.0.1:4318/v1/traces");
+    assert_eq!(telemetry.service_name, "paystar-sync");
+}
+
+#[test]
+fn telemetry_keys_are_checked_each_with_its_path() {
+    let p = Project::with_config(&format!(
+        "{BASE_CONFIG}telemetry: {{ otlp_endpoint: \"127.0.0.1:4318\", service_name: \"\", sampler: always }}\n"
+    ));
+    let run = p.run(&["validate"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    for expected in [
+        "telemetry.sampler: unknown key",
+        "telemetry.service_name: must not be empty",
+        "telemetry.otlp_endpoint: \"127.0.0.1:4318\" must be an http(s) URL of an OTLP/HTTP collector, e.g. http://127.0.0.1:4318",
+    ] {
+        assert!(
+            run.stderr.contains(expected),
+            "missing {expected:?} in:\n{}",
+            run.stderr
+        );
+    }
+    p.config(&format!(
+        "{BASE_CONFIG}telemetry: {{ service_name: billing-sync }}\n"
+    ));
+    let run = p.run(&["validate"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("telemetry.otlp_endpoint: is required in telemetry"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

@@ -16,3 +16,5 @@ mod providers;
 mod safety;
 mod state;
 mod support;
+#[cfg(feature = "otel")]
+mod telemetry;
