@@ -3,9 +3,9 @@
 #![allow(dead_code)] // each benchmark uses part of this module
 
 use paystar_sync::config::Config;
-use paystar_sync::customer::{CustomerKey, FieldsBuf};
+use paystar_sync::config::Policy;
 use paystar_sync::scan::{ScanSettings, scan};
-use paystar_sync::store::{Outcome, OutcomeResult, Store};
+use paystar_sync::store::{AckedRecord, Claimed, Outcome, OutcomeResult, Store};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -188,28 +188,45 @@ pub fn commit_and_acknowledge(config: &Config) -> (Duration, Duration) {
     let s = scan(&store, &settings).unwrap();
     s.commit(&mut store).unwrap();
     let committed = start.elapsed();
-    let mut owned: Vec<(CustomerKey, Option<FieldsBuf>, bool)> = Vec::new();
-    s.for_each_change(&store, |c| {
-        owned.push((
-            c.key.to_owned(),
-            c.plan.manage.map(|m| m.fields.to_owned()),
-            c.plan.unenroll.is_some(),
-        ))
-    })
-    .unwrap();
-    let outcomes: Vec<Outcome> = owned
-        .into_iter()
-        .map(|(key, acked_fields, acked_unenroll)| Outcome {
-            key,
-            acked_fields,
-            acked_unenroll,
-            result: OutcomeResult::Done,
-            history: Vec::new(),
-            claimed: None,
-        })
-        .collect();
-    store
-        .record_outcomes(&outcomes, |_| false, now_ms())
-        .unwrap();
+    acknowledge_all(&mut store, config.policy());
     (committed, start.elapsed() - committed)
+}
+
+/// Acknowledges every queued key as the delivery worker records what Paystar
+/// accepted: due keys claimed a batch at a time, each batch's outcomes recorded
+/// with what the claim saw of every key (no history lines: no request was sent).
+pub fn acknowledge_all(store: &mut Store, policy: Policy) {
+    const BATCH: usize = 5_000;
+    loop {
+        let now = now_ms();
+        let claim = store.claim(BATCH, &[], now, &[]).unwrap();
+        if claim.claimed.is_empty() {
+            return;
+        }
+        let outcomes: Vec<Outcome> = claim
+            .claimed
+            .into_iter()
+            .map(|(key, mut state)| {
+                let plan = state.plan(policy);
+                let mut outcome = Outcome {
+                    key,
+                    acked_fields: plan.manage.map(|m| m.fields.to_owned()),
+                    acked_unenroll: plan.unenroll.is_some(),
+                    result: OutcomeResult::Done,
+                    history: Vec::new(),
+                    claimed: None,
+                };
+                let queue_version = state.queue.as_ref().map_or(0, |q| q.version);
+                state.acked = AckedRecord::acknowledge(state.acked.take(), &outcome, now);
+                outcome.claimed = Some(Claimed {
+                    queue_version,
+                    differs_after: !state.plan(policy).is_empty(),
+                });
+                outcome
+            })
+            .collect();
+        store
+            .record_outcomes(&outcomes, |s| !s.plan(policy).is_empty(), now)
+            .unwrap();
+    }
 }

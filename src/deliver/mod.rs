@@ -4,6 +4,7 @@
 pub mod classify;
 pub mod client;
 pub mod event;
+mod send;
 pub mod worker;
 
 pub use client::PaystarClient;

@@ -1,0 +1,213 @@
+//! Sending one claimed key: its events in order (ManageCustomer, then
+//! UnenrollAutopay), each attempt classified, its span and history written,
+//! and the outcome with what the delivery saw of the key.
+
+use super::WorkerSettings;
+use super::classify::{Attempt, Decision, classify};
+use super::client::PaystarClient;
+use super::event::PaystarEvent;
+use crate::clock::now_ms;
+use crate::customer::CustomerKey;
+use crate::mask::MaskedAccount;
+use crate::reconcile::{FieldSource, Policy, UnenrollCause};
+use crate::store::{AckedRecord, Claimed, HistoryEntry, KeyState, Outcome, OutcomeResult};
+use crate::telemetry::KeyHash;
+use std::time::SystemTime;
+use tracing::Instrument;
+
+/// Sends one key's events in order; returns the outcome, with what the
+/// delivery saw of the key, and how many events Paystar acknowledged.
+pub(super) async fn deliver_key(
+    client: &PaystarClient,
+    settings: &WorkerSettings,
+    key: CustomerKey,
+    state: KeyState,
+    paused: bool,
+) -> (Outcome, u64) {
+    let mut seen = state.clone();
+    let (mut outcome, delivered) = send_key(client, settings, key, state, paused).await;
+    // Whether the key differs once what Paystar acknowledged applies to the
+    // state it was claimed with (the same rule the store applies on a re-read).
+    seen.acked = AckedRecord::acknowledge(seen.acked.take(), &outcome, now_ms());
+    outcome.claimed = Some(Claimed {
+        queue_version: seen.queue.as_ref().map_or(0, |q| q.version),
+        differs_after: !seen.plan(settings.policy).is_empty(),
+    });
+    (outcome, delivered)
+}
+
+/// Sends one key's events in order; returns the outcome and how many events
+/// Paystar acknowledged.
+async fn send_key(
+    client: &PaystarClient,
+    settings: &WorkerSettings,
+    key: CustomerKey,
+    state: KeyState,
+    paused: bool,
+) -> (Outcome, u64) {
+    let mut plan = state.plan(settings.policy);
+    if paused {
+        // Only a provider's stop passes a pause; the rest waits in the queue.
+        plan.manage = None;
+    }
+    let failures = state.queue.as_ref().map_or(0, |q| q.attempts);
+    let mut outcome = Outcome {
+        key: key.clone(),
+        acked_fields: None,
+        acked_unenroll: false,
+        result: OutcomeResult::Done,
+        history: Vec::new(),
+        claimed: None,
+    };
+    let fields_provenance = provenance(&state, settings.policy);
+    let attempt_no = failures + 1;
+    let record = |kind: &'static str,
+                  event: &PaystarEvent,
+                  attempt: &Attempt,
+                  cause: Option<&str>| {
+        HistoryEntry {
+        kind,
+        event_type: Some(event.event_type.as_str()),
+        detail: serde_json::json!({
+            "attempt": attempt_no,
+            "cause": cause,
+            "provenance": match (cause, &state.stop) {
+                (Some(c), Some(stop)) if c == UnenrollCause::Provider.as_str() => serde_json::json!({
+                    "source": "provider",
+                    "provider": stop.provider,
+                    "eventId": stop.event_id,
+                    "reason": stop.reason,
+                }),
+                _ => fields_provenance.clone(),
+            },
+            "request": event.body,
+            "response": match attempt {
+                Attempt::Response { status, body, .. } => serde_json::json!({ "status": status, "body": body }),
+                Attempt::Transport { message, .. } => serde_json::json!({ "error": message }),
+            },
+        })
+        .to_string(),
+    }
+    };
+    let mut delivered = 0;
+    let mut events = Vec::with_capacity(2);
+    if let Some(manage) = &plan.manage {
+        events.push((
+            PaystarEvent::manage(key.as_ref(), manage),
+            Some(manage.fields.to_owned()),
+        ));
+    }
+    if plan.unenroll.is_some() {
+        events.push((PaystarEvent::unenroll(key.as_ref()), None));
+    }
+    let unenroll_cause = plan.unenroll.map(|c| c.as_str());
+    for (event, fields) in events {
+        let cause = if fields.is_none() {
+            unenroll_cause
+        } else {
+            None
+        };
+        let span = tracing::info_span!(
+            "paystar.deliver",
+            otel.name = "paystar.deliver",
+            otel.kind = "client",
+            event = event.event_type.as_str(),
+            customer.key_hash = %KeyHash(&key),
+            attempt = attempt_no,
+            outcome = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let attempt = client.send(&event).instrument(span.clone()).await;
+        let jitter = fastrand::f64() * 0.4 - 0.2;
+        let decision = classify(
+            &attempt,
+            failures,
+            &settings.schedule,
+            jitter,
+            SystemTime::now(),
+        );
+        let account = MaskedAccount(&key.account);
+        record_attempt(&span, &attempt, &decision);
+        match decision {
+            Decision::Delivered => {
+                outcome
+                    .history
+                    .push(record("delivered", &event, &attempt, cause));
+                tracing::debug!(event = event.event_type.as_str(), business_unit = %key.business_unit, account = %account, "delivered");
+                delivered += 1;
+                match fields {
+                    Some(fields) => outcome.acked_fields = Some(fields),
+                    None => outcome.acked_unenroll = true,
+                }
+            }
+            Decision::Retry { after, reason } => {
+                outcome
+                    .history
+                    .push(record("retry", &event, &attempt, cause));
+                tracing::warn!(event = event.event_type.as_str(), business_unit = %key.business_unit, account = %account, attempt = failures + 1, retry_in = ?after, error = %reason, "delivery failed; will retry");
+                outcome.result = OutcomeResult::Retry {
+                    attempts: failures + 1,
+                    next_attempt_at: now_ms() + after.as_millis() as i64,
+                    error: reason,
+                };
+                return (outcome, delivered);
+            }
+            Decision::Park { reason } => {
+                outcome
+                    .history
+                    .push(record("parked", &event, &attempt, cause));
+                tracing::error!(event = event.event_type.as_str(), business_unit = %key.business_unit, account = %account, error = %reason, "delivery parked; fix the cause, then run `paystar-sync retry`");
+                let response = match &attempt {
+                    Attempt::Response { status, body, .. } => format!("HTTP {status}\n{body}"),
+                    Attempt::Transport { message, .. } => message.clone(),
+                };
+                outcome.result = OutcomeResult::Park {
+                    attempts: failures + 1,
+                    error: reason,
+                    request: event.body,
+                    response,
+                };
+                return (outcome, delivered);
+            }
+        }
+    }
+    (outcome, delivered)
+}
+
+/// What one attempt came to, on its span.
+fn record_attempt(span: &tracing::Span, attempt: &Attempt, decision: &Decision) {
+    if let Attempt::Response { status, .. } = attempt {
+        span.record("http.response.status_code", *status);
+    }
+    let (outcome, status) = match decision {
+        Decision::Delivered => ("delivered", "ok"),
+        Decision::Retry { .. } => ("retry", "error"),
+        Decision::Park { .. } => ("parked", "error"),
+    };
+    span.record("outcome", outcome);
+    span.record("otel.status_code", status);
+}
+
+/// Where a key's desired state came from, for its history.
+fn provenance(state: &KeyState, policy: Policy) -> serde_json::Value {
+    if let (FieldSource::Provider, Some(p)) = (state.fields_source(policy), &state.provider) {
+        return serde_json::json!({
+            "source": "provider",
+            "provider": p.provider,
+            "eventId": p.event_id,
+        });
+    }
+    match &state.desired {
+        Some(d) => serde_json::json!({
+            "source": "manifest",
+            "file": d.file,
+            "line": d.line,
+            "removed": d.removed,
+            "sha256": d.file_sha256,
+            "gitCommit": d.git_commit,
+            "gitAuthor": d.git_author,
+        }),
+        None => serde_json::Value::Null,
+    }
+}
