@@ -17,7 +17,8 @@ macro_rules! state_columns {
     };
 }
 
-/// Everything a key's state joins, after the table the key comes from.
+/// Everything a key's state joins, after the queue (the whole-queue scan, where
+/// hash joins are the right plan).
 macro_rules! state_joins {
     () => {
         "LEFT JOIN desired d USING (business_unit, account, sub_account)
@@ -29,6 +30,28 @@ macro_rules! state_joins {
     };
 }
 
+/// Everything a key's state holds, looked up for each key of a batch `k`.
+/// Lateral lookups with `LIMIT 1` can only be index probes, whatever the
+/// statistics say: a generic plan made while a table was empty (and would be
+/// hash-joined by a full scan) stays right once it holds millions of rows.
+macro_rules! state_lookups {
+    () => {
+        "LEFT JOIN LATERAL (SELECT * FROM queue x WHERE x.business_unit = k.business_unit
+       AND x.account = k.account AND x.sub_account = k.sub_account LIMIT 1) q ON true
+    LEFT JOIN LATERAL (SELECT * FROM desired x WHERE x.business_unit = k.business_unit
+       AND x.account = k.account AND x.sub_account = k.sub_account LIMIT 1) d ON true
+    LEFT JOIN LATERAL (SELECT * FROM files x WHERE x.id = d.file_id LIMIT 1) f ON true
+    LEFT JOIN LATERAL (SELECT * FROM acked x WHERE x.business_unit = k.business_unit
+       AND x.account = k.account AND x.sub_account = k.sub_account LIMIT 1) a ON true
+    LEFT JOIN LATERAL (SELECT * FROM holds x WHERE x.business_unit = k.business_unit
+       AND x.account = k.account AND x.sub_account = k.sub_account LIMIT 1) h ON true
+    LEFT JOIN LATERAL (SELECT * FROM stops x WHERE x.business_unit = k.business_unit
+       AND x.account = k.account AND x.sub_account = k.sub_account LIMIT 1) s ON true
+    LEFT JOIN LATERAL (SELECT * FROM provider_fields x WHERE x.business_unit = k.business_unit
+       AND x.account = k.account AND x.sub_account = k.sub_account LIMIT 1) pf ON true"
+    };
+}
+
 /// Up to this many queued keys are read by key lookups rather than one join.
 const SMALL_QUEUE: i64 = 50_000;
 
@@ -37,9 +60,8 @@ const STATES: &str = concat!(
     "SELECT k.ord, ",
     state_columns!(),
     "
-     FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(business_unit, account, sub_account, ord)
-     LEFT JOIN queue q USING (business_unit, account, sub_account) ",
-    state_joins!(),
+     FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(business_unit, account, sub_account, ord) ",
+    state_lookups!(),
     " ORDER BY k.ord"
 );
 
@@ -82,9 +104,8 @@ pub(super) const RECORD_AND_READ: &str = concat!(
     "     SELECT k.ord, ",
     state_columns!(),
     "
-     FROM unnest($15::text[], $16::text[], $17::text[]) WITH ORDINALITY AS k(business_unit, account, sub_account, ord)
-     LEFT JOIN queue q USING (business_unit, account, sub_account) ",
-    state_joins!(),
+     FROM unnest($15::text[], $16::text[], $17::text[]) WITH ORDINALITY AS k(business_unit, account, sub_account, ord) ",
+    state_lookups!(),
     " ORDER BY k.ord"
 );
 

@@ -23,6 +23,9 @@ fn migrate(conn: &mut Connection, path: &Path) -> std::result::Result<(), OpenEr
     Ok(())
 }
 
+/// How many prepared statements one connection keeps: more than the store has.
+const STATEMENT_CACHE: usize = 128;
+
 impl Db {
     /// Opens (creating if needed) and migrates the database: the one writer.
     pub fn open(path: &Path) -> std::result::Result<Db, OpenError> {
@@ -41,6 +44,8 @@ impl Db {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -32768;",
         )
         .map_err(sql)?;
+        // Every statement the daemon runs stays prepared (rusqlite keeps 16).
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         migrate(&mut conn, path)?;
         Ok(Db { conn })
     }
@@ -63,6 +68,7 @@ impl Db {
         .map_err(sql)?;
         conn.execute_batch("PRAGMA busy_timeout = 5000;")
             .map_err(sql)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let found: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(sql)?;
