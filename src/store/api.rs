@@ -123,12 +123,14 @@ impl Store {
     /// becomes due. Parked keys are left out, and so are the keys of `paused`
     /// business units, except those with a provider stop Paystar has not
     /// acknowledged yet: a stop is never held back. Due retries come first.
+    /// At most [`MOST_UPCOMING`] keys, whatever `limit` asks.
     pub fn upcoming(
         &self,
         limit: usize,
         paused: &[String],
         now_ms: i64,
     ) -> Result<Vec<(CustomerKey, i64)>> {
+        let limit = limit.min(MOST_UPCOMING);
         by_backend!(self, db => db.upcoming(limit, paused, now_ms))
     }
 

@@ -475,6 +475,10 @@ pub struct Claim {
     pub more: bool,
 }
 
+/// The most keys one [`Store::upcoming`](super::Store::upcoming) returns: a
+/// claim is bounded, and PostgreSQL's query plan relies on it.
+pub const MOST_UPCOMING: usize = 10_000;
+
 /// Picks, from queued keys soonest first (due retries first), up to `free`
 /// that are due and not `busy`; the same rule on every backend.
 pub(super) fn pick<T>(

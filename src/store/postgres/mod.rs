@@ -41,6 +41,8 @@ pub struct Db {
     target: String,
     /// The state was seen holding customers (lets key reads skip the emptiness check).
     held_rows: std::cell::Cell<bool>,
+    /// Queue rows this session deleted since it last vacuumed the queue.
+    dead_queue_rows: std::cell::Cell<u64>,
 }
 
 pub(super) struct Conn {
@@ -145,6 +147,7 @@ impl Db {
             })),
             target,
             held_rows: std::cell::Cell::new(false),
+            dead_queue_rows: std::cell::Cell::new(0),
         })
     }
 

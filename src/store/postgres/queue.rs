@@ -15,18 +15,22 @@ macro_rules! not_paused {
     };
 }
 
-/// Due retries (tagged 0), then every waiting key by due time (tagged 1): one statement.
+/// Due retries (tagged 0), then every waiting key by due time (tagged 1): one
+/// statement. Each arm reads at most [`MOST_UPCOMING`] rows, written as a literal:
+/// a generic plan guesses that `LIMIT $1` keeps a tenth of the table, and for a
+/// queue of a million keys would sort all of it rather than read the index in order.
 const UPCOMING: &str = concat!(
-    "(SELECT 0, q.business_unit, q.account, q.sub_account, q.next_attempt_at FROM queue q
+    "(SELECT * FROM (SELECT 0, q.business_unit, q.account, q.sub_account, q.next_attempt_at FROM queue q
       WHERE q.state = 'retrying' AND q.next_attempt_at <= $3 AND ",
     not_paused!(),
-    " ORDER BY q.next_attempt_at LIMIT $1)
+    " ORDER BY q.next_attempt_at LIMIT 10000) r ORDER BY next_attempt_at LIMIT $1)
      UNION ALL
-     (SELECT 1, q.business_unit, q.account, q.sub_account, q.next_attempt_at FROM queue q
+     (SELECT * FROM (SELECT 1, q.business_unit, q.account, q.sub_account, q.next_attempt_at FROM queue q
       WHERE q.state <> 'parked' AND ",
     not_paused!(),
-    " ORDER BY q.next_attempt_at LIMIT $1)"
+    " ORDER BY q.next_attempt_at LIMIT 10000) w ORDER BY next_attempt_at LIMIT $1)"
 );
+
 /// The queue entries a batch of outcomes leaves: keys done with, and the rest.
 const SET_QUEUE: &str = "WITH d AS (
      DELETE FROM queue q USING unnest($1::text[], $2::text[], $3::text[]) AS k(b, a, s)
@@ -75,6 +79,20 @@ const RECORD_CLAIMED: &str = concat!(
      last_response = COALESCE(excluded.last_response, queue.last_response),
      version = queue.version + 1"
 );
+
+#[cfg(test)]
+#[test]
+fn each_arm_of_the_upcoming_query_reads_at_most_what_the_store_asks_for() {
+    let cap = format!("LIMIT {MOST_UPCOMING})");
+    assert_eq!(UPCOMING.matches(&cap).count(), 2, "{UPCOMING}");
+}
+
+/// Deleted queue rows that make the session vacuum the queue: its index scans
+/// (what is due next) and counts otherwise walk every dead row a drained
+/// backlog left, until autovacuum comes by, up to a minute later.
+const VACUUM_AFTER: u64 = 20_000;
+/// The same once the queue has nothing due: a quiet moment.
+const VACUUM_WHEN_IDLE: u64 = 1_000;
 
 /// The queue entries one batch of outcomes leaves, as arrays.
 #[derive(Default)]
@@ -160,12 +178,13 @@ impl<'a> OutcomeWrites<'a> {
 }
 
 /// One run of distinct keys' outcomes, with the delivery's view: [`RECORD_CLAIMED`].
+/// Returns how many queue entries it may have deleted.
 fn record_claimed_run(
     client: &mut impl GenericClient,
     record: &Statement,
     run: &[Outcome],
     now_ms: i64,
-) -> std::result::Result<(), ::postgres::Error> {
+) -> std::result::Result<usize, ::postgres::Error> {
     let w = OutcomeWrites::of(run);
     let mut dropped = KeyColumns::default();
     let mut versions = Vec::new();
@@ -196,7 +215,7 @@ fn record_claimed_run(
         &queue.response,
     ]);
     client.execute(record, &params)?;
-    Ok(())
+    Ok(dropped.business_unit.len())
 }
 
 impl Db {
@@ -228,7 +247,33 @@ impl Db {
                 .filter(move |r| r.get::<_, i32>(0) == tag)
                 .map(key)
         };
-        Ok(retries_first(tagged(0).collect(), tagged(1), limit))
+        let upcoming = retries_first(tagged(0).collect(), tagged(1), limit);
+        drop(c);
+        self.tidy_queue(upcoming.is_empty());
+        Ok(upcoming)
+    }
+
+    /// Counts queue rows this session deleted.
+    fn queue_rows_deleted(&self, n: usize) {
+        self.dead_queue_rows
+            .set(self.dead_queue_rows.get() + n as u64);
+    }
+
+    /// Vacuums the queue once enough of it was deleted (see [`VACUUM_AFTER`]).
+    /// Maintenance only: a failure is logged, and the next call tries again.
+    fn tidy_queue(&self, idle: bool) {
+        let dead = self.dead_queue_rows.get();
+        if dead < VACUUM_AFTER && !(idle && dead >= VACUUM_WHEN_IDLE) {
+            return;
+        }
+        self.dead_queue_rows.set(0);
+        let mut c = self.conn();
+        if let Err(err) = c
+            .client
+            .batch_execute("VACUUM (ANALYZE, SKIP_LOCKED) queue")
+        {
+            tracing::warn!(error = %err, target = %self.target, "cannot vacuum the delivery queue; autovacuum will");
+        }
     }
 
     pub fn record_outcomes(
@@ -253,6 +298,7 @@ impl Db {
             .step(step)?;
         let record = prepare(&mut tx, statements, RECORD_AND_READ).step(step)?;
         let set_queue = prepare(&mut tx, statements, SET_QUEUE).step(step)?;
+        let mut deleted = 0;
         for run in unique_runs(outcomes.iter().map(|o| o.key.as_ref())) {
             let run = &outcomes[run];
             let w = OutcomeWrites::of(run);
@@ -307,8 +353,11 @@ impl Db {
                 ],
             )
             .step(step)?;
+            deleted += dropped.business_unit.len();
         }
-        tx.commit().step(step)
+        tx.commit().step(step)?;
+        self.queue_rows_deleted(deleted);
+        Ok(())
     }
 
     /// Outcomes that carry the delivery's view of each key: one statement per
@@ -319,14 +368,20 @@ impl Db {
         let record = prepare(client, statements, RECORD_CLAIMED).step(step)?;
         let runs = unique_runs(outcomes.iter().map(|o| o.key.as_ref()));
         // One run (the usual step) is one statement, a transaction of its own.
-        if let [run] = &runs[..] {
-            return record_claimed_run(client, &record, &outcomes[run.clone()], now_ms).step(step);
-        }
-        let mut tx = client.transaction().step(step)?;
-        for run in runs {
-            record_claimed_run(&mut tx, &record, &outcomes[run], now_ms).step(step)?;
-        }
-        tx.commit().step(step)
+        let deleted = if let [run] = &runs[..] {
+            record_claimed_run(client, &record, &outcomes[run.clone()], now_ms).step(step)?
+        } else {
+            let mut tx = client.transaction().step(step)?;
+            let mut deleted = 0;
+            for run in runs {
+                deleted +=
+                    record_claimed_run(&mut tx, &record, &outcomes[run], now_ms).step(step)?;
+            }
+            tx.commit().step(step)?;
+            deleted
+        };
+        self.queue_rows_deleted(deleted);
+        Ok(())
     }
 
     pub fn retry_parked(&mut self, keys: Option<&[CustomerKey]>, now_ms: i64) -> Result<usize> {
