@@ -21,7 +21,8 @@ impl Db {
             "INSERT INTO queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at)
              SELECT business_unit, account, sub_account, 'pending', 0, ?1, ?1 FROM holds WHERE true
              ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
-               state = CASE WHEN state = 'parked' THEN 'pending' ELSE state END",
+               state = CASE WHEN state = 'parked' THEN 'pending' ELSE state END,
+               version = version + 1",
             [now_ms],
         )?;
         let count = tx.execute("DELETE FROM holds", [])?;

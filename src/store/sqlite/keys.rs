@@ -8,7 +8,7 @@ const STATE_COLUMNS: &str = "d.business_unit IS NOT NULL,
     a.business_unit IS NOT NULL, a.first_name, a.last_name, a.email, a.unenrolled, a.acked_at,
     q.business_unit IS NOT NULL, q.state, q.attempts, q.next_attempt_at, q.last_error,
     h.cause, s.provider, s.event_id, s.reason,
-    pf.first_name, pf.last_name, pf.email, pf.provider, pf.event_id, pf.created_ms";
+    pf.first_name, pf.last_name, pf.email, pf.provider, pf.event_id, pf.created_ms, q.version";
 
 /// Everything a key's state joins, after the table the key comes from.
 const STATE_JOINS: &str = "LEFT JOIN desired d USING (business_unit, account, sub_account)
@@ -33,7 +33,10 @@ fn read_state(r: &rusqlite::Row<'_>, at: usize) -> DbResult<KeyState> {
             None
         },
         queue: if present(17)? {
-            Some(read_queue_at(r, at + 18)?)
+            Some(QueueRecord {
+                version: r.get(at + 32)?,
+                ..read_queue_at(r, at + 18)?
+            })
         } else {
             None
         },

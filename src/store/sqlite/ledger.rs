@@ -27,7 +27,8 @@ fn record_events(
              ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
                state = CASE WHEN state = 'parked' THEN 'pending' ELSE state END,
                attempts = CASE WHEN state = 'parked' THEN 0 ELSE attempts END,
-               next_attempt_at = CASE WHEN state = 'parked' THEN excluded.next_attempt_at ELSE next_attempt_at END",
+               next_attempt_at = CASE WHEN state = 'parked' THEN excluded.next_attempt_at ELSE next_attempt_at END,
+               version = version + 1",
         )?;
         let mut history = tx.prepare_cached(
             "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)

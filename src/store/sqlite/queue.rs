@@ -26,11 +26,18 @@ impl Db {
         now_ms: i64,
     ) -> DbResult<Vec<(CustomerKey, i64)>> {
         // A paused business unit's keys wait, except an unacknowledged provider stop.
-        const NOT_PAUSED: &str = "(q.business_unit NOT IN (SELECT value FROM json_each(?2))
+        const NOT_PAUSED: &str = "(q.business_unit NOT IN (SELECT value FROM json_each(?1))
                     OR (EXISTS (SELECT 1 FROM stops s WHERE s.business_unit = q.business_unit
                                   AND s.account = q.account AND s.sub_account = q.sub_account)
                         AND NOT EXISTS (SELECT 1 FROM acked a WHERE a.business_unit = q.business_unit
                                   AND a.account = q.account AND a.sub_account = q.sub_account AND a.unenrolled)))";
+        // Nothing paused (the usual case): the condition holds for every key,
+        // and a statement without `json_each` is not prepared again on every step.
+        let not_paused = if paused.is_empty() {
+            "(?1 IS NOT NULL)"
+        } else {
+            NOT_PAUSED
+        };
         let paused = serde_json::to_string(paused).unwrap_or_else(|_| "[]".into());
         let row = |r: &rusqlite::Row<'_>| {
             Ok((
@@ -43,22 +50,30 @@ impl Db {
             ))
         };
         // Retries that are due first: a backlog of fresh keys (due since they
-        // were queued) must not hold back a retry past its time.
+        // were queued) must not hold back a retry past its time. The limit and
+        // the time are applied while reading, not bound: SQLite prepares a
+        // statement again whenever a value its plan may depend on is bound anew.
         let mut due_retries = self.conn.prepare_cached(&format!(
             "SELECT q.business_unit, q.account, q.sub_account, q.next_attempt_at FROM queue q INDEXED BY queue_retry_due
-             WHERE q.state = 'retrying' AND q.next_attempt_at <= ?3 AND {NOT_PAUSED}
-             ORDER BY q.next_attempt_at LIMIT ?1"
+             WHERE q.state = 'retrying' AND {not_paused}
+             ORDER BY q.next_attempt_at LIMIT {MOST_UPCOMING}"
         ))?;
-        let retries: Vec<(CustomerKey, i64)> = due_retries
-            .query_map(params![limit as i64, paused, now_ms], row)?
-            .collect::<DbResult<_>>()?;
+        let mut retries: Vec<(CustomerKey, i64)> = Vec::new();
+        for next in due_retries.query_map(params![paused], row)? {
+            let next = next?;
+            if next.1 > now_ms || retries.len() >= limit {
+                break;
+            }
+            retries.push(next);
+        }
         let mut by_due = self.conn.prepare_cached(&format!(
             "SELECT q.business_unit, q.account, q.sub_account, q.next_attempt_at FROM queue q INDEXED BY queue_due
-             WHERE q.state <> 'parked' AND {NOT_PAUSED}
-             ORDER BY q.next_attempt_at LIMIT ?1"
+             WHERE q.state <> 'parked' AND {not_paused}
+             ORDER BY q.next_attempt_at LIMIT {MOST_UPCOMING}"
         ))?;
         let waiting: Vec<(CustomerKey, i64)> = by_due
-            .query_map(params![limit as i64, paused], row)?
+            .query_map(params![paused], row)?
+            .take(limit)
             .collect::<DbResult<_>>()?;
         Ok(retries_first(retries, waiting, limit))
     }
@@ -107,9 +122,21 @@ impl Db {
                    state = excluded.state, attempts = excluded.attempts,
                    next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error,
                    last_request = COALESCE(excluded.last_request, last_request),
-                   last_response = COALESCE(excluded.last_response, last_response)",
+                   last_response = COALESCE(excluded.last_response, last_response),
+                   version = version + 1",
             )?;
             let mut states = StateQueries::new(&tx)?;
+            // A delivered key leaves the queue only if its entry is the one the
+            // delivery claimed; one a scan removed meanwhile comes back to be
+            // compared afresh.
+            let mut dequeue_claimed = tx.prepare_cached(
+                "DELETE FROM queue WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3 AND version = ?4",
+            )?;
+            let mut requeue = tx.prepare_cached(
+                "INSERT INTO queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at)
+                 VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4)
+                 ON CONFLICT (business_unit, account, sub_account) DO NOTHING",
+            )?;
             let mut history = tx.prepare_cached(
                 "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -142,9 +169,29 @@ impl Db {
                         now_ms
                     ])?;
                 }
-                if o.result == OutcomeResult::Done && !still_differs(&states.read(k)?) {
-                    dequeue.execute(key)?;
-                    continue;
+                if o.result == OutcomeResult::Done {
+                    match o.claimed {
+                        // What the delivery saw settles it, without a read.
+                        Some(c) if !c.differs_after => {
+                            let at =
+                                params![k.business_unit, k.account, k.sub_account, c.queue_version];
+                            if dequeue_claimed.execute(at)? == 0 {
+                                requeue.execute(params![
+                                    k.business_unit,
+                                    k.account,
+                                    k.sub_account,
+                                    now_ms
+                                ])?;
+                            }
+                            continue;
+                        }
+                        Some(_) => {}
+                        None if !still_differs(&states.read(k)?) => {
+                            dequeue.execute(key)?;
+                            continue;
+                        }
+                        None => {}
+                    }
                 }
                 let q = o.result.queue_entry(now_ms);
                 set_queue.execute(params![
@@ -186,13 +233,13 @@ impl Db {
             match keys {
                 None => {
                     changed += tx.execute(
-                        "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = ?1 WHERE state = 'parked'",
+                        "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = ?1, version = version + 1 WHERE state = 'parked'",
                         [now_ms],
                     )?;
                 }
                 Some(keys) => {
                     let mut one = tx.prepare_cached(
-                        "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = ?4
+                        "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = ?4, version = version + 1
                          WHERE state = 'parked' AND business_unit = ?1 AND account = ?2 AND sub_account = ?3",
                     )?;
                     for k in keys {

@@ -175,7 +175,8 @@ fn write_queue<'w>(
          ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
            state = CASE WHEN state = 'parked' THEN 'pending' ELSE state END,
            attempts = CASE WHEN state = 'parked' THEN 0 ELSE attempts END,
-           next_attempt_at = CASE WHEN state = 'parked' THEN excluded.next_attempt_at ELSE next_attempt_at END",
+           next_attempt_at = CASE WHEN state = 'parked' THEN excluded.next_attempt_at ELSE next_attempt_at END,
+           version = version + 1",
     )?;
     let mut dequeue = tx.prepare_cached(
         "DELETE FROM queue WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",

@@ -186,6 +186,11 @@ CREATE TABLE merchant_statuses (
     r#"
 CREATE INDEX queue_retry_due ON queue (next_attempt_at) WHERE state = 'retrying';
 "#,
+    // v6: each queue entry's version, moved by every writer that queues the key
+    // again, so that an outcome removes only the entry its delivery claimed.
+    r#"
+ALTER TABLE queue ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
