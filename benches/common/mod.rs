@@ -5,7 +5,7 @@
 use paystar_sync::config::Config;
 use paystar_sync::config::Policy;
 use paystar_sync::scan::{ScanSettings, scan};
-use paystar_sync::store::{AckedRecord, Claimed, Outcome, OutcomeResult, Store};
+use paystar_sync::store::{Outcome, OutcomeResult, Store};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -206,7 +206,7 @@ pub fn acknowledge_all(store: &mut Store, policy: Policy) {
         let outcomes: Vec<Outcome> = claim
             .claimed
             .into_iter()
-            .map(|(key, mut state)| {
+            .map(|(key, state)| {
                 let plan = state.plan(policy);
                 let mut outcome = Outcome {
                     key,
@@ -216,12 +216,7 @@ pub fn acknowledge_all(store: &mut Store, policy: Policy) {
                     history: Vec::new(),
                     claimed: None,
                 };
-                let queue_version = state.queue.as_ref().map_or(0, |q| q.version);
-                state.acked = AckedRecord::acknowledge(state.acked.take(), &outcome, now);
-                outcome.claimed = Some(Claimed {
-                    queue_version,
-                    differs_after: !state.plan(policy).is_empty(),
-                });
+                outcome.claimed = Some(state.claimed_after(&outcome, policy, now));
                 outcome
             })
             .collect();

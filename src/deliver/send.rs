@@ -10,7 +10,7 @@ use crate::clock::now_ms;
 use crate::customer::CustomerKey;
 use crate::mask::MaskedAccount;
 use crate::reconcile::{FieldSource, Policy, UnenrollCause};
-use crate::store::{AckedRecord, Claimed, HistoryEntry, KeyState, Outcome, OutcomeResult};
+use crate::store::{HistoryEntry, KeyState, Outcome, OutcomeResult};
 use crate::telemetry::KeyHash;
 use std::time::SystemTime;
 use tracing::Instrument;
@@ -24,15 +24,9 @@ pub(super) async fn deliver_key(
     state: KeyState,
     paused: bool,
 ) -> (Outcome, u64) {
-    let mut seen = state.clone();
+    let seen = state.clone();
     let (mut outcome, delivered) = send_key(client, settings, key, state, paused).await;
-    // Whether the key differs once what Paystar acknowledged applies to the
-    // state it was claimed with (the same rule the store applies on a re-read).
-    seen.acked = AckedRecord::acknowledge(seen.acked.take(), &outcome, now_ms());
-    outcome.claimed = Some(Claimed {
-        queue_version: seen.queue.as_ref().map_or(0, |q| q.version),
-        differs_after: !seen.plan(settings.policy).is_empty(),
-    });
+    outcome.claimed = Some(seen.claimed_after(&outcome, settings.policy, now_ms()));
     (outcome, delivered)
 }
 

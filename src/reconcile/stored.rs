@@ -5,7 +5,7 @@ use super::{
     Acked, Desired, FieldSource, KeyPlan, Policy, UnenrollCause, merge_provider, plan_key,
 };
 use crate::customer::{Fields, FieldsBuf};
-use crate::store::KeyState;
+use crate::store::{AckedRecord, Claimed, KeyState, Outcome};
 
 /// Whether a plan's unenroll is held back by the mass-change guard: a held
 /// manifest-driven unenroll is; a provider's stop never is. The one held rule.
@@ -22,6 +22,17 @@ pub fn without_held(mut plan: KeyPlan<'_>, held: bool) -> KeyPlan<'_> {
 }
 
 impl KeyState {
+    /// What a delivery saw of this claimed state once `outcome` applies to it:
+    /// the queue entry's version, and whether the key still differs (the rule
+    /// the store applies when it reads the key again).
+    pub fn claimed_after(mut self, outcome: &Outcome, policy: Policy, now_ms: i64) -> Claimed {
+        self.acked = AckedRecord::acknowledge(self.acked.take(), outcome, now_ms);
+        Claimed {
+            queue_version: self.queue.as_ref().map_or(0, |q| q.version),
+            differs_after: !self.plan(policy).is_empty(),
+        }
+    }
+
     /// What the manifests want, as the diff sees it.
     pub fn manifest_view(&self) -> Option<Desired<'_>> {
         self.desired.as_ref().map(|d| {
