@@ -15,15 +15,22 @@ use crate::telemetry::KeyHash;
 use std::time::SystemTime;
 use tracing::Instrument;
 
+/// A claimed key waiting for a free slot, with the state it was claimed with.
+pub(super) struct Ready {
+    pub key: CustomerKey,
+    pub state: KeyState,
+    /// Only a provider's stop passes a pause.
+    pub paused: bool,
+}
+
 /// Sends one key's events in order; returns the outcome, with what the
 /// delivery saw of the key, and how many events Paystar acknowledged.
 pub(super) async fn deliver_key(
     client: &PaystarClient,
     settings: &WorkerSettings,
-    key: CustomerKey,
-    state: KeyState,
-    paused: bool,
+    ready: Ready,
 ) -> (Outcome, u64) {
+    let Ready { key, state, paused } = ready;
     let seen = state.clone();
     let (mut outcome, delivered) = send_key(client, settings, key, state, paused).await;
     outcome.claimed = Some(seen.claimed_after(&outcome, settings.policy, now_ms()));

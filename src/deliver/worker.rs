@@ -10,7 +10,7 @@
 //!   key whose desired state changed while it waited sends its newest state once.
 
 use super::client::PaystarClient;
-use super::send::deliver_key;
+use super::send::{Ready, deliver_key};
 use crate::clock::now_ms;
 use crate::customer::CustomerKey;
 use crate::providers::payroc::{Pause, current_pause};
@@ -124,14 +124,12 @@ impl Worker {
         loop {
             if deadline.is_none() {
                 while tasks.len() < concurrency {
-                    let Some(Ready { key, state, paused }) = ready.pop_front() else {
+                    let Some(next) = ready.pop_front() else {
                         break;
                     };
                     let client = self.client.clone();
                     let settings = self.settings.clone();
-                    tasks.spawn(async move {
-                        deliver_key(&client, &settings, key, state, paused).await
-                    });
+                    tasks.spawn(async move { deliver_key(&client, &settings, next).await });
                 }
             }
             // One store step at a time records what finished and claims what is
@@ -265,14 +263,6 @@ impl Worker {
             }
         }
     }
-}
-
-/// A claimed key waiting for a free slot, with the state it was claimed with.
-struct Ready {
-    key: CustomerKey,
-    state: KeyState,
-    /// Only a provider's stop passes a pause.
-    paused: bool,
 }
 
 fn log_pause(pause: Option<&Pause>) {
