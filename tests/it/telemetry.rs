@@ -237,3 +237,65 @@ async fn a_collector_that_is_down_costs_the_daemon_nothing_but_a_warning() {
         "the failed export is logged:\n{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_changes_telemetry_keeps_the_running_exporter_and_says_so() {
+    let mut collector = collector().await;
+    let sandbox = start_sandbox().await;
+    let base = daemon_config(&sandbox.paystar_endpoint(), "");
+    let with_service = |name: &str| {
+        format!(
+            "{base}telemetry: {{ otlp_endpoint: \"http://{}\", service_name: {name} }}\n",
+            collector.addr
+        )
+    };
+    let p = Project::with_config(&with_service("before-reload"));
+    let daemon = p.start_daemon().await;
+    p.config(&with_service("after-reload"));
+    daemon.signal("HUP");
+    for expected in ["RELOADING=1", "READY=1"] {
+        let message = daemon.next_notify(Duration::from_secs(20)).await;
+        assert!(
+            message.as_deref().is_some_and(|m| m.contains(expected)),
+            "{message:?}\n{}",
+            daemon.log_text()
+        );
+    }
+    p.file(
+        "c.csv",
+        "accountNumber,firstName,lastName,emailAddress,autopay\n90817,Ada,Lovelace,ada@example.com,true\n",
+    );
+    let accepted = sandbox
+        .sandbox
+        .paystar
+        .wait_for(1, Duration::from_secs(20))
+        .await;
+    assert_eq!(accepted.len(), 1, "{}", daemon.log_text());
+    let log = daemon.log.clone();
+    daemon.stop().await;
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(
+        log.contains("telemetry changes take effect on restart"),
+        "{log}"
+    );
+    let mut services = std::collections::BTreeSet::new();
+    let mut delivered = false;
+    while let Ok((_, request)) = collector.received.try_recv() {
+        for resource in request.resource_spans {
+            if let Some(kv) = resource
+                .resource
+                .as_ref()
+                .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+            {
+                services.insert(text(kv.value.as_ref()));
+            }
+            delivered |= resource
+                .scope_spans
+                .iter()
+                .flat_map(|s| &s.spans)
+                .any(|s| s.name == "paystar.deliver");
+        }
+    }
+    assert!(delivered, "the delivery after the reload was traced");
+    assert_eq!(services.into_iter().collect::<Vec<_>>(), ["before-reload"]);
+}
