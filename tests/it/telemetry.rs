@@ -68,6 +68,36 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A resource's `service.name`.
+fn service_name(resource: &opentelemetry_proto::tonic::trace::v1::ResourceSpans) -> Option<String> {
+    resource
+        .resource
+        .as_ref()
+        .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+        .map(|kv| text(kv.value.as_ref()))
+}
+
+const ONE_CUSTOMER: &str = "accountNumber,firstName,lastName,emailAddress,autopay\n90817,Ada,Lovelace,ada@example.com,true\n";
+
+/// Drops one customer into the folder, waits until Paystar accepted it, stops
+/// the daemon and returns its log.
+async fn deliver_one_and_stop(
+    p: &Project,
+    sandbox: &paystar_sync::sandbox::RunningSandbox,
+    daemon: crate::support::Daemon,
+) -> String {
+    p.file("c.csv", ONE_CUSTOMER);
+    let accepted = sandbox
+        .sandbox
+        .paystar
+        .wait_for(1, Duration::from_secs(20))
+        .await;
+    assert_eq!(accepted.len(), 1, "{}", daemon.log_text());
+    let log = daemon.log.clone();
+    daemon.stop().await;
+    std::fs::read_to_string(log).unwrap()
+}
+
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
 
@@ -83,10 +113,7 @@ async fn scans_deliveries_webhooks_and_polls_reach_an_otlp_collector_as_spans_wi
         sandbox.lotuspay_base_url(),
     );
     let p = Project::with_config(&config);
-    p.file(
-        "c.csv",
-        "accountNumber,firstName,lastName,emailAddress,autopay\n90817,Ada,Lovelace,ada@example.com,true\n",
-    );
+    p.file("c.csv", ONE_CUSTOMER);
     let daemon = p
         .start_daemon_with_env(&[("PAYROC_WEBHOOK_SECRET", "pr_whsec_0c5d")])
         .await;
@@ -122,12 +149,10 @@ async fn scans_deliveries_webhooks_and_polls_reach_an_otlp_collector_as_spans_wi
     while let Ok((content_type, request)) = collector.received.try_recv() {
         assert_eq!(content_type, "application/x-protobuf");
         for resource in request.resource_spans {
-            let service = resource
-                .resource
-                .as_ref()
-                .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
-                .map(|kv| text(kv.value.as_ref()));
-            assert_eq!(service.as_deref(), Some("paystar-sync-test"));
+            assert_eq!(
+                service_name(&resource).as_deref(),
+                Some("paystar-sync-test")
+            );
             for scope in resource.scope_spans {
                 spans.extend(scope.spans);
             }
@@ -217,20 +242,8 @@ async fn a_collector_that_is_down_costs_the_daemon_nothing_but_a_warning() {
         daemon_config(&sandbox.paystar_endpoint(), ""),
     );
     let p = Project::with_config(&config);
-    p.file(
-        "c.csv",
-        "accountNumber,firstName,lastName,emailAddress,autopay\n90817,Ada,Lovelace,ada@example.com,true\n",
-    );
     let daemon = p.start_daemon().await;
-    let accepted = sandbox
-        .sandbox
-        .paystar
-        .wait_for(1, Duration::from_secs(20))
-        .await;
-    assert_eq!(accepted.len(), 1, "{}", daemon.log_text());
-    let log = daemon.log.clone();
-    daemon.stop().await;
-    let log = std::fs::read_to_string(log).unwrap();
+    let log = deliver_one_and_stop(&p, &sandbox, daemon).await;
     assert!(
         log.lines()
             .any(|l| l.contains("opentelemetry") && l.contains("export")),
@@ -261,19 +274,7 @@ async fn a_reload_that_changes_telemetry_keeps_the_running_exporter_and_says_so(
             daemon.log_text()
         );
     }
-    p.file(
-        "c.csv",
-        "accountNumber,firstName,lastName,emailAddress,autopay\n90817,Ada,Lovelace,ada@example.com,true\n",
-    );
-    let accepted = sandbox
-        .sandbox
-        .paystar
-        .wait_for(1, Duration::from_secs(20))
-        .await;
-    assert_eq!(accepted.len(), 1, "{}", daemon.log_text());
-    let log = daemon.log.clone();
-    daemon.stop().await;
-    let log = std::fs::read_to_string(log).unwrap();
+    let log = deliver_one_and_stop(&p, &sandbox, daemon).await;
     assert!(
         log.contains("telemetry changes take effect on restart"),
         "{log}"
@@ -282,13 +283,7 @@ async fn a_reload_that_changes_telemetry_keeps_the_running_exporter_and_says_so(
     let mut delivered = false;
     while let Ok((_, request)) = collector.received.try_recv() {
         for resource in request.resource_spans {
-            if let Some(kv) = resource
-                .resource
-                .as_ref()
-                .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
-            {
-                services.insert(text(kv.value.as_ref()));
-            }
+            services.extend(service_name(&resource));
             delivered |= resource
                 .scope_spans
                 .iter()

@@ -21,15 +21,7 @@ fn record_events(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (business_unit, account, sub_account) DO NOTHING",
         )?;
-        let mut enqueue = tx.prepare_cached(
-            "INSERT INTO queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at)
-             VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4)
-             ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
-               state = CASE WHEN state = 'parked' THEN 'pending' ELSE state END,
-               attempts = CASE WHEN state = 'parked' THEN 0 ELSE attempts END,
-               next_attempt_at = CASE WHEN state = 'parked' THEN excluded.next_attempt_at ELSE next_attempt_at END,
-               version = version + 1",
-        )?;
+        let mut enqueue = tx.prepare_cached(super::scans::ENQUEUE)?;
         let mut history = tx.prepare_cached(
             "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

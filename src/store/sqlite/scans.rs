@@ -162,22 +162,22 @@ fn write_desired<'w>(
 }
 
 /// Queue entries for keys that differ, none for keys that match.
+/// Queues a key (?1–?3) at ?4: one that waits keeps its place and backoff; a
+/// parked one is given another chance, because what it should be changed.
+pub(super) const ENQUEUE: &str = "INSERT INTO queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at)
+   VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4)
+   ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
+     state = CASE WHEN state = 'parked' THEN 'pending' ELSE state END,
+     attempts = CASE WHEN state = 'parked' THEN 0 ELSE attempts END,
+     next_attempt_at = CASE WHEN state = 'parked' THEN excluded.next_attempt_at ELSE next_attempt_at END,
+     version = version + 1";
+
 fn write_queue<'w>(
     tx: &rusqlite::Transaction<'_>,
     now: i64,
     queue: impl IntoIterator<Item = QueueWrite<'w>>,
 ) -> DbResult<()> {
-    // A key that waits keeps its place and backoff; a parked key is given
-    // another chance because its desired state changed.
-    let mut enqueue = tx.prepare_cached(
-        "INSERT INTO queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at)
-         VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4)
-         ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
-           state = CASE WHEN state = 'parked' THEN 'pending' ELSE state END,
-           attempts = CASE WHEN state = 'parked' THEN 0 ELSE attempts END,
-           next_attempt_at = CASE WHEN state = 'parked' THEN excluded.next_attempt_at ELSE next_attempt_at END,
-           version = version + 1",
-    )?;
+    let mut enqueue = tx.prepare_cached(ENQUEUE)?;
     let mut dequeue = tx.prepare_cached(
         "DELETE FROM queue WHERE business_unit = ?1 AND account = ?2 AND sub_account = ?3",
     )?;
