@@ -209,6 +209,18 @@ fn map_header(
                 )
                 .at_line(1));
             }
+            // A quote opened in the header and closed further down swallows
+            // rows into one "column name": those customers would vanish.
+            None if name.contains(['\n', '\r']) => {
+                return Err(ManifestError::file(
+                    file,
+                    format!(
+                        "header column {} runs over a line break (a quote opened in the header closes further down), so rows are read as part of the header; fix the quote. Its customers keep their previous state",
+                        index + 1
+                    ),
+                )
+                .at_line(1));
+            }
             None => unknown.push(format!("{:?}", name.trim())),
         }
     }

@@ -160,6 +160,37 @@ async fn a_row_run_into_the_header_is_a_file_error_not_unknown_columns_that_hide
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_quote_opened_in_the_header_and_closed_rows_later_is_a_file_error_not_a_column_that_hides_customers()
+ {
+    let (p, sandbox) = unenrolling().await;
+    p.file("a.csv", rows(&["A1", "A2", "A3"]));
+    assert_eq!(apply(&p).await.code, 0);
+    // The last header cell opens a quote that the end of A2's row closes: A1
+    // and A2 become one header cell, and only A3 would be left.
+    let text = std::fs::read_to_string(p.root().join("manifests/a.csv")).unwrap();
+    let mut lines = text.lines();
+    let (header, a1, a2, a3) = (
+        lines.next().unwrap(),
+        lines.next().unwrap(),
+        lines.next().unwrap(),
+        lines.next().unwrap(),
+    );
+    let (head, last) = header.rsplit_once(',').unwrap();
+    p.file("a.csv", format!("{head},\"{last}\n{a1}\n{a2}\"\n{a3}\n"));
+    let plan = p.plan_json();
+    assert_eq!(error_lines(&plan), ["a.csv:1 [file]"], "{plan}");
+    assert!(
+        plan["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("runs over a line break"),
+        "{plan}"
+    );
+    assert_eq!(apply(&p).await.code, 65);
+    assert!(unenrolls(&sandbox).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn text_after_a_closing_quote_is_an_error_not_a_different_account() {
     let (p, sandbox) = unenrolling().await;
     p.file("a.csv", rows(&["G04x007", "G04x008"]));

@@ -4,6 +4,10 @@
 
 use crate::support::{Project, Run, TestState, daemon_config, with_sandbox};
 
+fn refs(rows: &[String]) -> Vec<&str> {
+    rows.iter().map(String::as_str).collect()
+}
+
 fn csv(rows: &[&str]) -> String {
     let mut text = String::from("accountNumber,firstName,lastName,emailAddress,autopay\n");
     for row in rows {
@@ -524,4 +528,36 @@ fn a_delivered_key_leaves_the_queue_only_if_its_entry_is_the_one_the_delivery_cl
     // dropped by a scan: it comes back, to be compared afresh.
     assert_eq!((queued(0), queued(1), queued(2)), (false, true, true));
     assert!(after.iter().all(|s| s.as_ref().unwrap().acked.is_some()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_import_of_thousands_of_customers_is_written_whole_and_later_changes_plan_against_it()
+ {
+    // Big enough for the bulk paths of a first import (PostgreSQL copies rows
+    // into empty tables), and with two files so that one file's rows follow
+    // another's.
+    let (p, sandbox) = with_sandbox("").await;
+    let rows = |from: usize, to: usize| -> Vec<String> {
+        (from..to)
+            .map(|i| format!("{i:05},Ada,Lovelace,ada{i}@example.com,true"))
+            .collect()
+    };
+    let (a, b) = (rows(0, 2_000), rows(2_000, 3_500));
+    p.file("a.csv", csv(&refs(&a)));
+    p.file("b.csv", csv(&refs(&b)));
+    let apply = p.run_async(&["apply", "--timeout", "60s"]).await;
+    assert_eq!(apply.code, 0, "{apply:?}");
+    assert_eq!(sandbox.sandbox.paystar.accepted().len(), 3_500);
+    assert!(p.plan_json()["changes"].as_array().unwrap().is_empty());
+    let mut a = a;
+    a[1_234] = "01234,Ada,Byron,ada1234@example.com,true".into();
+    p.file("a.csv", csv(&refs(&a)));
+    let plan = p.plan_json();
+    let changes = plan["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{plan}");
+    assert_eq!(changes[0]["accountNumber"], "01234", "{plan}");
+    let status = p.run(&["status", "--format", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["counts"]["desired"], 3_500, "{status}");
+    assert_eq!(status["counts"]["pending"], 0, "{status}");
 }

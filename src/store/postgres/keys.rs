@@ -34,6 +34,8 @@ macro_rules! state_joins {
 /// Lateral lookups with `LIMIT 1` can only be index probes, whatever the
 /// statistics say: a generic plan made while a table was empty (and would be
 /// hash-joined by a full scan) stays right once it holds millions of rows.
+/// The tables that are usually empty (holds, stops, provider fields) are
+/// probed only if they hold a row, checked once per statement (an InitPlan).
 macro_rules! state_lookups {
     () => {
         "LEFT JOIN LATERAL (SELECT * FROM queue x WHERE x.business_unit = k.business_unit
@@ -43,11 +45,14 @@ macro_rules! state_lookups {
     LEFT JOIN LATERAL (SELECT * FROM files x WHERE x.id = d.file_id LIMIT 1) f ON true
     LEFT JOIN LATERAL (SELECT * FROM acked x WHERE x.business_unit = k.business_unit
        AND x.account = k.account AND x.sub_account = k.sub_account LIMIT 1) a ON true
-    LEFT JOIN LATERAL (SELECT * FROM holds x WHERE x.business_unit = k.business_unit
+    LEFT JOIN LATERAL (SELECT * FROM holds x WHERE (SELECT EXISTS (SELECT 1 FROM holds))
+       AND x.business_unit = k.business_unit
        AND x.account = k.account AND x.sub_account = k.sub_account LIMIT 1) h ON true
-    LEFT JOIN LATERAL (SELECT * FROM stops x WHERE x.business_unit = k.business_unit
+    LEFT JOIN LATERAL (SELECT * FROM stops x WHERE (SELECT EXISTS (SELECT 1 FROM stops))
+       AND x.business_unit = k.business_unit
        AND x.account = k.account AND x.sub_account = k.sub_account LIMIT 1) s ON true
-    LEFT JOIN LATERAL (SELECT * FROM provider_fields x WHERE x.business_unit = k.business_unit
+    LEFT JOIN LATERAL (SELECT * FROM provider_fields x WHERE (SELECT EXISTS (SELECT 1 FROM provider_fields))
+       AND x.business_unit = k.business_unit
        AND x.account = k.account AND x.sub_account = k.sub_account LIMIT 1) pf ON true"
     };
 }

@@ -43,6 +43,8 @@ pub struct Db {
     held_rows: std::cell::Cell<bool>,
     /// Queue rows this session deleted since it last vacuumed the queue.
     dead_queue_rows: std::cell::Cell<u64>,
+    /// The queue's size as its last vacuum (`tidy_queue`) counted it.
+    queue_rows_at_vacuum: std::cell::Cell<u64>,
 }
 
 pub(super) struct Conn {
@@ -148,6 +150,7 @@ impl Db {
             target,
             held_rows: std::cell::Cell::new(false),
             dead_queue_rows: std::cell::Cell::new(0),
+            queue_rows_at_vacuum: std::cell::Cell::new(0),
         })
     }
 

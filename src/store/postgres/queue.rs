@@ -91,6 +91,10 @@ fn each_arm_of_the_upcoming_query_reads_at_most_what_the_store_asks_for() {
 /// (what is due next) and counts otherwise walk every dead row a drained
 /// backlog left, until autovacuum comes by, up to a minute later.
 const VACUUM_AFTER: u64 = 20_000;
+/// In a big queue, the share of its rows (one in this many) deleted before the
+/// next vacuum: each vacuum reads the queue's indexes whole, so a fixed
+/// threshold would make draining a million-row backlog cost fifty of them.
+const VACUUM_SHARE: u64 = 5;
 /// The same once the queue has nothing due: a quiet moment.
 const VACUUM_WHEN_IDLE: u64 = 1_000;
 
@@ -263,16 +267,28 @@ impl Db {
     /// Maintenance only: a failure is logged, and the next call tries again.
     fn tidy_queue(&self, idle: bool) {
         let dead = self.dead_queue_rows.get();
-        if dead < VACUUM_AFTER && !(idle && dead >= VACUUM_WHEN_IDLE) {
+        let after = VACUUM_AFTER.max(self.queue_rows_at_vacuum.get() / VACUUM_SHARE);
+        if dead < after && !(idle && dead >= VACUUM_WHEN_IDLE) {
             return;
         }
         self.dead_queue_rows.set(0);
         let mut c = self.conn();
-        if let Err(err) = c
+        let vacuumed = c
             .client
             .batch_execute("VACUUM (ANALYZE, SKIP_LOCKED) queue")
-        {
-            tracing::warn!(error = %err, target = %self.target, "cannot vacuum the delivery queue; autovacuum will");
+            .and_then(|()| {
+                c.client.query_one(
+                    "SELECT GREATEST(reltuples, 0)::int8 FROM pg_class WHERE oid = 'queue'::regclass",
+                    &[],
+                )
+            });
+        match vacuumed {
+            Ok(row) => self
+                .queue_rows_at_vacuum
+                .set(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)),
+            Err(err) => {
+                tracing::warn!(error = %err, target = %self.target, "cannot vacuum the delivery queue; autovacuum will")
+            }
         }
     }
 

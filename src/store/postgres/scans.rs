@@ -182,6 +182,82 @@ fn write_files(
 
 type ManifestErrorRef = crate::manifest::ManifestError;
 
+/// Whether a table holds no row (a first import writes it by `COPY`).
+fn is_empty(tx: &mut Transaction<'_>, table: &str) -> PgResult<bool> {
+    let sql = format!("SELECT NOT EXISTS (SELECT 1 FROM {table})");
+    Ok(tx.query_one(sql.as_str(), &[])?.get(0))
+}
+
+/// Streams the leading writes into an empty `desired` table by binary `COPY`,
+/// as long as they are new rows in strictly increasing key order (so no key
+/// repeats and none can conflict); returns the first write it did not take,
+/// which the caller upserts with the rest.
+fn copy_new_desired<'w>(
+    tx: &mut Transaction<'_>,
+    now_ms: i64,
+    ids: &HashMap<String, i64>,
+    writes: &mut impl Iterator<Item = DesiredWrite<'w>>,
+) -> PgResult<Option<DesiredWrite<'w>>> {
+    use ::postgres::binary_copy::BinaryCopyInWriter;
+    use ::postgres::types::Type;
+    let sink = tx.copy_in(
+        "COPY desired (business_unit, account, sub_account, first_name, last_name, email,
+                       autopay, removed, file_id, line, fingerprint, updated_at) FROM STDIN (FORMAT binary)",
+    )?;
+    let types = [
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::BOOL,
+        Type::BOOL,
+        Type::INT8,
+        Type::INT8,
+        Type::INT8,
+        Type::INT8,
+    ];
+    let mut copy = BinaryCopyInWriter::new(sink, &types);
+    let mut last: Option<KeyRef<'w>> = None;
+    let mut left = None;
+    for write in writes.by_ref() {
+        let DesiredWrite::Live {
+            key,
+            fields,
+            autopay,
+            fingerprint,
+            file,
+            line,
+        } = &write
+        else {
+            left = Some(write);
+            break;
+        };
+        let (Some(id), true) = (ids.get(*file), last.is_none_or(|l| l < *key)) else {
+            left = Some(write);
+            break;
+        };
+        last = Some(*key);
+        copy.write(&[
+            &key.business_unit,
+            &key.account,
+            &key.sub_account,
+            &fields.first_name,
+            &fields.last_name,
+            &fields.email,
+            autopay,
+            &false,
+            id,
+            &i64::from(*line),
+            fingerprint,
+            &now_ms,
+        ])?;
+    }
+    copy.finish()?;
+    Ok(left)
+}
+
 fn write_desired<'w>(
     tx: &mut Transaction<'_>,
     statements: &mut HashMap<&'static str, Statement>,
@@ -189,6 +265,12 @@ fn write_desired<'w>(
     ids: &mut HashMap<String, i64>,
     desired: impl IntoIterator<Item = DesiredWrite<'w>>,
 ) -> PgResult<()> {
+    let mut desired = desired.into_iter().peekable();
+    let mut left = None;
+    if desired.peek().is_some() && is_empty(tx, "desired")? {
+        left = copy_new_desired(tx, now_ms, ids, &mut desired)?;
+    }
+    let desired = left.into_iter().chain(desired);
     let upsert = prepare(tx, statements, UPSERT_DESIRED)?;
     let remove = prepare(tx, statements, REMOVE_DESIRED)?;
     let mut live = DesiredBatch::default();
@@ -283,9 +365,15 @@ fn write_queue<'w>(
     now_ms: i64,
     queue: impl IntoIterator<Item = QueueWrite<'w>>,
 ) -> PgResult<()> {
+    let writes: Vec<QueueWrite<'w>> = queue.into_iter().collect();
+    if writes.len() >= COPY_AT_LEAST
+        && writes.windows(2).all(|w| w[0].key < w[1].key)
+        && is_empty(tx, "queue")?
+    {
+        return copy_new_queue(tx, now_ms, &writes);
+    }
     let enqueue = prepare(tx, statements, ENQUEUE)?;
     let dequeue = prepare(tx, statements, DEQUEUE)?;
-    let writes: Vec<QueueWrite<'w>> = queue.into_iter().collect();
     for run in unique_runs(writes.iter().map(|q| q.key)) {
         let mut add = KeyColumns::default();
         let mut drop = KeyColumns::default();
@@ -309,6 +397,48 @@ fn write_queue<'w>(
             )?;
         }
     }
+    Ok(())
+}
+
+/// Queue writes this many or more, into an empty queue, go by `COPY`.
+const COPY_AT_LEAST: usize = 1_000;
+
+/// Distinct keys' queue writes into an empty queue: the differing keys are
+/// new entries, the others have nothing to delete.
+fn copy_new_queue(
+    tx: &mut Transaction<'_>,
+    now_ms: i64,
+    writes: &[QueueWrite<'_>],
+) -> PgResult<()> {
+    use ::postgres::binary_copy::BinaryCopyInWriter;
+    use ::postgres::types::Type;
+    let sink = tx.copy_in(
+        "COPY queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at)
+         FROM STDIN (FORMAT binary)",
+    )?;
+    let types = [
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::INT8,
+        Type::INT8,
+    ];
+    let mut copy = BinaryCopyInWriter::new(sink, &types);
+    for q in writes.iter().filter(|q| q.differs) {
+        let k = q.key;
+        copy.write(&[
+            &k.business_unit,
+            &k.account,
+            &k.sub_account,
+            &"pending",
+            &0i64,
+            &now_ms,
+            &now_ms,
+        ])?;
+    }
+    copy.finish()?;
     Ok(())
 }
 
