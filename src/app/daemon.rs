@@ -65,8 +65,70 @@ struct Daemon {
     wake: Arc<Notify>,
     server_state: ServerState,
     server: Server,
+    console: Option<ConsoleServer>,
     sandbox: Option<RunningSandbox>,
     failures: mpsc::Sender<StageFailure>,
+}
+
+/// The operations console (`console.listen`) and the address it listens on;
+/// it outlives reloads, which swap its token and settings.
+struct ConsoleServer {
+    console: crate::console::Console,
+    listen: SocketAddr,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl ConsoleServer {
+    async fn start(
+        config: &Config,
+        token: Option<crate::config::Secret>,
+        store: &SharedStore,
+        wake: &Arc<Notify>,
+        failures: mpsc::Sender<StageFailure>,
+    ) -> anyhow::Result<Option<Self>> {
+        let Some(c) = &config.console else {
+            return Ok(None);
+        };
+        let listener = crate::console::bind(c.listen).await?;
+        let console = crate::console::Console::new(
+            store.clone(),
+            wake.clone(),
+            &config.state.describe(),
+            token,
+            console_settings(config),
+        );
+        let router = crate::console::router(console.clone());
+        let timeouts = crate::server::Timeouts {
+            header_read: config.server.header_read_timeout,
+            request: config.server.request_timeout,
+        };
+        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+        let (stop, grace) = (cancel.clone(), config.shutdown_grace);
+        supervise(&tracker, "console", failures, async move {
+            crate::server::serve(listener, router, timeouts, stop, grace)
+                .await
+                .context("the console stopped")
+        });
+        tracker.close();
+        Ok(Some(Self {
+            console,
+            listen: c.listen,
+            cancel,
+            tracker,
+        }))
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.tracker.wait().await;
+    }
+}
+
+fn console_settings(config: &Config) -> crate::console::Settings {
+    crate::console::Settings {
+        default_business_unit: config.paystar.default_business_unit.clone(),
+    }
 }
 
 /// The HTTP server stage and the address it was configured with.
@@ -148,9 +210,18 @@ pub async fn run(
         Live::default(),
     );
     let listener = bind(config.server.listen).await?;
+    let console = ConsoleServer::start(
+        &config,
+        resolved.console_token.clone(),
+        &store,
+        &wake,
+        fail_tx.clone(),
+    )
+    .await?;
     let mut daemon = Daemon {
         sandbox: sandbox_for(&config).await?,
         server: Server::start(&config, listener, &server_state, fail_tx.clone()),
+        console,
         store,
         metrics,
         wake,
@@ -308,6 +379,10 @@ impl Daemon {
             });
         }
         tracker.close();
+        if let Some(c) = &self.console {
+            c.console
+                .swap(resolved.console_token, console_settings(config));
+        }
         self.server_state.swap(Live {
             poll_behind_after,
             payroc: resolved.payroc_receiver,
@@ -379,6 +454,13 @@ impl Daemon {
             tracing::warn!("telemetry changes take effect on restart; traces go where they went");
             config.telemetry = running.telemetry.clone();
         }
+        let console_listen = |c: &Config| c.console.as_ref().map(|c| c.listen);
+        if console_listen(&config) != self.console.as_ref().map(|c| c.listen) {
+            tracing::warn!(
+                "console.listen changes take effect on restart; the console stays as it was"
+            );
+            config.console = running.console.clone();
+        }
         let resolved = resolve(&config, &process_env)?;
         let running = &self.server.configured;
         let listener = if config.server.listen != running.listen {
@@ -413,6 +495,9 @@ impl Daemon {
     }
 
     async fn shutdown(self) {
+        if let Some(console) = self.console {
+            console.stop().await;
+        }
         self.server.stop().await;
         if let Some(sandbox) = self.sandbox {
             sandbox.stop().await;

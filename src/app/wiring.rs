@@ -17,6 +17,8 @@ pub struct Resolved {
     pub payroc_subscription: Option<PayrocSubscriptionWiring>,
     pub payroc_receiver: Option<PayrocReceiver>,
     pub smarterpay: Option<SmarterPay>,
+    /// `console.auth`'s token; `None` for a read-only console or none.
+    pub console_token: Option<Secret>,
 }
 
 pub struct LotusPayWiring {
@@ -128,6 +130,23 @@ pub fn resolve(
         Some((sp, auth))
     });
 
+    let console_token = config
+        .console
+        .as_ref()
+        .and_then(|c| c.token.as_ref())
+        .and_then(|source| secret(Some(source), "").map(|token| (source, token)));
+    let console_token = console_token.and_then(|(source, token)| {
+            if token.expose().chars().count() < crate::config::MIN_TOKEN_LEN {
+                problems.push(format!(
+                    "{}: the console token is shorter than {} characters; use a long random one, e.g. `openssl rand -hex 32`",
+                    source.key(),
+                    crate::config::MIN_TOKEN_LEN
+                ));
+                return None;
+            }
+            Some(token)
+    });
+
     let mut unit = |own: &Option<String>, provider: &str| {
         let found = own
             .clone()
@@ -184,6 +203,7 @@ pub fn resolve(
         payroc_subscription,
         payroc_receiver,
         smarterpay,
+        console_token,
     })
 }
 

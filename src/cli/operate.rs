@@ -33,7 +33,7 @@ pub(super) fn approve(path: &Path) -> anyhow::Result<Exit> {
     for h in &held {
         println!("approving {} unenroll(s): {}", h.count, h.cause);
     }
-    let count = store.approve(now_ms())?;
+    let count = store.approve(None, "cli", now_ms())?;
     println!(
         "released {count} held unenroll(s) into the queue; the daemon or the next apply sends them"
     );
@@ -66,7 +66,7 @@ pub(super) fn retry(
         }
     };
     let mut store = Store::open(&config.state)?;
-    let count = store.retry_parked(keys.as_deref(), now_ms())?;
+    let count = store.retry_parked(keys.as_deref(), "cli", now_ms())?;
     println!("re-queued {count} parked customer(s); the daemon or the next apply sends them");
     if let Some(keys) = &keys {
         if count < keys.len() {

@@ -2,6 +2,7 @@
 //! reported with its key path, and the result is a typed [`Config`]. This is the
 //! only module that reads environment variables and secret files.
 
+mod console;
 pub mod duration;
 mod providers;
 mod secret;
@@ -10,6 +11,7 @@ mod state;
 mod telemetry;
 mod walk;
 
+pub use console::{ConsoleConfig, MIN_TOKEN_LEN};
 pub use secret::{Secret, SecretSource};
 pub use telemetry::TelemetryConfig;
 
@@ -58,6 +60,8 @@ pub struct Config {
     pub history: HistoryConfig,
     /// `telemetry`: where traces go; `None` sends none.
     pub telemetry: Option<TelemetryConfig>,
+    /// `console`: the operations console; `None` serves none.
+    pub console: Option<ConsoleConfig>,
     /// `shutdown_grace`: how long every stage may drain on SIGTERM or a reload.
     pub shutdown_grace: Duration,
 }
@@ -342,6 +346,7 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
             "providers",
             "history",
             "telemetry",
+            "console",
             "shutdown_grace",
         ],
     );
@@ -489,6 +494,7 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
         retention: w.duration(&h, "retention"),
     };
     let telemetry = telemetry::build(w, &root);
+    let console = console::build(w, &root, listen);
 
     Some(Config {
         path: path.to_owned(),
@@ -523,6 +529,7 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
         providers,
         history,
         telemetry,
+        console,
         shutdown_grace,
     })
 }

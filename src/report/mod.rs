@@ -367,6 +367,7 @@ pub fn history_json(record: &crate::store::HistoryRecord) -> serde_json::Value {
         "eventType": record.event_type,
         "attempt": d.get("attempt"),
         "cause": d.get("cause"),
+        "actor": d.get("actor"),
         "provenance": provenance,
         "payload": d["request"].as_str().map(masked_payload),
         "response": d.get("response"),
@@ -406,6 +407,9 @@ pub fn history_text(
         }
         if let Some(attempt) = l["attempt"].as_u64() {
             head.push_str(&format!(", attempt {attempt}"));
+        }
+        if let Some(actor) = l["actor"].as_str() {
+            head.push_str(&format!(" by {actor}"));
         }
         match (&l["response"]["status"], &l["response"]["error"]) {
             (serde_json::Value::Number(status), _) => head.push_str(&format!(": HTTP {status}")),

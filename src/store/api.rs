@@ -176,10 +176,16 @@ impl Store {
         by_backend!(mut self, db => db.record_outcomes(outcomes, still_differs, now_ms))
     }
 
-    /// Puts parked keys back in the queue (all of them when `keys` is `None`);
+    /// Puts parked keys back in the queue (all of them when `keys` is `None`),
+    /// each with a `retried` history line naming `actor` (`cli`, `console`);
     /// returns how many.
-    pub fn retry_parked(&mut self, keys: Option<&[CustomerKey]>, now_ms: i64) -> Result<usize> {
-        by_backend!(mut self, db => db.retry_parked(keys, now_ms))
+    pub fn retry_parked(
+        &mut self,
+        keys: Option<&[CustomerKey]>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<usize> {
+        by_backend!(mut self, db => db.retry_parked(keys, actor, now_ms))
     }
 
     /// Retrying and parked keys, soonest first, for `status`.
@@ -194,9 +200,11 @@ impl Store {
 
     // Holds and history.
 
-    /// Releases every held unenroll into the queue; returns how many.
-    pub fn approve(&mut self, now_ms: i64) -> Result<usize> {
-        by_backend!(mut self, db => db.approve(now_ms))
+    /// Releases the held unenrolls of one cause (every one when `cause` is
+    /// `None`) into the queue, each with an `approved` history line naming
+    /// `actor` (`cli`, `console`); returns how many.
+    pub fn approve(&mut self, cause: Option<&str>, actor: &str, now_ms: i64) -> Result<usize> {
+        by_backend!(mut self, db => db.approve(cause, actor, now_ms))
     }
 
     /// Held unenrolls by cause, most first.

@@ -333,7 +333,8 @@ pub struct HoldCause {
 /// One line of a customer's story.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistoryEntry {
-    /// `delivered`, `retry`, `parked`, `held`, `approved` or `released`.
+    /// `delivered`, `retry`, `parked`, `held`, `approved`, `released` or
+    /// `retried` (an operator re-queued a parked key).
     pub kind: &'static str,
     pub event_type: Option<&'static str>,
     /// JSON: provenance, request, response.

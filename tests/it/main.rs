@@ -4,6 +4,7 @@ mod abuse;
 mod backends;
 mod cli;
 mod config;
+mod console;
 mod crash;
 mod daemon;
 mod deliver;

@@ -72,30 +72,36 @@ impl Db {
     }
 
     /// Releases every held unenroll into the queue; returns how many.
-    pub fn approve(&mut self, now_ms: i64) -> Result<usize> {
+    pub fn approve(&mut self, cause: Option<&str>, actor: &str, now_ms: i64) -> Result<usize> {
+        let step = "approving held unenrolls";
         let client = self.client();
-        let mut tx = client.transaction().step("approving held unenrolls")?;
+        let mut tx = client.transaction().step(step)?;
         tx.execute(
             "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
              SELECT business_unit, account, sub_account, $1, 'approved', 'Accounts.UnenrollAutopay',
-                    json_build_object('cause', cause)::text
-             FROM holds ORDER BY business_unit, account, sub_account",
-            &[&now_ms],
+                    json_build_object('cause', cause, 'actor', $3::text)::text
+             FROM holds WHERE $2::text IS NULL OR cause = $2
+             ORDER BY business_unit, account, sub_account",
+            &[&now_ms, &cause, &actor],
         )
-        .step("approving held unenrolls")?;
+        .step(step)?;
         tx.execute(
             "INSERT INTO queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at)
              SELECT business_unit, account, sub_account, 'pending', 0, $1, $1 FROM holds
+             WHERE $2::text IS NULL OR cause = $2
              ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
                state = CASE WHEN queue.state = 'parked' THEN 'pending' ELSE queue.state END,
                version = queue.version + 1",
-            &[&now_ms],
+            &[&now_ms, &cause],
         )
-        .step("approving held unenrolls")?;
+        .step(step)?;
         let n = tx
-            .execute("DELETE FROM holds", &[])
-            .step("approving held unenrolls")?;
-        tx.commit().step("approving held unenrolls")?;
+            .execute(
+                "DELETE FROM holds WHERE $1::text IS NULL OR cause = $1",
+                &[&cause],
+            )
+            .step(step)?;
+        tx.commit().step(step)?;
         Ok(n as usize)
     }
 

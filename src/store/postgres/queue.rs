@@ -400,14 +400,27 @@ impl Db {
         Ok(())
     }
 
-    pub fn retry_parked(&mut self, keys: Option<&[CustomerKey]>, now_ms: i64) -> Result<usize> {
+    pub fn retry_parked(
+        &mut self,
+        keys: Option<&[CustomerKey]>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<usize> {
+        const HISTORY: &str = "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, detail)
+             SELECT business_unit, account, sub_account, $1, 'retried', json_build_object('actor', $2::text)::text
+             FROM retried ORDER BY business_unit, account, sub_account";
         let step = "re-queueing parked customers";
         let client = self.client();
         let n = match keys {
             None => client
                 .execute(
-                    "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = $1, version = version + 1 WHERE state = 'parked'",
-                    &[&now_ms],
+                    &format!(
+                        "WITH retried AS (
+                           UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = $1, version = version + 1
+                           WHERE state = 'parked' RETURNING business_unit, account, sub_account)
+                         {HISTORY}"
+                    ),
+                    &[&now_ms, &actor],
                 )
                 .step(step)?,
             Some(keys) => {
@@ -417,10 +430,15 @@ impl Db {
                 }
                 client
                     .execute(
-                        "UPDATE queue q SET state = 'pending', attempts = 0, next_attempt_at = $4, version = q.version + 1
-                         FROM unnest($1::text[], $2::text[], $3::text[]) AS k(b, a, s)
-                         WHERE q.state = 'parked' AND q.business_unit = k.b AND q.account = k.a AND q.sub_account = k.s",
-                        &[&k.business_unit, &k.account, &k.sub_account, &now_ms],
+                        &format!(
+                            "WITH retried AS (
+                               UPDATE queue q SET state = 'pending', attempts = 0, next_attempt_at = $1, version = q.version + 1
+                               FROM unnest($3::text[], $4::text[], $5::text[]) AS k(b, a, s)
+                               WHERE q.state = 'parked' AND q.business_unit = k.b AND q.account = k.a AND q.sub_account = k.s
+                               RETURNING q.business_unit, q.account, q.sub_account)
+                             {HISTORY}"
+                        ),
+                        &[&now_ms, &actor, &k.business_unit, &k.account, &k.sub_account],
                     )
                     .step(step)?
             }

@@ -3,29 +3,32 @@
 use super::*;
 
 impl Db {
-    /// Releases every held unenroll into the queue; returns how many.
-    pub fn approve(&mut self, now_ms: i64) -> Result<usize> {
-        self.approve_in(now_ms).step("approving held unenrolls")
+    /// Releases the held unenrolls of `cause` (all when `None`) into the
+    /// queue; returns how many.
+    pub fn approve(&mut self, cause: Option<&str>, actor: &str, now_ms: i64) -> Result<usize> {
+        self.approve_in(cause, actor, now_ms)
+            .step("approving held unenrolls")
     }
 
-    fn approve_in(&mut self, now_ms: i64) -> DbResult<usize> {
+    fn approve_in(&mut self, cause: Option<&str>, actor: &str, now_ms: i64) -> DbResult<usize> {
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
              SELECT business_unit, account, sub_account, ?1, 'approved', 'Accounts.UnenrollAutopay',
-                    json_object('cause', cause)
-             FROM holds",
-            [now_ms],
+                    json_object('cause', cause, 'actor', ?3)
+             FROM holds WHERE ?2 IS NULL OR cause = ?2",
+            params![now_ms, cause, actor],
         )?;
         tx.execute(
             "INSERT INTO queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at)
-             SELECT business_unit, account, sub_account, 'pending', 0, ?1, ?1 FROM holds WHERE true
+             SELECT business_unit, account, sub_account, 'pending', 0, ?1, ?1 FROM holds
+             WHERE ?2 IS NULL OR cause = ?2
              ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
                state = CASE WHEN state = 'parked' THEN 'pending' ELSE state END,
                version = version + 1",
-            [now_ms],
+            params![now_ms, cause],
         )?;
-        let count = tx.execute("DELETE FROM holds", [])?;
+        let count = tx.execute("DELETE FROM holds WHERE ?1 IS NULL OR cause = ?1", [cause])?;
         tx.commit()?;
         Ok(count)
     }

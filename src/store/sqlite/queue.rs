@@ -221,35 +221,42 @@ impl Db {
 
     /// Puts parked keys back in the queue (all of them when `keys` is `None`);
     /// returns how many.
-    pub fn retry_parked(&mut self, keys: Option<&[CustomerKey]>, now_ms: i64) -> Result<usize> {
-        self.retry_parked_in(keys, now_ms)
+    pub fn retry_parked(
+        &mut self,
+        keys: Option<&[CustomerKey]>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<usize> {
+        self.retry_parked_in(keys, actor, now_ms)
             .step("re-queueing parked customers")
     }
 
-    fn retry_parked_in(&mut self, keys: Option<&[CustomerKey]>, now_ms: i64) -> DbResult<usize> {
+    fn retry_parked_in(
+        &mut self,
+        keys: Option<&[CustomerKey]>,
+        actor: &str,
+        now_ms: i64,
+    ) -> DbResult<usize> {
+        const RETRIED: &str =
+            "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, detail)
+             SELECT business_unit, account, sub_account, ?1, 'retried', json_object('actor', ?2)
+             FROM queue WHERE state = 'parked'";
+        const REQUEUE: &str = "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = ?1, version = version + 1 WHERE state = 'parked'";
+        const ONE: &str = " AND business_unit = ?3 AND account = ?4 AND sub_account = ?5";
         let tx = self.conn.transaction()?;
         let mut changed = 0;
-        {
-            match keys {
-                None => {
-                    changed += tx.execute(
-                        "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = ?1, version = version + 1 WHERE state = 'parked'",
-                        [now_ms],
-                    )?;
-                }
-                Some(keys) => {
-                    let mut one = tx.prepare_cached(
-                        "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = ?4, version = version + 1
-                         WHERE state = 'parked' AND business_unit = ?1 AND account = ?2 AND sub_account = ?3",
-                    )?;
-                    for k in keys {
-                        changed += one.execute(params![
-                            k.business_unit,
-                            k.account,
-                            k.sub_account,
-                            now_ms
-                        ])?;
-                    }
+        match keys {
+            None => {
+                tx.execute(RETRIED, params![now_ms, actor])?;
+                changed += tx.execute(REQUEUE, [now_ms])?;
+            }
+            Some(keys) => {
+                let mut history = tx.prepare_cached(&format!("{RETRIED}{ONE}"))?;
+                let mut one = tx.prepare_cached(&format!("{REQUEUE}{ONE}"))?;
+                for k in keys {
+                    let at = params![now_ms, actor, k.business_unit, k.account, k.sub_account];
+                    history.execute(at)?;
+                    changed += one.execute(at)?;
                 }
             }
         }

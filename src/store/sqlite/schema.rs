@@ -103,7 +103,7 @@ CREATE TABLE history (
     account       TEXT NOT NULL,
     sub_account   TEXT NOT NULL,
     at_ms         INTEGER NOT NULL,
-    kind          TEXT NOT NULL,            -- 'delivered' | 'retry' | 'parked' | 'held' | 'approved' | 'released'
+    kind          TEXT NOT NULL,            -- 'delivered' | 'retry' | 'parked' | 'held' | 'approved' | 'released' | 'retried'
     event_type    TEXT,
     detail        TEXT NOT NULL             -- JSON: provenance, request, response
 );

@@ -444,6 +444,24 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The console's base URL (`http://127.0.0.1:PORT`), from its log.
+    pub fn console_url(&self) -> String {
+        let log = self.log_text();
+        let line = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("console listening"))
+            .unwrap_or_else(|| panic!("no console in the log:\n{log}"));
+        line.split("url=")
+            .nth(1)
+            .expect("url field")
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
     /// The address the daemon's HTTP server listens on, from its log (the
     /// latest, when daemons ran one after another on the same log).
     pub fn http_addr(&self) -> String {

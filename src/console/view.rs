@@ -1,0 +1,290 @@
+//! What the console shows, read from the state in one store call per page:
+//! the same values back the HTML pages and the JSON API (`/api/v1/…`).
+//! Emails are masked and names never leave here, as in the CLI.
+
+use crate::customer::CustomerKey;
+use crate::mask::MaskedEmail;
+use crate::store::{QueueState, StateError, Store};
+use serde::Serialize;
+use serde_json::Value;
+
+/// At most this many parked customers or unmatched events are listed.
+pub const LIST_LIMIT: usize = 1_000;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub state: String,
+    pub role: &'static str,
+    pub queue: QueueCounts,
+    pub customers: CustomerCounts,
+    pub last_scan: Option<LastScan>,
+    pub delivery: Delivery,
+    pub poll: Option<Poll>,
+    pub holds: Vec<Hold>,
+    pub file_errors: u64,
+    pub unmatched: u64,
+}
+
+#[derive(Serialize)]
+pub struct QueueCounts {
+    pub pending: u64,
+    pub retrying: u64,
+    pub parked: u64,
+    pub held: u64,
+}
+
+#[derive(Serialize)]
+pub struct CustomerCounts {
+    pub desired: u64,
+    pub removed: u64,
+    pub acknowledged: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastScan {
+    pub at_ms: i64,
+    pub files: u64,
+    pub rows_read: u64,
+    pub errors: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// `ok`, or `failing` once a key has retried for longer than
+    /// [`crate::server::DELIVERY_FAILING_AFTER`].
+    pub health: &'static str,
+    pub oldest_retrying_since_ms: Option<i64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Poll {
+    pub provider: &'static str,
+    pub last_success_ms: Option<i64>,
+}
+
+#[derive(Serialize)]
+pub struct Hold {
+    pub cause: String,
+    pub count: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct File {
+    pub path: String,
+    pub present: bool,
+    /// `ok` or `error`.
+    pub status: &'static str,
+    pub rows: u64,
+    pub scanned_at_ms: i64,
+    pub errors: Vec<crate::manifest::ManifestError>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Parked {
+    pub business_unit_slug: String,
+    pub account_number: String,
+    pub sub_account_number: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// Paystar's last answer, emails masked.
+    pub last_response: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unmatched {
+    pub provider: String,
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub reason: String,
+}
+
+#[derive(Serialize)]
+pub struct History {
+    pub customer: String,
+    /// Newest first.
+    pub history: Vec<Value>,
+}
+
+pub fn status(store: &Store, state: String, now_ms: i64) -> Result<Status, StateError> {
+    let counts = store.counts()?;
+    let last_scan = store
+        .meta("last_scan")?
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .map(|scan| LastScan {
+            at_ms: scan["at_ms"].as_i64().unwrap_or(0),
+            files: scan["stats"]["files"].as_u64().unwrap_or(0),
+            rows_read: scan["stats"]["rows_read"].as_u64().unwrap_or(0),
+            errors: scan["errors"].as_u64().unwrap_or(0),
+        });
+    let oldest = store.oldest_retrying_since()?;
+    let failing_after = crate::server::DELIVERY_FAILING_AFTER.as_millis() as i64;
+    let poll = store
+        .poll_cursor(crate::providers::lotuspay::PROVIDER)?
+        .map(|c| Poll {
+            provider: crate::providers::lotuspay::PROVIDER,
+            last_success_ms: c.last_success_ms,
+        });
+    Ok(Status {
+        state,
+        role: "single",
+        queue: QueueCounts {
+            pending: counts.pending,
+            retrying: counts.retrying,
+            parked: counts.parked,
+            held: counts.held,
+        },
+        customers: CustomerCounts {
+            desired: counts.desired,
+            removed: counts.removed,
+            acknowledged: counts.acknowledged,
+        },
+        last_scan,
+        delivery: Delivery {
+            health: match oldest {
+                Some(since) if now_ms - since > failing_after => "failing",
+                _ => "ok",
+            },
+            oldest_retrying_since_ms: oldest,
+        },
+        poll,
+        holds: holds(store)?,
+        file_errors: store.present_file_errors()?.len() as u64,
+        unmatched: store.unmatched_count()?,
+    })
+}
+
+pub fn holds(store: &Store) -> Result<Vec<Hold>, StateError> {
+    Ok(store
+        .holds_by_cause()?
+        .into_iter()
+        .map(|h| Hold {
+            cause: h.cause,
+            count: h.count,
+        })
+        .collect())
+}
+
+/// Every manifest file the last scans saw, by path, with its stored errors.
+pub fn files(store: &Store) -> Result<Vec<File>, StateError> {
+    let mut index: Vec<(String, crate::store::FileEntry)> =
+        store.file_index()?.into_iter().collect();
+    index.sort_by(|a, b| a.0.cmp(&b.0));
+    let ids: Vec<i64> = index.iter().map(|(_, f)| f.id).collect();
+    let mut errors: std::collections::HashMap<String, Vec<crate::manifest::ManifestError>> =
+        std::collections::HashMap::new();
+    for e in store.file_errors(&ids)? {
+        errors.entry(e.file.clone()).or_default().push(e);
+    }
+    Ok(index
+        .into_iter()
+        .map(|(path, f)| {
+            let mine = errors.remove(&path).unwrap_or_default();
+            File {
+                status: if f.ok && mine.is_empty() {
+                    "ok"
+                } else {
+                    "error"
+                },
+                path,
+                present: f.present,
+                rows: f.rows,
+                scanned_at_ms: f.scanned_at,
+                errors: mine,
+            }
+        })
+        .collect())
+}
+
+pub fn parked(store: &Store) -> Result<Vec<Parked>, StateError> {
+    Ok(store
+        .troubled(LIST_LIMIT)?
+        .into_iter()
+        .filter(|t| t.state == QueueState::Parked)
+        .map(|t| Parked {
+            business_unit_slug: t.key.business_unit,
+            account_number: t.key.account,
+            sub_account_number: t.key.sub_account,
+            attempts: t.attempts,
+            last_error: t.last_error.as_deref().map(mask_emails),
+            last_response: t.last_response.as_deref().map(mask_emails),
+        })
+        .collect())
+}
+
+pub fn unmatched(store: &Store) -> Result<Vec<Unmatched>, StateError> {
+    Ok(store
+        .unmatched_events(LIST_LIMIT)?
+        .into_iter()
+        .map(|u| Unmatched {
+            provider: u.provider,
+            event_id: u.event_id,
+            event_type: u.event_type,
+            reason: u.reason,
+        })
+        .collect())
+}
+
+pub fn history(store: &Store, key: &CustomerKey) -> Result<History, StateError> {
+    let mut lines: Vec<Value> = store
+        .history(key.as_ref())?
+        .iter()
+        .map(crate::report::history_json)
+        .collect();
+    lines.reverse();
+    Ok(History {
+        customer: key.to_string(),
+        history: lines,
+    })
+}
+
+/// Masks every email address in free text (Paystar's answers may echo one).
+pub fn mask_emails(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    // Walk the text keeping separators: each maximal run of email characters
+    // that holds an `@` is masked.
+    let is_part = |c: char| c.is_alphanumeric() || "._%+-@".contains(c);
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.contains('@') {
+            out.push_str(&MaskedEmail(run).to_string());
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if is_part(c) {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_in_free_text_are_masked_and_the_rest_is_kept() {
+        assert_eq!(
+            mask_emails(r#"{"error":"jane.doe@example.com exists", "code": 409}"#),
+            format!(
+                r#"{{"error":"{} exists", "code": 409}}"#,
+                MaskedEmail("jane.doe@example.com")
+            )
+        );
+        assert_eq!(mask_emails("no address here"), "no address here");
+    }
+}
