@@ -74,19 +74,31 @@ async fn history(
     Path((unit, account)): Path<(String, String)>,
     Query(q): Query<HistoryQuery>,
 ) -> Answer {
-    if unit.trim().is_empty() || account.trim().is_empty() {
+    if blank_or_long(&unit)
+        || blank_or_long(&account)
+        || q.sub_account_number
+            .as_deref()
+            .is_some_and(|s| unfit(s, MOST_CHARS))
+    {
         return Ok(error(
             StatusCode::BAD_REQUEST,
-            "businessUnitSlug and accountNumber must not be empty",
+            "businessUnitSlug and accountNumber must not be empty, and no key part may be longer than 256 characters or hold a control character",
         ));
     }
     let key = CustomerKey::new(
-        unit.trim(),
-        account.trim(),
-        q.sub_account_number.as_deref().unwrap_or("").trim(),
+        &unit,
+        &account,
+        q.sub_account_number.as_deref().unwrap_or(""),
     );
     let history = c.read(move |s| view::history(s, &key)).await?;
     Ok(Json(history).into_response())
+}
+
+use view::{MOST_CHARS, unfit};
+
+/// An empty key part names no customer.
+fn blank_or_long(text: &str) -> bool {
+    text.is_empty() || unfit(text, MOST_CHARS)
 }
 
 async fn holds(State(c): State<Console>) -> Answer {
@@ -142,6 +154,7 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, Box<Response
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ApproveBody {
+    #[serde(default)]
     cause: Option<String>,
     #[serde(default)]
     all: bool,
@@ -162,11 +175,11 @@ async fn approve(
     };
     let cause = match (b.all, b.cause) {
         (true, None) => None,
-        (false, Some(cause)) if !cause.is_empty() => Some(cause),
+        (false, Some(cause)) if !cause.is_empty() && !unfit(&cause, 1_000) => Some(cause),
         _ => {
             return Ok(error(
                 StatusCode::BAD_REQUEST,
-                "give exactly one of: \"cause\" (a non-empty cause from /api/v1/holds) or \"all\": true",
+                "give exactly one of: \"cause\" (a cause from /api/v1/holds) or \"all\": true",
             ));
         }
     };
@@ -209,9 +222,11 @@ async fn retry(
         (false, Some(customers))
             if !customers.is_empty()
                 && customers.len() <= view::LIST_LIMIT
-                && customers
-                    .iter()
-                    .all(|k| !k.business_unit_slug.is_empty() && !k.account_number.is_empty()) =>
+                && customers.iter().all(|k| {
+                    !blank_or_long(&k.business_unit_slug)
+                        && !blank_or_long(&k.account_number)
+                        && !unfit(&k.sub_account_number, MOST_CHARS)
+                }) =>
         {
             Some(
                 customers

@@ -82,7 +82,7 @@ pub fn page(title: &str, active: &str, access: &Access, body: &str) -> Response 
         Access::Session { csrf } => {
             let _ = write!(
                 html,
-                "<span class=\"who\"><form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button>Sign out</button></form></span>",
+                "<span class=\"who\"><form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button type=\"submit\">Sign out</button></form></span>",
                 esc(csrf)
             );
         }

@@ -119,7 +119,7 @@ pub fn router(console: Console) -> Router {
         .route("/api/v1/openapi.json", get(openapi))
         .merge(guarded)
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(DefaultBodyLimit::max(1024 * 1024))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(console)
 }

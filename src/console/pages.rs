@@ -142,7 +142,7 @@ pub fn customer(
         "<form method=\"get\" action=\"/customers\" id=\"find\">\
          <label>Business unit <input name=\"businessUnit\" value=\"{}\"></label> \
          <label>Account number <input name=\"account\" value=\"{}\" autofocus></label> \
-         <label>Sub-account <input name=\"subAccount\" value=\"{}\"></label> <button>Show history</button></form>",
+         <label>Sub-account <input name=\"subAccount\" value=\"{}\"></label> <button type=\"submit\">Show history</button></form>",
         esc(business_unit),
         esc(account),
         esc(sub_account)
@@ -224,7 +224,7 @@ pub fn holds(holds: &[Hold], access: &Access, message: Option<&str>) -> String {
     for h in holds {
         let button = if act {
             format!(
-                "<form method=\"post\" action=\"/holds/approve\">{}{}<button>Approve {}…</button></form>",
+                "<form method=\"post\" action=\"/holds/approve\">{}{}<button type=\"submit\">Approve {}…</button></form>",
                 csrf_field(access),
                 hidden("cause", &h.cause),
                 h.count
@@ -244,7 +244,7 @@ pub fn holds(holds: &[Hold], access: &Access, message: Option<&str>) -> String {
         let total: u64 = holds.iter().map(|h| h.count).sum();
         let _ = write!(
             out,
-            "<form method=\"post\" action=\"/holds/approve\">{}{}<button id=\"approve-all\">Approve all {total}…</button></form>",
+            "<form method=\"post\" action=\"/holds/approve\">{}{}<button type=\"submit\" id=\"approve-all\">Approve all {total}…</button></form>",
             csrf_field(access),
             hidden("all", "yes")
         );
@@ -277,7 +277,7 @@ pub fn parked(parked: &[Parked], access: &Access, message: Option<&str>) -> Stri
         );
         let button = if access.may_act() {
             format!(
-                "<form method=\"post\" action=\"/parked/retry\">{}{}{}{}<button>Retry…</button></form>",
+                "<form method=\"post\" action=\"/parked/retry\">{}{}{}{}<button type=\"submit\">Retry…</button></form>",
                 csrf_field(access),
                 hidden("businessUnit", &p.business_unit_slug),
                 hidden("account", &p.account_number),
@@ -304,7 +304,7 @@ pub fn parked(parked: &[Parked], access: &Access, message: Option<&str>) -> Stri
     if access.may_act() {
         let _ = write!(
             out,
-            "<form method=\"post\" action=\"/parked/retry\">{}{}<button id=\"retry-all\">Retry all {}…</button></form>",
+            "<form method=\"post\" action=\"/parked/retry\">{}{}<button type=\"submit\" id=\"retry-all\">Retry all {}…</button></form>",
             csrf_field(access),
             hidden("all", "yes"),
             parked.len()
@@ -354,7 +354,7 @@ pub fn confirm(
     }
     let _ = write!(
         out,
-        "{}<button id=\"confirm\">Yes, go ahead</button> <a href=\"{}\">Cancel</a></form>",
+        "{}<button type=\"submit\" id=\"confirm\">Yes, go ahead</button> <a href=\"{}\">Cancel</a></form>",
         hidden("confirm", "yes"),
         esc(back)
     );
@@ -370,7 +370,7 @@ pub fn login(next: &str, failed: bool) -> String {
         out,
         "<form method=\"post\" action=\"/login\" id=\"login\">{}\
          <label>Console token <input type=\"password\" name=\"token\" autocomplete=\"current-password\" autofocus></label> \
-         <button>Sign in</button></form>\
+         <button type=\"submit\">Sign in</button></form>\
          <p>The token is the one in <code>console.auth</code> (ask whoever runs paystar-sync).</p>",
         hidden("next", next)
     );

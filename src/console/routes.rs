@@ -64,6 +64,16 @@ pub async fn customer(
         .unwrap_or_default();
     let account = q.account.unwrap_or_default();
     let sub = q.sub_account.unwrap_or_default();
+    let unfit = [&unit, &account, &sub]
+        .iter()
+        .any(|t| view::unfit(t, view::MOST_CHARS));
+    if unfit {
+        return Ok(problem(
+            StatusCode::BAD_REQUEST,
+            &access,
+            "No customer has such a key: a key part is longer than 256 characters or holds a control character.",
+        ));
+    }
     let history = if account.trim().is_empty() || unit.trim().is_empty() {
         None
     } else {
@@ -168,7 +178,7 @@ pub async fn approve(
     }
     let cause = match (form.all.as_deref(), form.cause) {
         (Some("yes"), _) => None,
-        (_, Some(cause)) if !cause.is_empty() => Some(cause),
+        (_, Some(cause)) if !cause.is_empty() && !view::unfit(&cause, 1_000) => Some(cause),
         _ => {
             return Ok(problem(
                 StatusCode::BAD_REQUEST,
@@ -229,9 +239,23 @@ pub async fn retry(
     }
     let key = match (form.all.as_deref(), &form.business_unit, &form.account) {
         (Some("yes"), _, _) => None,
-        (_, Some(unit), Some(account)) if !unit.is_empty() && !account.is_empty() => Some(
-            CustomerKey::new(unit, account, form.sub_account.as_deref().unwrap_or("")),
-        ),
+        (_, Some(unit), Some(account))
+            if !unit.is_empty()
+                && !account.is_empty()
+                && [
+                    unit.as_str(),
+                    account.as_str(),
+                    form.sub_account.as_deref().unwrap_or(""),
+                ]
+                .iter()
+                .all(|t| !view::unfit(t, view::MOST_CHARS)) =>
+        {
+            Some(CustomerKey::new(
+                unit,
+                account,
+                form.sub_account.as_deref().unwrap_or(""),
+            ))
+        }
         _ => {
             return Ok(problem(
                 StatusCode::BAD_REQUEST,

@@ -11,6 +11,16 @@ use serde_json::Value;
 /// At most this many parked customers or unmatched events are listed.
 pub const LIST_LIMIT: usize = 1_000;
 
+/// The longest key part a request may name.
+pub const MOST_CHARS: usize = 256;
+
+/// Text no key or cause holds: longer than `most` characters, or with a
+/// control character (which no manifest key holds, and PostgreSQL cannot
+/// store). Asking for it is refused before the state is read.
+pub fn unfit(text: &str, most: usize) -> bool {
+    text.chars().count() > most || text.chars().any(char::is_control)
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {

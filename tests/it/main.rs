@@ -2,6 +2,7 @@
 
 mod abuse;
 mod backends;
+mod browser;
 mod cli;
 mod config;
 mod console;
