@@ -66,10 +66,34 @@ const NAV: [(&str, &str); 6] = [
 /// A whole page: the frame, the navigation (`active` is the current path),
 /// the session's state and `body`.
 pub fn page(title: &str, active: &str, access: &Access, body: &str) -> Response {
+    framed(title, active, access, body, None)
+}
+
+/// A page that reloads itself every `seconds` (the overview), without script.
+pub fn refreshing(
+    title: &str,
+    active: &str,
+    access: &Access,
+    body: &str,
+    seconds: u32,
+) -> Response {
+    framed(title, active, access, body, Some(seconds))
+}
+
+fn framed(
+    title: &str,
+    active: &str,
+    access: &Access,
+    body: &str,
+    refresh: Option<u32>,
+) -> Response {
     let mut html = String::with_capacity(body.len() + 2048);
+    let refresh = refresh
+        .map(|s| format!("<meta http-equiv=\"refresh\" content=\"{s}\">"))
+        .unwrap_or_default();
     let _ = write!(
         html,
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">{refresh}\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <title>{} · paystar-sync</title><style>{STYLE}</style></head><body><header><strong>paystar-sync</strong>",
         esc(title)

@@ -23,14 +23,18 @@ impl IntoResponse for Unavailable {
 
 type Page = Result<Response, Unavailable>;
 
+/// The overview reloads itself this often (a meta refresh: pages carry no script).
+const OVERVIEW_REFRESH_S: u32 = 15;
+
 pub async fn overview(State(c): State<Console>, Extension(access): Extension<Access>) -> Page {
     let name = c.state_name.to_string();
     let status = c.read(move |s| view::status(s, name, now_ms())).await?;
-    Ok(html::page(
+    Ok(html::refreshing(
         "Overview",
         "/",
         &access,
         &pages::overview(&status),
+        OVERVIEW_REFRESH_S,
     ))
 }
 

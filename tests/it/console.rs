@@ -539,3 +539,38 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_openapi_do
     assert!(out.contains("passed"), "{out}");
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_with_a_new_token_ends_the_old_one_and_its_sessions() {
+    let (p, _sandbox) = console_project(true).await;
+    p.file("b.csv", csv(1..2));
+    let daemon = p.start_daemon().await;
+    let base = daemon.console_url();
+    let (cookie, _) = sign_in(&daemon).await;
+    let new = "another-console-token-fedcba9876543210";
+    std::fs::write(p.root().join("console-token"), new).unwrap();
+    daemon.signal("HUP");
+    loop {
+        match daemon.next_notify(WAIT).await {
+            Some(m) if m.contains("READY=1") => break,
+            Some(_) => continue,
+            None => panic!("no READY=1 after SIGHUP:\n{}", daemon.log_text()),
+        }
+    }
+    let c = client();
+    let status = |token: &'static str| {
+        c.get(format!("{base}/api/v1/status"))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(status(TOKEN).await.unwrap().status(), 401);
+    assert_eq!(status(new).await.unwrap().status(), 200);
+    let old_session = c
+        .get(format!("{base}/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old_session.status(), 303, "the old session ended");
+    daemon.stop().await;
+}

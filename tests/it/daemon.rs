@@ -407,7 +407,8 @@ async fn the_quickstart_turns_a_lotuspay_cancellation_into_an_unenroll() {
             "path: ../target/quickstart-state/paystar-sync.db",
             "path: state/paystar-sync.db",
         )
-        .replace("schedule: \"*/10 * * * * *\"", "schedule: \"* * * * * *\"");
+        .replace("schedule: \"*/10 * * * * *\"", "schedule: \"* * * * * *\"")
+        .replace("listen: 127.0.0.1:8081", "listen: 127.0.0.1:0");
     let p = Project::with_config(&format!("{config}server: {{ listen: \"127.0.0.1:0\" }}\n"));
     for entry in ["residential.yaml", "billing-exports/2026-11-export.csv"] {
         p.file(
@@ -416,6 +417,18 @@ async fn the_quickstart_turns_a_lotuspay_cancellation_into_an_unenroll() {
         );
     }
     let daemon = p.start_daemon().await;
+    // Its console is on, read-only (no console.auth).
+    let overview = reqwest::get(format!("{}/", daemon.console_url()))
+        .await
+        .unwrap();
+    assert_eq!(overview.status(), 200);
+    assert!(
+        overview
+            .text()
+            .await
+            .unwrap()
+            .contains("read-only (no console.auth)")
+    );
     let log = daemon.log_text();
     let lotuspay = log
         .split("lotuspay=")
