@@ -141,8 +141,16 @@ fn refuse(access: &Access, headers: &HeaderMap) -> Option<Response> {
     }
 }
 
-/// The body as `T`, or the 400 that says what is wrong with it.
-fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, Box<Response>> {
+/// The body of an action this request may take as `T`, or the answer that
+/// refuses it (403, 401, or the 400 that says what is wrong with the body).
+fn action<T: serde::de::DeserializeOwned>(
+    access: &Access,
+    headers: &HeaderMap,
+    bytes: &Bytes,
+) -> Result<T, Box<Response>> {
+    if let Some(refused) = refuse(access, headers) {
+        return Err(Box::new(refused));
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         Box::new(error(
             StatusCode::BAD_REQUEST,
@@ -166,10 +174,7 @@ async fn approve(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Answer {
-    if let Some(refused) = refuse(&access, &headers) {
-        return Ok(refused);
-    }
-    let b: ApproveBody = match body(&bytes) {
+    let b: ApproveBody = match action(&access, &headers, &bytes) {
         Ok(b) => b,
         Err(response) => return Ok(*response),
     };
@@ -210,10 +215,7 @@ async fn retry(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Answer {
-    if let Some(refused) = refuse(&access, &headers) {
-        return Ok(refused);
-    }
-    let b: RetryBody = match body(&bytes) {
+    let b: RetryBody = match action(&access, &headers, &bytes) {
         Ok(b) => b,
         Err(response) => return Ok(*response),
     };

@@ -190,7 +190,9 @@ pub fn files(store: &Store) -> Result<Vec<File>, StateError> {
     let ids: Vec<i64> = index.iter().map(|(_, f)| f.id).collect();
     let mut errors: std::collections::HashMap<String, Vec<crate::manifest::ManifestError>> =
         std::collections::HashMap::new();
-    for e in store.file_errors(&ids)? {
+    for mut e in store.file_errors(&ids)? {
+        // A reason may quote a value (a data row run into the header).
+        e.reason = mask_emails(&e.reason);
         errors.entry(e.file.clone()).or_default().push(e);
     }
     Ok(index

@@ -75,6 +75,30 @@ pub async fn api(daemon: &Daemon, path: &str) -> serde_json::Value {
     serde_json::from_str(&response.text().await.unwrap()).unwrap()
 }
 
+/// POSTs `body` as JSON to the console's `path`, with the token when `bearer`;
+/// returns the status and the JSON answer.
+pub async fn post_json(
+    daemon: &Daemon,
+    path: &str,
+    bearer: bool,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let mut request = client()
+        .post(format!("{}{path}", daemon.console_url()))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if bearer {
+        request = request.bearer_auth(TOKEN);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")),
+    )
+}
+
 /// Reads `path` until `done` says yes, for at most [`WAIT`].
 pub async fn api_until(
     daemon: &Daemon,
@@ -358,18 +382,14 @@ async fn the_api_approves_one_cause_and_retries_a_parked_customer_with_a_bearer_
         .await
         .unwrap();
     assert_eq!(refused.status(), 400, "neither a cause nor all");
-    let approved: serde_json::Value = c
-        .post(format!("{base}/api/v1/holds/approve"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/json")
-        .body(serde_json::json!({ "cause": cause }).to_string())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap();
+    let (code, approved) = post_json(
+        &daemon,
+        "/api/v1/holds/approve",
+        true,
+        serde_json::json!({ "cause": cause }),
+    )
+    .await;
+    assert_eq!(code, 200, "{approved}");
     assert_eq!(approved["approved"], 10);
     sandbox.sandbox.paystar.wait_for(21, WAIT).await;
     // Paystar refuses the next change for good: the customer is parked.
@@ -387,18 +407,16 @@ async fn the_api_approves_one_cause_and_retries_a_parked_customer_with_a_bearer_
     assert_eq!(one["accountNumber"], "200", "{parked}");
     let said = one["lastResponse"].as_str().unwrap_or("");
     assert!(!said.contains("ada200@"), "masked: {parked}");
-    let retried: serde_json::Value = c
-        .post(format!("{base}/api/v1/parked/retry"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/json")
-        .body(serde_json::json!({ "customers": [{ "businessUnitSlug": "water-bill-pay", "accountNumber": "200" }] }).to_string())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap();
+    let customers =
+        serde_json::json!([{ "businessUnitSlug": "water-bill-pay", "accountNumber": "200" }]);
+    let (code, retried) = post_json(
+        &daemon,
+        "/api/v1/parked/retry",
+        true,
+        serde_json::json!({ "customers": customers }),
+    )
+    .await;
+    assert_eq!(code, 200, "{retried}");
     assert_eq!(retried["retried"], 1);
     let sent = sandbox.sandbox.paystar.wait_for(22, WAIT).await;
     assert_eq!(sent.len(), 22);
@@ -447,14 +465,14 @@ async fn without_auth_the_console_is_read_only_and_shows_a_rejected_rows_line_an
     let error = &files["files"][0]["errors"][0];
     assert_eq!(error["line"], 3, "{files}");
     assert_eq!(error["field"], "emailAddress", "{files}");
-    let act = c
-        .post(format!("{base}/api/v1/holds/approve"))
-        .header("content-type", "application/json")
-        .body(serde_json::json!({ "all": true }).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(act.status(), 403);
+    let (code, _) = post_json(
+        &daemon,
+        "/api/v1/holds/approve",
+        false,
+        serde_json::json!({ "all": true }),
+    )
+    .await;
+    assert_eq!(code, 403);
     let form = c
         .post(format!("{base}/parked/retry"))
         .form(&[("all", "yes"), ("confirm", "yes")])
