@@ -208,6 +208,16 @@ async fn a_request_without_the_token_is_refused_and_the_token_signs_in() {
     let daemon = p.start_daemon().await;
     let base = daemon.console_url();
     let c = client();
+    // The webhooks listener never serves the console.
+    for path in ["/", "/api/v1/status", "/login"] {
+        let elsewhere = c
+            .get(format!("http://{}{path}", daemon.http_addr()))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(elsewhere.status(), 404, "{path} on server.listen");
+    }
     let denied = c.get(format!("{base}/api/v1/status")).send().await.unwrap();
     assert_eq!(denied.status(), 401);
     assert_eq!(denied.headers()["www-authenticate"], "Bearer");
