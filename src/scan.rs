@@ -942,9 +942,7 @@ impl Scan {
             plan.update(line.as_bytes());
             plan.update(b"\n");
         })?;
-        let hex = |h: sha2::digest::Output<Sha256>| {
-            h.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        };
+        let hex = |h: sha2::digest::Output<Sha256>| crate::hex::hex(&h);
         Ok(Fingerprint {
             manifests: hex(manifests.finalize()),
             acknowledged: store.acked_version()?,

@@ -247,11 +247,7 @@ mod tests {
     fn sign(body: &[u8]) -> String {
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"whsec").unwrap();
         mac.update(body);
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::hex::hex(&mac.finalize().into_bytes())
     }
 
     #[test]

@@ -324,7 +324,7 @@ pub fn plan_body_digest(document: &serde_json::Value) -> Option<String> {
     body.remove("fingerprint");
     let bytes = serde_json::to_vec(&body).ok()?;
     let digest = Sha256::digest(&bytes);
-    Some(digest.iter().map(|b| format!("{b:02x}")).collect())
+    Some(crate::hex::hex(&digest))
 }
 
 /// Masks the personal data in a stored request payload: emails masked, names dropped.

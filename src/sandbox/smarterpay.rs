@@ -77,12 +77,7 @@ async fn send(Json(request): Json<Send>) -> Json<Value> {
     if let Some(secret) = &request.signature_secret {
         if let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) {
             mac.update(body.as_bytes());
-            let hex: String = mac
-                .finalize()
-                .into_bytes()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let hex = crate::hex::hex(&mac.finalize().into_bytes());
             post = post.header(
                 request.signature_header.as_deref().unwrap_or("X-Signature"),
                 hex,

@@ -138,7 +138,7 @@ pub(super) fn read_state(r: &::postgres::Row, at: usize) -> KeyState {
                 removed: r.get(at + 5),
                 file: r.get(at + 6),
                 line: line(r.get(at + 7)),
-                file_sha256: sha.map(|h| h.iter().map(|b| format!("{b:02x}")).collect()),
+                file_sha256: sha.as_deref().map(crate::hex::hex),
                 git_commit: r.get(at + 9),
                 git_author: r.get(at + 10),
             }

@@ -84,7 +84,7 @@ impl<'c> StateQueries<'c> {
 fn read_desired_at(r: &rusqlite::Row<'_>, at: usize) -> DbResult<DesiredRecord> {
     let sha: Option<Vec<u8>> = r.get(at + 7)?;
     Ok(DesiredRecord {
-        file_sha256: sha.map(|h| h.iter().map(|b| format!("{b:02x}")).collect()),
+        file_sha256: sha.as_deref().map(crate::hex::hex),
         git_commit: r.get(at + 8)?,
         git_author: r.get(at + 9)?,
         fields: FieldsBuf {
