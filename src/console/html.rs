@@ -154,6 +154,28 @@ pub fn csrf_field(access: &Access) -> String {
 mod tests {
     use super::*;
 
+    /// Undoes [`esc`], as a browser reads an attribute value or text.
+    fn unescape(text: &str) -> String {
+        text.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&amp;", "&")
+    }
+
+    #[test]
+    fn no_value_can_open_a_tag_or_leave_an_attribute_and_every_value_reads_back() {
+        arbtest::arbtest(|u| {
+            let text: String = u.arbitrary()?;
+            let escaped = esc(&text);
+            assert!(!escaped.contains(['<', '>', '"', '\'']), "{escaped}");
+            assert_eq!(unescape(&escaped), text);
+            Ok(())
+        })
+        .budget_ms(200)
+        .run();
+    }
+
     #[test]
     fn markup_in_values_is_escaped_and_queries_are_encoded() {
         assert_eq!(
