@@ -130,6 +130,12 @@ async fn an_unclosed_csv_quote_is_a_file_error_naming_its_line_and_removes_nobod
     assert!(unenrolls(&sandbox).is_empty());
 }
 
+/// The header and the first three rows of a file's text.
+fn first_lines(text: &str) -> [&str; 4] {
+    let mut lines = text.lines();
+    std::array::from_fn(|_| lines.next().expect("a header and three rows"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_row_run_into_the_header_is_a_file_error_not_unknown_columns_that_hide_its_customer() {
     let (p, sandbox) = unenrolling().await;
@@ -138,13 +144,7 @@ async fn a_row_run_into_the_header_is_a_file_error_not_unknown_columns_that_hide
     // Two line breaks lost: the header swallows A1, and A2 swallows A3, so the
     // widths still agree and only A2 would be left.
     let text = std::fs::read_to_string(p.root().join("manifests/a.csv")).unwrap();
-    let mut lines = text.lines();
-    let (header, a1, a2, a3) = (
-        lines.next().unwrap(),
-        lines.next().unwrap(),
-        lines.next().unwrap(),
-        lines.next().unwrap(),
-    );
+    let [header, a1, a2, a3] = first_lines(&text);
     p.file("a.csv", format!("{header}*{a1}\n{a2}0{a3}\n"));
     let plan = p.plan_json();
     assert_eq!(error_lines(&plan), ["a.csv:1 [file]"], "{plan}");
@@ -168,13 +168,7 @@ async fn a_quote_opened_in_the_header_and_closed_rows_later_is_a_file_error_not_
     // The last header cell opens a quote that the end of A2's row closes: A1
     // and A2 become one header cell, and only A3 would be left.
     let text = std::fs::read_to_string(p.root().join("manifests/a.csv")).unwrap();
-    let mut lines = text.lines();
-    let (header, a1, a2, a3) = (
-        lines.next().unwrap(),
-        lines.next().unwrap(),
-        lines.next().unwrap(),
-        lines.next().unwrap(),
-    );
+    let [header, a1, a2, a3] = first_lines(&text);
     let (head, last) = header.rsplit_once(',').unwrap();
     p.file("a.csv", format!("{head},\"{last}\n{a1}\n{a2}\"\n{a3}\n"));
     let plan = p.plan_json();

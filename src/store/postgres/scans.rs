@@ -182,6 +182,18 @@ fn write_files(
 
 type ManifestErrorRef = crate::manifest::ManifestError;
 
+/// A binary `COPY … FROM STDIN` of rows of `types`, in the transaction.
+fn binary_copy<'t>(
+    tx: &'t mut Transaction<'_>,
+    sql: &str,
+    types: &[::postgres::types::Type],
+) -> PgResult<::postgres::binary_copy::BinaryCopyInWriter<'t>> {
+    Ok(::postgres::binary_copy::BinaryCopyInWriter::new(
+        tx.copy_in(sql)?,
+        types,
+    ))
+}
+
 /// Whether a table holds no row (a first import writes it by `COPY`).
 fn is_empty(tx: &mut Transaction<'_>, table: &str) -> PgResult<bool> {
     let sql = format!("SELECT NOT EXISTS (SELECT 1 FROM {table})");
@@ -198,27 +210,26 @@ fn copy_new_desired<'w>(
     ids: &HashMap<String, i64>,
     writes: &mut impl Iterator<Item = DesiredWrite<'w>>,
 ) -> PgResult<Option<DesiredWrite<'w>>> {
-    use ::postgres::binary_copy::BinaryCopyInWriter;
     use ::postgres::types::Type;
-    let sink = tx.copy_in(
+    let mut copy = binary_copy(
+        tx,
         "COPY desired (business_unit, account, sub_account, first_name, last_name, email,
                        autopay, removed, file_id, line, fingerprint, updated_at) FROM STDIN (FORMAT binary)",
+        &[
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::BOOL,
+            Type::BOOL,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+        ],
     )?;
-    let types = [
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::BOOL,
-        Type::BOOL,
-        Type::INT8,
-        Type::INT8,
-        Type::INT8,
-        Type::INT8,
-    ];
-    let mut copy = BinaryCopyInWriter::new(sink, &types);
     let mut last: Option<KeyRef<'w>> = None;
     let mut left = None;
     for write in writes.by_ref() {
@@ -410,22 +421,21 @@ fn copy_new_queue(
     now_ms: i64,
     writes: &[QueueWrite<'_>],
 ) -> PgResult<()> {
-    use ::postgres::binary_copy::BinaryCopyInWriter;
     use ::postgres::types::Type;
-    let sink = tx.copy_in(
+    let mut copy = binary_copy(
+        tx,
         "COPY queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at)
          FROM STDIN (FORMAT binary)",
+        &[
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+        ],
     )?;
-    let types = [
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::INT8,
-        Type::INT8,
-        Type::INT8,
-    ];
-    let mut copy = BinaryCopyInWriter::new(sink, &types);
     for q in writes.iter().filter(|q| q.differs) {
         let k = q.key;
         copy.write(&[
