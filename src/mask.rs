@@ -35,6 +35,33 @@ impl fmt::Display for MaskedAccount<'_> {
     }
 }
 
+/// Masks every email address in free text (Paystar's answers may echo one).
+pub fn mask_emails(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    // Walk the text keeping separators: each maximal run of email characters
+    // that holds an `@` is masked.
+    let is_part = |c: char| c.is_alphanumeric() || "._%+-@".contains(c);
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.contains('@') {
+            out.push_str(&MaskedEmail(run).to_string());
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if is_part(c) {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,6 +79,18 @@ mod tests {
     fn something_that_is_not_an_email_is_fully_masked() {
         assert_eq!(email("john smith"), "***");
         assert_eq!(email("@example.com"), "***");
+    }
+
+    #[test]
+    fn emails_in_free_text_are_masked_and_the_rest_is_kept() {
+        assert_eq!(
+            mask_emails(r#"{"error":"jane.doe@example.com exists", "code": 409}"#),
+            format!(
+                r#"{{"error":"{} exists", "code": 409}}"#,
+                email("jane.doe@example.com")
+            )
+        );
+        assert_eq!(mask_emails("no address here"), "no address here");
     }
 
     #[test]

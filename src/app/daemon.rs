@@ -75,8 +75,7 @@ struct Daemon {
 struct ConsoleServer {
     console: crate::console::Console,
     listen: SocketAddr,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
+    listening: Listening,
 }
 
 impl ConsoleServer {
@@ -99,29 +98,11 @@ impl ConsoleServer {
             console_settings(config),
         );
         let router = crate::console::router(console.clone());
-        let timeouts = crate::server::Timeouts {
-            header_read: config.server.header_read_timeout,
-            request: config.server.request_timeout,
-        };
-        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
-        let (stop, grace) = (cancel.clone(), config.shutdown_grace);
-        supervise(&tracker, "console", failures, async move {
-            crate::server::serve(listener, router, timeouts, stop, grace)
-                .await
-                .context("the console stopped")
-        });
-        tracker.close();
         Ok(Some(Self {
             console,
             listen: c.listen,
-            cancel,
-            tracker,
+            listening: Listening::serve(config, "console", listener, router, failures),
         }))
-    }
-
-    async fn stop(self) {
-        self.cancel.cancel();
-        self.tracker.wait().await;
     }
 }
 
@@ -134,8 +115,44 @@ fn console_settings(config: &Config) -> crate::console::Settings {
 /// The HTTP server stage and the address it was configured with.
 struct Server {
     configured: crate::config::ServerConfig,
+    listening: Listening,
+}
+
+/// One listener served as a supervised stage, with `server.*` timeouts and
+/// `shutdown_grace` for its open requests.
+struct Listening {
     cancel: CancellationToken,
     tracker: TaskTracker,
+}
+
+impl Listening {
+    fn serve(
+        config: &Config,
+        stage: &'static str,
+        listener: tokio::net::TcpListener,
+        router: axum::Router,
+        failures: mpsc::Sender<StageFailure>,
+    ) -> Self {
+        let timeouts = crate::server::Timeouts {
+            header_read: config.server.header_read_timeout,
+            request: config.server.request_timeout,
+        };
+        let router = crate::server::with_request_timeout(router, timeouts.request);
+        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+        let (stop, grace) = (cancel.clone(), config.shutdown_grace);
+        supervise(&tracker, stage, failures, async move {
+            crate::server::serve(listener, router, timeouts, stop, grace)
+                .await
+                .with_context(|| format!("the {stage} stopped"))
+        });
+        tracker.close();
+        Self { cancel, tracker }
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.tracker.wait().await;
+    }
 }
 
 async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
@@ -154,31 +171,11 @@ impl Server {
         state: &ServerState,
         failures: mpsc::Sender<StageFailure>,
     ) -> Self {
-        let cancel = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        let timeouts = crate::server::Timeouts {
-            header_read: config.server.header_read_timeout,
-            request: config.server.request_timeout,
-        };
-        let router = crate::server::router(state.clone(), timeouts);
-        let stop = cancel.clone();
-        let grace = config.shutdown_grace;
-        supervise(&tracker, "http server", failures, async move {
-            crate::server::serve(listener, router, timeouts, stop, grace)
-                .await
-                .context("the http server stopped")
-        });
-        tracker.close();
+        let router = crate::server::router(state.clone());
         Self {
             configured: config.server.clone(),
-            cancel,
-            tracker,
+            listening: Listening::serve(config, "http server", listener, router, failures),
         }
-    }
-
-    async fn stop(self) {
-        self.cancel.cancel();
-        self.tracker.wait().await;
     }
 }
 
@@ -426,7 +423,7 @@ impl Daemon {
                 &mut self.server,
                 Server::start(&config, listener, &self.server_state, self.failures.clone()),
             );
-            old.stop().await;
+            old.listening.stop().await;
         }
         let old_sandbox = match sandbox {
             Some(new) => self.sandbox.replace(new),
@@ -496,9 +493,9 @@ impl Daemon {
 
     async fn shutdown(self) {
         if let Some(console) = self.console {
-            console.stop().await;
+            console.listening.stop().await;
         }
-        self.server.stop().await;
+        self.server.listening.stop().await;
         if let Some(sandbox) = self.sandbox {
             sandbox.stop().await;
         }

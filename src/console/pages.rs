@@ -6,6 +6,9 @@ use super::html::{csrf_field, esc, hidden, query_value, when};
 use super::view::{File, History, Hold, Parked, Status, Unmatched};
 use std::fmt::Write;
 
+/// A file's errors shown on its page; the API and the error reports hold all.
+const MOST_ERRORS_SHOWN: usize = 1_000;
+
 fn card(out: &mut String, label: &str, value: impl std::fmt::Display, class: &str) {
     let _ = write!(
         out,
@@ -115,7 +118,7 @@ pub fn files(files: &[File]) -> String {
              <table class=\"errors\"><tr><th class=\"num\">Line</th><th>Kind</th><th>Account</th><th>Field</th><th>Reason</th></tr>",
             esc(&f.path)
         );
-        for e in &f.errors {
+        for e in f.errors.iter().take(MOST_ERRORS_SHOWN) {
             let _ = write!(
                 out,
                 "<tr><td class=\"num\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -127,6 +130,13 @@ pub fn files(files: &[File]) -> String {
             );
         }
         out.push_str("</table>");
+        if f.errors.len() > MOST_ERRORS_SHOWN {
+            let _ = write!(
+                out,
+                "<p class=\"note\">{} more error(s) in this file are not shown: <code>/api/v1/files</code> and the error report in <code>state.reports_dir</code> list them all.</p>",
+                f.errors.len() - MOST_ERRORS_SHOWN
+            );
+        }
     }
     out
 }
@@ -185,7 +195,7 @@ pub fn customer(
         let said = match (&l["response"]["status"], &l["response"]["error"]) {
             (serde_json::Value::Number(status), _) => {
                 let body = l["response"]["body"].as_str().unwrap_or("");
-                let body: String = super::view::mask_emails(body).chars().take(300).collect();
+                let body: String = crate::mask::mask_emails(body).chars().take(300).collect();
                 format!("HTTP {status} {body}")
             }
             (_, serde_json::Value::String(error)) => error.clone(),

@@ -3,7 +3,7 @@
 //! Emails are masked and names never leave here, as in the CLI.
 
 use crate::customer::CustomerKey;
-use crate::mask::MaskedEmail;
+use crate::mask::mask_emails;
 use crate::store::{QueueState, StateError, Store};
 use serde::Serialize;
 use serde_json::Value;
@@ -63,8 +63,7 @@ pub struct LastScan {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
-    /// `ok`, or `failing` once a key has retried for longer than
-    /// [`crate::server::DELIVERY_FAILING_AFTER`].
+    /// `ok`, or `failing` as `/health` decides it ([`crate::server::delivery_failing`]).
     pub health: &'static str,
     pub oldest_retrying_since_ms: Option<i64>,
 }
@@ -135,7 +134,6 @@ pub fn status(store: &Store, state: String, now_ms: i64) -> Result<Status, State
             errors: scan["errors"].as_u64().unwrap_or(0),
         });
     let oldest = store.oldest_retrying_since()?;
-    let failing_after = crate::server::DELIVERY_FAILING_AFTER.as_millis() as i64;
     let poll = store
         .poll_cursor(crate::providers::lotuspay::PROVIDER)?
         .map(|c| Poll {
@@ -159,14 +157,14 @@ pub fn status(store: &Store, state: String, now_ms: i64) -> Result<Status, State
         last_scan,
         delivery: Delivery {
             health: match oldest {
-                Some(since) if now_ms - since > failing_after => "failing",
+                Some(since) if crate::server::delivery_failing(since, now_ms) => "failing",
                 _ => "ok",
             },
             oldest_retrying_since_ms: oldest,
         },
         poll,
         holds: holds(store)?,
-        file_errors: store.present_file_errors()?.len() as u64,
+        file_errors: store.present_file_error_count()?,
         unmatched: store.unmatched_count()?,
     })
 }
@@ -255,48 +253,4 @@ pub fn history(store: &Store, key: &CustomerKey) -> Result<History, StateError> 
         customer: key.to_string(),
         history: lines,
     })
-}
-
-/// Masks every email address in free text (Paystar's answers may echo one).
-pub fn mask_emails(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    // Walk the text keeping separators: each maximal run of email characters
-    // that holds an `@` is masked.
-    let is_part = |c: char| c.is_alphanumeric() || "._%+-@".contains(c);
-    let mut run = String::new();
-    let flush = |run: &mut String, out: &mut String| {
-        if run.contains('@') {
-            out.push_str(&MaskedEmail(run).to_string());
-        } else {
-            out.push_str(run);
-        }
-        run.clear();
-    };
-    for c in text.chars() {
-        if is_part(c) {
-            run.push(c);
-        } else {
-            flush(&mut run, &mut out);
-            out.push(c);
-        }
-    }
-    flush(&mut run, &mut out);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn emails_in_free_text_are_masked_and_the_rest_is_kept() {
-        assert_eq!(
-            mask_emails(r#"{"error":"jane.doe@example.com exists", "code": 409}"#),
-            format!(
-                r#"{{"error":"{} exists", "code": 409}}"#,
-                MaskedEmail("jane.doe@example.com")
-            )
-        );
-        assert_eq!(mask_emails("no address here"), "no address here");
-    }
 }

@@ -20,7 +20,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub use status::DELIVERY_FAILING_AFTER;
+pub use status::{DELIVERY_FAILING_AFTER, delivery_failing};
 
 /// How long clients may take (`server.header_read_timeout`, `server.request_timeout`).
 #[derive(Clone, Copy, Debug)]
@@ -82,17 +82,23 @@ impl ServerState {
     }
 }
 
-pub fn router(state: ServerState, timeouts: Timeouts) -> Router {
+/// The routes; [`with_request_timeout`] and [`serve`] add the timeouts.
+pub fn router(state: ServerState) -> Router {
     Router::new()
         .route("/health", get(status::health))
         .route("/metrics", get(status::metrics))
         .route("/webhooks/smarterpay", post(webhooks::smarterpay))
         .route("/webhooks/payroc", post(webhooks::payroc))
         .layer(DefaultBodyLimit::max(1024 * 1024))
-        .layer(axum::middleware::from_fn(move |request, next| {
-            request_timeout(timeouts.request, request, next)
-        }))
         .with_state(state)
+}
+
+/// Answers 408 to a request of `router` that takes longer than `limit`
+/// (`server.request_timeout`), on every listener the daemon serves.
+pub fn with_request_timeout(router: Router, limit: Duration) -> Router {
+    router.layer(axum::middleware::from_fn(move |request, next| {
+        request_timeout(limit, request, next)
+    }))
 }
 
 /// Answers 408 to a request that takes longer than `limit` (a body sent byte

@@ -10,6 +10,13 @@ use std::time::Duration;
 /// Retrying for longer than this makes `/health` fail.
 pub const DELIVERY_FAILING_AFTER: Duration = Duration::from_secs(15 * 60);
 
+/// Whether delivery counts as failing: a key has retried, in whole minutes,
+/// for longer than [`DELIVERY_FAILING_AFTER`]. `/health` and the console agree.
+pub fn delivery_failing(oldest_retrying_since_ms: i64, now_ms: i64) -> bool {
+    let minutes = (now_ms - oldest_retrying_since_ms) / 60_000;
+    minutes as u64 * 60 > DELIVERY_FAILING_AFTER.as_secs()
+}
+
 /// Everything `/health` and `/metrics` need, read in one store call.
 struct Snapshot {
     writable: Result<(), String>,
@@ -61,8 +68,9 @@ pub async fn health(State(state): State<ServerState>) -> Response {
         problems.push(format!("state database not writable: {err}"));
     }
     if let Some(since) = snap.oldest_retrying {
-        let minutes = (now_ms() - since) / 60_000;
-        if minutes as u64 * 60 > DELIVERY_FAILING_AFTER.as_secs() {
+        let now = now_ms();
+        if delivery_failing(since, now) {
+            let minutes = (now - since) / 60_000;
             problems.push(format!(
                 "delivery to Paystar failing for {minutes} minutes ({} customers retrying)",
                 snap.counts.retrying

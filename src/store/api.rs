@@ -80,6 +80,11 @@ impl Store {
         by_backend!(self, db => db.present_file_errors())
     }
 
+    /// How many errors the files still present hold, without reading them.
+    pub fn present_file_error_count(&self) -> Result<u64> {
+        by_backend!(self, db => db.present_file_error_count())
+    }
+
     /// Records the last Git commit and author of manifest files.
     pub fn set_git_provenance(
         &mut self,

@@ -130,6 +130,22 @@ async fn an_unclosed_csv_quote_is_a_file_error_naming_its_line_and_removes_nobod
     assert!(unenrolls(&sandbox).is_empty());
 }
 
+/// `a.csv` is one file error at its header, saying `reason`; `apply` refuses
+/// (65) and sends no unenroll.
+async fn refused_at_the_header(p: &Project, sandbox: &RunningSandbox, reason: &str) {
+    let plan = p.plan_json();
+    assert_eq!(error_lines(&plan), ["a.csv:1 [file]"], "{plan}");
+    assert!(
+        plan["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(reason),
+        "{plan}"
+    );
+    assert_eq!(apply(p).await.code, 65);
+    assert!(unenrolls(sandbox).is_empty());
+}
+
 /// The header and the first three rows of a file's text.
 fn first_lines(text: &str) -> [&str; 4] {
     let mut lines = text.lines();
@@ -146,17 +162,7 @@ async fn a_row_run_into_the_header_is_a_file_error_not_unknown_columns_that_hide
     let text = std::fs::read_to_string(p.root().join("manifests/a.csv")).unwrap();
     let [header, a1, a2, a3] = first_lines(&text);
     p.file("a.csv", format!("{header}*{a1}\n{a2}0{a3}\n"));
-    let plan = p.plan_json();
-    assert_eq!(error_lines(&plan), ["a.csv:1 [file]"], "{plan}");
-    assert!(
-        plan["errors"][0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("is a line break missing after the header?"),
-        "{plan}"
-    );
-    assert_eq!(apply(&p).await.code, 65);
-    assert!(unenrolls(&sandbox).is_empty());
+    refused_at_the_header(&p, &sandbox, "is a line break missing after the header?").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -171,17 +177,7 @@ async fn a_quote_opened_in_the_header_and_closed_rows_later_is_a_file_error_not_
     let [header, a1, a2, a3] = first_lines(&text);
     let (head, last) = header.rsplit_once(',').unwrap();
     p.file("a.csv", format!("{head},\"{last}\n{a1}\n{a2}\"\n{a3}\n"));
-    let plan = p.plan_json();
-    assert_eq!(error_lines(&plan), ["a.csv:1 [file]"], "{plan}");
-    assert!(
-        plan["errors"][0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("runs over a line break"),
-        "{plan}"
-    );
-    assert_eq!(apply(&p).await.code, 65);
-    assert!(unenrolls(&sandbox).is_empty());
+    refused_at_the_header(&p, &sandbox, "runs over a line break").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

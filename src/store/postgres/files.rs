@@ -98,6 +98,19 @@ impl Db {
         Ok(())
     }
 
+    pub fn present_file_error_count(&self) -> Result<u64> {
+        let mut c = self.conn();
+        let n: i64 = c
+            .client
+            .query_one(
+                "SELECT COUNT(*) FROM file_errors e JOIN files f ON f.id = e.file_id WHERE f.present",
+                &[],
+            )
+            .step("counting file errors")?
+            .get(0);
+        Ok(n.max(0) as u64)
+    }
+
     pub fn present_file_errors(&self) -> Result<Vec<ManifestError>> {
         let ids: Vec<i64> = {
             let mut c = self.conn();

@@ -91,6 +91,14 @@ impl Db {
     }
 
     /// The stored errors of every file still present.
+    pub fn present_file_error_count(&self) -> Result<u64> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM file_errors e JOIN files f ON f.id = e.file_id WHERE f.present = 1",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
     pub fn present_file_errors(&self) -> Result<Vec<ManifestError>> {
         let ids: Vec<i64> = self
             .conn
