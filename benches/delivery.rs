@@ -95,6 +95,7 @@ async fn worker_on_sandbox(
             policy: Policy::DEFAULT,
             pause: None,
             grace: Duration::from_secs(10),
+            gate: paystar_sync::ha::LeaseGate::always_open(),
         },
     );
     (worker, store, sandbox)

@@ -9,6 +9,7 @@ pub mod config;
 pub mod console;
 pub mod customer;
 pub mod deliver;
+pub mod ha;
 pub mod hex;
 pub mod manifest;
 pub mod mask;

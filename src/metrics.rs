@@ -68,6 +68,8 @@ pub struct Metrics {
     unmatched: Gauge,
     paused: Gauge,
     poll_lag: Family<ProviderLabels, Gauge>,
+    leader: Gauge,
+    leader_changes: Counter,
     /// The last reload's problems, while the reload after it has not succeeded.
     last_reload_failure: Mutex<Option<String>>,
 }
@@ -107,6 +109,8 @@ impl Metrics {
             unmatched: Gauge::default(),
             paused: Gauge::default(),
             poll_lag: Family::default(),
+            leader: Gauge::default(),
+            leader_changes: Counter::default(),
             last_reload_failure: Mutex::new(None),
             registry: Registry::default(),
         };
@@ -177,6 +181,16 @@ impl Metrics {
             "How long the last committed manifest scan took",
             metrics.scan_seconds.clone(),
         );
+        r.register(
+            "paystar_sync_leader",
+            "1 on the instance that scans and delivers, 0 on a standby",
+            metrics.leader.clone(),
+        );
+        r.register(
+            "paystar_sync_leader_changes",
+            "Changes of leader this instance saw since start",
+            metrics.leader_changes.clone(),
+        );
         for outcome in ["ok", "failed"] {
             let _ = metrics.reloads.get_or_create(&OutcomeLabels { outcome });
         }
@@ -215,6 +229,15 @@ impl Metrics {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Whether this instance leads (a single instance always does).
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    pub fn leader_changed(&self) {
+        self.leader_changes.inc();
     }
 
     pub fn scan_committed(&self, millis: u64) {

@@ -3,18 +3,19 @@
 //! where a stage that fails or panics ends the process.
 
 use super::intake::{Intake, log_scan};
+use super::listeners::{ConsoleServer, Server, bind, console_settings};
 use super::loops::{payroc_subscription_loop, poll_loop};
 use super::wiring::{Resolved, resolve};
 use super::{Signal, scan_and_commit, worker_settings};
 use crate::config::{Config, Endpoint, process_env};
 use crate::deliver::{PaystarClient, Until, Worker};
+use crate::ha::{Keeper, Leadership, LeaseGate, Role, RoleChange};
 use crate::metrics::Metrics;
 use crate::sandbox::RunningSandbox;
 use crate::server::{Live, ServerState};
 use crate::store::SharedStore;
 use anyhow::Context;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
@@ -58,7 +59,8 @@ pub fn supervise<F>(
 }
 
 /// Everything that outlives one configuration: the store, counters, the
-/// delivery wake-up, the HTTP server and the in-process sandbox.
+/// delivery wake-up, the listeners, the in-process sandbox, and this
+/// instance's part in the election.
 struct Daemon {
     store: SharedStore,
     metrics: Arc<Metrics>,
@@ -68,115 +70,8 @@ struct Daemon {
     console: Option<ConsoleServer>,
     sandbox: Option<RunningSandbox>,
     failures: mpsc::Sender<StageFailure>,
-}
-
-/// The operations console (`console.listen`) and the address it listens on;
-/// it outlives reloads, which swap its token and settings.
-struct ConsoleServer {
-    console: crate::console::Console,
-    listen: SocketAddr,
-    listening: Listening,
-}
-
-impl ConsoleServer {
-    async fn start(
-        config: &Config,
-        token: Option<crate::config::Secret>,
-        store: &SharedStore,
-        wake: &Arc<Notify>,
-        failures: mpsc::Sender<StageFailure>,
-    ) -> anyhow::Result<Option<Self>> {
-        let Some(c) = &config.console else {
-            return Ok(None);
-        };
-        let listener = crate::console::bind(c.listen).await?;
-        let console = crate::console::Console::new(
-            store.clone(),
-            wake.clone(),
-            &config.state.describe(),
-            token,
-            console_settings(config),
-        );
-        let router = crate::console::router(console.clone());
-        Ok(Some(Self {
-            console,
-            listen: c.listen,
-            listening: Listening::serve(config, "console", listener, router, failures),
-        }))
-    }
-}
-
-fn console_settings(config: &Config) -> crate::console::Settings {
-    crate::console::Settings {
-        default_business_unit: config.paystar.default_business_unit.clone(),
-    }
-}
-
-/// The HTTP server stage and the address it was configured with.
-struct Server {
-    configured: crate::config::ServerConfig,
-    listening: Listening,
-}
-
-/// One listener served as a supervised stage, with `server.*` timeouts and
-/// `shutdown_grace` for its open requests.
-struct Listening {
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-}
-
-impl Listening {
-    fn serve(
-        config: &Config,
-        stage: &'static str,
-        listener: tokio::net::TcpListener,
-        router: axum::Router,
-        failures: mpsc::Sender<StageFailure>,
-    ) -> Self {
-        let timeouts = crate::server::Timeouts {
-            header_read: config.server.header_read_timeout,
-            request: config.server.request_timeout,
-        };
-        let router = crate::server::with_request_timeout(router, timeouts.request);
-        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
-        let (stop, grace) = (cancel.clone(), config.shutdown_grace);
-        supervise(&tracker, stage, failures, async move {
-            crate::server::serve(listener, router, timeouts, stop, grace)
-                .await
-                .with_context(|| format!("the {stage} stopped"))
-        });
-        tracker.close();
-        Self { cancel, tracker }
-    }
-
-    async fn stop(self) {
-        self.cancel.cancel();
-        self.tracker.wait().await;
-    }
-}
-
-async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("server.listen {listen}: cannot listen there"))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, "http server listening (/health, /metrics, /webhooks)");
-    Ok(listener)
-}
-
-impl Server {
-    fn start(
-        config: &Config,
-        listener: tokio::net::TcpListener,
-        state: &ServerState,
-        failures: mpsc::Sender<StageFailure>,
-    ) -> Self {
-        let router = crate::server::router(state.clone());
-        Self {
-            configured: config.server.clone(),
-            listening: Listening::serve(config, "http server", listener, router, failures),
-        }
-    }
+    /// The leader's gate (always open for a single instance).
+    gate: LeaseGate,
 }
 
 /// The in-process sandbox, when `paystar.endpoint: sandbox` asks for it.
@@ -188,7 +83,9 @@ async fn sandbox_for(config: &Config) -> anyhow::Result<Option<RunningSandbox>> 
 }
 
 /// The daemon (SPEC §9). Returns when told to shut down, or with the error of a
-/// stage that died.
+/// stage that died. On a PostgreSQL state it takes part in the election (SPEC
+/// §12): a standby serves webhooks, `/health` and `/metrics` and runs no
+/// pipeline until it takes the lease.
 pub async fn run(
     config_path: &std::path::Path,
     mut config: Config,
@@ -200,18 +97,33 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let wake = Arc::new(Notify::new());
     let (fail_tx, mut failures) = mpsc::channel(8);
+    let leadership = Arc::new(match &config.ha {
+        Some(ha) => Leadership::new(ha.resolved_instance_id(), Role::Standby),
+        None => Leadership::new(crate::config::default_instance_id(), Role::Single),
+    });
+    metrics.set_leader(config.ha.is_none());
+    let mut keeper = config.ha.clone().map(|ha| {
+        Keeper::start(
+            config.state.clone(),
+            ha,
+            leadership.clone(),
+            metrics.clone(),
+        )
+    });
     let server_state = ServerState::new(
         store.clone(),
         metrics.clone(),
         wake.clone(),
         Live::default(),
-    );
+    )
+    .with_leadership(leadership.clone());
     let listener = bind(config.server.listen).await?;
     let console = ConsoleServer::start(
         &config,
         resolved.console_token.clone(),
         &store,
         &wake,
+        leadership.clone(),
         fail_tx.clone(),
     )
     .await?;
@@ -224,9 +136,38 @@ pub async fn run(
         wake,
         server_state,
         failures: fail_tx,
+        gate: keeper
+            .as_ref()
+            .map_or_else(LeaseGate::always_open, Keeper::gate),
     };
-    let prepared = Daemon::prepare(&config, resolved, daemon.sandbox.as_ref())?;
-    let mut pipeline = daemon.start(&config, prepared).await?;
+    let mut prepared = Daemon::prepare(&config, resolved, daemon.sandbox.as_ref())?;
+    daemon.serve(&config, &mut prepared.resolved);
+    let mut pipeline = match &mut keeper {
+        None => Some(daemon.start(&config, prepared).await?),
+        Some(keeper) => {
+            // Ready once the first look at the lease answered: leading (the
+            // startup scan done), or a standby.
+            keeper.ready();
+            let bound = config.ha.as_ref().map_or(Duration::ZERO, |ha| ha.lease_ttl);
+            match tokio::time::timeout(bound, keeper.next_change()).await {
+                Ok(Some(RoleChange::Leading { epoch })) => {
+                    daemon.lead(&config, epoch, keeper, &mut failures).await?
+                }
+                Ok(Some(RoleChange::Standby { leader })) => {
+                    tracing::info!(instance = leadership.instance_id(), %leader, "standby: serving webhooks, /health and /metrics; waiting for the leader lease");
+                    None
+                }
+                Ok(Some(RoleChange::Lost { .. })) | Err(_) => {
+                    tracing::warn!(
+                        instance = leadership.instance_id(),
+                        "no answer about the leader lease yet; serving as a standby meanwhile"
+                    );
+                    None
+                }
+                Ok(None) => anyhow::bail!("the leader lease keeper stopped"),
+            }
+        }
+    };
     notifier.notify("READY=1\nSTATUS=watching manifests");
     tracing::info!(manifests = %config.manifests.dir.display(), "ready");
     let mut watchdog = notifier.watchdog_interval().map(tokio::time::interval);
@@ -236,12 +177,17 @@ pub async fn run(
                 Signal::Shutdown => {
                     notifier.notify("STOPPING=1");
                     tracing::info!("shutting down");
-                    pipeline.stop().await;
+                    if let Some(pipeline) = pipeline.take() {
+                        pipeline.stop().await;
+                    }
+                    if let Some(keeper) = keeper.take() {
+                        keeper.stop().await;
+                    }
                     daemon.shutdown().await;
                     return Ok(());
                 }
                 Signal::Reload => {
-                    match daemon.reload(config_path, &config, pipeline, &notifier).await? {
+                    match daemon.reload(config_path, &config, pipeline.take(), &notifier).await? {
                         Reloaded::Swapped(new_config, new_pipeline) => {
                             config = *new_config;
                             pipeline = new_pipeline;
@@ -251,9 +197,35 @@ pub async fn run(
                     notifier.notify("READY=1\nSTATUS=watching manifests");
                 }
             },
+            change = next_change(&mut keeper) => {
+                let keeper = keeper.as_ref().expect("changes come from a keeper");
+                match change {
+                    Some(RoleChange::Leading { epoch }) => {
+                        pipeline = daemon.lead(&config, epoch, keeper, &mut failures).await?;
+                    }
+                    Some(RoleChange::Lost { .. }) => {
+                        daemon.step_down(&mut pipeline, keeper, &mut failures).await?;
+                    }
+                    Some(RoleChange::Standby { leader }) => {
+                        tracing::info!(%leader, "another instance leads; this one stays a standby");
+                    }
+                    None => anyhow::bail!("the leader lease keeper stopped"),
+                }
+            }
             Some(failure) = failures.recv() => {
+                if let (true, Some(keeper)) = (fenced(&failure.error), keeper.as_ref()) {
+                    tracing::warn!(stage = failure.stage, "a write was refused: this instance no longer holds the leader lease");
+                    keeper.step_down(format!("the {} found its writes fenced", failure.stage));
+                    daemon.step_down(&mut pipeline, keeper, &mut failures).await?;
+                    continue;
+                }
                 tracing::error!(stage = failure.stage, error = format!("{:#}", failure.error), "a stage failed; stopping the daemon so that it is restarted");
-                pipeline.stop().await;
+                if let Some(pipeline) = pipeline.take() {
+                    pipeline.stop().await;
+                }
+                if let Some(keeper) = keeper.take() {
+                    keeper.stop().await;
+                }
                 daemon.shutdown().await;
                 return Err(failure.error.context(format!("stage `{}` failed", failure.stage)));
             }
@@ -264,9 +236,25 @@ pub async fn run(
     }
 }
 
+/// The keeper's next change of role; never, without a keeper.
+async fn next_change(keeper: &mut Option<Keeper>) -> Option<RoleChange> {
+    match keeper {
+        Some(keeper) => keeper.next_change().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether `err` is a write the lease's fence refused.
+fn fenced(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<crate::store::StateError>()
+            .is_some_and(crate::store::StateError::is_fenced)
+    })
+}
+
 enum Reloaded {
-    Swapped(Box<Config>, Pipeline),
-    Refused(Pipeline),
+    Swapped(Box<Config>, Option<Pipeline>),
+    Refused(Option<Pipeline>),
 }
 
 /// A configuration's stages, built and checked but not yet running.
@@ -296,6 +284,104 @@ impl Daemon {
         })
     }
 
+    /// Puts a configuration's webhook receivers and console settings in force:
+    /// what every instance serves, leader or standby.
+    fn serve(&self, config: &Config, resolved: &mut Resolved) {
+        if let Some(c) = &self.console {
+            c.console
+                .swap(resolved.console_token.take(), console_settings(config));
+        }
+        self.server_state.swap(Live {
+            poll_behind_after: None,
+            payroc: resolved.payroc_receiver.take(),
+            smarterpay: resolved.smarterpay.take(),
+        });
+    }
+
+    /// `/health` watches the LotusPay poller only where one runs.
+    fn set_poll_behind_after(&self, poll_behind_after: Option<Duration>) {
+        let live = self.server_state.live();
+        self.server_state.swap(Live {
+            poll_behind_after,
+            payroc: live.payroc.clone(),
+            smarterpay: live.smarterpay.clone(),
+        });
+    }
+
+    /// This instance took the lease under `epoch`: its writes are fenced to it,
+    /// then the pipeline starts with a full scan. A fenced write during the
+    /// start steps down again.
+    async fn lead(
+        &self,
+        config: &Config,
+        epoch: i64,
+        keeper: &Keeper,
+        failures: &mut mpsc::Receiver<StageFailure>,
+    ) -> anyhow::Result<Option<Pipeline>> {
+        self.store
+            .call(move |s| s.fence_writes(Some(epoch)))
+            .await
+            .context("cannot fence this instance's writes to its lease")?;
+        let mut prepared = Self::prepare(
+            config,
+            resolve(config, &process_env)?,
+            self.sandbox.as_ref(),
+        )?;
+        // Receivers and console are in force already; the new ones are the same.
+        prepared.resolved.payroc_receiver = None;
+        prepared.resolved.smarterpay = None;
+        match self.start(config, prepared).await {
+            Ok(pipeline) => {
+                tracing::info!(epoch, "leading: scanned the manifests; delivering");
+                Ok(Some(pipeline))
+            }
+            Err(err) if fenced(&err) => {
+                keeper.step_down("its startup scan found its writes fenced".to_owned());
+                let mut none = None;
+                self.step_down(&mut none, keeper, failures).await?;
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Stops leading: the pipeline stops (requests on the wire may finish
+    /// within the grace; nothing new starts, the gate is closed), the writer is
+    /// unfenced for the standby's webhooks, and the keeper looks again. Stages
+    /// that do not stop in time end the process, to be restarted clean.
+    async fn step_down(
+        &self,
+        pipeline: &mut Option<Pipeline>,
+        keeper: &Keeper,
+        failures: &mut mpsc::Receiver<StageFailure>,
+    ) -> anyhow::Result<()> {
+        if let Some(pipeline) = pipeline.take() {
+            if !pipeline.stop().await {
+                anyhow::bail!(
+                    "stages still busy after losing the leader lease; exiting so that this instance is restarted as a standby"
+                );
+            }
+        }
+        // What the stopped stages reported: refused writes are expected now.
+        while let Ok(failure) = failures.try_recv() {
+            if !fenced(&failure.error) {
+                return Err(failure
+                    .error
+                    .context(format!("stage `{}` failed", failure.stage)));
+            }
+        }
+        self.set_poll_behind_after(None);
+        self.store
+            .call(|s| s.fence_writes(None))
+            .await
+            .context("cannot unfence this instance's writes")?;
+        tracing::info!(
+            "standby: serving webhooks, /health and /metrics; waiting for the leader lease"
+        );
+        keeper.ready();
+        Ok(())
+    }
+
     /// Starts a prepared pipeline: the startup scan, then every stage.
     async fn start(&self, config: &Config, prepared: Prepared) -> anyhow::Result<Pipeline> {
         let Prepared {
@@ -316,6 +402,7 @@ impl Daemon {
         let tracker = TaskTracker::new();
         let failures = &self.failures;
         let mut settings = worker_settings(config);
+        settings.gate = self.gate.clone();
         // In-flight requests get most of the grace; the rest is for the stages to wind up.
         settings.grace = config
             .shutdown_grace
@@ -376,15 +463,7 @@ impl Daemon {
             });
         }
         tracker.close();
-        if let Some(c) = &self.console {
-            c.console
-                .swap(resolved.console_token, console_settings(config));
-        }
-        self.server_state.swap(Live {
-            poll_behind_after,
-            payroc: resolved.payroc_receiver,
-            smarterpay: resolved.smarterpay,
-        });
+        self.set_poll_behind_after(poll_behind_after);
         Ok(Pipeline {
             cancel,
             tracker,
@@ -398,7 +477,7 @@ impl Daemon {
         &mut self,
         path: &std::path::Path,
         running: &Config,
-        pipeline: Pipeline,
+        pipeline: Option<Pipeline>,
         notifier: &crate::systemd::Notifier,
     ) -> anyhow::Result<Reloaded> {
         let candidate = match self.build(path, running).await {
@@ -412,12 +491,15 @@ impl Daemon {
         };
         let Candidate {
             config,
-            prepared,
+            mut prepared,
             listener,
             sandbox,
         } = candidate;
         notifier.notify("RELOADING=1");
-        pipeline.stop().await;
+        let leading = pipeline.is_some();
+        if let Some(pipeline) = pipeline {
+            pipeline.stop().await;
+        }
         if let Some(listener) = listener {
             let old = std::mem::replace(
                 &mut self.server,
@@ -430,7 +512,12 @@ impl Daemon {
             None if config.paystar.endpoint != Endpoint::Sandbox => self.sandbox.take(),
             None => None,
         };
-        let pipeline = self.start(&config, prepared).await?;
+        self.serve(&config, &mut prepared.resolved);
+        // A standby keeps waiting for the lease; it starts a pipeline when it leads.
+        let pipeline = match leading {
+            true => Some(self.start(&config, prepared).await?),
+            false => None,
+        };
         if let Some(old) = old_sandbox {
             old.stop().await;
         }
@@ -446,6 +533,10 @@ impl Daemon {
         if config.state.backend != running.state.backend {
             tracing::warn!(old = %running.state.describe(), new = %config.state.describe(), "state changes take effect on restart; keeping the old one");
             config.state.backend = running.state.backend.clone();
+        }
+        if config.ha != running.ha {
+            tracing::warn!("ha changes take effect on restart; the lease keeps its timing");
+            config.ha = running.ha.clone();
         }
         if config.telemetry != running.telemetry {
             tracing::warn!("telemetry changes take effect on restart; traces go where they went");
@@ -519,14 +610,17 @@ struct Pipeline {
 
 impl Pipeline {
     /// Stops intake and delivery; everything gets `shutdown_grace` in all.
-    async fn stop(self) {
+    /// False if some stage was still busy then.
+    async fn stop(self) -> bool {
         self.cancel.cancel();
         if tokio::time::timeout(self.grace, self.tracker.wait())
             .await
             .is_err()
         {
             tracing::warn!(grace = ?self.grace, "stages still busy after shutdown_grace; leaving them (the queue is durable)");
+            return false;
         }
+        true
     }
 }
 

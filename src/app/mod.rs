@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 mod daemon;
 mod intake;
+mod listeners;
 mod loops;
 pub mod wiring;
 
@@ -73,6 +74,7 @@ pub fn worker_settings(config: &Config) -> WorkerSettings {
             .as_ref()
             .and_then(|p| p.pause.clone()),
         grace: config.shutdown_grace,
+        gate: crate::ha::LeaseGate::always_open(),
     }
 }
 
@@ -253,6 +255,49 @@ pub struct ApplyReport {
 /// `timeout` runs out (what is left stays queued).
 /// `plan` is the reviewed plan's fingerprint (`apply --plan`): the pass is
 /// refused, before anything is committed or sent, unless it would send exactly that.
+/// On a shared state `apply` leads for its pass (SPEC §12): it takes the
+/// leader lease, its writes are fenced to it, and it releases it at the end;
+/// while another instance leads, it refuses rather than deliver beside it.
+async fn lead_for_apply(
+    config: &Config,
+    store: &SharedStore,
+) -> anyhow::Result<Option<crate::ha::Keeper>> {
+    use crate::store::LeaseLook;
+    let Some(ha) = &config.ha else {
+        return Ok(None);
+    };
+    let id = format!("apply-{}", ha.resolved_instance_id());
+    let ttl = ha.lease_ttl;
+    let sent = tokio::time::Instant::now();
+    let holder = id.clone();
+    let lease = match store
+        .call(move |s| s.lease_try_acquire(&holder, ttl))
+        .await?
+    {
+        LeaseLook::Acquired(lease) => lease,
+        LeaseLook::Held(lease) => anyhow::bail!(
+            "{} leads this state (its lease runs {:.0}s more unless renewed): apply would deliver beside it; let that daemon deliver (it scans the same manifests), or stop it and run apply again",
+            lease.holder,
+            lease.remaining().as_secs_f64()
+        ),
+        LeaseLook::Busy => {
+            anyhow::bail!("the leader lease is changing hands right now; run apply again")
+        }
+    };
+    let epoch = lease.epoch;
+    store.call(move |s| s.fence_writes(Some(epoch))).await?;
+    tracing::info!(epoch, instance = %id, "took the leader lease for this pass");
+    let leadership = std::sync::Arc::new(crate::ha::Leadership::new(id, crate::ha::Role::Leader));
+    Ok(Some(crate::ha::Keeper::leading(
+        config.state.clone(),
+        ha.clone(),
+        leadership,
+        std::sync::Arc::new(crate::metrics::Metrics::default()),
+        epoch,
+        sent,
+    )))
+}
+
 pub async fn apply(
     config: &Config,
     timeout: Duration,
@@ -261,12 +306,34 @@ pub async fn apply(
 ) -> anyhow::Result<ApplyReport> {
     let (client, sandbox) = paystar(config).await?;
     let store = SharedStore::open(&config.state).await?;
+    let keeper = lead_for_apply(config, &store).await?;
+    let gate = keeper.as_ref().map(crate::ha::Keeper::gate);
+    let passed = apply_pass(config, &store, client, gate, timeout, plan, progress).await;
+    if let Some(keeper) = keeper {
+        keeper.stop().await;
+    }
+    if let Some(sandbox) = sandbox {
+        sandbox.stop().await;
+    }
+    passed
+}
+
+/// `apply`'s scan, commit and delivery, on an open state.
+async fn apply_pass(
+    config: &Config,
+    store: &SharedStore,
+    client: PaystarClient,
+    gate: Option<crate::ha::LeaseGate>,
+    timeout: Duration,
+    plan: Option<Fingerprint>,
+    progress: Option<Progress>,
+) -> anyhow::Result<ApplyReport> {
     let options = PassOptions {
         expect: plan,
         progress: progress.clone(),
         ..PassOptions::default()
     };
-    let scan = traced_pass(&store, config.clone(), options, "apply")
+    let scan = traced_pass(store, config.clone(), options, "apply")
         .await
         .map_err(|err| match err {
             PassError::Stale(why) => anyhow::anyhow!(
@@ -277,7 +344,11 @@ pub async fn apply(
     for warning in &scan.warnings {
         tracing::warn!(%warning, "manifest warning");
     }
-    let worker = Worker::new(store.clone(), client, worker_settings(config));
+    let mut settings = worker_settings(config);
+    if let Some(gate) = gate {
+        settings.gate = gate;
+    }
+    let worker = Worker::new(store.clone(), client, settings);
     let ticker = progress.map(|p| {
         let counters = worker.counters();
         tokio::spawn(async move {
@@ -319,9 +390,6 @@ pub async fn apply(
             ))
         })
         .await?;
-    if let Some(sandbox) = sandbox {
-        sandbox.stop().await;
-    }
     Ok(ApplyReport {
         scan,
         totals,

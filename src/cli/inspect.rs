@@ -26,6 +26,7 @@ pub(super) fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> 
     let last_scan: Option<serde_json::Value> = store
         .meta("last_scan")?
         .and_then(|t| serde_json::from_str(&t).ok());
+    let lease = store.lease()?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if format == OutputFormat::Json {
@@ -53,12 +54,16 @@ pub(super) fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> 
             "holds": holds.iter().map(|h| serde_json::json!({ "cause": h.cause, "count": h.count })).collect::<Vec<_>>(),
             "paused": pause.as_ref().map(|p| serde_json::json!({ "businessUnits": p.business_units, "cause": p.cause })),
             "errors": errors,
+            "ha": config.ha.as_ref().map(|_| lease_json(lease.as_ref())),
         });
         serde_json::to_writer_pretty(&mut out, &value)?;
         writeln!(out)?;
         return Ok(Exit::Ok);
     }
     writeln!(out, "state: {}", config.state.describe())?;
+    if config.ha.is_some() {
+        writeln!(out, "{}", lease_line(lease.as_ref()))?;
+    }
     match &last_scan {
         Some(scan) => writeln!(
             out,
@@ -187,4 +192,39 @@ pub(super) fn history(
         report::history_text(&key, &lines, &mut out)?;
     }
     Ok(Exit::Ok)
+}
+
+/// Who leads, as the lease shows it (SPEC §12).
+fn lease_json(lease: Option<&crate::store::LeaseView>) -> serde_json::Value {
+    match lease {
+        Some(l) => serde_json::json!({
+            "leader": l.live().then_some(&l.holder),
+            "lastHolder": l.holder,
+            "epoch": l.epoch,
+            "live": l.live(),
+            "renewedAtMs": l.renewed_ms,
+            "expiresAtMs": l.expires_ms,
+        }),
+        None => {
+            serde_json::json!({ "leader": null, "lastHolder": null, "epoch": null, "live": false })
+        }
+    }
+}
+
+fn lease_line(lease: Option<&crate::store::LeaseView>) -> String {
+    match lease {
+        Some(l) if l.live() => format!(
+            "leader: {} (epoch {}; the lease runs {:.1}s more unless renewed)",
+            l.holder,
+            l.epoch,
+            l.remaining().as_secs_f64()
+        ),
+        Some(l) => format!(
+            "leader: none; the lease of {} (epoch {}) ran out {:.1}s ago, and a standby takes over at its next look",
+            l.holder,
+            l.epoch,
+            (l.now_ms - l.expires_ms) as f64 / 1000.0
+        ),
+        None => "leader: none yet; the first instance to start takes the lease".to_owned(),
+    }
 }

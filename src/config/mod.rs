@@ -4,6 +4,7 @@
 
 mod console;
 pub mod duration;
+mod ha;
 mod providers;
 mod secret;
 mod size;
@@ -12,6 +13,7 @@ mod telemetry;
 mod walk;
 
 pub use console::{ConsoleConfig, MIN_TOKEN_LEN};
+pub use ha::{HaConfig, default_instance_id};
 pub use secret::{Secret, SecretSource};
 pub use telemetry::TelemetryConfig;
 
@@ -62,6 +64,8 @@ pub struct Config {
     pub telemetry: Option<TelemetryConfig>,
     /// `console`: the operations console; `None` serves none.
     pub console: Option<ConsoleConfig>,
+    /// `ha`: the leader lease; `Some` exactly when the state is on PostgreSQL.
+    pub ha: Option<HaConfig>,
     /// `shutdown_grace`: how long every stage may drain on SIGTERM or a reload.
     pub shutdown_grace: Duration,
 }
@@ -347,6 +351,7 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
             "history",
             "telemetry",
             "console",
+            "ha",
             "shutdown_grace",
         ],
     );
@@ -495,6 +500,7 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
     };
     let telemetry = telemetry::build(w, &root);
     let console = console::build(w, &root, listen);
+    let ha = ha::build(w, &root, &state);
 
     Some(Config {
         path: path.to_owned(),
@@ -530,6 +536,7 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
         history,
         telemetry,
         console,
+        ha,
         shutdown_grace,
     })
 }

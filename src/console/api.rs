@@ -54,7 +54,8 @@ type Answer = Result<Response, ApiUnavailable>;
 
 async fn status(State(c): State<Console>) -> Answer {
     let name = c.state_name.to_string();
-    let status = c.read(move |s| view::status(s, name, now_ms())).await?;
+    let mut status = c.read(move |s| view::status(s, name, now_ms())).await?;
+    c.show_role(&mut status);
     Ok(Json(status).into_response())
 }
 

@@ -48,6 +48,8 @@ pub struct Console {
     /// `state.describe()`, shown on the overview.
     state_name: Arc<str>,
     settings: Arc<RwLock<Settings>>,
+    /// This instance's role and the leader it sees.
+    leadership: Arc<crate::ha::Leadership>,
 }
 
 impl Console {
@@ -64,7 +66,22 @@ impl Console {
             wake,
             state_name: state_name.into(),
             settings: Arc::new(RwLock::new(settings)),
+            leadership: Arc::new(crate::ha::Leadership::new(
+                crate::config::default_instance_id(),
+                crate::ha::Role::Single,
+            )),
         }
+    }
+
+    /// Shows `leadership`'s role and leader on the overview.
+    pub fn with_leadership(mut self, leadership: Arc<crate::ha::Leadership>) -> Self {
+        self.leadership = leadership;
+        self
+    }
+
+    fn show_role(&self, status: &mut view::Status) {
+        status.role = self.leadership.role().as_str();
+        status.leader = self.leadership.leader();
     }
 
     /// Puts a reloaded configuration's token and settings in force.

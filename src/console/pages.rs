@@ -36,7 +36,19 @@ pub fn overview(s: &Status) -> String {
     card(&mut out, "Acknowledged", s.customers.acknowledged, "");
     out.push_str("</div><h2>Health</h2><table>");
     let _ = write!(out, "<tr><th>State</th><td>{}</td></tr>", esc(&s.state));
-    let _ = write!(out, "<tr><th>Role</th><td>{}</td></tr>", esc(s.role));
+    let _ = write!(
+        out,
+        "<tr><th>Role</th><td id=\"role\">{}</td></tr>",
+        esc(s.role)
+    );
+    if s.role != "single" {
+        let leader = s.leader.as_deref().unwrap_or("none (the lease ran out)");
+        let _ = write!(
+            out,
+            "<tr><th>Leader</th><td id=\"leader\">{}</td></tr>",
+            esc(leader)
+        );
+    }
     match &s.last_scan {
         Some(scan) => {
             let _ = write!(

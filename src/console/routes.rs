@@ -28,7 +28,8 @@ const OVERVIEW_REFRESH_S: u32 = 15;
 
 pub async fn overview(State(c): State<Console>, Extension(access): Extension<Access>) -> Page {
     let name = c.state_name.to_string();
-    let status = c.read(move |s| view::status(s, name, now_ms())).await?;
+    let mut status = c.read(move |s| view::status(s, name, now_ms())).await?;
+    c.show_role(&mut status);
     Ok(html::refreshing(
         "Overview",
         "/",

@@ -26,6 +26,8 @@ pub fn unfit(text: &str, most: usize) -> bool {
 pub struct Status {
     pub state: String,
     pub role: &'static str,
+    /// The instance holding the leader lease, if one does.
+    pub leader: Option<String>,
     pub queue: QueueCounts,
     pub customers: CustomerCounts,
     pub last_scan: Option<LastScan>,
@@ -143,6 +145,7 @@ pub fn status(store: &Store, state: String, now_ms: i64) -> Result<Status, State
     Ok(Status {
         state,
         role: "single",
+        leader: None,
         queue: QueueCounts {
             pending: counts.pending,
             retrying: counts.retrying,

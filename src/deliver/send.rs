@@ -24,28 +24,31 @@ pub(super) struct Ready {
 }
 
 /// Sends one key's events in order; returns the outcome, with what the
-/// delivery saw of the key, and how many events Paystar acknowledged.
+/// delivery saw of the key, and how many events Paystar acknowledged; `None`
+/// if the lease's gate closed before the first request (nothing to record).
 pub(super) async fn deliver_key(
     client: &PaystarClient,
     settings: &WorkerSettings,
     ready: Ready,
-) -> (Outcome, u64) {
+) -> Option<(Outcome, u64)> {
     let Ready { key, state, paused } = ready;
     let seen = state.clone();
-    let (mut outcome, delivered) = send_key(client, settings, key, state, paused).await;
+    let (mut outcome, delivered) = send_key(client, settings, key, state, paused).await?;
     outcome.claimed = Some(seen.claimed_after(&outcome, settings.policy, now_ms()));
-    (outcome, delivered)
+    Some((outcome, delivered))
 }
 
 /// Sends one key's events in order; returns the outcome and how many events
-/// Paystar acknowledged.
+/// Paystar acknowledged. Each request starts only while the lease's gate is
+/// open: closed before the first, nothing happened (`None`); closed after one,
+/// the outcome acknowledges what was sent and the key stays queued for the rest.
 async fn send_key(
     client: &PaystarClient,
     settings: &WorkerSettings,
     key: CustomerKey,
     state: KeyState,
     paused: bool,
-) -> (Outcome, u64) {
+) -> Option<(Outcome, u64)> {
     let mut plan = state.plan(settings.policy);
     if paused {
         // Only a provider's stop passes a pause; the rest waits in the queue.
@@ -102,7 +105,13 @@ async fn send_key(
         events.push((PaystarEvent::unenroll(key.as_ref()), None));
     }
     let unenroll_cause = plan.unenroll.map(|c| c.as_str());
-    for (event, fields) in events {
+    for (i, (event, fields)) in events.into_iter().enumerate() {
+        if !settings.gate.may_send() {
+            if i == 0 {
+                return None;
+            }
+            break;
+        }
         let cause = if fields.is_none() {
             unenroll_cause
         } else {
@@ -152,7 +161,7 @@ async fn send_key(
                     next_attempt_at: now_ms() + after.as_millis() as i64,
                     error: reason,
                 };
-                return (outcome, delivered);
+                return Some((outcome, delivered));
             }
             Decision::Park { reason } => {
                 outcome
@@ -169,11 +178,11 @@ async fn send_key(
                     request: event.body,
                     response,
                 };
-                return (outcome, delivered);
+                return Some((outcome, delivered));
             }
         }
     }
-    (outcome, delivered)
+    Some((outcome, delivered))
 }
 
 /// What one attempt came to, on its span.

@@ -37,6 +37,9 @@ pub struct WorkerSettings {
     pub pause: Option<crate::config::PayrocPause>,
     /// How long in-flight requests may finish after shutdown is asked for.
     pub grace: Duration,
+    /// Whether a request may start now: closed once a leader's lease nears its
+    /// end (SPEC §12); always open without a lease.
+    pub gate: crate::ha::LeaseGate,
 }
 
 /// When `run` returns.
@@ -107,7 +110,7 @@ impl Worker {
 
     pub async fn run(&self, until: Until, cancel: CancellationToken) -> Result<Totals, StateError> {
         let concurrency = self.settings.concurrency;
-        let mut tasks: JoinSet<(Outcome, u64)> = JoinSet::new();
+        let mut tasks: JoinSet<Option<(Outcome, u64)>> = JoinSet::new();
         // Keys claimed and not yet recorded: waiting in `ready`, in flight, or
         // finished. They are the step's `busy`: never claimed twice.
         let mut claimed: HashSet<CustomerKey> = HashSet::new();
@@ -122,7 +125,14 @@ impl Worker {
         let mut deadline: Option<tokio::time::Instant> = None;
         let mut pause: Option<Pause> = None;
         loop {
-            if deadline.is_none() {
+            let may_send = self.settings.gate.may_send();
+            if !may_send {
+                // The lease nears its end: what waits stays queued, unsent.
+                for waiting in ready.drain(..) {
+                    claimed.remove(&waiting.key);
+                }
+            }
+            if deadline.is_none() && may_send {
                 while tasks.len() < concurrency {
                     let Some(next) = ready.pop_front() else {
                         break;
@@ -136,8 +146,8 @@ impl Worker {
             // due next, while requests go on: keys wait in `ready` (up to one more
             // round of `concurrency`) so that a slot never waits for the store.
             let room = match deadline {
-                None => (2 * concurrency).saturating_sub(tasks.len() + ready.len()),
-                Some(_) => 0,
+                None if may_send => (2 * concurrency).saturating_sub(tasks.len() + ready.len()),
+                _ => 0,
             };
             if step.is_none() && (!finished.is_empty() || (look && room > 0)) {
                 let outcomes = std::mem::take(&mut finished);
@@ -204,7 +214,9 @@ impl Worker {
                     for joined in batch {
                         // A panicking delivery is a bug: the stage fails and the daemon restarts.
                         let (outcome, events) = match joined {
-                            Ok(done) => done,
+                            Ok(Some(done)) => done,
+                            // Not sent (the lease's gate closed first): it stays queued as it is.
+                            Ok(None) => continue,
                             Err(err) => std::panic::resume_unwind(err.into_panic()),
                         };
                         delivered += events;

@@ -38,6 +38,8 @@ pub struct ServerState {
     /// Wakes delivery after a new provider event.
     pub wake: Arc<tokio::sync::Notify>,
     live: Arc<RwLock<Arc<Live>>>,
+    /// This instance's role and the leader it sees (SPEC §12).
+    pub leadership: Arc<crate::ha::Leadership>,
 }
 
 /// The parts of the server's state that a reload replaces.
@@ -65,7 +67,17 @@ impl ServerState {
             started_ms: crate::clock::now_ms(),
             wake,
             live: Arc::new(RwLock::new(Arc::new(live))),
+            leadership: Arc::new(crate::ha::Leadership::new(
+                crate::config::default_instance_id(),
+                crate::ha::Role::Single,
+            )),
         }
+    }
+
+    /// Shows `leadership`'s role and leader on `/health`.
+    pub fn with_leadership(mut self, leadership: Arc<crate::ha::Leadership>) -> Self {
+        self.leadership = leadership;
+        self
     }
 
     /// The configuration-dependent parts in force now.

@@ -67,7 +67,11 @@ pub async fn health(State(state): State<ServerState>) -> Response {
     if let Err(err) = &snap.writable {
         problems.push(format!("state database not writable: {err}"));
     }
-    if let Some(since) = snap.oldest_retrying {
+    // A standby is healthy while it can record webhooks: delivery and polls
+    // are the leader's, and its /health speaks for them.
+    let role = state.leadership.role();
+    let acting = role != crate::ha::Role::Standby;
+    if let Some(since) = snap.oldest_retrying.filter(|_| acting) {
         let now = now_ms();
         if delivery_failing(since, now) {
             let minutes = (now - since) / 60_000;
@@ -77,7 +81,7 @@ pub async fn health(State(state): State<ServerState>) -> Response {
             ));
         }
     }
-    if let Some(limit) = state.live().poll_behind_after {
+    if let Some(limit) = state.live().poll_behind_after.filter(|_| acting) {
         // Never polled yet: counted from start, so a fresh daemon is not "behind".
         let last = snap.last_poll_ms.unwrap_or(state.started_ms);
         let behind = now_ms() - last > limit.as_millis() as i64;
@@ -85,20 +89,32 @@ pub async fn health(State(state): State<ServerState>) -> Response {
             problems.push("the LotusPay poller is behind: no successful poll recently".into());
         }
     }
+    // With a lease, every answer names the role and the leader (SPEC §12).
+    let roles = match role {
+        crate::ha::Role::Single => String::new(),
+        role => format!(
+            "role: {}\nleader: {}\n",
+            role.as_str(),
+            state
+                .leadership
+                .leader()
+                .unwrap_or_else(|| "none (the lease ran out)".to_owned())
+        ),
+    };
     if problems.is_empty() {
         match state.metrics.reload_failure() {
             // Still healthy: the running configuration stays in force.
             Some(failure) => (
                 StatusCode::OK,
-                format!("ok\nthe last reload was refused; the previous configuration stays in force:\n{failure}\n"),
+                format!("ok\n{roles}the last reload was refused; the previous configuration stays in force:\n{failure}\n"),
             )
                 .into_response(),
-            None => (StatusCode::OK, "ok\n").into_response(),
+            None => (StatusCode::OK, format!("ok\n{roles}")).into_response(),
         }
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("{}\n", problems.join("\n")),
+            format!("{}\n{roles}", problems.join("\n")),
         )
             .into_response()
     }

@@ -7,10 +7,12 @@
 
 mod api;
 pub mod copy;
+mod lease;
 mod postgres;
 mod sqlite;
 mod types;
 
+pub use lease::{LeaseLook, LeaseView};
 pub use types::*;
 
 use crate::config::{StateBackend, StateConfig};
@@ -33,6 +35,17 @@ enum DriverError {
     Sqlite(#[from] rusqlite::Error),
     #[error(transparent)]
     Postgres(#[from] ::postgres::Error),
+}
+
+impl StateError {
+    /// Whether this write was refused because this session's leader lease is
+    /// gone (SPEC §12): the instance must step down, not fail.
+    pub fn is_fenced(&self) -> bool {
+        match &self.source {
+            DriverError::Postgres(err) => err.code().is_some_and(|c| c.code() == postgres::FENCED),
+            DriverError::Sqlite(_) => false,
+        }
+    }
 }
 
 impl From<DriverError> for StateError {

@@ -132,6 +132,7 @@ async fn state_copy_moves_a_live_sqlite_state_to_postgres_without_resending_anyt
             if let Some(o) = v.as_object_mut() {
                 o.remove("state");
                 o.remove("reports");
+                o.remove("ha");
                 o.remove("fingerprint");
             }
         }
@@ -194,6 +195,7 @@ async fn state_copy_moves_a_live_sqlite_state_to_postgres_without_resending_anyt
             if let Some(o) = v.as_object_mut() {
                 o.remove("state");
                 o.remove("reports");
+                o.remove("ha");
             }
         }
         assert_eq!(from, to, "{args:?}");

@@ -364,7 +364,13 @@ async fn health_and_metrics_answer_over_http() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    assert_eq!(health.text().await.unwrap(), "ok\n");
+    let body = health.text().await.unwrap();
+    if p.state().is_postgres() {
+        // A shared state elects a leader: the one daemon is it, and says so.
+        assert!(body.starts_with("ok\nrole: leader\nleader: "), "{body}");
+    } else {
+        assert_eq!(body, "ok\n");
+    }
     // The acknowledgements are recorded right after Paystar answers: wait for them.
     let text = daemon.metrics_until("paystar_sync_acknowledged 2").await;
     assert!(text.contains("# TYPE paystar_sync_queue gauge"), "{text}");

@@ -9,11 +9,13 @@ mod facts;
 mod files;
 #[macro_use]
 mod keys;
+mod lease;
 mod ledger;
 mod queue;
 mod scans;
 mod schema;
 
+pub(super) use lease::FENCED;
 pub(super) use schema::{MIGRATIONS, VERSION};
 
 use super::*;

@@ -168,6 +168,52 @@ CREATE TABLE merchant_statuses (
     r#"
 ALTER TABLE queue ADD COLUMN version bigint NOT NULL DEFAULT 0;
 "#,
+    // v3: the leader lease (SPEC §12) and its fence. A session that set
+    // `paystar_sync.fence` to its lease's epoch writes only while that epoch
+    // holds a live lease: every writing statement checks it and keeps the lease
+    // row locked against a takeover until the transaction ends.
+    r#"
+CREATE TABLE lease (
+    name        text PRIMARY KEY,
+    holder      text NOT NULL,
+    epoch       bigint NOT NULL,
+    acquired_ms bigint NOT NULL,
+    renewed_ms  bigint NOT NULL,
+    expires_ms  bigint NOT NULL
+);
+
+CREATE FUNCTION lease_now_ms() RETURNS bigint LANGUAGE sql VOLATILE
+    AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$;
+
+CREATE FUNCTION fence() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
+DECLARE
+    claimed text := current_setting('paystar_sync.fence', true);
+BEGIN
+    IF claimed IS NULL OR claimed = '' THEN
+        RETURN NULL;
+    END IF;
+    PERFORM 1 FROM lease
+     WHERE name = 'leader' AND epoch::text = claimed AND expires_ms > lease_now_ms()
+     FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'this instance no longer holds the leader lease (its epoch was %)', claimed
+            USING ERRCODE = 'PSF01';
+    END IF;
+    RETURN NULL;
+END $$;
+
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['files', 'file_errors', 'desired', 'acked', 'queue', 'meta', 'holds',
+        'history', 'provider_events', 'stops', 'poll_cursors', 'provider_fields', 'merchant_statuses'] LOOP
+        EXECUTE format('CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %I
+            FOR EACH STATEMENT EXECUTE FUNCTION fence()', t);
+    END LOOP;
+END $$;
+"#,
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

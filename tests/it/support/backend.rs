@@ -75,6 +75,10 @@ impl TestState {
         }
     }
 
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, TestState::Postgres { .. })
+    }
+
     /// A fresh PostgreSQL schema, whatever this run's backend.
     pub fn postgres() -> Option<Self> {
         Some(TestState::Postgres {
