@@ -351,9 +351,14 @@ impl Project {
     }
 
     pub async fn start_daemon_with_env(&self, env: &[(&str, &str)]) -> Daemon {
-        let socket = self.root().join(format!("notify-{}.sock", now_ms()));
+        self.start_daemon_named("daemon", env).await
+    }
+
+    /// Starts one of several daemons on this project, logging to `NAME.log`.
+    pub async fn start_daemon_named(&self, name: &str, env: &[(&str, &str)]) -> Daemon {
+        let socket = self.root().join(format!("notify-{name}-{}.sock", now_ms()));
         let notify = tokio::net::UnixDatagram::bind(&socket).expect("bind notify socket");
-        let log = self.root().join("daemon.log");
+        let log = self.root().join(format!("{name}.log"));
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
