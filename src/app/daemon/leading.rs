@@ -1,0 +1,101 @@
+//! The daemon's part in the election (SPEC §12): leading after a takeover,
+//! stepping down after the lease is lost or a write was fenced.
+
+use super::{Daemon, Pipeline, StageFailure};
+use crate::app::wiring::resolve;
+use crate::config::{Config, process_env};
+use crate::ha::{Keeper, RoleChange};
+use anyhow::Context;
+use tokio::sync::mpsc;
+
+impl Daemon {
+    /// This instance took the lease under `epoch`: its writes are fenced to it,
+    /// then the pipeline starts with a full scan. A fenced write during the
+    /// start steps down again.
+    pub(super) async fn lead(
+        &self,
+        config: &Config,
+        epoch: i64,
+        keeper: &Keeper,
+        failures: &mut mpsc::Receiver<StageFailure>,
+    ) -> anyhow::Result<Option<Pipeline>> {
+        self.store
+            .call(move |s| s.fence_writes(Some(epoch)))
+            .await
+            .context("cannot fence this instance's writes to its lease")?;
+        let mut prepared = Self::prepare(
+            config,
+            resolve(config, &process_env)?,
+            self.sandbox.as_ref(),
+        )?;
+        // Receivers and console are in force already; the new ones are the same.
+        prepared.resolved.payroc_receiver = None;
+        prepared.resolved.smarterpay = None;
+        match self.start(config, prepared).await {
+            Ok(pipeline) => {
+                tracing::info!(epoch, "leading: scanned the manifests; delivering");
+                Ok(Some(pipeline))
+            }
+            Err(err) if fenced(&err) => {
+                keeper.step_down("its startup scan found its writes fenced".to_owned());
+                let mut none = None;
+                self.step_down(&mut none, keeper, failures).await?;
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Stops leading: the pipeline stops (requests on the wire may finish
+    /// within the grace; nothing new starts, the gate is closed), the writer is
+    /// unfenced for the standby's webhooks, and the keeper looks again. Stages
+    /// that do not stop in time end the process, to be restarted clean.
+    pub(super) async fn step_down(
+        &self,
+        pipeline: &mut Option<Pipeline>,
+        keeper: &Keeper,
+        failures: &mut mpsc::Receiver<StageFailure>,
+    ) -> anyhow::Result<()> {
+        if let Some(pipeline) = pipeline.take() {
+            if !pipeline.stop().await {
+                anyhow::bail!(
+                    "stages still busy after losing the leader lease; exiting so that this instance is restarted as a standby"
+                );
+            }
+        }
+        // What the stopped stages reported: refused writes are expected now.
+        while let Ok(failure) = failures.try_recv() {
+            if !fenced(&failure.error) {
+                return Err(failure
+                    .error
+                    .context(format!("stage `{}` failed", failure.stage)));
+            }
+        }
+        self.set_poll_behind_after(None);
+        self.store
+            .call(|s| s.fence_writes(None))
+            .await
+            .context("cannot unfence this instance's writes")?;
+        tracing::info!(
+            "standby: serving webhooks, /health and /metrics; waiting for the leader lease"
+        );
+        keeper.ready();
+        Ok(())
+    }
+}
+
+/// The keeper's next change of role; never, without a keeper.
+pub(super) async fn next_change(keeper: &mut Option<Keeper>) -> Option<RoleChange> {
+    match keeper {
+        Some(keeper) => keeper.next_change().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether `err` is a write the lease's fence refused.
+pub(super) fn fenced(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<crate::store::StateError>()
+            .is_some_and(crate::store::StateError::is_fenced)
+    })
+}
