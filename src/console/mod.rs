@@ -66,10 +66,7 @@ impl Console {
             wake,
             state_name: state_name.into(),
             settings: Arc::new(RwLock::new(settings)),
-            leadership: Arc::new(crate::ha::Leadership::new(
-                crate::config::default_instance_id(),
-                crate::ha::Role::Single,
-            )),
+            leadership: Arc::new(crate::ha::Leadership::single()),
         }
     }
 

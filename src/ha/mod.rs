@@ -64,6 +64,11 @@ impl Leadership {
         }
     }
 
+    /// A single instance on SQLite: always its own leader.
+    pub fn single() -> Self {
+        Self::new(crate::config::default_instance_id(), Role::Single)
+    }
+
     pub fn instance_id(&self) -> &str {
         &self.instance_id
     }

@@ -67,10 +67,7 @@ impl ServerState {
             started_ms: crate::clock::now_ms(),
             wake,
             live: Arc::new(RwLock::new(Arc::new(live))),
-            leadership: Arc::new(crate::ha::Leadership::new(
-                crate::config::default_instance_id(),
-                crate::ha::Role::Single,
-            )),
+            leadership: Arc::new(crate::ha::Leadership::single()),
         }
     }
 

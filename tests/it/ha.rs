@@ -210,19 +210,29 @@ fn a_takeover_waits_until_the_old_leaders_checked_transaction_has_ended() {
     });
 }
 
+/// A leader (`a`, started first) and a standby (`b`) with 400 customers to
+/// send, answered slowly enough that the leader is mid-delivery for a while.
+async fn leader_and_standby_with_400_to_send() -> Option<(RunningSandbox, Project, Daemon, Daemon)>
+{
+    let sandbox = crate::support::start_sandbox().await;
+    let p = ha_project(&sandbox.paystar_endpoint(), "")?;
+    sandbox
+        .sandbox
+        .paystar
+        .set_latency(Duration::from_millis(40));
+    p.file("a.csv", customers(400));
+    let a = p.start_daemon_named("a", &[]).await;
+    let b = p.start_daemon_named("b", &[]).await;
+    Some((sandbox, p, a, b))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_standby_sends_nothing_and_takes_over_within_the_lease_when_the_leader_is_killed() {
-    let sandbox = crate::support::start_sandbox().await;
-    let Some(p) = ha_project(&sandbox.paystar_endpoint(), "") else {
+    let Some((sandbox, p, a, b)) = leader_and_standby_with_400_to_send().await else {
         return; // said loudly by TestState::postgres; a failure under CI=true
     };
     let paystar = &sandbox.sandbox.paystar;
-    // Slow enough answers that the leader is mid-delivery when it dies.
-    paystar.set_latency(Duration::from_millis(40));
-    p.file("a.csv", customers(400));
-    let a = p.start_daemon_named("a", &[]).await;
     assert!(a.metrics().await.contains("\npaystar_sync_leader 1\n"));
-    let b = p.start_daemon_named("b", &[]).await;
     let metrics = b.metrics().await;
     assert!(metrics.contains("\npaystar_sync_leader 0\n"), "{metrics}");
     let (status, body) = health(&b).await;
@@ -261,15 +271,10 @@ async fn a_standby_sends_nothing_and_takes_over_within_the_lease_when_the_leader
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_frozen_leader_is_replaced_and_after_it_wakes_it_sends_nothing_and_becomes_a_standby() {
-    let sandbox = crate::support::start_sandbox().await;
-    let Some(p) = ha_project(&sandbox.paystar_endpoint(), "") else {
+    let Some((sandbox, p, a, b)) = leader_and_standby_with_400_to_send().await else {
         return; // said loudly by TestState::postgres; a failure under CI=true
     };
     let paystar = &sandbox.sandbox.paystar;
-    paystar.set_latency(Duration::from_millis(40));
-    p.file("a.csv", customers(400));
-    let a = p.start_daemon_named("a", &[]).await;
-    let b = p.start_daemon_named("b", &[]).await;
     paystar.wait_for(40, WAIT).await;
     a.signal("STOP");
     let metrics = b.metrics_until("\npaystar_sync_leader 1\n").await;

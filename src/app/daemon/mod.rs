@@ -102,7 +102,7 @@ pub async fn run(
     let (fail_tx, mut failures) = mpsc::channel(8);
     let leadership = Arc::new(match &config.ha {
         Some(ha) => Leadership::new(ha.resolved_instance_id(), Role::Standby),
-        None => Leadership::new(crate::config::default_instance_id(), Role::Single),
+        None => Leadership::single(),
     });
     metrics.set_leader(config.ha.is_none());
     let mut keeper = config.ha.clone().map(|ha| {
