@@ -14,69 +14,9 @@
 use paystar_sync::config::Config;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 mod common;
-use common::{Layout, commit_and_acknowledge, write_corpus};
-
-struct Measure {
-    wall: Duration,
-    peak_rss_kib: i64,
-    code: i32,
-}
-
-#[allow(unsafe_code)] // wait4 is the only way to read one child's peak RSS.
-fn wait_with_rusage(child: &std::process::Child) -> (i32, i64) {
-    let mut status = 0;
-    // SAFETY: rusage is plain data that wait4 fills in; the pid is our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(rc, pid, "wait4 failed");
-    (libc::WEXITSTATUS(status), usage.ru_maxrss)
-}
-
-/// Runs `paystar-sync plan` through this benchmark re-executed in `--measure`
-/// mode. A forked child's peak RSS starts from its parent's RSS at fork time, so
-/// the fork must come from a process as small as that helper, not from this one.
-fn plan(config: &Path) -> Measure {
-    let output = Command::new(std::env::current_exe().unwrap())
-        .arg("--measure")
-        .arg(env!("CARGO_BIN_EXE_paystar-sync"))
-        .args(["plan", "-q", "--config"])
-        .arg(config)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    let text = String::from_utf8(output.stdout).unwrap();
-    let mut parts = text.split_whitespace().map(|p| p.parse::<i64>().unwrap());
-    let (wall_ns, peak_rss_kib, code) = (
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-    );
-    Measure {
-        wall: Duration::from_nanos(wall_ns as u64),
-        peak_rss_kib,
-        code: code as i32,
-    }
-}
-
-/// `--measure CMD ARGS…`: runs CMD with its output discarded and prints
-/// "wall_ns peak_rss_kib exit_code".
-#[allow(clippy::zombie_processes)] // the child is reaped by wait4 in wait_with_rusage
-fn measure(command: &[String]) {
-    let start = std::time::Instant::now();
-    let child = Command::new(&command[0])
-        .args(&command[1..])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let (code, rss) = wait_with_rusage(&child);
-    println!("{} {rss} {code}", start.elapsed().as_nanos());
-}
+use common::{Layout, Measure, commit_and_acknowledge, measure, measured, write_corpus};
 
 fn row(size: usize, layout: &str, step: &str, m: &Measure) -> String {
     assert!(matches!(m.code, 0 | 2), "plan exited {}", m.code);
@@ -86,6 +26,18 @@ fn row(size: usize, layout: &str, step: &str, m: &Measure) -> String {
         m.wall.as_secs_f64(),
         m.peak_rss_kib / 1024
     )
+}
+
+/// `paystar-sync plan` on `config`, measured.
+fn plan(config: &Path) -> Measure {
+    let mut command = vec![
+        env!("CARGO_BIN_EXE_paystar-sync").into(),
+        "plan".into(),
+        "-q".into(),
+        "--config".into(),
+    ];
+    command.push(config.display().to_string());
+    measured(&command)
 }
 
 fn main() {

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 const FIRST: [&str; 8] = [
@@ -224,4 +225,61 @@ pub fn acknowledge_all(store: &mut Store, policy: Policy) {
             .record_outcomes(&outcomes, |s| !s.plan(policy).is_empty(), now)
             .unwrap();
     }
+}
+
+pub struct Measure {
+    pub wall: Duration,
+    pub peak_rss_kib: i64,
+    pub code: i32,
+}
+
+#[allow(unsafe_code)] // wait4 is the only way to read one child's peak RSS.
+fn wait_with_rusage(child: &std::process::Child) -> (i32, i64) {
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills in; the pid is our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(rc, pid, "wait4 failed");
+    (libc::WEXITSTATUS(status), usage.ru_maxrss)
+}
+
+/// Runs `command` through this benchmark re-executed in `--measure` mode (its
+/// `main` calls [`measure`]). A forked child's peak RSS starts from its parent's
+/// RSS at fork time, so the fork must come from a process as small as that
+/// helper, not from this one.
+pub fn measured(command: &[String]) -> Measure {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .arg("--measure")
+        .args(command)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    let mut parts = text.split_whitespace().map(|p| p.parse::<i64>().unwrap());
+    let (wall_ns, peak_rss_kib, code) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    Measure {
+        wall: Duration::from_nanos(wall_ns as u64),
+        peak_rss_kib,
+        code: code as i32,
+    }
+}
+
+/// `--measure CMD ARGS…`: runs CMD with its output discarded and prints
+/// "wall_ns peak_rss_kib exit_code".
+#[allow(clippy::zombie_processes)] // the child is reaped by wait4 in wait_with_rusage
+pub fn measure(command: &[String]) {
+    let start = std::time::Instant::now();
+    let child = Command::new(&command[0])
+        .args(&command[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let (code, rss) = wait_with_rusage(&child);
+    println!("{} {rss} {code}", start.elapsed().as_nanos());
 }

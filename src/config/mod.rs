@@ -103,6 +103,9 @@ pub struct PostgresConfig {
     pub schema: String,
     /// How many connections the daemon may hold.
     pub pool_size: usize,
+    /// `ha.instance_id` (else `HOST-PID`): each session's `application_name`
+    /// ends with it, so `pg_stat_activity` shows which instance holds which.
+    pub instance_id: String,
 }
 
 impl StateConfig {
@@ -356,7 +359,7 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
         ],
     );
 
-    let state = state::build(w, &root);
+    let mut state = state::build(w, &root);
 
     let m = w.section(
         &root,
@@ -501,6 +504,16 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
     let telemetry = telemetry::build(w, &root);
     let console = console::build(w, &root, listen);
     let ha = ha::build(w, &root, &state);
+    if let (
+        StateBackend::Postgres(pg),
+        Some(HaConfig {
+            instance_id: Some(id),
+            ..
+        }),
+    ) = (&mut state.backend, &ha)
+    {
+        pg.instance_id = id.clone();
+    }
 
     Some(Config {
         path: path.to_owned(),

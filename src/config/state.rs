@@ -53,6 +53,7 @@ pub(super) fn build(w: &mut Walker, root: &walk::Section<'_>) -> StateConfig {
                 url,
                 schema,
                 pool_size,
+                instance_id: super::default_instance_id(),
             }),
             // The error is reported; any value keeps the walk going.
             None => StateBackend::Sqlite {

@@ -23,6 +23,8 @@ pub struct Accepted {
     pub business_unit_slug: String,
     /// The payload string as sent.
     pub payload: String,
+    /// When the request arrived (Unix milliseconds), before any latency.
+    pub received_ms: i64,
 }
 
 impl Accepted {
@@ -236,6 +238,7 @@ async fn receive(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    let received_ms = crate::clock::now_ms();
     let _open = Open::new(&sim, request_key(&body));
     let latency = sim.lock().latency;
     if !latency.is_zero() {
@@ -259,7 +262,8 @@ async fn receive(
         return response;
     }
     match validate(&headers, &body) {
-        Ok(accepted) => {
+        Ok(mut accepted) => {
+            accepted.received_ms = received_ms;
             tracing::info!(
                 event = %accepted.event_type,
                 business_unit = %accepted.business_unit_slug,
@@ -372,6 +376,7 @@ pub fn validate(headers: &HeaderMap, body: &[u8]) -> Result<Accepted, (StatusCod
         event_type,
         business_unit_slug,
         payload: payload_text,
+        received_ms: crate::clock::now_ms(),
     })
 }
 

@@ -201,10 +201,67 @@ fn a_payroc_pause_rule_is_checked_key_by_key() {
 
 #[test]
 fn the_shipped_example_configs_are_valid() {
-    for file in ["examples/quickstart.yaml", "examples/production.yaml"] {
+    for file in [
+        "examples/quickstart.yaml",
+        "examples/production.yaml",
+        "examples/ha/systemd/config.yaml",
+    ] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
         if let Err(err) = paystar_sync::config::Config::load(&path) {
             panic!("{file}: {err}");
         }
     }
+}
+
+#[test]
+fn the_kubernetes_example_runs_two_replicas_on_a_valid_config_with_git_sync_feeding_its_manifests()
+{
+    use serde::Deserialize;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text =
+        std::fs::read_to_string(root.join("examples/ha/kubernetes/paystar-sync.yaml")).unwrap();
+    let documents: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde_yaml::Value::deserialize(d).expect("each document is YAML"))
+        .collect();
+    let kind = |k: &str| {
+        documents
+            .iter()
+            .find(|d| d["kind"] == k)
+            .unwrap_or_else(|| panic!("no {k}"))
+    };
+    let config = kind("ConfigMap")["data"]["config.yaml"]
+        .as_str()
+        .expect("config.yaml in the ConfigMap");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+    let config = paystar_sync::config::Config::load(&dir.path().join("config.yaml"))
+        .unwrap_or_else(|err| panic!("the ConfigMap's config: {err}"));
+    assert!(config.ha.is_some(), "the config elects a leader");
+    let deployment = kind("Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let containers = deployment["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .unwrap();
+    let sync = containers
+        .iter()
+        .find(|c| c["name"] == "git-sync")
+        .expect("a git-sync sidecar");
+    let args: Vec<&str> = sync["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    // The daemon watches the symlink git-sync swaps.
+    assert_eq!(
+        config.manifests.dir,
+        std::path::Path::new("/git/manifests"),
+        "{args:?}"
+    );
+    assert!(args.contains(&"--root=/git") && args.contains(&"--link=manifests"));
+    let service = kind("Service");
+    assert_eq!(
+        service["spec"]["selector"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
 }

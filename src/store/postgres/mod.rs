@@ -98,9 +98,9 @@ pub(super) fn connect(pg: &PostgresConfig, target: &str) -> std::result::Result<
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(std::time::Duration::from_secs(10));
     }
-    if config.get_application_name().is_none() {
-        config.application_name("paystar-sync");
-    }
+    let name = config.get_application_name().unwrap_or("paystar-sync");
+    let name = format!("{name}/{}", pg.instance_id);
+    config.application_name(&name);
     config.connect(NoTls).map_err(|source| OpenError::Open {
         target: target.to_owned(),
         source: source.into(),

@@ -127,18 +127,34 @@ impl TestState {
     /// Ends this project's PostgreSQL sessions, as a database restart or a
     /// failover does; false on SQLite.
     pub fn cut_sessions(&self) -> bool {
+        self.cut_sessions_named(None) > 0
+    }
+
+    /// Ends the PostgreSQL sessions of one instance of this project (each
+    /// session's `application_name` is `SCHEMA/INSTANCE`), as a network cut
+    /// between that instance and the database does; how many were ended.
+    pub fn cut_sessions_of(&self, instance: &str) -> u64 {
+        self.cut_sessions_named(Some(instance))
+    }
+
+    fn cut_sessions_named(&self, instance: Option<&str>) -> u64 {
         let TestState::Postgres { url, schema } = self else {
-            return false;
+            return 0;
+        };
+        let pattern = match instance {
+            Some(instance) => format!("{}/{}", like_literal(schema), like_literal(instance)),
+            None => format!("{}/%", like_literal(schema)),
         };
         off_runtime(|| {
             let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
             client
-                .execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-                    &[schema],
+                .query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name LIKE $1",
+                    &[&pattern],
                 )
                 .unwrap()
-        }) > 0
+                .get::<_, i64>(0) as u64
+        })
     }
 
     /// Waits (at most 20 s) until one of this project's PostgreSQL sessions
@@ -153,8 +169,8 @@ impl TestState {
             loop {
                 let waiting: bool = watcher
                     .query_one(
-                        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock')",
-                        &[schema],
+                        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name LIKE $1 AND wait_event_type = 'Lock')",
+                        &[&format!("{}/%", like_literal(schema))],
                     )
                     .unwrap()
                     .get(0);
@@ -181,6 +197,13 @@ impl TestState {
             }),
         }
     }
+}
+
+/// `text` as a LIKE pattern that matches only itself.
+fn like_literal(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 fn fresh_schema() -> String {
