@@ -71,13 +71,24 @@ pub const MAX_CHARS: usize = 255;
 
 /// Checks a trimmed value: no control characters, at most 255 characters.
 pub fn check_text(value: &str) -> Result<(), String> {
-    if value.chars().any(char::is_control) {
+    // ASCII (most values): a byte is a character, and its controls are C0 and DEL.
+    let ascii = value.is_ascii();
+    let control = if ascii {
+        value.bytes().any(|b| b.is_ascii_control())
+    } else {
+        value.chars().any(char::is_control)
+    };
+    if control {
         return Err(
             "contains a control character (a line break or tab inside the value?); remove it"
                 .into(),
         );
     }
-    let count = value.chars().count();
+    let count = if ascii {
+        value.len()
+    } else {
+        value.chars().count()
+    };
     if count > MAX_CHARS {
         return Err(format!(
             "is {count} characters long; the limit is {MAX_CHARS}"
@@ -101,9 +112,9 @@ pub fn check_email(value: &str) -> Result<(), String> {
         && local
             .chars()
             .all(|c| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
-    let labels: Vec<&str> = domain.split('.').collect();
-    let domain_ok = labels.len() >= 2
-        && labels.iter().all(|label| {
+    // A dot: at least two labels.
+    let domain_ok = domain.contains('.')
+        && domain.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
                 && !label.starts_with('-')

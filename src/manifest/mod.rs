@@ -11,6 +11,7 @@ pub mod git;
 pub mod open;
 pub mod quotes;
 mod row;
+mod sort;
 pub mod watch;
 mod yamldepth;
 mod yamlfile;
@@ -18,6 +19,7 @@ mod yamlfile;
 pub use discover::{DiscoveredFile, FileStat, Format};
 pub use error::{ErrorKind, ManifestError};
 pub use row::{FileIdx, ManifestRow, RowValues, fingerprint};
+pub use sort::sort_rows;
 
 use crate::customer::CustomerKey;
 use build::Rejected;

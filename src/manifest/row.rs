@@ -60,6 +60,19 @@ impl ManifestRow {
         &self.text[start..self.ends[i] as usize]
     }
 
+    /// The key's three values, concatenated, and where each ends.
+    pub(super) fn key_text(&self) -> &str {
+        &self.text[..self.ends[2] as usize]
+    }
+
+    pub(super) fn key_ends(&self) -> [usize; 3] {
+        [
+            self.ends[0] as usize,
+            self.ends[1] as usize,
+            self.ends[2] as usize,
+        ]
+    }
+
     pub fn key(&self) -> KeyRef<'_> {
         KeyRef {
             business_unit: self.part(0),

@@ -9,22 +9,20 @@
 
 use crate::customer::{CustomerKey, KeyRef};
 use crate::manifest::discover::{DiscoverError, discover};
-use crate::manifest::{
-    DiscoveredFile, ErrorKind, FileStat, ManifestError, ManifestRow, ParseOptions, ParsedFile,
-    parse_file,
-};
+use crate::manifest::{ErrorKind, FileStat, ManifestError, ManifestRow, ParseOptions};
 use crate::reconcile::{
     Acked, Desired, GuardTrip, KeyPlan, Policy, RemovalPolicy, UnenrollLimits, diff, mass_unenroll,
     plan_key,
 };
 use crate::store::{
-    DesiredWrite, FileEntry, FileWrite, HoldWrite, KeyState, QueueRecord, QueueWrite, StateError,
-    Store,
+    DesiredWrite, FileEntry, FileWrite, HoldWrite, KeyState, PrevRow, QueueRecord, QueueWrite,
+    StateError, Store,
 };
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
-use std::io::Read;
 use std::path::Path;
+
+mod read;
 
 /// A file modified this close (ms) to the scan that recorded it is hashed again
 /// even if its stat looks unchanged: coarse mtimes cannot tell two quick writes apart.
@@ -212,40 +210,14 @@ pub struct Scan {
 pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanError> {
     let discovery = discover(settings.dir)?;
     let index = store.file_index()?;
-    let mut files: Vec<ScannedFile> = Vec::with_capacity(discovery.files.len());
-    let mut parsed: Vec<(usize, ParsedFile)> = Vec::new();
     let mut extra_errors = Vec::new();
-    let mut warnings = Vec::new();
 
-    for (position, found) in discovery.files.iter().enumerate() {
-        if let Some(progress) = settings.progress {
-            progress(position + 1, discovery.files.len(), &found.rel);
-        }
-        let stored = index.get(&found.rel).filter(|e| e.present).cloned();
-        let (fate, sha, outcome) =
-            read_if_changed(found, stored.as_ref(), files.len() as u32, settings);
-        if let Some(p) = outcome {
-            warnings.extend(p.warnings.iter().cloned());
-            parsed.push((files.len(), p));
-        }
-        let mut errors = Vec::new();
-        let fate = match fate {
-            Ok(fate) => fate,
-            Err(error) => {
-                errors.push(error);
-                FileFate::Failed
-            }
-        };
-        files.push(ScannedFile {
-            rel: found.rel.clone(),
-            fate,
-            stored,
-            stat: Some(found.stat),
-            sha256: sha,
-            dirty: false,
-            errors,
-        });
-    }
+    let read::Read {
+        mut files,
+        mut parsed,
+        warnings,
+        previous,
+    } = read::read_files(store, settings, &discovery.files, &index)?;
     for error in &discovery.broken {
         let stored = index.get(&error.file).filter(|e| e.present).cloned();
         files.push(ScannedFile {
@@ -315,12 +287,7 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
         kept.extend(p.rejected_keys);
         rows.extend(p.rows);
     }
-    rows.sort_unstable_by(|a, b| {
-        a.key()
-            .cmp(&b.key())
-            .then(a.file.cmp(&b.file))
-            .then(a.line.cmp(&b.line))
-    });
+    crate::manifest::sort_rows(&mut rows);
     let rows_read = rows.len() as u64;
     reject_duplicates(&mut rows, &mut files, &mut kept);
 
@@ -341,7 +308,7 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
         let may_remove = file.errors.is_empty();
         let mut next = 0usize;
         if let Some(id) = file.stored.as_ref().map(|e| e.id) {
-            store.for_each_file_row(id, |prev| {
+            let mut merge = |prev: PrevRow<'_>| {
                 while next < fresh.len() && rows[fresh[next] as usize].key() < prev.key {
                     touched.push(TouchedKey::Row(fresh[next]));
                     next += 1;
@@ -361,7 +328,11 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
                 {
                     touched.push(TouchedKey::Gone(prev.key.to_owned(), file_idx as u32));
                 }
-            })?;
+            };
+            match previous.get(&id) {
+                Some(held) => held.iter().for_each(&mut merge),
+                None => store.for_each_file_row(id, &mut merge)?,
+            }
         }
         touched.extend(fresh[next..].iter().map(|&i| TouchedKey::Row(i)));
     }
@@ -552,74 +523,6 @@ fn duplicate_error(file: &str, line: Option<u32>, account: &str, reason: String)
         kind: ErrorKind::Duplicate,
         reason,
     }
-}
-
-/// Decides whether a file needs reading, and reads it if so.
-#[allow(clippy::type_complexity)]
-fn read_if_changed(
-    found: &DiscoveredFile,
-    stored: Option<&FileEntry>,
-    file_idx: u32,
-    settings: &ScanSettings<'_>,
-) -> (
-    Result<FileFate, ManifestError>,
-    Option<[u8; 32]>,
-    Option<ParsedFile>,
-) {
-    let settling = settings.settle_ms > 0
-        && found.stat.mtime_ns / 1_000_000 > settings.now_ms - settings.settle_ms;
-    if settling || settings.busy.contains(&found.path) {
-        return (Ok(FileFate::Deferred), None, None);
-    }
-    let trusted = stored.is_some_and(|e| {
-        e.clean
-            && e.stat == Some(found.stat)
-            && found.stat.mtime_ns / 1_000_000 < e.scanned_at - RACY_MS
-    });
-    if trusted {
-        return (Ok(FileFate::Unchanged { restat: false }), None, None);
-    }
-    let sha = match hash_file(found, settings.parse.max_file_size) {
-        Ok(sha) => sha,
-        Err(error) => return (Err(error), None, None),
-    };
-    if stored.is_some_and(|e| e.clean && e.sha256 == Some(sha)) {
-        return (Ok(FileFate::Unchanged { restat: true }), Some(sha), None);
-    }
-    match parse_file(found, file_idx, settings.parse) {
-        Ok(parsed) => {
-            let fate = FileFate::Parsed {
-                rows: parsed.rows.len() as u64,
-                row_errors: !parsed.errors.is_empty(),
-            };
-            (Ok(fate), Some(sha), Some(parsed))
-        }
-        Err(error) => (Err(error), Some(sha), None),
-    }
-}
-
-fn hash_file(found: &DiscoveredFile, max_size: u64) -> Result<[u8; 32], ManifestError> {
-    use crate::manifest::open;
-    if found.stat.size > max_size {
-        return Err(open::too_large(&found.rel, max_size));
-    }
-    let mut file = open::open(&found.path, &found.rel, max_size)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(n) => n,
-            Err(err) if err.get_ref().is_some_and(|e| e.is::<open::TooLarge>()) => {
-                return Err(ManifestError::file(&found.rel, open::TooLarge.to_string()));
-            }
-            Err(err) => return Err(open::io_error(&found.rel, &err)),
-        };
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize().into())
 }
 
 /// Removes every row whose key appears more than once, reporting each location.

@@ -1,0 +1,251 @@
+//! Reading the folder: which files changed (stat, then SHA-256), parsing those
+//! that did, and, beside the parse on a thread of its own, loading the rows each
+//! of them held before, so that the merge finds them in memory.
+
+use super::{FileFate, RACY_MS, ScanSettings, ScannedFile};
+use crate::customer::KeyRef;
+use crate::manifest::{DiscoveredFile, ManifestError, ParsedFile, parse_file};
+use crate::store::{FileEntry, PrevRow, StateError, Store};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::Read as _;
+
+/// The files as read, and the rows the store held for each file being parsed.
+pub(super) struct Read {
+    pub files: Vec<ScannedFile>,
+    pub parsed: Vec<(usize, ParsedFile)>,
+    pub warnings: Vec<String>,
+    /// By file id.
+    pub previous: HashMap<i64, HeldRows>,
+}
+
+/// Reads every discovered file that may have changed. The files are hashed and
+/// parsed on a thread of their own; meanwhile this thread loads, for each file
+/// about to be parsed, the rows the store holds for it (the other half of the
+/// merge), so that the two costs overlap instead of adding up.
+pub(super) fn read_files(
+    store: &Store,
+    settings: &ScanSettings<'_>,
+    found: &[DiscoveredFile],
+    index: &HashMap<String, FileEntry>,
+) -> Result<Read, StateError> {
+    let (parsing, ids) = std::sync::mpsc::channel::<i64>();
+    std::thread::scope(|s| {
+        let reader = std::thread::Builder::new()
+            .name("scan-read".into())
+            .spawn_scoped(s, move || read_each(settings, found, index, &parsing))
+            .expect("cannot start the scan's reading thread");
+        let mut previous = HashMap::new();
+        let mut failure = None;
+        for id in ids {
+            if failure.is_none() {
+                match HeldRows::load(store, id) {
+                    Ok(rows) => {
+                        previous.insert(id, rows);
+                    }
+                    Err(err) => failure = Some(err),
+                }
+            }
+        }
+        let (files, parsed, warnings) = match reader.join() {
+            Ok(read) => read,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(Read {
+                files,
+                parsed,
+                warnings,
+                previous,
+            }),
+        }
+    })
+}
+
+#[allow(clippy::type_complexity)]
+fn read_each(
+    settings: &ScanSettings<'_>,
+    found: &[DiscoveredFile],
+    index: &HashMap<String, FileEntry>,
+    parsing: &std::sync::mpsc::Sender<i64>,
+) -> (Vec<ScannedFile>, Vec<(usize, ParsedFile)>, Vec<String>) {
+    let mut files: Vec<ScannedFile> = Vec::with_capacity(found.len());
+    let mut parsed: Vec<(usize, ParsedFile)> = Vec::new();
+    let mut warnings = Vec::new();
+    let count = found.len();
+    for (position, found) in found.iter().enumerate() {
+        if let Some(progress) = settings.progress {
+            progress(position + 1, count, &found.rel);
+        }
+        let stored = index.get(&found.rel).filter(|e| e.present).cloned();
+        let id = stored.as_ref().map(|e| e.id);
+        let will_parse = || {
+            if let Some(id) = id {
+                // The receiver only stops listening once this thread is done.
+                let _ = parsing.send(id);
+            }
+        };
+        let (fate, sha, outcome) = read_if_changed(
+            found,
+            stored.as_ref(),
+            files.len() as u32,
+            settings,
+            will_parse,
+        );
+        if let Some(p) = outcome {
+            warnings.extend(p.warnings.iter().cloned());
+            parsed.push((files.len(), p));
+        }
+        let mut errors = Vec::new();
+        let fate = match fate {
+            Ok(fate) => fate,
+            Err(error) => {
+                errors.push(error);
+                FileFate::Failed
+            }
+        };
+        files.push(ScannedFile {
+            rel: found.rel.clone(),
+            fate,
+            stored,
+            stat: Some(found.stat),
+            sha256: sha,
+            dirty: false,
+            errors,
+        });
+    }
+    (files, parsed, warnings)
+}
+
+/// Decides whether a file needs reading, and reads it if so.
+#[allow(clippy::type_complexity)]
+fn read_if_changed(
+    found: &DiscoveredFile,
+    stored: Option<&FileEntry>,
+    file_idx: u32,
+    settings: &ScanSettings<'_>,
+    will_parse: impl FnOnce(),
+) -> (
+    Result<FileFate, ManifestError>,
+    Option<[u8; 32]>,
+    Option<ParsedFile>,
+) {
+    let settling = settings.settle_ms > 0
+        && found.stat.mtime_ns / 1_000_000 > settings.now_ms - settings.settle_ms;
+    if settling || settings.busy.contains(&found.path) {
+        return (Ok(FileFate::Deferred), None, None);
+    }
+    let trusted = stored.is_some_and(|e| {
+        e.clean
+            && e.stat == Some(found.stat)
+            && found.stat.mtime_ns / 1_000_000 < e.scanned_at - RACY_MS
+    });
+    if trusted {
+        return (Ok(FileFate::Unchanged { restat: false }), None, None);
+    }
+    let sha = match hash_file(found, settings.parse.max_file_size) {
+        Ok(sha) => sha,
+        Err(error) => return (Err(error), None, None),
+    };
+    if stored.is_some_and(|e| e.clean && e.sha256 == Some(sha)) {
+        return (Ok(FileFate::Unchanged { restat: true }), Some(sha), None);
+    }
+    will_parse();
+    match parse_file(found, file_idx, settings.parse) {
+        Ok(parsed) => {
+            let fate = FileFate::Parsed {
+                rows: parsed.rows.len() as u64,
+                row_errors: !parsed.errors.is_empty(),
+            };
+            (Ok(fate), Some(sha), Some(parsed))
+        }
+        Err(error) => (Err(error), Some(sha), None),
+    }
+}
+
+fn hash_file(found: &DiscoveredFile, max_size: u64) -> Result<[u8; 32], ManifestError> {
+    use crate::manifest::open;
+    if found.stat.size > max_size {
+        return Err(open::too_large(&found.rel, max_size));
+    }
+    let mut file = open::open(&found.path, &found.rel, max_size)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(n) => n,
+            Err(err) if err.get_ref().is_some_and(|e| e.is::<open::TooLarge>()) => {
+                return Err(ManifestError::file(&found.rel, open::TooLarge.to_string()));
+            }
+            Err(err) => return Err(open::io_error(&found.rel, &err)),
+        };
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// The rows the store held for one file, in key order, copied out compactly:
+/// the keys' text in one string, the rest in one array.
+pub(super) struct HeldRows {
+    text: String,
+    rows: Vec<HeldRow>,
+}
+
+struct HeldRow {
+    /// Where the business unit, account and sub-account end in `text`.
+    ends: [usize; 3],
+    fingerprint: i64,
+    line: Option<u32>,
+    removed: bool,
+}
+
+impl HeldRows {
+    fn load(store: &Store, file_id: i64) -> Result<Self, StateError> {
+        let mut held = HeldRows {
+            text: String::new(),
+            rows: Vec::new(),
+        };
+        store.for_each_file_row(file_id, |prev| {
+            let mut end = |part: &str| {
+                held.text.push_str(part);
+                held.text.len()
+            };
+            let ends = [
+                end(prev.key.business_unit),
+                end(prev.key.account),
+                end(prev.key.sub_account),
+            ];
+            held.rows.push(HeldRow {
+                ends,
+                fingerprint: prev.fingerprint,
+                line: prev.line,
+                removed: prev.removed,
+            });
+        })?;
+        Ok(held)
+    }
+
+    /// The rows, as the store would give them.
+    pub fn iter(&self) -> impl Iterator<Item = PrevRow<'_>> {
+        let mut start = 0;
+        self.rows.iter().map(move |row| {
+            let [bu, account, sub] = row.ends;
+            let key = KeyRef {
+                business_unit: &self.text[start..bu],
+                account: &self.text[bu..account],
+                sub_account: &self.text[account..sub],
+            };
+            start = sub;
+            PrevRow {
+                key,
+                fingerprint: row.fingerprint,
+                line: row.line,
+                removed: row.removed,
+            }
+        })
+    }
+}
