@@ -217,13 +217,7 @@ fn start_daemon(root: &Path) -> Daemon {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut buf = [0u8; 256];
-    loop {
-        let n = notify.recv(&mut buf).expect("daemon never became ready");
-        if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
-            break;
-        }
-    }
+    common::wait_ready(&notify);
     Daemon { child, notify }
 }
 
@@ -328,12 +322,7 @@ async fn latency(backend: Backend, data: &Path, customers: usize, edits: usize) 
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let arg = |name: &str| common::flag(&args, name);
     let customers: usize = arg("--customers").map_or(1_000_000, |v| v.parse().unwrap());
     let edits: usize = arg("--edits").map_or(100, |v| v.parse().unwrap());
     let data = PathBuf::from(arg("--data").unwrap_or_else(|| "bench-data".into()));

@@ -70,13 +70,7 @@ impl Drill {
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut buf = [0u8; 256];
-        loop {
-            let n = notify.recv(&mut buf).expect("daemon never became ready");
-            if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
-                break;
-            }
-        }
+        common::wait_ready(&notify);
         Daemon {
             id,
             child,
@@ -279,12 +273,7 @@ struct Args {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let arg = |name: &str| common::flag(&args, name);
     let rounds: usize = arg("--rounds").map_or(20, |v| v.parse().unwrap());
     let per_round = 50;
     let args = Args {

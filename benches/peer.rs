@@ -94,17 +94,8 @@ fn main() {
     if let Some(at) = args.iter().position(|a| a == "--measure") {
         return measure(&args[at + 1..]);
     }
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let sizes: Vec<usize> = arg("--sizes")
-        .unwrap_or_else(|| "100000,1000000".into())
-        .split(',')
-        .map(|s| s.parse().expect("--sizes takes numbers"))
-        .collect();
+    let arg = |name: &str| common::flag(&args, name);
+    let sizes = common::sizes(&args);
     let runs: usize = arg("--runs").map_or(5, |v| v.parse().unwrap());
     let kit = arg("--kit").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/bench"),

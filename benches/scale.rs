@@ -45,17 +45,8 @@ fn main() {
     if let Some(at) = args.iter().position(|a| a == "--measure") {
         return measure(&args[at + 1..]);
     }
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let sizes: Vec<usize> = arg("--sizes")
-        .unwrap_or_else(|| "100000,1000000".into())
-        .split(',')
-        .map(|s| s.parse().expect("--sizes takes numbers"))
-        .collect();
+    let arg = |name: &str| common::flag(&args, name);
+    let sizes = common::sizes(&args);
     let data = PathBuf::from(arg("--data").unwrap_or_else(|| "bench-data".into()));
     let only = arg("--only");
     let backend = common::Backend::from_args(&args);

@@ -283,3 +283,31 @@ pub fn measure(command: &[String]) {
     let (code, rss) = wait_with_rusage(&child);
     println!("{} {rss} {code}", start.elapsed().as_nanos());
 }
+
+/// The value after `--name` on the command line, if given.
+pub fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// `--sizes 100000,1000000` (the default).
+pub fn sizes(args: &[String]) -> Vec<usize> {
+    flag(args, "--sizes")
+        .unwrap_or_else(|| "100000,1000000".into())
+        .split(',')
+        .map(|s| s.parse().expect("--sizes takes numbers"))
+        .collect()
+}
+
+/// Waits for a daemon started with `NOTIFY_SOCKET` bound to `notify` to say READY=1.
+pub fn wait_ready(notify: &std::os::unix::net::UnixDatagram) {
+    let mut buf = [0u8; 256];
+    loop {
+        let n = notify.recv(&mut buf).expect("daemon never became ready");
+        if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
+            break;
+        }
+    }
+}

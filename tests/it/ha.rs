@@ -65,6 +65,17 @@ async fn wait_managed(sandbox: &RunningSandbox, n: usize) -> usize {
     }
 }
 
+/// Waits until `daemon` says it leads; its `/metrics` then.
+async fn leads(daemon: &Daemon) -> String {
+    let metrics = daemon.metrics_until("\npaystar_sync_leader 1\n").await;
+    assert!(
+        metrics.contains("\npaystar_sync_leader 1\n"),
+        "never led:\n{}",
+        daemon.log_text()
+    );
+    metrics
+}
+
 async fn health(daemon: &Daemon) -> (u16, String) {
     let answer = reqwest::get(format!("http://{}/health", daemon.http_addr()))
         .await
@@ -242,12 +253,7 @@ async fn a_standby_sends_nothing_and_takes_over_within_the_lease_when_the_leader
     paystar.wait_for(40, WAIT).await;
     a.signal("KILL");
     let sent_by_a = paystar.accepted().len();
-    let metrics = b.metrics_until("\npaystar_sync_leader 1\n").await;
-    assert!(
-        metrics.contains("\npaystar_sync_leader 1\n"),
-        "{}",
-        b.log_text()
-    );
+    let metrics = leads(&b).await;
     assert!(
         metrics.contains("\npaystar_sync_leader_changes_total 1\n"),
         "{metrics}"
@@ -278,12 +284,7 @@ async fn a_frozen_leader_is_replaced_and_after_it_wakes_it_sends_nothing_and_bec
     let paystar = &sandbox.sandbox.paystar;
     paystar.wait_for(40, WAIT).await;
     a.signal("STOP");
-    let metrics = b.metrics_until("\npaystar_sync_leader 1\n").await;
-    assert!(
-        metrics.contains("\npaystar_sync_leader 1\n"),
-        "{}",
-        b.log_text()
-    );
+    leads(&b).await;
     assert_eq!(wait_managed(&sandbox, 400).await, 400, "{}", b.log_text());
     // Everything is sent and recorded, and the new leader idles: whatever
     // comes now is the old one's.
@@ -409,12 +410,7 @@ async fn a_leader_cut_off_from_the_database_gives_way_and_the_standby_delivers_t
     assert_eq!(code, Some(Some(1)), "{}", a.log_text());
     let log = a.log_text();
     assert!(log.contains("state database"), "{log}");
-    let metrics = b.metrics_until("\npaystar_sync_leader 1\n").await;
-    assert!(
-        metrics.contains("\npaystar_sync_leader 1\n"),
-        "{}",
-        b.log_text()
-    );
+    leads(&b).await;
     assert_eq!(wait_managed(&sandbox, 400).await, 400, "{}", b.log_text());
     let resent = paystar.accepted().len() - 400;
     assert!(resent <= 16, "{resent} resent");
