@@ -47,29 +47,27 @@ pub(super) fn read_files(
                 }
             }
         }
-        let (files, parsed, warnings) = match reader.join() {
+        let mut read = match reader.join() {
             Ok(read) => read,
             Err(panic) => std::panic::resume_unwind(panic),
         };
         match failure {
             Some(err) => Err(err),
-            None => Ok(Read {
-                files,
-                parsed,
-                warnings,
-                previous,
-            }),
+            None => {
+                read.previous = previous;
+                Ok(read)
+            }
         }
     })
 }
 
-#[allow(clippy::type_complexity)]
+/// Each file's fate, and what was parsed; `previous` is left to the caller.
 fn read_each(
     settings: &ScanSettings<'_>,
     found: &[DiscoveredFile],
     index: &HashMap<String, FileEntry>,
     parsing: &std::sync::mpsc::Sender<i64>,
-) -> (Vec<ScannedFile>, Vec<(usize, ParsedFile)>, Vec<String>) {
+) -> Read {
     let mut files: Vec<ScannedFile> = Vec::with_capacity(found.len());
     let mut parsed: Vec<(usize, ParsedFile)> = Vec::new();
     let mut warnings = Vec::new();
@@ -115,7 +113,12 @@ fn read_each(
             errors,
         });
     }
-    (files, parsed, warnings)
+    Read {
+        files,
+        parsed,
+        warnings,
+        previous: HashMap::new(),
+    }
 }
 
 /// Decides whether a file needs reading, and reads it if so.
