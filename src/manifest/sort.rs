@@ -80,9 +80,14 @@ pub fn sort_rows(rows: &mut [ManifestRow]) {
         a.0.cmp(&b.0)
             .then_with(|| full_order(&rows[a.1 as usize], &rows[b.1 as usize]))
     });
-    // Position i takes the row at `source[i]`: follow each cycle with swaps.
+    permute(rows, order.into_iter().map(|(_, i)| i).collect());
+}
+
+/// Reorders `items` so that position `i` holds what was at `source[i]` (a
+/// permutation of the indices), moving each item once by following its cycle.
+pub fn permute<T>(items: &mut [T], mut source: Vec<u32>) {
     const PLACED: u32 = u32::MAX;
-    let mut source: Vec<u32> = order.into_iter().map(|(_, i)| i).collect();
+    assert_eq!(items.len(), source.len(), "one source index per item");
     for start in 0..source.len() {
         if source[start] == PLACED {
             continue;
@@ -94,7 +99,7 @@ pub fn sort_rows(rows: &mut [ManifestRow]) {
             if from == start {
                 break;
             }
-            rows.swap(at, from);
+            items.swap(at, from);
             at = from;
         }
     }

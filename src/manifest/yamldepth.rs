@@ -2,9 +2,7 @@
 //! quadratic in the depth of nested flow collections (`{a: {a: {a: …`), so the
 //! depth is measured first, in one linear pass over the text, and a file nested
 //! deeper than [`MAX_DEPTH`] is refused before the parser sees it. Block-style
-//! nesting is measured on the parsed value.
-
-use serde_yaml::Value;
+//! nesting is counted while the document is read (`yamlfile/doc.rs`).
 
 /// Far more than a manifest needs (it nests three levels).
 pub const MAX_DEPTH: usize = 64;
@@ -96,25 +94,6 @@ fn skip_line(bytes: &[u8], from: usize) -> usize {
     memchr::memchr(b'\n', &bytes[from..]).map_or(bytes.len(), |at| from + at)
 }
 
-/// The level of the most deeply nested value (the document itself is 0), counted up to `limit + 1`.
-pub fn depth(value: &Value, limit: usize) -> usize {
-    let mut deepest = 0;
-    let mut stack: Vec<(&Value, usize)> = vec![(value, 0)];
-    while let Some((value, at)) = stack.pop() {
-        deepest = deepest.max(at);
-        if deepest > limit {
-            return deepest;
-        }
-        match value {
-            Value::Sequence(items) => stack.extend(items.iter().map(|v| (v, at + 1))),
-            Value::Mapping(map) => stack.extend(map.values().map(|v| (v, at + 1))),
-            Value::Tagged(tagged) => stack.push((&tagged.value, at)),
-            _ => {}
-        }
-    }
-    deepest
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,11 +115,5 @@ mod tests {
             "customers:\n  - firstName: \"{many}\"\n    lastName: '{many}'\n    # {many}\n    emailAddress: a{many}@x.io\n  - note: |\n      {many}\n    x: y\n"
         );
         assert_eq!(too_deep_flow(&text), None);
-    }
-
-    #[test]
-    fn value_depth_counts_sequences_and_mappings() {
-        let v: Value = serde_yaml::from_str("customers:\n  - a: [1, [2]]\n").unwrap();
-        assert_eq!(depth(&v, 64), 5);
     }
 }

@@ -9,19 +9,18 @@
 
 use crate::customer::{CustomerKey, KeyRef};
 use crate::manifest::discover::{DiscoverError, discover};
-use crate::manifest::{ErrorKind, FileStat, ManifestError, ManifestRow, ParseOptions};
+use crate::manifest::{FileStat, ManifestError, ManifestRow, ParseOptions};
 use crate::reconcile::{
-    Acked, Desired, GuardTrip, KeyPlan, Policy, RemovalPolicy, UnenrollLimits, diff, mass_unenroll,
-    plan_key,
+    Acked, Desired, GuardTrip, KeyPlan, Policy, RemovalPolicy, UnenrollLimits, plan_key,
 };
-use crate::store::{
-    DesiredWrite, FileEntry, FileWrite, HoldWrite, KeyState, PrevRow, QueueRecord, QueueWrite,
-    StateError, Store,
-};
+use crate::store::{FileEntry, KeyState, QueueRecord, StateError, Store};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::path::Path;
 
+mod commit;
+mod guard;
+mod merge;
 mod read;
 
 /// A file modified this close (ms) to the scan that recorded it is hashed again
@@ -289,112 +288,23 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
     }
     crate::manifest::sort_rows(&mut rows);
     let rows_read = rows.len() as u64;
-    reject_duplicates(&mut rows, &mut files, &mut kept);
+    merge::reject_duplicates(&mut rows, &mut files, &mut kept);
 
-    // Merge each replaced file's new rows with the rows it held before.
-    let mut by_file: Vec<Vec<u32>> = vec![Vec::new(); files.len()];
-    for (i, row) in rows.iter().enumerate() {
-        by_file[row.file as usize].push(i as u32);
-    }
-    let mut touched: Vec<TouchedKey> = Vec::new();
-    let mut relocated: Vec<u32> = Vec::new();
-    for (file_idx, file) in files.iter().enumerate() {
-        if !file.replaced() {
-            continue;
-        }
-        let fresh = &by_file[file_idx];
-        // Any error in the file (a bad row, a duplicate) may hide a customer that
-        // seems to be gone: nothing counts as removed from it in this pass.
-        let may_remove = file.errors.is_empty();
-        let mut next = 0usize;
-        if let Some(id) = file.stored.as_ref().map(|e| e.id) {
-            let mut merge = |prev: PrevRow<'_>| {
-                while next < fresh.len() && rows[fresh[next] as usize].key() < prev.key {
-                    touched.push(TouchedKey::Row(fresh[next]));
-                    next += 1;
-                }
-                if next < fresh.len() && rows[fresh[next] as usize].key() == prev.key {
-                    let row = &rows[fresh[next] as usize];
-                    if prev.removed || prev.fingerprint != row.fingerprint() {
-                        touched.push(TouchedKey::Row(fresh[next]));
-                    } else if prev.line != Some(row.line) {
-                        relocated.push(fresh[next]);
-                    }
-                    next += 1;
-                } else if !prev.removed
-                    && may_remove
-                    && !kept.contains(&prev.key.to_owned())
-                    && rows.binary_search_by(|r| r.key().cmp(&prev.key)).is_err()
-                {
-                    touched.push(TouchedKey::Gone(prev.key.to_owned(), file_idx as u32));
-                }
-            };
-            match previous.get(&id) {
-                Some(held) => held.iter().for_each(&mut merge),
-                None => store.for_each_file_row(id, &mut merge)?,
-            }
-        }
-        touched.extend(fresh[next..].iter().map(|&i| TouchedKey::Row(i)));
-    }
-    touched.sort_unstable_by(|a, b| key_of(a, &rows).cmp(&key_of(b, &rows)));
+    let merge::Merged {
+        mut touched,
+        relocated,
+    } = merge::merge(store, &files, &rows, &kept, &previous)?;
     let mut states = store.load_states(touched.iter().map(|t| key_of(t, &rows)))?;
+    merge::drop_conflicts(
+        &mut files,
+        &rows,
+        &mut touched,
+        &mut states,
+        &mut extra_errors,
+    );
 
-    // A new row whose key is still held by a file this scan did not replace is a
-    // duplicate across files: both are rejected and the key keeps its state.
-    let replaced: HashSet<&str> = files
-        .iter()
-        .filter(|f| f.replaced())
-        .map(|f| f.rel.as_str())
-        .collect();
-    let mut conflicts: Vec<(usize, String, Option<u32>)> = Vec::new();
-    for (i, t) in touched.iter().enumerate() {
-        if let (TouchedKey::Row(_), Some(state)) = (t, &states[i]) {
-            if let Some(d) = state.desired.as_ref().filter(|d| !d.removed) {
-                if let Some(other) = d.file.as_deref().filter(|f| !replaced.contains(f)) {
-                    conflicts.push((i, other.to_owned(), d.line));
-                }
-            }
-        }
-    }
-    if !conflicts.is_empty() {
-        let mut drop_at = vec![false; touched.len()];
-        for (i, other, other_line) in conflicts {
-            drop_at[i] = true;
-            let TouchedKey::Row(r) = touched[i] else {
-                continue;
-            };
-            let row = &rows[r as usize];
-            let here = files[row.file as usize].rel.clone();
-            let there = match other_line {
-                Some(line) => format!("{other}:{line}"),
-                None => other.clone(),
-            };
-            let message = |elsewhere: &str| {
-                format!(
-                    "customer {} also appears at {elsewhere}; every occurrence is rejected and the customer keeps its previous state",
-                    row.key()
-                )
-            };
-            let error = duplicate_error(&here, Some(row.line), row.key().account, message(&there));
-            files[row.file as usize].errors.push(error);
-            files[row.file as usize].dirty = true;
-            extra_errors.push(duplicate_error(
-                &other,
-                other_line,
-                row.key().account,
-                message(&format!("{here}:{}", row.line)),
-            ));
-            if let Some(f) = files.iter_mut().find(|f| f.rel == other) {
-                f.dirty = true;
-            }
-        }
-        let mut flags = drop_at.iter();
-        touched.retain(|_| !*flags.next().expect("one flag per key"));
-        let mut flags = drop_at.iter();
-        states.retain(|_| !*flags.next().expect("one flag per key"));
-    }
-
-    let (held, hold_writes, guard) = guard(store, settings, &touched, &states, &rows, &files)?;
+    let (held, hold_writes, guard) =
+        guard::guard(store, settings, &touched, &states, &rows, &files)?;
 
     // Errors of unchanged files come from the store; new ones from this scan.
     let unchanged_ids: Vec<i64> = files
@@ -442,155 +352,8 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
     })
 }
 
-/// The mass-change guard: holds this pass's new manifest-driven unenrolls when
-/// there are too many, keeps earlier holds, and releases holds whose cause went.
-#[allow(clippy::type_complexity)]
-fn guard(
-    store: &Store,
-    settings: &ScanSettings<'_>,
-    touched: &[TouchedKey],
-    states: &[Option<Box<KeyState>>],
-    rows: &[ManifestRow],
-    files: &[ScannedFile],
-) -> Result<(Vec<bool>, Vec<(usize, Option<String>)>, Option<GuardTrip>), StateError> {
-    let policy = settings.policy;
-    let mut held = vec![false; touched.len()];
-    let mut writes = Vec::new();
-    let mut candidates = Vec::new();
-    let (mut added, mut removed) = (0u64, 0u64);
-    for (i, t) in touched.iter().enumerate() {
-        let state = states[i].as_deref();
-        if state.is_some_and(|s| s.stop.is_some()) {
-            continue; // a provider's stop unenrolls anyway and is never held
-        }
-        let live_before = state
-            .and_then(|s| s.desired.as_ref())
-            .is_some_and(|d| !d.removed);
-        match t {
-            TouchedKey::Row(_) if !live_before => added += 1,
-            TouchedKey::Gone(..) if live_before => removed += 1,
-            _ => {}
-        }
-        let wants = diff(desired_of(t, rows), acked_of(&states[i]), policy.on_removal)
-            .unenroll
-            .is_some();
-        let was_held = state.is_some_and(|s| s.held.is_some());
-        match (wants, was_held) {
-            (true, true) => held[i] = true,
-            (false, true) => writes.push((i, None)),
-            (true, false) => {
-                let wanted_before = state.is_some_and(|s| s.wanted(policy).unenroll.is_some());
-                if !wanted_before {
-                    candidates.push(i);
-                }
-            }
-            (false, false) => {}
-        }
-    }
-    if candidates.is_empty() {
-        return Ok((held, writes, None));
-    }
-    let live = store.live_count()?;
-    let known = live.max((live + added).saturating_sub(removed));
-    let trip = mass_unenroll(candidates.len() as u64, known, settings.limits);
-    if trip.is_some() {
-        for i in candidates {
-            held[i] = true;
-            let cause = match &touched[i] {
-                TouchedKey::Row(r) => format!(
-                    "autopay: false in {}",
-                    files[rows[*r as usize].file as usize].rel
-                ),
-                TouchedKey::Gone(_, file) => format!("removed from {}", files[*file as usize].rel),
-            };
-            writes.push((i, Some(cause)));
-        }
-        writes.sort_by_key(|(i, _)| *i);
-    }
-    Ok((held, writes, trip))
-}
-
 fn count(files: &[ScannedFile], f: impl Fn(FileFate) -> bool) -> u64 {
     files.iter().filter(|file| f(file.fate)).count() as u64
-}
-
-fn duplicate_error(file: &str, line: Option<u32>, account: &str, reason: String) -> ManifestError {
-    ManifestError {
-        file: file.to_owned(),
-        line,
-        account: Some(account.to_owned()),
-        field: Some("accountNumber".into()),
-        kind: ErrorKind::Duplicate,
-        reason,
-    }
-}
-
-/// Removes every row whose key appears more than once, reporting each location.
-fn reject_duplicates(
-    rows: &mut Vec<ManifestRow>,
-    files: &mut [ScannedFile],
-    kept: &mut HashSet<CustomerKey>,
-) {
-    let mut dup = vec![false; rows.len()];
-    let mut start = 0;
-    while start < rows.len() {
-        let mut end = start + 1;
-        while end < rows.len() && rows[end].key() == rows[start].key() {
-            end += 1;
-        }
-        if end - start > 1 {
-            let group = &rows[start..end];
-            let places: Vec<String> = group
-                .iter()
-                .map(|r| format!("{}:{}", files[r.file as usize].rel, r.line))
-                .collect();
-            for (i, row) in group.iter().enumerate() {
-                let others: Vec<&str> = places
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i)
-                    .map(|(_, p)| p.as_str())
-                    .collect();
-                let reason = format!(
-                    "customer {} also appears at {}; every occurrence is rejected and the customer keeps its previous state",
-                    row.key(),
-                    others.join(", ")
-                );
-                let error = duplicate_error(
-                    &files[row.file as usize].rel,
-                    Some(row.line),
-                    row.key().account,
-                    reason,
-                );
-                files[row.file as usize].errors.push(error);
-                files[row.file as usize].dirty = true;
-            }
-            kept.insert(group[0].key().to_owned());
-            dup[start..end].fill(true);
-        }
-        start = end;
-    }
-    let mut flags = dup.iter();
-    rows.retain(|_| !*flags.next().expect("one flag per row"));
-}
-
-fn file_write<'a>(
-    file: &'a ScannedFile,
-    clean: bool,
-    ok: bool,
-    rows: u64,
-    errors: Option<Vec<&'a ManifestError>>,
-) -> FileWrite<'a> {
-    FileWrite {
-        path: &file.rel,
-        present: file.fate != FileFate::Deleted,
-        stat: file.stat,
-        sha256: file.sha256.or(file.stored.as_ref().and_then(|s| s.sha256)),
-        clean,
-        ok,
-        rows,
-        errors,
-    }
 }
 
 fn key_of<'a>(t: &'a TouchedKey, rows: &'a [ManifestRow]) -> KeyRef<'a> {
@@ -732,82 +495,6 @@ impl Scan {
         })?;
         emit_until(None, &mut f);
         Ok(())
-    }
-
-    /// Commits this scan: file index, errors, desired rows and queue, in one
-    /// transaction. `plan` and `validate` never call this.
-    pub fn commit(&self, store: &mut Store) -> Result<(), StateError> {
-        let mut file_writes = Vec::new();
-        for file in &self.files {
-            let stored = file.stored.as_ref();
-            let write = |clean, ok, rows, errors| file_write(file, clean, ok, rows, errors);
-            match file.fate {
-                FileFate::Unchanged { restat } if restat || file.dirty => {
-                    let s = stored.expect("an unchanged file was stored");
-                    file_writes.push(write(!file.dirty, s.ok, s.rows, None));
-                }
-                FileFate::Unchanged { .. } | FileFate::Deferred => {}
-                FileFate::Parsed { rows, .. } => {
-                    file_writes.push(write(
-                        !file.dirty,
-                        true,
-                        rows,
-                        Some(file.errors.iter().collect()),
-                    ));
-                }
-                FileFate::Failed => {
-                    let rows = stored.map_or(0, |s| s.rows);
-                    file_writes.push(write(true, false, rows, Some(file.errors.iter().collect())));
-                }
-                FileFate::Deleted => {
-                    let mut w = write(true, true, 0, Some(Vec::new()));
-                    w.sha256 = None;
-                    file_writes.push(w);
-                }
-            }
-        }
-        let row_write = |i: u32| {
-            let row = &self.rows[i as usize];
-            DesiredWrite::Live {
-                key: row.key(),
-                fields: row.fields(),
-                autopay: row.autopay,
-                fingerprint: row.fingerprint(),
-                file: &self.files[row.file as usize].rel,
-                line: row.line,
-            }
-        };
-        let desired = self
-            .touched
-            .iter()
-            .map(|t| match t {
-                TouchedKey::Row(i) => row_write(*i),
-                TouchedKey::Gone(key, _) => DesiredWrite::Removed { key: key.as_ref() },
-            })
-            .chain(self.relocated.iter().map(|&i| row_write(i)));
-        let queue = self.touched.iter().enumerate().map(|(i, t)| {
-            let mut plan = self.touched_plan(i);
-            if self.unenroll_held(i, &plan) {
-                plan.unenroll = None;
-            }
-            QueueWrite {
-                key: self.key_of(t),
-                differs: !plan.is_empty(),
-            }
-        });
-        let holds = self.hold_writes.iter().map(|(i, cause)| HoldWrite {
-            key: self.key_of(&self.touched[*i]),
-            cause: cause.clone(),
-        });
-        let summary = serde_json::json!({ "at_ms": self.now_ms, "stats": self.stats, "errors": self.errors.len() });
-        store.commit_scan(
-            self.now_ms,
-            &file_writes,
-            desired,
-            queue,
-            holds,
-            &[("last_scan", summary.to_string())],
-        )
     }
 
     /// What a reviewed plan was made from: the manifests' content, Paystar's

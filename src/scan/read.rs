@@ -1,6 +1,7 @@
 //! Reading the folder: which files changed (stat, then SHA-256), parsing those
-//! that did, and, beside the parse on a thread of its own, loading the rows each
-//! of them held before, so that the merge finds them in memory.
+//! that did (on one thread per core when there are several files), and, beside
+//! the parse, loading the rows each of them held before, so that the merge finds
+//! them in memory.
 
 use super::{FileFate, RACY_MS, ScanSettings, ScannedFile};
 use crate::customer::KeyRef;
@@ -9,6 +10,7 @@ use crate::store::{FileEntry, PrevRow, StateError, Store};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Read as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The files as read, and the rows the store held for each file being parsed.
 pub(super) struct Read {
@@ -62,63 +64,111 @@ pub(super) fn read_files(
 }
 
 /// Each file's fate, and what was parsed; `previous` is left to the caller.
+/// With several files to read and several cores, files are taken in turn by one
+/// thread per core (at most [`MAX_READERS`]); the outcome is in folder order either way.
 fn read_each(
     settings: &ScanSettings<'_>,
     found: &[DiscoveredFile],
     index: &HashMap<String, FileEntry>,
     parsing: &std::sync::mpsc::Sender<i64>,
 ) -> Read {
-    let mut files: Vec<ScannedFile> = Vec::with_capacity(found.len());
-    let mut parsed: Vec<(usize, ParsedFile)> = Vec::new();
-    let mut warnings = Vec::new();
-    let count = found.len();
-    for (position, found) in found.iter().enumerate() {
-        if let Some(progress) = settings.progress {
-            progress(position + 1, count, &found.rel);
-        }
-        let stored = index.get(&found.rel).filter(|e| e.present).cloned();
-        let id = stored.as_ref().map(|e| e.id);
-        let will_parse = || {
-            if let Some(id) = id {
-                // The receiver only stops listening once this thread is done.
-                let _ = parsing.send(id);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let readers = cores.min(MAX_READERS).min(found.len()).max(1);
+    let next = AtomicUsize::new(0);
+    let take_files = |parsing: &std::sync::mpsc::Sender<i64>| {
+        let mut done = Vec::new();
+        loop {
+            let position = next.fetch_add(1, Ordering::Relaxed);
+            let Some(file) = found.get(position) else {
+                return done;
+            };
+            if let Some(progress) = settings.progress {
+                progress(position + 1, found.len(), &file.rel);
             }
-        };
-        let (fate, sha, outcome) = read_if_changed(
-            found,
-            stored.as_ref(),
-            files.len() as u32,
-            settings,
-            will_parse,
-        );
-        if let Some(p) = outcome {
-            warnings.extend(p.warnings.iter().cloned());
-            parsed.push((files.len(), p));
+            done.push((position, read_one(settings, file, position, index, parsing)));
         }
-        let mut errors = Vec::new();
-        let fate = match fate {
-            Ok(fate) => fate,
-            Err(error) => {
-                errors.push(error);
-                FileFate::Failed
+    };
+    let mut outcomes = std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..readers)
+            .map(|n| {
+                let parsing = parsing.clone();
+                let take_files = &take_files;
+                std::thread::Builder::new()
+                    .name(format!("scan-read-{}", n + 1))
+                    .spawn_scoped(s, move || take_files(&parsing))
+                    .expect("cannot start a scan reading thread")
+            })
+            .collect();
+        let mut outcomes = take_files(parsing);
+        for helper in helpers {
+            match helper.join() {
+                Ok(more) => outcomes.extend(more),
+                Err(panic) => std::panic::resume_unwind(panic),
             }
-        };
-        files.push(ScannedFile {
-            rel: found.rel.clone(),
-            fate,
-            stored,
-            stat: Some(found.stat),
-            sha256: sha,
-            dirty: false,
-            errors,
-        });
-    }
-    Read {
-        files,
-        parsed,
-        warnings,
+        }
+        outcomes
+    });
+    outcomes.sort_unstable_by_key(|(position, _)| *position);
+    let mut read = Read {
+        files: Vec::with_capacity(found.len()),
+        parsed: Vec::new(),
+        warnings: Vec::new(),
         previous: HashMap::new(),
+    };
+    for (position, (file, outcome)) in outcomes {
+        if let Some(p) = outcome {
+            read.warnings.extend(p.warnings.iter().cloned());
+            read.parsed.push((position, p));
+        }
+        read.files.push(file);
     }
+    read
+}
+
+/// More readers than this gain nothing: the merge and the state read wait for them.
+const MAX_READERS: usize = 4;
+
+/// One file: its fate, and its parsed rows if it was parsed.
+fn read_one(
+    settings: &ScanSettings<'_>,
+    found: &DiscoveredFile,
+    position: usize,
+    index: &HashMap<String, FileEntry>,
+    parsing: &std::sync::mpsc::Sender<i64>,
+) -> (ScannedFile, Option<ParsedFile>) {
+    let stored = index.get(&found.rel).filter(|e| e.present).cloned();
+    let id = stored.as_ref().map(|e| e.id);
+    let will_parse = || {
+        if let Some(id) = id {
+            // The receiver only stops listening once every reader is done.
+            let _ = parsing.send(id);
+        }
+    };
+    let (fate, sha, outcome) = read_if_changed(
+        found,
+        stored.as_ref(),
+        position as u32,
+        settings,
+        will_parse,
+    );
+    let mut errors = Vec::new();
+    let fate = match fate {
+        Ok(fate) => fate,
+        Err(error) => {
+            errors.push(error);
+            FileFate::Failed
+        }
+    };
+    let file = ScannedFile {
+        rel: found.rel.clone(),
+        fate,
+        stored,
+        stat: Some(found.stat),
+        sha256: sha,
+        dirty: false,
+        errors,
+    };
+    (file, outcome)
 }
 
 /// Decides whether a file needs reading, and reads it if so.

@@ -245,7 +245,7 @@ fn deeply_nested_yaml_is_a_file_error_found_without_parsing_it() {
     p.file("good.csv", rows(&["1"]));
     let validate = p.run(&["validate"]);
     assert_eq!(validate.code, 65, "{validate:?}");
-    for file in ["deep.yaml:1", "deeper.yaml:1", "blocks.yaml"] {
+    for file in ["deep.yaml:1", "deeper.yaml:1", "blocks.yaml:2"] {
         assert!(
             validate
                 .stdout

@@ -1,0 +1,765 @@
+//! A YAML manifest read straight into the few shapes a manifest can take, without
+//! building a `serde_yaml::Value` tree: the strings borrow from the text where the
+//! parser allows it, and everything that cannot be a customer field is skipped with
+//! its depth counted. Merge keys (`<<`) are applied inside customer entries, as
+//! `Value::apply_merge` would: explicit keys win, then earlier merged mappings.
+
+use super::super::yamldepth::MAX_DEPTH;
+use serde::de::{
+    self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
+};
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::fmt;
+
+/// The document, as far as a manifest cares.
+#[derive(Debug, PartialEq)]
+pub enum Doc<'de> {
+    Null,
+    List(Vec<Entry<'de>>),
+    Map(TopMap<'de>),
+    /// A scalar or a tagged value: not a manifest.
+    Other,
+}
+
+/// A top-level mapping: `businessUnitSlug`, `customers`, and the names of any other keys.
+#[derive(Debug, PartialEq, Default)]
+pub struct TopMap<'de> {
+    pub unit: Scalar<'de>,
+    pub customers: Customers<'de>,
+    /// Keys other than the two above and `x-…`, in order.
+    pub unknown: Vec<String>,
+}
+
+#[derive(Debug, PartialEq, Default)]
+pub enum Customers<'de> {
+    /// Absent or null.
+    #[default]
+    Missing,
+    List(Vec<Entry<'de>>),
+    /// Present but not a list.
+    Other,
+}
+
+/// One element of the customers list.
+#[derive(Debug, PartialEq)]
+pub enum Entry<'de> {
+    /// Its keys and values in document order, merged keys after explicit ones.
+    Fields(Vec<(Key<'de>, Scalar<'de>)>),
+    NotMapping,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash, Clone)]
+pub enum Key<'de> {
+    Str(Cow<'de, str>),
+    /// A key that is not a string, described for the error message.
+    Other(String),
+}
+
+/// A value where a customer field goes, classified as YAML's core schema reads it.
+#[derive(Debug, PartialEq, Default, Clone)]
+pub enum Scalar<'de> {
+    #[default]
+    Null,
+    Str(Cow<'de, str>),
+    Bool(bool),
+    /// An unquoted number, as written back for the error message.
+    Number(String),
+    /// A collection or a tagged value.
+    Other,
+}
+
+/// Why a document could not be read.
+#[derive(Debug)]
+pub enum DocError {
+    Syntax(serde_yaml::Error),
+    /// Nested deeper than [`MAX_DEPTH`], with the line where that was found.
+    TooDeep(Option<u32>),
+    /// A merge key whose value is not a mapping or a list of mappings.
+    Merge(&'static str, Option<u32>),
+    /// A merge key at the top level, where the manifest's keys are fixed.
+    TopLevelMerge,
+}
+
+/// What a visitor noticed that a serde error cannot carry.
+#[derive(Clone, Copy)]
+enum Problem {
+    TooDeep,
+    Merge(&'static str),
+    TopLevelMerge,
+}
+
+#[derive(Default)]
+struct Ctx {
+    problem: Cell<Option<Problem>>,
+}
+
+impl Ctx {
+    fn fail<E: de::Error>(&self, problem: Problem) -> E {
+        self.problem.set(Some(problem));
+        E::custom("manifest shape")
+    }
+}
+
+pub fn read(text: &str) -> Result<Doc<'_>, DocError> {
+    let ctx = Ctx::default();
+    let de = serde_yaml::Deserializer::from_str(text);
+    DocSeed { ctx: &ctx }.deserialize(de).map_err(|err| {
+        let line = err.location().map(|l| l.line() as u32);
+        match ctx.problem.get() {
+            None => DocError::Syntax(err),
+            Some(Problem::TooDeep) => DocError::TooDeep(line),
+            Some(Problem::Merge(why)) => DocError::Merge(why, line),
+            Some(Problem::TopLevelMerge) => DocError::TopLevelMerge,
+        }
+    })
+}
+
+macro_rules! scalars_are {
+    ($value:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_i128<E: de::Error>(self, _: i128) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u128<E: de::Error>(self, _: u128) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+
+/// Every scalar (null included) is `$problem`.
+macro_rules! scalars_fail {
+    ($problem:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            self.visit_unit()
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            self.visit_unit()
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            self.visit_unit()
+        }
+        fn visit_i128<E: de::Error>(self, _: i128) -> Result<Self::Value, E> {
+            self.visit_unit()
+        }
+        fn visit_u128<E: de::Error>(self, _: u128) -> Result<Self::Value, E> {
+            self.visit_unit()
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            self.visit_unit()
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            self.visit_unit()
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Err(self.ctx.fail(Problem::Merge($problem)))
+        }
+    };
+}
+
+/// Skips one value, failing once it nests deeper than [`MAX_DEPTH`].
+#[derive(Clone, Copy)]
+struct Skip<'c> {
+    ctx: &'c Ctx,
+    at: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Skip<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if self.at > MAX_DEPTH {
+            return Err(self.ctx.fail(Problem::TooDeep));
+        }
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Skip<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+    scalars_are!(());
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let inner = Skip {
+            at: self.at + 1,
+            ..self
+        };
+        while seq.next_element_seed(inner)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = Skip {
+            at: self.at + 1,
+            ..self
+        };
+        while map.next_key_seed(inner)?.is_some() {
+            map.next_value_seed(inner)?;
+        }
+        Ok(())
+    }
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        let ((), variant) = data.variant_seed(self)?;
+        variant.newtype_variant_seed(self)
+    }
+}
+
+struct DocSeed<'c> {
+    ctx: &'c Ctx,
+}
+
+impl<'de> DeserializeSeed<'de> for DocSeed<'_> {
+    type Value = Doc<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Doc<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DocSeed<'_> {
+    type Value = Doc<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a manifest")
+    }
+    scalars_are!(Doc::Other);
+    fn visit_unit<E: de::Error>(self) -> Result<Doc<'de>, E> {
+        Ok(Doc::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Doc<'de>, A::Error> {
+        entries(self.ctx, 1, seq).map(Doc::List)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Doc<'de>, A::Error> {
+        let mut top = TopMap::default();
+        let mut seen = Seen::default();
+        while let Some(key) = map.next_key_seed(KeySeed {
+            ctx: self.ctx,
+            at: 1,
+        })? {
+            seen.insert::<A::Error>(&key)?;
+            match &key {
+                Key::Str(name) if name == "businessUnitSlug" => {
+                    top.unit = map.next_value_seed(ScalarSeed {
+                        ctx: self.ctx,
+                        at: 1,
+                    })?;
+                }
+                Key::Str(name) if name == "customers" => {
+                    top.customers = map.next_value_seed(CustomersSeed { ctx: self.ctx })?;
+                }
+                Key::Str(name) if name == "<<" => {
+                    return Err(self.ctx.fail(Problem::TopLevelMerge));
+                }
+                key => {
+                    if let Key::Str(name) = key {
+                        if !name.starts_with("x-") {
+                            top.unknown.push(name.to_string());
+                        }
+                    } else if let Key::Other(name) = key {
+                        top.unknown.push(name.clone());
+                    }
+                    map.next_value_seed(Skip {
+                        ctx: self.ctx,
+                        at: 1,
+                    })?;
+                }
+            }
+        }
+        Ok(Doc::Map(top))
+    }
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Doc<'de>, A::Error> {
+        Skip {
+            ctx: self.ctx,
+            at: 0,
+        }
+        .visit_enum(data)?;
+        Ok(Doc::Other)
+    }
+}
+
+fn entries<'de, A: SeqAccess<'de>>(
+    ctx: &Ctx,
+    at: usize,
+    mut seq: A,
+) -> Result<Vec<Entry<'de>>, A::Error> {
+    let mut entries = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+    while let Some(entry) = seq.next_element_seed(EntrySeed { ctx, at: at + 1 })? {
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+struct CustomersSeed<'c> {
+    ctx: &'c Ctx,
+}
+
+impl<'de> DeserializeSeed<'de> for CustomersSeed<'_> {
+    type Value = Customers<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Customers<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CustomersSeed<'_> {
+    type Value = Customers<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of customers")
+    }
+    scalars_are!(Customers::Other);
+    fn visit_unit<E: de::Error>(self) -> Result<Customers<'de>, E> {
+        Ok(Customers::Missing)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Customers<'de>, A::Error> {
+        entries(self.ctx, 1, seq).map(Customers::List)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Customers<'de>, A::Error> {
+        Skip {
+            ctx: self.ctx,
+            at: 1,
+        }
+        .visit_map(map)?;
+        Ok(Customers::Other)
+    }
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Customers<'de>, A::Error> {
+        Skip {
+            ctx: self.ctx,
+            at: 1,
+        }
+        .visit_enum(data)?;
+        Ok(Customers::Other)
+    }
+}
+
+struct EntrySeed<'c> {
+    ctx: &'c Ctx,
+    at: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for EntrySeed<'_> {
+    type Value = Entry<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Entry<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EntrySeed<'_> {
+    type Value = Entry<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a customer")
+    }
+    scalars_are!(Entry::NotMapping);
+    fn visit_unit<E: de::Error>(self) -> Result<Entry<'de>, E> {
+        Ok(Entry::NotMapping)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Entry<'de>, A::Error> {
+        Skip {
+            ctx: self.ctx,
+            at: self.at,
+        }
+        .visit_seq(seq)?;
+        Ok(Entry::NotMapping)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entry<'de>, A::Error> {
+        let (ctx, at) = (self.ctx, self.at);
+        let mut fields = Vec::with_capacity(8);
+        let mut merged: Vec<Vec<(Key<'de>, Scalar<'de>)>> = Vec::new();
+        let mut seen = Seen::default();
+        while let Some(key) = map.next_key_seed(KeySeed { ctx, at: at + 1 })? {
+            seen.insert::<A::Error>(&key)?;
+            if matches!(&key, Key::Str(name) if name == "<<") {
+                merged = map.next_value_seed(MergeSeed { ctx, at: at + 1 })?;
+            } else {
+                let value = map.next_value_seed(ScalarSeed { ctx, at: at + 1 })?;
+                fields.push((key, value));
+            }
+        }
+        for (key, value) in merged.into_iter().flatten() {
+            if seen.insert_merged(&key) {
+                fields.push((key, value));
+            }
+        }
+        Ok(Entry::Fields(fields))
+    }
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Entry<'de>, A::Error> {
+        Skip {
+            ctx: self.ctx,
+            at: self.at,
+        }
+        .visit_enum(data)?;
+        Ok(Entry::NotMapping)
+    }
+}
+
+/// The keys of one mapping so far: a duplicate is an error, as YAML requires.
+/// A customer has a handful of keys, so they are compared in a list until there
+/// are many (a hostile entry), then hashed.
+#[derive(Default)]
+struct Seen<'k> {
+    few: Vec<Key<'k>>,
+    many: HashSet<Key<'k>>,
+}
+
+impl<'k> Seen<'k> {
+    const FEW: usize = 16;
+
+    fn insert<E: de::Error>(&mut self, key: &Key<'k>) -> Result<(), E> {
+        if self.insert_merged(key) {
+            return Ok(());
+        }
+        Err(E::custom(match key {
+            Key::Str(name) => format!("duplicate entry with key {name:?}"),
+            Key::Other(name) => format!("duplicate entry with key {name}"),
+        }))
+    }
+
+    /// Whether `key` is new here, remembering it (a merged key that is not new is dropped).
+    fn insert_merged(&mut self, key: &Key<'k>) -> bool {
+        if self.many.is_empty() {
+            if self.few.contains(key) {
+                return false;
+            }
+            if self.few.len() < Self::FEW {
+                self.few.push(key.clone());
+                return true;
+            }
+            self.many.extend(self.few.drain(..));
+        }
+        self.many.insert(key.clone())
+    }
+}
+
+/// The value of a `<<` key in a customer: a mapping, or a list of them.
+struct MergeSeed<'c> {
+    ctx: &'c Ctx,
+    at: usize,
+}
+
+type Fields<'de> = Vec<(Key<'de>, Scalar<'de>)>;
+
+impl<'de> DeserializeSeed<'de> for MergeSeed<'_> {
+    type Value = Vec<Fields<'de>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+const SCALAR_IN_MERGE: &str =
+    "expected a mapping or list of mappings for merging, but found scalar";
+const TAGGED_IN_MERGE: &str = "unexpected tagged value in merge";
+
+impl<'de> Visitor<'de> for MergeSeed<'_> {
+    type Value = Vec<Fields<'de>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping or a list of mappings")
+    }
+    scalars_fail!(SCALAR_IN_MERGE);
+    fn visit_enum<A: EnumAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        Err(self.ctx.fail(Problem::Merge(TAGGED_IN_MERGE)))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Ok(vec![merge_fields(self.ctx, self.at, map)?])
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut all = Vec::new();
+        while let Some(fields) = seq.next_element_seed(MergeElementSeed {
+            ctx: self.ctx,
+            at: self.at + 1,
+        })? {
+            all.push(fields);
+        }
+        Ok(all)
+    }
+}
+
+/// One element of a merge list: a mapping.
+struct MergeElementSeed<'c> {
+    ctx: &'c Ctx,
+    at: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for MergeElementSeed<'_> {
+    type Value = Fields<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+const SCALAR_IN_ELEMENT: &str = "expected a mapping for merging, but found scalar";
+
+impl<'de> Visitor<'de> for MergeElementSeed<'_> {
+    type Value = Fields<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping")
+    }
+    scalars_fail!(SCALAR_IN_ELEMENT);
+    fn visit_enum<A: EnumAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        Err(self.ctx.fail(Problem::Merge(TAGGED_IN_MERGE)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        Err(self.ctx.fail(Problem::Merge(
+            "expected a mapping for merging, but found sequence",
+        )))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        merge_fields(self.ctx, self.at, map)
+    }
+}
+
+/// The keys and values of a mapping merged into a customer. A `<<` inside it is
+/// kept as a key, as `Value::apply_merge` keeps it, and so reported as no field.
+fn merge_fields<'de, A: MapAccess<'de>>(
+    ctx: &Ctx,
+    at: usize,
+    mut map: A,
+) -> Result<Fields<'de>, A::Error> {
+    let mut fields = Vec::new();
+    let mut seen = Seen::default();
+    while let Some(key) = map.next_key_seed(KeySeed { ctx, at: at + 1 })? {
+        seen.insert::<A::Error>(&key)?;
+        let value = map.next_value_seed(ScalarSeed { ctx, at: at + 1 })?;
+        fields.push((key, value));
+    }
+    Ok(fields)
+}
+
+struct KeySeed<'c> {
+    ctx: &'c Ctx,
+    at: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Key<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = Key<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+        Ok(Key::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
+        Ok(Key::Str(Cow::Owned(v)))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Key<'de>, E> {
+        Ok(Key::Other(format!("Bool({v})")))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Key<'de>, E> {
+        Ok(Key::Other(format!("Number({v})")))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Key<'de>, E> {
+        Ok(Key::Other(format!("Number({v})")))
+    }
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Key<'de>, E> {
+        Ok(Key::Other(format!("Number({v})")))
+    }
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Key<'de>, E> {
+        Ok(Key::Other(format!("Number({v})")))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Key<'de>, E> {
+        Ok(Key::Other(format!("Number({v})")))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Key<'de>, E> {
+        Ok(Key::Other("Null".into()))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Key<'de>, A::Error> {
+        Skip {
+            ctx: self.ctx,
+            at: self.at,
+        }
+        .visit_seq(seq)?;
+        Ok(Key::Other("a list".into()))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Key<'de>, A::Error> {
+        Skip {
+            ctx: self.ctx,
+            at: self.at,
+        }
+        .visit_map(map)?;
+        Ok(Key::Other("a mapping".into()))
+    }
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Key<'de>, A::Error> {
+        Skip {
+            ctx: self.ctx,
+            at: self.at,
+        }
+        .visit_enum(data)?;
+        Ok(Key::Other("a tagged value".into()))
+    }
+}
+
+struct ScalarSeed<'c> {
+    ctx: &'c Ctx,
+    at: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for ScalarSeed<'_> {
+    type Value = Scalar<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Scalar<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ScalarSeed<'_> {
+    type Value = Scalar<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a value")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Str(Cow::Owned(v)))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Number(v.to_string()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Number(v.to_string()))
+    }
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Number(v.to_string()))
+    }
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Number(v.to_string()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Number(serde_yaml::Number::from(v).to_string()))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Scalar<'de>, A::Error> {
+        Skip {
+            ctx: self.ctx,
+            at: self.at,
+        }
+        .visit_seq(seq)?;
+        Ok(Scalar::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Scalar<'de>, A::Error> {
+        Skip {
+            ctx: self.ctx,
+            at: self.at,
+        }
+        .visit_map(map)?;
+        Ok(Scalar::Other)
+    }
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Scalar<'de>, A::Error> {
+        Skip {
+            ctx: self.ctx,
+            at: self.at,
+        }
+        .visit_enum(data)?;
+        Ok(Scalar::Other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `customers:` then a list nested `depth` levels inside one field's value.
+    fn nested_in_a_field(depth: usize) -> String {
+        let mut text = String::from("customers:\n  - firstName:\n");
+        for level in 0..depth {
+            text.push_str(&format!("{}-\n", "    ".repeat(level + 1)));
+        }
+        text
+    }
+
+    #[test]
+    fn block_nesting_is_counted_as_it_is_read() {
+        // The document is level 0, the list 1, the entry 2, the field's value 3.
+        assert!(read(&nested_in_a_field(MAX_DEPTH - 3)).is_ok());
+        match read(&nested_in_a_field(MAX_DEPTH - 2)) {
+            Err(DocError::TooDeep(Some(_))) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn strings_borrow_from_the_text_and_merged_keys_never_replace_a_key() {
+        let text = "x-b: &b {lastName: Smith, firstName: Jo}\ncustomers:\n  - firstName: Ann\n    <<: *b\n";
+        let Doc::Map(top) = read(text).unwrap() else {
+            panic!("not a mapping")
+        };
+        let Customers::List(entries) = top.customers else {
+            panic!("no list")
+        };
+        let Entry::Fields(fields) = &entries[0] else {
+            panic!("not fields")
+        };
+        let names: Vec<_> = fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        assert_eq!(
+            names,
+            [
+                (Key::Str("firstName".into()), Scalar::Str("Ann".into())),
+                (Key::Str("lastName".into()), Scalar::Str("Smith".into())),
+            ]
+        );
+        assert!(matches!(&fields[0].1, Scalar::Str(Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn a_duplicate_key_and_a_bad_merge_are_errors() {
+        let dup = read("customers:\n  - firstName: A\n    firstName: B\n").unwrap_err();
+        assert!(
+            matches!(&dup, DocError::Syntax(e) if e.to_string().contains("duplicate entry with key \"firstName\"")),
+            "{dup:?}"
+        );
+        let merge = read("customers:\n  - <<: 3\n").unwrap_err();
+        assert!(
+            matches!(merge, DocError::Merge(SCALAR_IN_MERGE, Some(2))),
+            "{merge:?}"
+        );
+        assert!(matches!(
+            read("<<: {a: 1}\ncustomers: []\n").unwrap_err(),
+            DocError::TopLevelMerge
+        ));
+    }
+
+    #[test]
+    fn a_number_too_big_for_64_bits_is_still_a_number() {
+        let Doc::List(entries) = read("- accountNumber: 123456789012345678901234567890\n").unwrap()
+        else {
+            panic!("not a list")
+        };
+        assert_eq!(
+            entries[0],
+            Entry::Fields(vec![(
+                Key::Str("accountNumber".into()),
+                Scalar::Number("123456789012345678901234567890".into())
+            )])
+        );
+    }
+}

@@ -1,0 +1,74 @@
+//! The mass-change guard (SPEC §6), run on a scan before it is committed.
+
+use super::{ScanSettings, ScannedFile, TouchedKey, acked_of, desired_of};
+use crate::manifest::ManifestRow;
+use crate::reconcile::{GuardTrip, diff, mass_unenroll};
+use crate::store::{KeyState, StateError, Store};
+
+/// The mass-change guard: holds this pass's new manifest-driven unenrolls when
+/// there are too many, keeps earlier holds, and releases holds whose cause went.
+#[allow(clippy::type_complexity)]
+pub(super) fn guard(
+    store: &Store,
+    settings: &ScanSettings<'_>,
+    touched: &[TouchedKey],
+    states: &[Option<Box<KeyState>>],
+    rows: &[ManifestRow],
+    files: &[ScannedFile],
+) -> Result<(Vec<bool>, Vec<(usize, Option<String>)>, Option<GuardTrip>), StateError> {
+    let policy = settings.policy;
+    let mut held = vec![false; touched.len()];
+    let mut writes = Vec::new();
+    let mut candidates = Vec::new();
+    let (mut added, mut removed) = (0u64, 0u64);
+    for (i, t) in touched.iter().enumerate() {
+        let state = states[i].as_deref();
+        if state.is_some_and(|s| s.stop.is_some()) {
+            continue; // a provider's stop unenrolls anyway and is never held
+        }
+        let live_before = state
+            .and_then(|s| s.desired.as_ref())
+            .is_some_and(|d| !d.removed);
+        match t {
+            TouchedKey::Row(_) if !live_before => added += 1,
+            TouchedKey::Gone(..) if live_before => removed += 1,
+            _ => {}
+        }
+        let wants = diff(desired_of(t, rows), acked_of(&states[i]), policy.on_removal)
+            .unenroll
+            .is_some();
+        let was_held = state.is_some_and(|s| s.held.is_some());
+        match (wants, was_held) {
+            (true, true) => held[i] = true,
+            (false, true) => writes.push((i, None)),
+            (true, false) => {
+                let wanted_before = state.is_some_and(|s| s.wanted(policy).unenroll.is_some());
+                if !wanted_before {
+                    candidates.push(i);
+                }
+            }
+            (false, false) => {}
+        }
+    }
+    if candidates.is_empty() {
+        return Ok((held, writes, None));
+    }
+    let live = store.live_count()?;
+    let known = live.max((live + added).saturating_sub(removed));
+    let trip = mass_unenroll(candidates.len() as u64, known, settings.limits);
+    if trip.is_some() {
+        for i in candidates {
+            held[i] = true;
+            let cause = match &touched[i] {
+                TouchedKey::Row(r) => format!(
+                    "autopay: false in {}",
+                    files[rows[*r as usize].file as usize].rel
+                ),
+                TouchedKey::Gone(_, file) => format!("removed from {}", files[*file as usize].rel),
+            };
+            writes.push((i, Some(cause)));
+        }
+        writes.sort_by_key(|(i, _)| *i);
+    }
+    Ok((held, writes, trip))
+}

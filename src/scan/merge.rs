@@ -1,0 +1,287 @@
+//! The merge phase: a changed file's new rows, in key order, against the rows it
+//! held before, so that only keys whose fingerprint changed are looked up; then the
+//! duplicates within the scan and across files are rejected.
+
+use super::read::HeldRows;
+use super::{ScannedFile, TouchedKey, key_of};
+use crate::customer::CustomerKey;
+use crate::manifest::{ErrorKind, ManifestError, ManifestRow};
+use crate::store::{KeyState, PrevRow, StateError, Store};
+use std::collections::{HashMap, HashSet};
+
+pub(super) struct Merged {
+    /// Keys whose desired state changes, sorted by key.
+    pub touched: Vec<TouchedKey>,
+    /// Rows whose only change is their line number.
+    pub relocated: Vec<u32>,
+}
+
+/// Merges each replaced file's new rows (`rows` is sorted by key) with the rows it
+/// held before: from `previous` where the read phase loaded them, else the store.
+pub(super) fn merge(
+    store: &Store,
+    files: &[ScannedFile],
+    rows: &[ManifestRow],
+    kept: &HashSet<CustomerKey>,
+    previous: &HashMap<i64, HeldRows>,
+) -> Result<Merged, StateError> {
+    let mut by_file: Vec<Vec<u32>> = vec![Vec::new(); files.len()];
+    for (i, row) in rows.iter().enumerate() {
+        by_file[row.file as usize].push(i as u32);
+    }
+    let mut touched: Vec<TouchedKey> = Vec::new();
+    let mut relocated: Vec<u32> = Vec::new();
+    for (file_idx, file) in files.iter().enumerate() {
+        if !file.replaced() {
+            continue;
+        }
+        let fresh = &by_file[file_idx];
+        // Any error in the file (a bad row, a duplicate) may hide a customer that
+        // seems to be gone: nothing counts as removed from it in this pass.
+        let may_remove = file.errors.is_empty();
+        let mut next = 0usize;
+        if let Some(id) = file.stored.as_ref().map(|e| e.id) {
+            let mut merge = |prev: PrevRow<'_>| {
+                while next < fresh.len() && rows[fresh[next] as usize].key() < prev.key {
+                    touched.push(TouchedKey::Row(fresh[next]));
+                    next += 1;
+                }
+                if next < fresh.len() && rows[fresh[next] as usize].key() == prev.key {
+                    let row = &rows[fresh[next] as usize];
+                    if prev.removed || prev.fingerprint != row.fingerprint() {
+                        touched.push(TouchedKey::Row(fresh[next]));
+                    } else if prev.line != Some(row.line) {
+                        relocated.push(fresh[next]);
+                    }
+                    next += 1;
+                } else if !prev.removed
+                    && may_remove
+                    && !kept.contains(&prev.key.to_owned())
+                    && rows.binary_search_by(|r| r.key().cmp(&prev.key)).is_err()
+                {
+                    touched.push(TouchedKey::Gone(prev.key.to_owned(), file_idx as u32));
+                }
+            };
+            match previous.get(&id) {
+                Some(held) => held.iter().for_each(&mut merge),
+                None => store.for_each_file_row(id, &mut merge)?,
+            }
+        }
+        touched.extend(fresh[next..].iter().map(|&i| TouchedKey::Row(i)));
+    }
+    sort_touched(&mut touched, rows);
+    Ok(Merged { touched, relocated })
+}
+
+/// Puts the keys of all files in key order. `rows` is sorted, so a row's index is
+/// its rank, and a removed key (never among `rows`) ranks where it would be
+/// inserted, before the row there: the sort compares integers, and key text only
+/// for removed keys of equal rank.
+fn sort_touched(touched: &mut [TouchedKey], rows: &[ManifestRow]) {
+    let rank = |t: &TouchedKey| match t {
+        TouchedKey::Row(i) => (u64::from(*i) << 1) | 1,
+        TouchedKey::Gone(key, _) => {
+            let at = rows.partition_point(|r| r.key() < key.as_ref());
+            (at as u64) << 1
+        }
+    };
+    if touched.windows(2).all(|w| rank(&w[0]) < rank(&w[1])) {
+        return; // one file's keys, or files in key order: already sorted
+    }
+    let mut order: Vec<(u64, u32)> = touched
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (rank(t), i as u32))
+        .collect();
+    order.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0).then_with(|| {
+            key_of(&touched[a.1 as usize], rows).cmp(&key_of(&touched[b.1 as usize], rows))
+        })
+    });
+    crate::manifest::permute(touched, order.into_iter().map(|(_, i)| i).collect());
+}
+
+/// A new row whose key is still held by a file this scan did not replace is a
+/// duplicate across files: both are rejected and the key keeps its state.
+pub(super) fn drop_conflicts(
+    files: &mut [ScannedFile],
+    rows: &[ManifestRow],
+    touched: &mut Vec<TouchedKey>,
+    states: &mut Vec<Option<Box<KeyState>>>,
+    extra_errors: &mut Vec<ManifestError>,
+) {
+    let replaced: HashSet<String> = files
+        .iter()
+        .filter(|f| f.replaced())
+        .map(|f| f.rel.clone())
+        .collect();
+    let mut conflicts: Vec<(usize, String, Option<u32>)> = Vec::new();
+    for (i, t) in touched.iter().enumerate() {
+        if let (TouchedKey::Row(_), Some(state)) = (t, &states[i]) {
+            if let Some(d) = state.desired.as_ref().filter(|d| !d.removed) {
+                if let Some(other) = d.file.as_deref().filter(|f| !replaced.contains(*f)) {
+                    conflicts.push((i, other.to_owned(), d.line));
+                }
+            }
+        }
+    }
+    if !conflicts.is_empty() {
+        let mut drop_at = vec![false; touched.len()];
+        for (i, other, other_line) in conflicts {
+            drop_at[i] = true;
+            let TouchedKey::Row(r) = touched[i] else {
+                continue;
+            };
+            let row = &rows[r as usize];
+            let here = files[row.file as usize].rel.clone();
+            let there = match other_line {
+                Some(line) => format!("{other}:{line}"),
+                None => other.clone(),
+            };
+            let message = |elsewhere: &str| {
+                format!(
+                    "customer {} also appears at {elsewhere}; every occurrence is rejected and the customer keeps its previous state",
+                    row.key()
+                )
+            };
+            let error = duplicate_error(&here, Some(row.line), row.key().account, message(&there));
+            files[row.file as usize].errors.push(error);
+            files[row.file as usize].dirty = true;
+            extra_errors.push(duplicate_error(
+                &other,
+                other_line,
+                row.key().account,
+                message(&format!("{here}:{}", row.line)),
+            ));
+            if let Some(f) = files.iter_mut().find(|f| f.rel == other) {
+                f.dirty = true;
+            }
+        }
+        let mut flags = drop_at.iter();
+        touched.retain(|_| !*flags.next().expect("one flag per key"));
+        let mut flags = drop_at.iter();
+        states.retain(|_| !*flags.next().expect("one flag per key"));
+    }
+}
+
+/// Removes every row whose key appears more than once, reporting each location.
+pub(super) fn reject_duplicates(
+    rows: &mut Vec<ManifestRow>,
+    files: &mut [ScannedFile],
+    kept: &mut HashSet<CustomerKey>,
+) {
+    let mut dup = vec![false; rows.len()];
+    let mut start = 0;
+    while start < rows.len() {
+        let mut end = start + 1;
+        while end < rows.len() && rows[end].key() == rows[start].key() {
+            end += 1;
+        }
+        if end - start > 1 {
+            let group = &rows[start..end];
+            let places: Vec<String> = group
+                .iter()
+                .map(|r| format!("{}:{}", files[r.file as usize].rel, r.line))
+                .collect();
+            for (i, row) in group.iter().enumerate() {
+                let others: Vec<&str> = places
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| p.as_str())
+                    .collect();
+                let reason = format!(
+                    "customer {} also appears at {}; every occurrence is rejected and the customer keeps its previous state",
+                    row.key(),
+                    others.join(", ")
+                );
+                let error = duplicate_error(
+                    &files[row.file as usize].rel,
+                    Some(row.line),
+                    row.key().account,
+                    reason,
+                );
+                files[row.file as usize].errors.push(error);
+                files[row.file as usize].dirty = true;
+            }
+            kept.insert(group[0].key().to_owned());
+            dup[start..end].fill(true);
+        }
+        start = end;
+    }
+    let mut flags = dup.iter();
+    rows.retain(|_| !*flags.next().expect("one flag per row"));
+}
+
+fn duplicate_error(file: &str, line: Option<u32>, account: &str, reason: String) -> ManifestError {
+    ManifestError {
+        file: file.to_owned(),
+        line,
+        account: Some(account.to_owned()),
+        field: Some("accountNumber".into()),
+        kind: ErrorKind::Duplicate,
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::RowValues;
+
+    fn row(account: &str) -> ManifestRow {
+        let values = RowValues {
+            business_unit: "w",
+            account,
+            sub_account: "",
+            first_name: "A",
+            last_name: "B",
+            email: "a@example.com",
+        };
+        ManifestRow::new(values, None, 0, 1)
+    }
+
+    #[test]
+    fn touched_keys_of_several_files_are_put_in_key_order_by_rank() {
+        arbtest::arbtest(|u| {
+            let mut accounts: Vec<String> = (0..u.int_in_range(0..=40)?)
+                .map(|_| Ok(format!("{}", u.int_in_range(0..=99u8)?)))
+                .collect::<arbtest::arbitrary::Result<_>>()?;
+            accounts.sort();
+            accounts.dedup();
+            let rows: Vec<ManifestRow> = accounts.iter().map(|a| row(a)).collect();
+            let mut touched = Vec::new();
+            for file in 0..u.int_in_range(1..=3)? {
+                // Each file's keys come in key order, as the merge makes them.
+                let mut keys: Vec<TouchedKey> = Vec::new();
+                for (i, _) in rows.iter().enumerate() {
+                    if u.ratio(1, 3)? {
+                        keys.push(TouchedKey::Row(i as u32));
+                    }
+                }
+                for _ in 0..u.int_in_range(0..=3)? {
+                    let account = format!("{}x", u.int_in_range(0..=99u8)?);
+                    keys.push(TouchedKey::Gone(
+                        CustomerKey {
+                            business_unit: "w".into(),
+                            account,
+                            sub_account: String::new(),
+                        },
+                        file,
+                    ));
+                }
+                keys.sort_by(|a, b| key_of(a, &rows).cmp(&key_of(b, &rows)));
+                touched.extend(keys);
+            }
+            let keys = |t: &[TouchedKey]| -> Vec<CustomerKey> {
+                t.iter().map(|t| key_of(t, &rows).to_owned()).collect()
+            };
+            let mut expected = keys(&touched);
+            expected.sort_by(|a, b| a.as_ref().cmp(&b.as_ref()));
+            sort_touched(&mut touched, &rows);
+            assert_eq!(keys(&touched), expected);
+            Ok(())
+        })
+        .budget_ms(300);
+    }
+}
