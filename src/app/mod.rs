@@ -22,7 +22,12 @@ pub use daemon::run;
 
 /// Starts the simulators for `paystar.endpoint: sandbox`, saying loudly so.
 pub(crate) async fn in_process_sandbox() -> anyhow::Result<RunningSandbox> {
-    let running = Sandbox::new()
+    // A first import may send millions of events: keep the latest, count them all.
+    let sandbox = Sandbox {
+        paystar: crate::sandbox::PaystarSim::keeping(1_000),
+        ..Sandbox::default()
+    };
+    let running = sandbox
         .start(([127, 0, 0, 1], 0).into())
         .await
         .context("cannot start the in-process Paystar sandbox")?;

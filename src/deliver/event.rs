@@ -14,6 +14,12 @@ pub enum EventType {
 }
 
 impl EventType {
+    pub fn from_name(name: &str) -> Option<Self> {
+        [EventType::ManageCustomer, EventType::UnenrollAutopay]
+            .into_iter()
+            .find(|t| t.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::ManageCustomer => "Accounts.ManageCustomer",
@@ -55,19 +61,35 @@ pub struct PaystarEvent {
     pub event_type: EventType,
     /// The request body.
     pub body: String,
+    /// The payload string inside it: with the event type and business unit, all
+    /// that is needed to build the body again, byte for byte ([`PaystarEvent::rebuilt`]).
+    pub payload: String,
 }
 
-fn envelope(event_type: EventType, business_unit: &str, payload: &str) -> PaystarEvent {
+/// The body Paystar answers an accepted event with (as the simulator writes it):
+/// history stores a response with exactly this body as its status alone.
+pub const ACCEPTED_BODY: &str = r#"{"data":null,"errors":[],"hasErrors":false}"#;
+
+fn envelope(event_type: EventType, business_unit: &str, payload: String) -> PaystarEvent {
     let body = serde_json::to_string(&Envelope {
         event_type,
         business_unit_slug: business_unit,
-        payload,
+        payload: &payload,
     })
     .expect("strings always serialise");
-    PaystarEvent { event_type, body }
+    PaystarEvent {
+        event_type,
+        body,
+        payload,
+    }
 }
 
 impl PaystarEvent {
+    /// The event whose payload string was `payload`, as it was sent.
+    pub fn rebuilt(event_type: EventType, business_unit: &str, payload: &str) -> Self {
+        envelope(event_type, business_unit, payload.to_owned())
+    }
+
     pub fn manage(key: KeyRef<'_>, manage: &Manage<'_>) -> Self {
         let payload = serde_json::to_string(&ManagePayload {
             account_number: key.account,
@@ -78,7 +100,7 @@ impl PaystarEvent {
             original_email_address: manage.original_email,
         })
         .expect("strings always serialise");
-        envelope(EventType::ManageCustomer, key.business_unit, &payload)
+        envelope(EventType::ManageCustomer, key.business_unit, payload)
     }
 
     pub fn unenroll(key: KeyRef<'_>) -> Self {
@@ -87,7 +109,7 @@ impl PaystarEvent {
             sub_account_number: key.sub_account,
         })
         .expect("strings always serialise");
-        envelope(EventType::UnenrollAutopay, key.business_unit, &payload)
+        envelope(EventType::UnenrollAutopay, key.business_unit, payload)
     }
 }
 

@@ -5,7 +5,7 @@
 use super::WorkerSettings;
 use super::classify::{Attempt, Decision, classify};
 use super::client::PaystarClient;
-use super::event::PaystarEvent;
+use super::event::{ACCEPTED_BODY, PaystarEvent};
 use crate::clock::now_ms;
 use crate::customer::CustomerKey;
 use crate::mask::MaskedAccount;
@@ -69,12 +69,8 @@ async fn send_key(
                   event: &PaystarEvent,
                   attempt: &Attempt,
                   cause: Option<&str>| {
-        HistoryEntry {
-        kind,
-        event_type: Some(event.event_type.as_str()),
-        detail: serde_json::json!({
+        let mut detail = serde_json::json!({
             "attempt": attempt_no,
-            "cause": cause,
             "provenance": match (cause, &state.stop) {
                 (Some(c), Some(stop)) if c == UnenrollCause::Provider.as_str() => serde_json::json!({
                     "source": "provider",
@@ -84,14 +80,22 @@ async fn send_key(
                 }),
                 _ => fields_provenance.clone(),
             },
-            "request": event.body,
+            // The request is rebuilt from these on reading (HistoryRecord::from_stored).
+            "payload": event.payload,
             "response": match attempt {
+                Attempt::Response { status, body, .. } if body == ACCEPTED_BODY => serde_json::json!({ "status": status }),
                 Attempt::Response { status, body, .. } => serde_json::json!({ "status": status, "body": body }),
                 Attempt::Transport { message, .. } => serde_json::json!({ "error": message }),
             },
-        })
-        .to_string(),
-    }
+        });
+        if let Some(cause) = cause {
+            detail["cause"] = cause.into();
+        }
+        HistoryEntry {
+            kind,
+            event_type: Some(event.event_type.as_str()),
+            detail: detail.to_string(),
+        }
     };
     let mut delivered = 0;
     let mut events = Vec::with_capacity(2);
@@ -209,15 +213,24 @@ fn provenance(state: &KeyState, policy: Policy) -> serde_json::Value {
         });
     }
     match &state.desired {
-        Some(d) => serde_json::json!({
-            "source": "manifest",
-            "file": d.file,
-            "line": d.line,
-            "removed": d.removed,
-            "sha256": d.file_sha256,
-            "gitCommit": d.git_commit,
-            "gitAuthor": d.git_author,
-        }),
+        Some(d) => {
+            let mut p = serde_json::json!({
+                "source": "manifest",
+                "file": d.file,
+                "line": d.line,
+                "sha256": d.file_sha256,
+            });
+            if d.removed {
+                p["removed"] = serde_json::json!(true);
+            }
+            // Absent means false or null (HistoryRecord::from_stored): most rows are
+            // not removed, most manifests are not in git.
+            if d.git_commit.is_some() || d.git_author.is_some() {
+                p["gitCommit"] = serde_json::json!(d.git_commit);
+                p["gitAuthor"] = serde_json::json!(d.git_author);
+            }
+            p
+        }
         None => serde_json::Value::Null,
     }
 }

@@ -57,8 +57,10 @@ fn one() -> u32 {
 }
 
 struct SimState {
-    accepted: Vec<Accepted>,
-    /// Tells waiters how many events were accepted so far.
+    /// The latest accepted events, at most `keep` of them.
+    accepted: VecDeque<Accepted>,
+    keep: usize,
+    /// Tells waiters how many events were accepted so far (kept or not).
     accepted_count: tokio::sync::watch::Sender<usize>,
     faults: VecDeque<Fault>,
     latency: Duration,
@@ -74,7 +76,8 @@ struct SimState {
 impl Default for SimState {
     fn default() -> Self {
         Self {
-            accepted: Vec::new(),
+            accepted: VecDeque::new(),
+            keep: PaystarSim::KEEP,
             accepted_count: tokio::sync::watch::channel(0).0,
             faults: VecDeque::new(),
             latency: Duration::ZERO,
@@ -147,8 +150,33 @@ pub struct PaystarSim {
 }
 
 impl PaystarSim {
+    /// How many accepted events a simulator keeps unless told otherwise; it
+    /// counts every one, so its memory does not grow with a long import.
+    pub const KEEP: usize = 100_000;
+
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A simulator that keeps only the latest `keep` accepted events (at least one).
+    pub fn keeping(keep: usize) -> Self {
+        let sim = Self::default();
+        sim.lock().keep = keep.max(1);
+        sim
+    }
+
+    fn record(&self, accepted: Accepted) {
+        let mut state = self.lock();
+        if state.accepted.len() == state.keep {
+            state.accepted.pop_front();
+        }
+        state.accepted.push_back(accepted);
+        state.accepted_count.send_modify(|count| *count += 1);
+    }
+
+    /// Every event accepted so far, including those no longer kept.
+    pub fn accepted_total(&self) -> usize {
+        *self.lock().accepted_count.borrow()
     }
 
     fn lock(&self) -> MutexGuard<'_, SimState> {
@@ -157,8 +185,9 @@ impl PaystarSim {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The latest accepted events, oldest first (all of them, up to the kept number).
     pub fn accepted(&self) -> Vec<Accepted> {
-        self.lock().accepted.clone()
+        self.lock().accepted.iter().cloned().collect()
     }
 
     /// Waits until at least `count` events were accepted, or `timeout` passes;
@@ -269,11 +298,7 @@ async fn receive(
                 business_unit = %accepted.business_unit_slug,
                 "sandbox: Paystar accepted an event"
             );
-            let mut state = sim.lock();
-            state.accepted.push(accepted);
-            let count = state.accepted.len();
-            state.accepted_count.send_replace(count);
-            drop(state);
+            sim.record(accepted);
             (
                 StatusCode::OK,
                 Json(json!({ "hasErrors": false, "errors": [], "data": null })),
@@ -381,7 +406,7 @@ pub fn validate(headers: &HeaderMap, body: &[u8]) -> Result<Accepted, (StatusCod
 }
 
 async fn list(State(sim): State<PaystarSim>) -> Json<Value> {
-    Json(json!({ "events": sim.accepted() }))
+    Json(json!({ "events": sim.accepted(), "total": sim.accepted_total() }))
 }
 
 async fn add_fault(State(sim): State<PaystarSim>, Json(fault): Json<Fault>) -> StatusCode {
@@ -416,6 +441,22 @@ mod tests {
             HeaderValue::from_static("application/json"),
         );
         h
+    }
+
+    #[test]
+    fn the_simulator_counts_every_accepted_event_and_keeps_the_latest() {
+        let sim = PaystarSim::keeping(3);
+        for i in 0..10 {
+            sim.record(Accepted {
+                event_type: "Accounts.ManageCustomer".into(),
+                business_unit_slug: "w".into(),
+                payload: format!("{{\"accountNumber\":\"{i}\"}}"),
+                received_ms: i,
+            });
+        }
+        assert_eq!(sim.accepted_total(), 10);
+        let kept: Vec<i64> = sim.accepted().iter().map(|a| a.received_ms).collect();
+        assert_eq!(kept, [7, 8, 9]);
     }
 
     #[test]

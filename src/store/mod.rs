@@ -7,6 +7,7 @@
 
 mod api;
 pub mod copy;
+mod history;
 mod lease;
 mod postgres;
 mod sqlite;

@@ -337,7 +337,8 @@ pub struct HistoryEntry {
     /// `retried` (an operator re-queued a parked key).
     pub kind: &'static str,
     pub event_type: Option<&'static str>,
-    /// JSON: provenance, request, response.
+    /// JSON: attempt, cause, provenance, payload, response; stored compactly
+    /// (see [`HistoryRecord::from_stored`] for what is rebuilt on reading).
     pub detail: String,
 }
 
@@ -347,6 +348,8 @@ pub struct HistoryRecord {
     pub at_ms: i64,
     pub kind: String,
     pub event_type: Option<String>,
+    /// The full line: `request` (the body as sent), `response.body`, and the
+    /// provenance's `gitCommit`/`gitAuthor` always present, however it was stored.
     pub detail: serde_json::Value,
 }
 

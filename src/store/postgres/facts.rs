@@ -129,16 +129,7 @@ impl Db {
             .step("reading a customer's history")?;
         Ok(rows
             .iter()
-            .map(|r| {
-                let detail: String = r.get(3);
-                HistoryRecord {
-                    at_ms: r.get(0),
-                    kind: r.get(1),
-                    event_type: r.get(2),
-                    detail: serde_json::from_str(&detail)
-                        .unwrap_or(serde_json::Value::String(detail)),
-                }
-            })
+            .map(|r| HistoryRecord::from_stored(key, r.get(0), r.get(1), r.get(2), r.get(3)))
             .collect())
     }
 

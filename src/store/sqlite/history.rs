@@ -13,14 +13,13 @@ impl Db {
         let rows = stmt.query_map(
             params![key.business_unit, key.account, key.sub_account],
             |r| {
-                let detail: String = r.get(3)?;
-                Ok(HistoryRecord {
-                    at_ms: r.get(0)?,
-                    kind: r.get(1)?,
-                    event_type: r.get(2)?,
-                    detail: serde_json::from_str(&detail)
-                        .unwrap_or(serde_json::Value::String(detail)),
-                })
+                Ok(HistoryRecord::from_stored(
+                    key,
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                ))
             },
         )?;
         Ok(rows.collect::<DbResult<_>>()?)
