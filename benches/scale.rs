@@ -1,6 +1,7 @@
 //! Scale benchmark for scanning and planning (see BENCHMARKS.md).
 //!
 //!     cargo bench --bench scale -- [--sizes 100000,1000000] [--data DIR] [--only NAME] [--backend sqlite|postgres]
+//!     cargo bench --bench scale -- --first-apply [--sizes 100000,1000000] [--data DIR]
 //!
 //! Generates deterministic corpora (one big CSV; 100 CSV files; 100 YAML files),
 //! then measures the real `paystar-sync plan` binary as a child process: wall time
@@ -50,6 +51,9 @@ fn main() {
     let data = PathBuf::from(arg("--data").unwrap_or_else(|| "bench-data".into()));
     let only = arg("--only");
     let backend = common::Backend::from_args(&args);
+    if args.iter().any(|a| a == "--first-apply") {
+        return first_apply(&data, &sizes);
+    }
     println!("| customers | layout | step | wall | peak RSS |\n|---|---|---|---|---|");
     for size in sizes {
         for layout in [Layout::OneCsv, Layout::ManyCsv, Layout::ManyYaml] {
@@ -114,5 +118,53 @@ fn main() {
                 )
             );
         }
+    }
+}
+
+/// `paystar-sync apply` of one CSV file of `size` customers from an empty SQLite
+/// state into the in-process simulator: wall time, peak RSS, and the state's size
+/// on disk per customer afterwards.
+fn first_apply(data: &Path, sizes: &[usize]) {
+    println!(
+        "| customers | wall | peak RSS | state on disk | per customer |\n|---|---|---|---|---|"
+    );
+    for &size in sizes {
+        let root = data.join(format!("{size}-first-apply"));
+        let _ = fs::remove_dir_all(&root);
+        let manifests = root.join("manifests");
+        write_corpus(&manifests, Layout::OneCsv, size, &|_| false, None);
+        let config_path = root.join("config.yaml");
+        fs::write(
+            &config_path,
+            "state:\n  path: state/db.sqlite\nmanifests:\n  dir: manifests\npaystar:\n  endpoint: sandbox\n  default_business_unit: water-bill-pay\nsafety: { max_unenrolls: 100000000, max_unenroll_percent: 100 }\n",
+        )
+        .unwrap();
+        let m = measured(&[
+            env!("CARGO_BIN_EXE_paystar-sync").into(),
+            "apply".into(),
+            "-q".into(),
+            "--config".into(),
+            config_path.display().to_string(),
+        ]);
+        assert_eq!(m.code, 0, "apply exited {}", m.code);
+        let state: u64 = fs::read_dir(root.join("state"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        let config = Config::load(&config_path).unwrap();
+        let store = paystar_sync::store::Store::open_read_only(&config.state).unwrap();
+        let counts = store.counts().unwrap();
+        assert_eq!(
+            counts.acknowledged, size as u64,
+            "every customer acknowledged"
+        );
+        assert_eq!(counts.pending + counts.retrying + counts.parked, 0);
+        println!(
+            "| {size} | {:.1} s | {} MB | {} MB | {} B |",
+            m.wall.as_secs_f64(),
+            m.peak_rss_kib / 1024,
+            state / 1_000_000,
+            state / size as u64
+        );
     }
 }

@@ -114,12 +114,13 @@ impl PaystarEvent {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::customer::Fields;
     use crate::reconcile::Change;
 
-    const KEY: KeyRef<'static> = KeyRef {
+    /// The key of the vendor page's examples.
+    pub(crate) const KEY: KeyRef<'static> = KeyRef {
         business_unit: "water-bill-pay",
         account: "12345",
         sub_account: "",

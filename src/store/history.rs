@@ -60,15 +60,10 @@ impl HistoryRecord {
 mod tests {
     use super::*;
     use crate::customer::Fields;
+    use crate::deliver::event::tests::KEY;
     use crate::deliver::event::{ACCEPTED_BODY, PaystarEvent};
     use crate::reconcile::{Change, Manage};
     use serde_json::json;
-
-    const KEY: KeyRef<'static> = KeyRef {
-        business_unit: "water-bill-pay",
-        account: "12345",
-        sub_account: "",
-    };
 
     #[test]
     fn a_compact_line_reads_back_whole_with_the_request_as_it_was_sent() {

@@ -57,6 +57,18 @@ pub enum Key<'de> {
     Other(String),
 }
 
+impl<'de> From<Scalar<'de>> for Key<'de> {
+    fn from(key: Scalar<'de>) -> Self {
+        match key {
+            Scalar::Str(name) => Key::Str(name),
+            Scalar::Null => Key::Other("Null".into()),
+            Scalar::Bool(b) => Key::Other(format!("Bool({b})")),
+            Scalar::Number(n) => Key::Other(format!("Number({n})")),
+            Scalar::Other => Key::Other("a collection or tagged value".into()),
+        }
+    }
+}
+
 /// A value where a customer field goes, classified as YAML's core schema reads it.
 #[derive(Debug, PartialEq, Default, Clone)]
 pub enum Scalar<'de> {
@@ -248,10 +260,13 @@ impl<'de> Visitor<'de> for DocSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Doc<'de>, A::Error> {
         let mut top = TopMap::default();
         let mut seen = Seen::default();
-        while let Some(key) = map.next_key_seed(KeySeed {
-            ctx: self.ctx,
-            at: 1,
-        })? {
+        while let Some(key) = map
+            .next_key_seed(ScalarSeed {
+                ctx: self.ctx,
+                at: 1,
+            })?
+            .map(Key::from)
+        {
             seen.insert::<A::Error>(&key)?;
             match &key {
                 Key::Str(name) if name == "businessUnitSlug" => {
@@ -380,7 +395,10 @@ impl<'de> Visitor<'de> for EntrySeed<'_> {
         let mut fields = Vec::with_capacity(8);
         let mut merged: Vec<Vec<(Key<'de>, Scalar<'de>)>> = Vec::new();
         let mut seen = Seen::default();
-        while let Some(key) = map.next_key_seed(KeySeed { ctx, at: at + 1 })? {
+        while let Some(key) = map
+            .next_key_seed(ScalarSeed { ctx, at: at + 1 })?
+            .map(Key::from)
+        {
             seen.insert::<A::Error>(&key)?;
             if matches!(&key, Key::Str(name) if name == "<<") {
                 merged = map.next_value_seed(MergeSeed { ctx, at: at + 1 })?;
@@ -530,85 +548,15 @@ fn merge_fields<'de, A: MapAccess<'de>>(
 ) -> Result<Fields<'de>, A::Error> {
     let mut fields = Vec::new();
     let mut seen = Seen::default();
-    while let Some(key) = map.next_key_seed(KeySeed { ctx, at: at + 1 })? {
+    while let Some(key) = map
+        .next_key_seed(ScalarSeed { ctx, at: at + 1 })?
+        .map(Key::from)
+    {
         seen.insert::<A::Error>(&key)?;
         let value = map.next_value_seed(ScalarSeed { ctx, at: at + 1 })?;
         fields.push((key, value));
     }
     Ok(fields)
-}
-
-struct KeySeed<'c> {
-    ctx: &'c Ctx,
-    at: usize,
-}
-
-impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
-    type Value = Key<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key<'de>, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for KeySeed<'_> {
-    type Value = Key<'de>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a key")
-    }
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-        Ok(Key::Str(Cow::Borrowed(v)))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-        Ok(Key::Str(Cow::Owned(v.to_owned())))
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
-        Ok(Key::Str(Cow::Owned(v)))
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Key<'de>, E> {
-        Ok(Key::Other(format!("Bool({v})")))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Key<'de>, E> {
-        Ok(Key::Other(format!("Number({v})")))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Key<'de>, E> {
-        Ok(Key::Other(format!("Number({v})")))
-    }
-    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Key<'de>, E> {
-        Ok(Key::Other(format!("Number({v})")))
-    }
-    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Key<'de>, E> {
-        Ok(Key::Other(format!("Number({v})")))
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Key<'de>, E> {
-        Ok(Key::Other(format!("Number({v})")))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Key<'de>, E> {
-        Ok(Key::Other("Null".into()))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Key<'de>, A::Error> {
-        Skip {
-            ctx: self.ctx,
-            at: self.at,
-        }
-        .visit_seq(seq)?;
-        Ok(Key::Other("a list".into()))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Key<'de>, A::Error> {
-        Skip {
-            ctx: self.ctx,
-            at: self.at,
-        }
-        .visit_map(map)?;
-        Ok(Key::Other("a mapping".into()))
-    }
-    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Key<'de>, A::Error> {
-        Skip {
-            ctx: self.ctx,
-            at: self.at,
-        }
-        .visit_enum(data)?;
-        Ok(Key::Other("a tagged value".into()))
-    }
 }
 
 struct ScalarSeed<'c> {
@@ -685,81 +633,5 @@ impl<'de> Visitor<'de> for ScalarSeed<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `customers:` then a list nested `depth` levels inside one field's value.
-    fn nested_in_a_field(depth: usize) -> String {
-        let mut text = String::from("customers:\n  - firstName:\n");
-        for level in 0..depth {
-            text.push_str(&format!("{}-\n", "    ".repeat(level + 1)));
-        }
-        text
-    }
-
-    #[test]
-    fn block_nesting_is_counted_as_it_is_read() {
-        // The document is level 0, the list 1, the entry 2, the field's value 3.
-        assert!(read(&nested_in_a_field(MAX_DEPTH - 3)).is_ok());
-        match read(&nested_in_a_field(MAX_DEPTH - 2)) {
-            Err(DocError::TooDeep(Some(_))) => {}
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn strings_borrow_from_the_text_and_merged_keys_never_replace_a_key() {
-        let text = "x-b: &b {lastName: Smith, firstName: Jo}\ncustomers:\n  - firstName: Ann\n    <<: *b\n";
-        let Doc::Map(top) = read(text).unwrap() else {
-            panic!("not a mapping")
-        };
-        let Customers::List(entries) = top.customers else {
-            panic!("no list")
-        };
-        let Entry::Fields(fields) = &entries[0] else {
-            panic!("not fields")
-        };
-        let names: Vec<_> = fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        assert_eq!(
-            names,
-            [
-                (Key::Str("firstName".into()), Scalar::Str("Ann".into())),
-                (Key::Str("lastName".into()), Scalar::Str("Smith".into())),
-            ]
-        );
-        assert!(matches!(&fields[0].1, Scalar::Str(Cow::Borrowed(_))));
-    }
-
-    #[test]
-    fn a_duplicate_key_and_a_bad_merge_are_errors() {
-        let dup = read("customers:\n  - firstName: A\n    firstName: B\n").unwrap_err();
-        assert!(
-            matches!(&dup, DocError::Syntax(e) if e.to_string().contains("duplicate entry with key \"firstName\"")),
-            "{dup:?}"
-        );
-        let merge = read("customers:\n  - <<: 3\n").unwrap_err();
-        assert!(
-            matches!(merge, DocError::Merge(SCALAR_IN_MERGE, Some(2))),
-            "{merge:?}"
-        );
-        assert!(matches!(
-            read("<<: {a: 1}\ncustomers: []\n").unwrap_err(),
-            DocError::TopLevelMerge
-        ));
-    }
-
-    #[test]
-    fn a_number_too_big_for_64_bits_is_still_a_number() {
-        let Doc::List(entries) = read("- accountNumber: 123456789012345678901234567890\n").unwrap()
-        else {
-            panic!("not a list")
-        };
-        assert_eq!(
-            entries[0],
-            Entry::Fields(vec![(
-                Key::Str("accountNumber".into()),
-                Scalar::Number("123456789012345678901234567890".into())
-            )])
-        );
-    }
-}
+#[path = "doc_tests.rs"]
+mod tests;
