@@ -57,6 +57,10 @@ pub enum Key<'de> {
     Other(String),
 }
 
+/// How a key that is a collection or a tagged value is named. Such keys are never
+/// compared with each other (two different ones would look the same).
+const COLLECTION_KEY: &str = "a collection or tagged value";
+
 impl<'de> From<Scalar<'de>> for Key<'de> {
     fn from(key: Scalar<'de>) -> Self {
         match key {
@@ -64,7 +68,7 @@ impl<'de> From<Scalar<'de>> for Key<'de> {
             Scalar::Null => Key::Other("Null".into()),
             Scalar::Bool(b) => Key::Other(format!("Bool({b})")),
             Scalar::Number(n) => Key::Other(format!("Number({n})")),
-            Scalar::Other => Key::Other("a collection or tagged value".into()),
+            Scalar::Other => Key::Other(COLLECTION_KEY.into()),
         }
     }
 }
@@ -223,7 +227,14 @@ impl<'de> Visitor<'de> for Skip<'_> {
             at: self.at + 1,
             ..self
         };
-        while map.next_key_seed(inner)?.is_some() {
+        // Keys are read as scalars only to find duplicates, as YAML requires anywhere.
+        let mut seen = Seen::default();
+        let key = ScalarSeed {
+            ctx: self.ctx,
+            at: inner.at,
+        };
+        while let Some(key) = map.next_key_seed(key)?.map(Key::from) {
+            seen.insert::<A::Error>(&key)?;
             map.next_value_seed(inner)?;
         }
         Ok(())
@@ -448,6 +459,9 @@ impl<'k> Seen<'k> {
 
     /// Whether `key` is new here, remembering it (a merged key that is not new is dropped).
     fn insert_merged(&mut self, key: &Key<'k>) -> bool {
+        if matches!(key, Key::Other(name) if name == COLLECTION_KEY) {
+            return true;
+        }
         if self.many.is_empty() {
             if self.few.contains(key) {
                 return false;
@@ -559,6 +573,7 @@ fn merge_fields<'de, A: MapAccess<'de>>(
     Ok(fields)
 }
 
+#[derive(Clone, Copy)]
 struct ScalarSeed<'c> {
     ctx: &'c Ctx,
     at: usize,
