@@ -66,7 +66,7 @@ pub struct PaystarEvent {
     pub payload: String,
 }
 
-/// The body Paystar answers an accepted event with (as the simulator writes it):
+/// The body Paystar answers an accepted event with (the simulator sends these bytes):
 /// history stores a response with exactly this body as its status alone.
 pub const ACCEPTED_BODY: &str = r#"{"data":null,"errors":[],"hasErrors":false}"#;
 

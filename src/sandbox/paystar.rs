@@ -299,9 +299,11 @@ async fn receive(
                 "sandbox: Paystar accepted an event"
             );
             sim.record(accepted);
+            // The same bytes history stores as a status alone.
             (
                 StatusCode::OK,
-                Json(json!({ "hasErrors": false, "errors": [], "data": null })),
+                [(header::CONTENT_TYPE, "application/json")],
+                crate::deliver::event::ACCEPTED_BODY,
             )
                 .into_response()
         }
