@@ -158,6 +158,18 @@ macro_rules! scalars_are {
     };
 }
 
+/// A seed whose value is whatever its visitor makes of the next value.
+macro_rules! any_seed {
+    ($seed:ident => $value:ty) => {
+        impl<'de> DeserializeSeed<'de> for $seed<'_> {
+            type Value = $value;
+            fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<$value, D::Error> {
+                d.deserialize_any(self)
+            }
+        }
+    };
+}
+
 /// Every scalar (null included) is `$problem`.
 macro_rules! scalars_fail {
     ($problem:expr) => {
@@ -249,12 +261,7 @@ struct DocSeed<'c> {
     ctx: &'c Ctx,
 }
 
-impl<'de> DeserializeSeed<'de> for DocSeed<'_> {
-    type Value = Doc<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Doc<'de>, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+any_seed!(DocSeed => Doc<'de>);
 
 impl<'de> Visitor<'de> for DocSeed<'_> {
     type Value = Doc<'de>;
@@ -335,12 +342,7 @@ struct CustomersSeed<'c> {
     ctx: &'c Ctx,
 }
 
-impl<'de> DeserializeSeed<'de> for CustomersSeed<'_> {
-    type Value = Customers<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Customers<'de>, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+any_seed!(CustomersSeed => Customers<'de>);
 
 impl<'de> Visitor<'de> for CustomersSeed<'_> {
     type Value = Customers<'de>;
@@ -377,12 +379,7 @@ struct EntrySeed<'c> {
     at: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for EntrySeed<'_> {
-    type Value = Entry<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Entry<'de>, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+any_seed!(EntrySeed => Entry<'de>);
 
 impl<'de> Visitor<'de> for EntrySeed<'_> {
     type Value = Entry<'de>;
@@ -484,12 +481,7 @@ struct MergeSeed<'c> {
 
 type Fields<'de> = Vec<(Key<'de>, Scalar<'de>)>;
 
-impl<'de> DeserializeSeed<'de> for MergeSeed<'_> {
-    type Value = Vec<Fields<'de>>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+any_seed!(MergeSeed => Vec<Fields<'de>>);
 
 const SCALAR_IN_MERGE: &str =
     "expected a mapping or list of mappings for merging, but found scalar";
@@ -525,12 +517,7 @@ struct MergeElementSeed<'c> {
     at: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for MergeElementSeed<'_> {
-    type Value = Fields<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+any_seed!(MergeElementSeed => Fields<'de>);
 
 const SCALAR_IN_ELEMENT: &str = "expected a mapping for merging, but found scalar";
 
@@ -579,12 +566,7 @@ struct ScalarSeed<'c> {
     at: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for ScalarSeed<'_> {
-    type Value = Scalar<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Scalar<'de>, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+any_seed!(ScalarSeed => Scalar<'de>);
 
 impl<'de> Visitor<'de> for ScalarSeed<'_> {
     type Value = Scalar<'de>;
