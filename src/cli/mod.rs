@@ -337,5 +337,24 @@ fn init_logging(cli: &Cli, traces: Option<&crate::telemetry::Traces>) {
                 .with_filter(logged()),
         ),
     };
-    let _ = traced.with(logger).try_init();
+    if traced.with(logger).try_init().is_ok() {
+        // Libraries that speak through the `log` crate (the PostgreSQL driver has a
+        // trace line for every message it reads) are asked first whether anyone
+        // listens: below the most verbose level any directive allows, they skip the
+        // record at once instead of handing it to the subscriber to refuse.
+        log::set_max_level(log_level(filter().max_level_hint()));
+    }
+}
+
+/// The `log` crate's level for a subscriber's most verbose level (`None`: no limit).
+fn log_level(hint: Option<tracing_subscriber::filter::LevelFilter>) -> log::LevelFilter {
+    use tracing_subscriber::filter::LevelFilter;
+    match hint {
+        None | Some(LevelFilter::TRACE) => log::LevelFilter::Trace,
+        Some(LevelFilter::DEBUG) => log::LevelFilter::Debug,
+        Some(LevelFilter::INFO) => log::LevelFilter::Info,
+        Some(LevelFilter::WARN) => log::LevelFilter::Warn,
+        Some(LevelFilter::ERROR) => log::LevelFilter::Error,
+        Some(_) => log::LevelFilter::Off,
+    }
 }

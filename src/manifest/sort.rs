@@ -1,8 +1,9 @@
 //! Sorting a scan's rows by customer key (then file, then line) without chasing
-//! each row's text on every comparison: rows are ordered by an 8-byte prefix of
+//! each row's text on every comparison: rows are ordered by a 16-byte prefix of
 //! their key first, and only rows whose prefixes tie compare their keys in full.
 
 use super::row::ManifestRow;
+use crate::customer::KeyRef;
 use std::cmp::Ordering;
 
 impl ManifestRow {
@@ -22,14 +23,18 @@ impl ManifestRow {
         }
     }
 
-    /// The eight key bytes after the first `skip` (zero past the end), big-endian:
-    /// a row whose key sorts before another's never has a larger prefix.
-    fn key_prefix(&self, skip: usize) -> u64 {
-        (0..8).fold(0u64, |acc, k| {
-            (acc << 8) | u64::from(self.key_byte(skip + k).unwrap_or(0))
+    /// The sixteen key bytes after the first `skip` (zero past the end),
+    /// big-endian: a row whose key sorts before another's never has a larger prefix.
+    fn key_prefix(&self, skip: usize) -> u128 {
+        (0..PREFIX).fold(0u128, |acc, k| {
+            (acc << 8) | u128::from(self.key_byte(skip + k).unwrap_or(0))
         })
     }
 }
+
+/// How many key bytes a prefix holds: an account number and a short
+/// sub-account, after the business unit every row shares.
+const PREFIX: usize = 16;
 
 /// The order a scan works in: key, then file, then line.
 fn full_order(a: &ManifestRow, b: &ManifestRow) -> Ordering {
@@ -63,15 +68,25 @@ fn shared_key_bytes(rows: &[ManifestRow]) -> usize {
 }
 
 /// Sorts `rows` by key, then file, then line (as `sort_unstable_by` with
-/// [`full_order`] would), moving each row once.
-pub fn sort_rows(rows: &mut [ManifestRow]) {
+/// [`full_order`] would), moving each row once. Returns each sorted row's key
+/// prefix, so that later passes in key order can compare keys without reading
+/// the rows' text; `None` where the sort compared whole keys (fewer than two
+/// rows, or a key with a NUL byte).
+pub fn sort_rows(rows: &mut [ManifestRow]) -> Option<KeyPrefixes> {
     let has_nul = |r: &ManifestRow| r.key_text().as_bytes().contains(&0);
     if rows.len() < 2 || u32::try_from(rows.len()).is_err() || rows.iter().any(has_nul) {
         rows.sort_unstable_by(full_order);
-        return;
+        return None;
     }
     let skip = shared_key_bytes(rows);
-    let mut order: Vec<(u64, u32)> = rows
+    let shared: Box<[u8]> = (0..skip)
+        .map(|p| {
+            rows[0]
+                .key_byte(p)
+                .expect("shared bytes are within every key")
+        })
+        .collect();
+    let mut order: Vec<(u128, u32)> = rows
         .iter()
         .enumerate()
         .map(|(i, r)| (r.key_prefix(skip), i as u32))
@@ -80,7 +95,84 @@ pub fn sort_rows(rows: &mut [ManifestRow]) {
         a.0.cmp(&b.0)
             .then_with(|| full_order(&rows[a.1 as usize], &rows[b.1 as usize]))
     });
+    let prefixes = order.iter().map(|&(prefix, _)| prefix).collect();
     permute(rows, order.into_iter().map(|(_, i)| i).collect());
+    Some(KeyPrefixes { shared, prefixes })
+}
+
+/// The sorted rows' keys as 16-byte prefixes after the bytes they all share (see
+/// [`ManifestRow::key_byte`] for the byte string). Comparing two prefixes orders
+/// two keys unless the prefixes are equal; equal prefixes of keys that both end
+/// within them are equal keys (a key holds exactly two NULs, so neither can be
+/// the other with bytes added).
+pub struct KeyPrefixes {
+    /// The leading bytes every sorted row's key has.
+    shared: Box<[u8]>,
+    /// Per sorted row.
+    prefixes: Vec<u128>,
+}
+
+/// A key, written as the sorted rows' prefixes are: `None` if it does not start
+/// with their shared bytes (compare it in full).
+#[derive(Clone, Copy)]
+pub struct KeyProbe {
+    prefix: u128,
+    /// Whether the key ends within its prefix.
+    whole: bool,
+}
+
+impl KeyPrefixes {
+    /// Keeps the prefixes of the rows `keep` says yes to, as `Vec::retain` does.
+    pub fn retain(&mut self, mut keep: impl FnMut(usize) -> bool) {
+        let mut i = 0;
+        self.prefixes.retain(|_| {
+            i += 1;
+            keep(i - 1)
+        });
+    }
+
+    /// Row `i`'s key (row `i` of the sorted rows, as `row`).
+    pub fn of_row(&self, i: usize, row: &ManifestRow) -> KeyProbe {
+        KeyProbe {
+            prefix: self.prefixes[i],
+            whole: row.key_ends()[2] + 2 <= self.shared.len() + PREFIX,
+        }
+    }
+
+    /// `key` written as the rows' prefixes are, if it starts with their shared bytes.
+    pub fn probe(&self, key: KeyRef<'_>) -> Option<KeyProbe> {
+        let mut bytes = key
+            .business_unit
+            .bytes()
+            .chain(std::iter::once(0))
+            .chain(key.account.bytes())
+            .chain(std::iter::once(0))
+            .chain(key.sub_account.bytes());
+        for &expected in self.shared.iter() {
+            if bytes.next() != Some(expected) {
+                return None;
+            }
+        }
+        let mut prefix = 0u128;
+        for _ in 0..PREFIX {
+            prefix = (prefix << 8) | u128::from(bytes.next().unwrap_or(0));
+        }
+        Some(KeyProbe {
+            prefix,
+            whole: bytes.next().is_none(),
+        })
+    }
+}
+
+impl KeyProbe {
+    /// How the two keys compare, if their prefixes tell (else `None`).
+    pub fn compare(self, other: KeyProbe) -> Option<Ordering> {
+        match self.prefix.cmp(&other.prefix) {
+            Ordering::Equal if self.whole && other.whole => Some(Ordering::Equal),
+            Ordering::Equal => None,
+            unequal => Some(unequal),
+        }
+    }
 }
 
 /// Reorders `items` so that position `i` holds what was at `source[i]` (a
@@ -168,6 +260,72 @@ mod tests {
             Ok(())
         })
         .budget_ms(300);
+    }
+
+    #[test]
+    fn a_prefix_comparison_that_answers_agrees_with_comparing_whole_keys() {
+        let parts = [
+            "",
+            "a",
+            "ab",
+            "water-bill-pay",
+            "0",
+            "0000000",
+            "12345678",
+            "é",
+            "z",
+        ];
+        let mut told = 0;
+        arbtest::arbtest(|u| {
+            let pick = |u: &mut arbtest::arbitrary::Unstructured<'_>| -> arbtest::arbitrary::Result<String> {
+                let n = u.int_in_range(0..=3)?;
+                let mut s = String::new();
+                for _ in 0..n {
+                    s.push_str(parts[u.choose_index(parts.len())?]);
+                }
+                Ok(s)
+            };
+            let n = u.int_in_range(2..=30)?;
+            let mut rows = Vec::with_capacity(n);
+            let bu = if u.arbitrary()? { "water-bill-pay".to_owned() } else { pick(u)? };
+            for _ in 0..n {
+                let bu = if u.ratio(1, 8)? { pick(u)? } else { bu.clone() };
+                rows.push(row(&bu, &pick(u)?, &pick(u)?, 0, 1));
+            }
+            let Some(prefixes) = sort_rows(&mut rows) else {
+                return Ok(());
+            };
+            let probes: Vec<(String, String, String)> = (0..8)
+                .map(|_| Ok((pick(u)?, pick(u)?, pick(u)?)))
+                .collect::<arbtest::arbitrary::Result<_>>()?;
+            for (i, a) in rows.iter().enumerate() {
+                let mut keys: Vec<KeyRef<'_>> = rows.iter().map(|r| r.key()).collect();
+                keys.extend(probes.iter().map(|(b, c, d)| KeyRef {
+                    business_unit: b,
+                    account: c,
+                    sub_account: d,
+                }));
+                for key in keys {
+                    let Some(probe) = prefixes.probe(key) else {
+                        continue;
+                    };
+                    if let Some(order) = prefixes.of_row(i, a).compare(probe) {
+                        told += 1;
+                        assert_eq!(order, a.key().cmp(&key), "{} against {key}", a.key());
+                    }
+                }
+                // A row's own key always probes (it shares the rows' bytes) and equals itself
+                // whenever the prefix tells.
+                let own = prefixes.probe(a.key()).expect("a row's key shares the rows' bytes");
+                assert!(matches!(
+                    prefixes.of_row(i, a).compare(own),
+                    None | Some(Ordering::Equal)
+                ));
+            }
+            Ok(())
+        })
+        .budget_ms(300);
+        assert!(told > 100, "the prefixes decided only {told} comparisons");
     }
 
     #[test]

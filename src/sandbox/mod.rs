@@ -6,6 +6,7 @@ pub mod lotuspay;
 pub mod payroc;
 pub mod paystar;
 pub mod smarterpay;
+mod timer;
 
 use std::net::SocketAddr;
 use tokio::net::TcpListener;

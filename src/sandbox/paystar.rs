@@ -3,6 +3,7 @@
 //! `payload`, `payload` a *string* holding a JSON object with the event's fields.
 //! Accepted events are listed; faults and latency can be injected.
 
+use super::timer::PreciseTimer;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
@@ -147,6 +148,8 @@ fn request_key(body: &[u8]) -> String {
 #[derive(Clone, Default)]
 pub struct PaystarSim {
     state: Arc<Mutex<SimState>>,
+    /// Waits out the injected latency.
+    timer: PreciseTimer,
 }
 
 impl PaystarSim {
@@ -246,14 +249,6 @@ impl PaystarSim {
     }
 }
 
-/// Sleeps with the OS timer: tokio's timer rounds up to whole milliseconds, which
-/// would make an injected 5 ms latency 5–6 ms and skew delivery benchmarks.
-async fn precise_sleep(duration: Duration) {
-    #[allow(clippy::disallowed_methods)] // on the blocking pool, not a runtime thread
-    let sleep = move || std::thread::sleep(duration);
-    let _ = tokio::task::spawn_blocking(sleep).await;
-}
-
 fn rejection(status: StatusCode, message: impl Into<String>) -> Response {
     (
         status,
@@ -271,7 +266,7 @@ async fn receive(
     let _open = Open::new(&sim, request_key(&body));
     let latency = sim.lock().latency;
     if !latency.is_zero() {
-        precise_sleep(latency).await;
+        sim.timer.sleep(latency).await;
     }
     if let Some(fault) = sim.next_fault() {
         if fault.delay_ms > 0 {

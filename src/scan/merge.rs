@@ -5,8 +5,9 @@
 use super::read::HeldRows;
 use super::{ScannedFile, TouchedKey, key_of};
 use crate::customer::CustomerKey;
-use crate::manifest::{ErrorKind, ManifestError, ManifestRow};
+use crate::manifest::{ErrorKind, KeyPrefixes, ManifestError, ManifestRow};
 use crate::store::{KeyState, PrevRow, StateError, Store};
+use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 
 pub(super) struct Merged {
@@ -22,6 +23,7 @@ pub(super) fn merge(
     store: &Store,
     files: &[ScannedFile],
     rows: &[ManifestRow],
+    prefixes: Option<&KeyPrefixes>,
     kept: &HashSet<CustomerKey>,
     previous: &HashMap<i64, HeldRows>,
 ) -> Result<Merged, StateError> {
@@ -42,11 +44,19 @@ pub(super) fn merge(
         let mut next = 0usize;
         if let Some(id) = file.stored.as_ref().map(|e| e.id) {
             let mut merge = |prev: PrevRow<'_>| {
-                while next < fresh.len() && rows[fresh[next] as usize].key() < prev.key {
+                // The row's key against the held one's, from their prefixes where they tell.
+                let probe = prefixes.and_then(|p| p.probe(prev.key).map(|probe| (p, probe)));
+                let order = |i: u32| {
+                    let row = &rows[i as usize];
+                    probe
+                        .and_then(|(p, probe)| p.of_row(i as usize, row).compare(probe))
+                        .unwrap_or_else(|| row.key().cmp(&prev.key))
+                };
+                while next < fresh.len() && order(fresh[next]) == Ordering::Less {
                     touched.push(TouchedKey::Row(fresh[next]));
                     next += 1;
                 }
-                if next < fresh.len() && rows[fresh[next] as usize].key() == prev.key {
+                if next < fresh.len() && order(fresh[next]) == Ordering::Equal {
                     let row = &rows[fresh[next] as usize];
                     if prev.removed || prev.fingerprint != row.fingerprint() {
                         touched.push(TouchedKey::Row(fresh[next]));
@@ -167,14 +177,23 @@ pub(super) fn drop_conflicts(
 /// Removes every row whose key appears more than once, reporting each location.
 pub(super) fn reject_duplicates(
     rows: &mut Vec<ManifestRow>,
+    mut prefixes: Option<&mut KeyPrefixes>,
     files: &mut [ScannedFile],
     kept: &mut HashSet<CustomerKey>,
 ) {
+    // Neighbours whose prefixes differ have different keys: their text is not read.
+    let same_key = |a: usize, b: usize, prefixes: Option<&KeyPrefixes>| {
+        let told = prefixes.and_then(|p| p.of_row(a, &rows[a]).compare(p.of_row(b, &rows[b])));
+        match told {
+            Some(order) => order == Ordering::Equal,
+            None => rows[a].key() == rows[b].key(),
+        }
+    };
     let mut dup = vec![false; rows.len()];
     let mut start = 0;
     while start < rows.len() {
         let mut end = start + 1;
-        while end < rows.len() && rows[end].key() == rows[start].key() {
+        while end < rows.len() && same_key(end, start, prefixes.as_deref()) {
             end += 1;
         }
         if end - start > 1 {
@@ -208,6 +227,9 @@ pub(super) fn reject_duplicates(
             dup[start..end].fill(true);
         }
         start = end;
+    }
+    if let Some(prefixes) = prefixes.as_mut() {
+        prefixes.retain(|i| !dup[i]);
     }
     let mut flags = dup.iter();
     rows.retain(|_| !*flags.next().expect("one flag per row"));

@@ -286,14 +286,15 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
         kept.extend(p.rejected_keys);
         rows.extend(p.rows);
     }
-    crate::manifest::sort_rows(&mut rows);
+    let mut prefixes = crate::manifest::sort_rows(&mut rows);
     let rows_read = rows.len() as u64;
-    merge::reject_duplicates(&mut rows, &mut files, &mut kept);
+    merge::reject_duplicates(&mut rows, prefixes.as_mut(), &mut files, &mut kept);
 
     let merge::Merged {
         mut touched,
         relocated,
-    } = merge::merge(store, &files, &rows, &kept, &previous)?;
+    } = merge::merge(store, &files, &rows, prefixes.as_ref(), &kept, &previous)?;
+    drop(prefixes);
     let mut states = store.load_states(touched.iter().map(|t| key_of(t, &rows)))?;
     merge::drop_conflicts(
         &mut files,

@@ -491,6 +491,7 @@ pub(super) fn pick<T>(
     free: usize,
     now_ms: i64,
 ) -> (Vec<(CustomerKey, T)>, Option<i64>, bool) {
+    let busy: std::collections::HashSet<&CustomerKey> = busy.iter().collect();
     let mut claimed = Vec::new();
     let mut next_due = None;
     let mut more = false;
