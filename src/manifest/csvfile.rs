@@ -15,36 +15,60 @@ pub fn parse<R: Read>(
     file_idx: FileIdx,
     opts: &ParseOptions,
 ) -> Result<ParsedFile, ManifestError> {
-    let mut csv = ::csv::ReaderBuilder::new()
+    let mut csv = reader_for(reader, opts);
+    let (columns, mut parsed) = header(&mut csv, file, opts)?;
+    rows(&mut csv, &columns, 0, file, file_idx, opts, &mut parsed)?;
+    no_customers(parsed, file)
+}
+
+/// The csv reader every part of a file is read with.
+pub(super) fn reader_for<R: Read>(reader: R, opts: &ParseOptions) -> ::csv::Reader<QuoteCheck<R>> {
+    ::csv::ReaderBuilder::new()
         .delimiter(opts.delimiter)
         .has_headers(false)
         .flexible(true)
         // csv miscounts lines in CRLF files; split on LF and let trimming drop the CR.
         .terminator(::csv::Terminator::Any(b'\n'))
         .buffer_capacity(256 * 1024)
-        .from_reader(QuoteCheck::new(reader, opts.delimiter));
+        .from_reader(QuoteCheck::new(reader, opts.delimiter))
+}
+
+/// Reads the next record; a file error names what went wrong and where.
+fn read<R: Read>(
+    csv: &mut ::csv::Reader<QuoteCheck<R>>,
+    record: &mut ::csv::ByteRecord,
+    file: &str,
+) -> Result<bool, ManifestError> {
+    csv.read_byte_record(record).map_err(|err| {
+        if let Some(quote) = quote_error(&err) {
+            return ManifestError::file(
+                file,
+                format!(
+                    "has unbalanced CSV quoting at {quote}; its customers keep their previous state"
+                ),
+            )
+            .at_line(quote.line());
+        }
+        if super::open::too_large_error(&err) {
+            return ManifestError::file(file, super::open::TooLarge.to_string());
+        }
+        let line = err.position().map(|p| p.line() as u32);
+        let error = ManifestError::file(file, format!("cannot be read as CSV: {err}"));
+        match line {
+            Some(line) => error.at_line(line),
+            None => error,
+        }
+    })
+}
+
+/// Reads and maps the header row; the parse so far holds its warnings.
+pub(super) fn header<R: Read>(
+    csv: &mut ::csv::Reader<QuoteCheck<R>>,
+    file: &str,
+    opts: &ParseOptions,
+) -> Result<(Columns, ParsedFile), ManifestError> {
     let mut record = ::csv::ByteRecord::new();
-    let read = |csv: &mut ::csv::Reader<QuoteCheck<R>>, record: &mut ::csv::ByteRecord| {
-        csv.read_byte_record(record).map_err(|err| {
-            if let Some(quote) = quote_error(&err) {
-                return ManifestError::file(
-                    file,
-                    format!("has unbalanced CSV quoting at {quote}; its customers keep their previous state"),
-                )
-                .at_line(quote.line());
-            }
-            if super::open::too_large_error(&err) {
-                return ManifestError::file(file, super::open::TooLarge.to_string());
-            }
-            let line = err.position().map(|p| p.line() as u32);
-            let error = ManifestError::file(file, format!("cannot be read as CSV: {err}"));
-            match line {
-                Some(line) => error.at_line(line),
-                None => error,
-            }
-        })
-    };
-    if !read(&mut csv, &mut record)? {
+    if !read(csv, &mut record, file)? {
         return Err(ManifestError::file(
             file,
             "is empty; an empty file never removes customers (add a header row and rows, or delete the file)",
@@ -58,8 +82,36 @@ pub fn parse<R: Read>(
             columns.unknown.join(", ")
         ));
     }
-    while read(&mut csv, &mut record)? {
-        let line = record.position().map_or(0, |p| p.line() as u32);
+    Ok((columns, parsed))
+}
+
+/// A file with a header and no customers is a file error.
+pub(super) fn no_customers(parsed: ParsedFile, file: &str) -> Result<ParsedFile, ManifestError> {
+    if parsed.is_empty() {
+        return Err(ManifestError::file(
+            file,
+            "has a header row but no customers; an empty file never removes customers (delete the file to remove them)",
+        ));
+    }
+    Ok(parsed)
+}
+
+/// Reads data rows to the end of `csv` into `parsed`; `lines_before` is how many
+/// lines of the file come before what `csv` reads (the rows' lines count from
+/// the file's start; a file error's do not, and callers of a later part read the
+/// whole file again to report it).
+pub(super) fn rows<R: Read>(
+    csv: &mut ::csv::Reader<QuoteCheck<R>>,
+    columns: &Columns,
+    lines_before: u32,
+    file: &str,
+    file_idx: FileIdx,
+    opts: &ParseOptions,
+    parsed: &mut ParsedFile,
+) -> Result<(), ManifestError> {
+    let mut record = ::csv::ByteRecord::new();
+    while read(csv, &mut record, file)? {
+        let line = record.position().map_or(0, |p| p.line() as u32) + lines_before;
         if std::str::from_utf8(record.as_slice()).is_err() {
             return Err(ManifestError::file(
                 file,
@@ -102,16 +154,11 @@ pub fn parse<R: Read>(
             parsed.push(outcome);
         }
     }
-    if parsed.is_empty() {
-        return Err(ManifestError::file(
-            file,
-            "has a header row but no customers; an empty file never removes customers (delete the file to remove them)",
-        ));
-    }
-    Ok(parsed)
+    Ok(())
 }
 
-struct Columns {
+#[derive(Clone)]
+pub(super) struct Columns {
     mapped: Vec<(usize, Field)>,
     unknown: Vec<String>,
     /// How many columns the header names.

@@ -4,6 +4,7 @@
 
 mod build;
 mod csvfile;
+pub mod csvsplit;
 pub mod discover;
 mod error;
 pub mod fields;
@@ -93,12 +94,21 @@ pub fn parse_file(
 ) -> Result<ParsedFile, ManifestError> {
     let handle = open::open(&file.path, &file.rel, opts.max_file_size)?;
     match file.format {
-        Format::Csv => csvfile::parse(
-            BufReader::with_capacity(256 * 1024, handle),
-            &file.rel,
-            file_idx,
-            opts,
-        ),
+        Format::Csv => {
+            let handle = handle.into_inner();
+            let size = handle
+                .metadata()
+                .map_err(|err| open::io_error(&file.rel, &err))?
+                .len();
+            csvsplit::parse(
+                &handle,
+                size,
+                &file.rel,
+                file_idx,
+                opts,
+                csvsplit::SPLIT_FROM,
+            )
+        }
         Format::Yaml => {
             let mut bytes = Vec::with_capacity(file.stat.size.min(opts.max_file_size) as usize);
             BufReader::new(handle)

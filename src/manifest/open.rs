@@ -88,6 +88,17 @@ pub struct Limited<R> {
     left: u64,
 }
 
+impl<R> Limited<R> {
+    /// Yields at most `left` bytes of `inner`.
+    pub fn new(inner: R, left: u64) -> Self {
+        Self { inner, left }
+    }
+
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+}
+
 /// The error a [`Limited`] reader returns past its limit.
 #[derive(Debug, thiserror::Error)]
 #[error(

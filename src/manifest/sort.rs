@@ -26,9 +26,25 @@ impl ManifestRow {
     /// The sixteen key bytes after the first `skip` (zero past the end),
     /// big-endian: a row whose key sorts before another's never has a larger prefix.
     fn key_prefix(&self, skip: usize) -> u128 {
-        (0..PREFIX).fold(0u128, |acc, k| {
-            (acc << 8) | u128::from(self.key_byte(skip + k).unwrap_or(0))
-        })
+        // The byte string's three pieces, each copied in one go.
+        let (ends, text) = (self.key_ends(), self.key_text().as_bytes());
+        let mut bytes = [0u8; PREFIX];
+        let mut at = 0; // position in the byte string
+        for (start, end, nul) in [
+            (0, ends[0], true),
+            (ends[0], ends[1], true),
+            (ends[1], ends[2], false),
+        ] {
+            let piece = &text[start..end];
+            let from = skip.saturating_sub(at).min(piece.len());
+            let to = (skip + PREFIX).saturating_sub(at).min(piece.len());
+            if from < to {
+                bytes[at + from - skip..at + to - skip].copy_from_slice(&piece[from..to]);
+            }
+            at += piece.len() + usize::from(nul);
+            // A NUL separator is zero, as the unwritten bytes are already.
+        }
+        u128::from_be_bytes(bytes)
     }
 }
 

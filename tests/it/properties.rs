@@ -158,6 +158,83 @@ fn a_damaged_yaml_manifest_never_loses_a_customer_without_an_error() {
     damaged_manifests_never_lose_a_customer_silently(Format::Yaml, "a.yaml");
 }
 
+/// A parse in full: rows (key, fields, line), errors, rejected keys, warnings.
+fn whole_parse(parsed: &std::result::Result<ParsedFile, ManifestError>) -> String {
+    match parsed {
+        Err(error) => format!("file error {error:?}"),
+        Ok(p) => {
+            let rows: Vec<String> = p
+                .rows
+                .iter()
+                .map(|r| {
+                    let f = r.fields();
+                    format!(
+                        "{}@{}:{}|{}|{}|{:?}|{}",
+                        r.key(),
+                        r.line,
+                        f.first_name,
+                        f.last_name,
+                        f.email,
+                        r.autopay,
+                        r.fingerprint()
+                    )
+                })
+                .collect();
+            format!(
+                "{rows:#?}\n{:#?}\n{:?}\n{}\n{:?}",
+                p.errors, p.rejected_keys, p.keyless_rejects, p.warnings
+            )
+        }
+    }
+}
+
+#[test]
+fn a_csv_manifest_read_in_two_parts_reads_exactly_as_in_one() {
+    let (mut split, mut whole_errors) = (0, 0);
+    arbtest::arbtest(|u| {
+        let (mut bytes, _) = good_manifest(u, Format::Csv)?;
+        // Quoted fields with delimiters, doubled quotes and line breaks inside.
+        if u.ratio(1, 2)? {
+            let at = u.int_in_range(0..=5)?;
+            let quoted = format!(
+                "Q{at}x,\"Ann \"\"Jo\"\"\nLee\",\"Smith, Jr\",\"a{at}@example.com\",true\n"
+            );
+            bytes.extend_from_slice(quoted.as_bytes());
+        }
+        if u.ratio(1, 3)? {
+            bytes.extend_from_slice(b"\r\n,,,,\n\nZ9,,B,z@example.com,maybe\n");
+        }
+        if u.ratio(1, 2)? {
+            mutate(u, &mut bytes)?;
+        }
+        let one = parse_bytes(&bytes, Format::Csv, "a.csv", &opts());
+        whole_errors += usize::from(one.is_err());
+        // From a tiny size up, so that the split lands anywhere in these small files.
+        let two = paystar_sync::manifest::csvsplit::parse(
+            &bytes[..],
+            bytes.len() as u64,
+            "a.csv",
+            0,
+            &opts(),
+            0,
+        );
+        split += 1;
+        assert_eq!(
+            whole_parse(&one),
+            whole_parse(&two),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        Ok(())
+    })
+    .budget_ms(budget_ms())
+    .run();
+    assert!(
+        split > 50 && whole_errors > 5,
+        "{split} files, {whole_errors} file errors"
+    );
+}
+
 #[test]
 fn the_manifest_readers_never_panic_on_any_bytes() {
     arbtest::arbtest(|u| {
