@@ -280,6 +280,7 @@ fn write_desired<'w>(
     let mut left = None;
     if desired.peek().is_some() && is_empty(tx, "desired")? {
         left = copy_new_desired(tx, now_ms, ids, &mut desired)?;
+        analyze(tx, "desired")?;
     }
     let desired = left.into_iter().chain(desired);
     let upsert = prepare(tx, statements, UPSERT_DESIRED)?;
@@ -381,7 +382,8 @@ fn write_queue<'w>(
         && writes.windows(2).all(|w| w[0].key < w[1].key)
         && is_empty(tx, "queue")?
     {
-        return copy_new_queue(tx, now_ms, &writes);
+        copy_new_queue(tx, now_ms, &writes)?;
+        return analyze(tx, "queue");
     }
     let enqueue = prepare(tx, statements, ENQUEUE)?;
     let dequeue = prepare(tx, statements, DEQUEUE)?;
@@ -409,6 +411,14 @@ fn write_queue<'w>(
         }
     }
     Ok(())
+}
+
+/// Gathers a table's statistics after a first import filled it. Until then the
+/// planner takes it for nearly empty and reads a file's million rows by bitmap and
+/// an on-disk sort instead of in index order (0.9 s against 0.2 s at 1M); the
+/// autovacuum daemon would gather them only a minute or more later.
+fn analyze(tx: &mut Transaction<'_>, table: &'static str) -> PgResult<()> {
+    tx.batch_execute(&format!("ANALYZE {table}"))
 }
 
 /// Queue writes this many or more, into an empty queue, go by `COPY`.
