@@ -198,10 +198,14 @@ pub fn commit_and_acknowledge(config: &Config) -> (Duration, Duration) {
 /// with what the claim saw of every key (no history lines: no request was sent).
 pub fn acknowledge_all(store: &mut Store, policy: Policy) {
     const BATCH: usize = 5_000;
+    let (mut claiming, mut recording) = (Duration::ZERO, Duration::ZERO);
     loop {
         let now = now_ms();
+        let started = std::time::Instant::now();
         let claim = store.claim(BATCH, &[], now, &[]).unwrap();
+        claiming += started.elapsed();
         if claim.claimed.is_empty() {
+            eprintln!("acknowledged: claiming {claiming:?}, recording {recording:?}");
             return;
         }
         let outcomes: Vec<Outcome> = claim
@@ -221,9 +225,11 @@ pub fn acknowledge_all(store: &mut Store, policy: Policy) {
                 outcome
             })
             .collect();
+        let started = std::time::Instant::now();
         store
             .record_outcomes(&outcomes, |s| !s.plan(policy).is_empty(), now)
             .unwrap();
+        recording += started.elapsed();
     }
 }
 

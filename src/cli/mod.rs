@@ -358,3 +358,25 @@ fn log_level(hint: Option<tracing_subscriber::filter::LevelFilter>) -> log::Leve
         Some(_) => log::LevelFilter::Off,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::filter::LevelFilter;
+
+    #[test]
+    fn log_crate_records_are_skipped_exactly_below_the_most_verbose_directive() {
+        let hint = |filter: &str| tracing_subscriber::EnvFilter::new(filter).max_level_hint();
+        assert_eq!(
+            log_level(hint("info,tokio_postgres=warn")),
+            log::LevelFilter::Info
+        );
+        assert_eq!(
+            log_level(hint("warn,paystar_sync=debug")),
+            log::LevelFilter::Debug
+        );
+        assert_eq!(log_level(hint("error")), log::LevelFilter::Error);
+        assert_eq!(log_level(Some(LevelFilter::OFF)), log::LevelFilter::Off);
+        assert_eq!(log_level(None), log::LevelFilter::Trace);
+    }
+}
