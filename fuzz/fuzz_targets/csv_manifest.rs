@@ -1,4 +1,5 @@
-//! The CSV reader on any bytes: never a panic, every error located.
+//! The CSV reader on any bytes: never a panic, every error located, and the
+//! two-part read (split near the middle, on two threads) exactly the one-part read.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,7 +10,10 @@ fuzz_target!(|data: &[u8]| {
         default_business_unit: Some("water-bill-pay".into()),
         ..ParseOptions::default()
     };
-    match parse_bytes(data, Format::Csv, "f.csv", &opts) {
+    let one = parse_bytes(data, Format::Csv, "f.csv", &opts);
+    let two = paystar_sync::manifest::csvsplit::parse(data, data.len() as u64, "f.csv", 0, &opts, 0);
+    assert_eq!(one, two, "the two-part read differs from the one-part read");
+    match one {
         Ok(parsed) => {
             for error in &parsed.errors {
                 assert_eq!(error.file, "f.csv");

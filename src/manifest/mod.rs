@@ -53,7 +53,7 @@ impl Default for ParseOptions {
 }
 
 /// A file that could be read: its valid rows and its row errors.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct ParsedFile {
     pub rows: Vec<ManifestRow>,
     pub errors: Vec<ManifestError>,
