@@ -3,8 +3,10 @@
 //! The file is split after the first line break past its middle that lies
 //! outside every quoted field: one with an even number of quotes before it
 //! (with strict quoting a quote only opens a field, doubles inside one, or
-//! closes it). Each part then holds whole records, and the parts' rows, row
-//! errors and rejected keys, one after the other, are the whole file's.
+//! closes it), with no empty line just before or after it (the csv reader
+//! numbers a record after empty lines from the first of them). Each part then holds whole
+//! records, and the parts' rows, row errors and rejected keys, one after the
+//! other, are the whole file's.
 //!
 //! If either part has a file error (bad quoting, bad UTF-8, growth past the
 //! size limit, no customers) the file is read again from its start in one part,
@@ -148,7 +150,7 @@ fn split_point<S: Positional + ?Sized>(src: &S, size: u64) -> io::Result<Option<
                 b'\n' => {
                     lines += 1;
                     let at = pos + (before + i) as u64 + 1;
-                    if quotes % 2 == 0 && at < size {
+                    if quotes % 2 == 0 && at < size && between_records(src, at)? {
                         return Ok(u32::try_from(lines)
                             .ok()
                             .map(|lines_before| Split { at, lines_before }));
@@ -159,6 +161,32 @@ fn split_point<S: Positional + ?Sized>(src: &S, size: u64) -> io::Result<Option<
         }
         pos += n as u64;
     }
+}
+
+/// Whether the line break just before `at` ends a line that is not empty, and
+/// the line at `at` is not empty either. The csv reader skips empty lines and
+/// numbers the next record from the first of them, so a part must neither start
+/// with one nor follow one: its first record would be numbered differently than
+/// in one part.
+fn between_records<S: Positional + ?Sized>(src: &S, at: u64) -> io::Result<bool> {
+    if at < 2 {
+        return Ok(false);
+    }
+    let mut around = [0u8; 3];
+    let mut part = Part {
+        src,
+        pos: at - 2,
+        end: at + 1,
+    };
+    let mut got = 0;
+    while got < around.len() {
+        let n = part.read(&mut around[got..])?;
+        if n == 0 {
+            return Ok(false);
+        }
+        got += n;
+    }
+    Ok(around[0] != b'\n' && around[1] == b'\n' && around[2] != b'\n')
 }
 
 /// The two parts, each on a thread; `None` if either has a file error (or a
@@ -282,6 +310,42 @@ mod tests {
         assert_eq!(two.rows, one.rows);
         assert_eq!(two.errors, one.errors);
         assert_eq!(two.rejected_keys, one.rejected_keys);
+    }
+
+    /// Both reads of `bytes`, split anywhere from the middle on.
+    fn both(
+        bytes: &[u8],
+    ) -> (
+        Result<ParsedFile, ManifestError>,
+        Result<ParsedFile, ManifestError>,
+    ) {
+        let two = parse(bytes, bytes.len() as u64, "a.csv", 0, &opts(), 0);
+        (parse_bytes(bytes, Format::Csv, "a.csv", &opts()), two)
+    }
+
+    #[test]
+    fn a_part_never_starts_at_or_just_after_an_empty_line() {
+        // Found by the csv_manifest fuzz target: the csv reader numbers a record that
+        // follows empty lines from the first of them, so a part starting there
+        // numbered its first record one line later than the one-part read did.
+        let found = include_bytes!("../../fuzz/seeds/csv_manifest/split-after-blank-line.csv");
+        let (one, two) = both(found);
+        assert_eq!(one, two);
+        let mut text = String::from("accountNumber,firstName,lastName,emailAddress,autopay\n");
+        for i in 0..200 {
+            text.push_str(&format!("A{i},Jo,Lee,bad{i},\n\n"));
+            if i % 3 == 0 {
+                text.push_str("B,Jo,Lee,b@example.com,\n");
+            }
+        }
+        let (one, two) = both(text.as_bytes());
+        assert_eq!(one, two);
+        // Every line followed by an empty one: no place to split, one part.
+        let every = "accountNumber,firstName,lastName,emailAddress,autopay\n\nA1,Jo,Lee,bad,\n\nA2,Jo,Lee,bad,\n\n";
+        let bytes = every.as_bytes();
+        assert!(split_point(bytes, bytes.len() as u64).unwrap().is_none());
+        let (one, two) = both(bytes);
+        assert_eq!(one, two);
     }
 
     #[test]
