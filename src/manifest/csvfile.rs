@@ -111,7 +111,12 @@ pub(super) fn rows<R: Read>(
 ) -> Result<(), ManifestError> {
     let mut record = ::csv::ByteRecord::new();
     while read(csv, &mut record, file)? {
-        let line = record.position().map_or(0, |p| p.line() as u32) + lines_before;
+        // The reader numbers a record from where it began reading it: before the
+        // empty lines it skipped. The record itself is that many lines on.
+        let line = record.position().map_or(0, |p| {
+            let skipped = csv.get_mut().empty_lines_at(p.byte());
+            (p.line() + skipped) as u32
+        }) + lines_before;
         if std::str::from_utf8(record.as_slice()).is_err() {
             return Err(ManifestError::file(
                 file,
@@ -297,4 +302,36 @@ fn map_header(
         unknown,
         width,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::manifest::{Format, ParseOptions, parse_bytes};
+
+    #[test]
+    fn a_row_after_empty_lines_is_numbered_by_its_own_line() {
+        let text = "accountNumber,firstName,lastName,emailAddress\n\n\n1,A,B,a@example.com\n\
+                    \"2\",\"C\n\nX\",D,bad\n\n\n3,C,D,not-an-email\n\n4,E,F,also-bad";
+        let opts = ParseOptions {
+            default_business_unit: Some("w".into()),
+            ..ParseOptions::default()
+        };
+        let parsed = parse_bytes(text.as_bytes(), Format::Csv, "a.csv", &opts).unwrap();
+        assert_eq!(parsed.rows.len(), 1);
+        assert_eq!(parsed.rows[0].line, 4);
+        let lines: Vec<(Option<u32>, Option<&str>)> = parsed
+            .errors
+            .iter()
+            .map(|e| (e.line, e.field.as_deref()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (Some(5), Some("firstName")),
+                (Some(5), Some("emailAddress")),
+                (Some(10), Some("emailAddress")),
+                (Some(12), Some("emailAddress")),
+            ]
+        );
+    }
 }

@@ -3,10 +3,10 @@
 //! The file is split after the first line break past its middle that lies
 //! outside every quoted field: one with an even number of quotes before it
 //! (with strict quoting a quote only opens a field, doubles inside one, or
-//! closes it), with no empty line just before or after it (the csv reader
-//! numbers a record after empty lines from the first of them). Each part then holds whole
-//! records, and the parts' rows, row errors and rejected keys, one after the
-//! other, are the whole file's.
+//! closes it). Each part then holds whole records, and the parts' rows, row
+//! errors and rejected keys, one after the other, are the whole file's (a
+//! row's line is where it starts in its part, after any empty lines the csv
+//! reader skipped, plus the line breaks before the part).
 //!
 //! If either part has a file error (bad quoting, bad UTF-8, growth past the
 //! size limit, no customers) the file is read again from its start in one part,
@@ -150,7 +150,7 @@ fn split_point<S: Positional + ?Sized>(src: &S, size: u64) -> io::Result<Option<
                 b'\n' => {
                     lines += 1;
                     let at = pos + (before + i) as u64 + 1;
-                    if quotes % 2 == 0 && at < size && between_records(src, at)? {
+                    if quotes % 2 == 0 && at < size {
                         return Ok(u32::try_from(lines)
                             .ok()
                             .map(|lines_before| Split { at, lines_before }));
@@ -161,32 +161,6 @@ fn split_point<S: Positional + ?Sized>(src: &S, size: u64) -> io::Result<Option<
         }
         pos += n as u64;
     }
-}
-
-/// Whether the line break just before `at` ends a line that is not empty, and
-/// the line at `at` is not empty either. The csv reader skips empty lines and
-/// numbers the next record from the first of them, so a part must neither start
-/// with one nor follow one: its first record would be numbered differently than
-/// in one part.
-fn between_records<S: Positional + ?Sized>(src: &S, at: u64) -> io::Result<bool> {
-    if at < 2 {
-        return Ok(false);
-    }
-    let mut around = [0u8; 3];
-    let mut part = Part {
-        src,
-        pos: at - 2,
-        end: at + 1,
-    };
-    let mut got = 0;
-    while got < around.len() {
-        let n = part.read(&mut around[got..])?;
-        if n == 0 {
-            return Ok(false);
-        }
-        got += n;
-    }
-    Ok(around[0] != b'\n' && around[1] == b'\n' && around[2] != b'\n')
 }
 
 /// The two parts, each on a thread; `None` if either has a file error (or a
@@ -324,10 +298,11 @@ mod tests {
     }
 
     #[test]
-    fn a_part_never_starts_at_or_just_after_an_empty_line() {
-        // Found by the csv_manifest fuzz target: the csv reader numbers a record that
+    fn a_part_that_starts_at_or_just_after_an_empty_line_numbers_its_rows_as_one_part_does() {
+        // Found by the csv_manifest fuzz target: the csv reader numbered a record that
         // follows empty lines from the first of them, so a part starting there
-        // numbered its first record one line later than the one-part read did.
+        // numbered its first record one line later than the one-part read did (and
+        // the one-part read was the one off: rows are numbered by their own line now).
         let found = include_bytes!("../../fuzz/seeds/csv_manifest/split-after-blank-line.csv");
         let (one, two) = both(found);
         assert_eq!(one, two);
@@ -340,12 +315,14 @@ mod tests {
         }
         let (one, two) = both(text.as_bytes());
         assert_eq!(one, two);
-        // Every line followed by an empty one: no place to split, one part.
+        // Every line followed by an empty one.
         let every = "accountNumber,firstName,lastName,emailAddress,autopay\n\nA1,Jo,Lee,bad,\n\nA2,Jo,Lee,bad,\n\n";
         let bytes = every.as_bytes();
-        assert!(split_point(bytes, bytes.len() as u64).unwrap().is_none());
+        assert!(split_point(bytes, bytes.len() as u64).unwrap().is_some());
         let (one, two) = both(bytes);
         assert_eq!(one, two);
+        let lines: Vec<Option<u32>> = two.unwrap().errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [Some(3), Some(5)]);
     }
 
     #[test]

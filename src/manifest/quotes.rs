@@ -4,6 +4,7 @@
 //! a quote inside a quoted field is doubled, and a closing quote is followed by
 //! the delimiter or the end of the line.
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 
 /// A quoting mistake, with the 1-based line it names.
@@ -54,6 +55,13 @@ pub struct QuoteCheck<R> {
     opened_at: u32,
     /// Bytes of a leading UTF-8 byte order mark still to skip.
     bom: usize,
+    /// Bytes checked before the current read.
+    offset: u64,
+    /// Whether the next byte starts a line (outside quotes).
+    line_start: bool,
+    /// Runs of empty lines (the offset of the first one's line break, how many)
+    /// that the csv reader skips: a record after them is numbered from the first.
+    empty: VecDeque<(u64, u64)>,
 }
 
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
@@ -67,10 +75,46 @@ impl<R: Read> QuoteCheck<R> {
             line: 1,
             opened_at: 1,
             bom: 0,
+            offset: 0,
+            line_start: true,
+            empty: VecDeque::new(),
         }
     }
 
+    /// How many empty lines start at byte `at`, where the csv reader began
+    /// reading a record: it skipped them, so the record is that many lines on.
+    /// Forgets the empty lines before `at` (the reader is past them).
+    pub fn empty_lines_at(&mut self, at: u64) -> u64 {
+        while let Some(&(start, count)) = self.empty.front() {
+            if start + count <= at {
+                self.empty.pop_front();
+                continue;
+            }
+            return if start <= at { start + count - at } else { 0 };
+        }
+        0
+    }
+
     fn check(&mut self, bytes: &[u8]) -> Result<(), QuoteError> {
+        let checked = self.check_bytes(bytes);
+        self.offset += bytes.len() as u64;
+        checked
+    }
+
+    /// Notes a line break outside quotes at `i` of the current read: an empty
+    /// line if a line starts there.
+    fn line_break(&mut self, i: usize) {
+        if self.line_start {
+            let at = self.offset + i as u64;
+            match self.empty.back_mut() {
+                Some((start, count)) if *start + *count == at => *count += 1,
+                _ => self.empty.push_back((at, 1)),
+            }
+        }
+        self.line_start = true;
+    }
+
+    fn check_bytes(&mut self, bytes: &[u8]) -> Result<(), QuoteError> {
         let mut i = 0;
         while self.bom < BOM.len() && i < bytes.len() {
             if bytes[i] != BOM[self.bom] {
@@ -78,6 +122,7 @@ impl<R: Read> QuoteCheck<R> {
                 break;
             }
             self.bom += 1;
+            self.line_start = false;
             i += 1;
         }
         let delim = self.delimiter;
@@ -89,7 +134,10 @@ impl<R: Read> QuoteCheck<R> {
                         i += at;
                         match bytes[i] {
                             b'"' => return Err(QuoteError::InUnquoted { line: self.line }),
-                            b'\n' => self.line += 1,
+                            b'\n' => {
+                                self.line += 1;
+                                self.line_break(i);
+                            }
                             _ => {}
                         }
                         self.state = State::FieldStart;
@@ -110,6 +158,11 @@ impl<R: Read> QuoteCheck<R> {
                 },
                 State::FieldStart => {
                     let b = bytes[i];
+                    if b == b'\n' {
+                        self.line_break(i);
+                    } else {
+                        self.line_start = false;
+                    }
                     self.state = if b == b'"' {
                         self.opened_at = self.line;
                         State::Quoted
@@ -131,6 +184,7 @@ impl<R: Read> QuoteCheck<R> {
                         State::FieldStart
                     } else if b == b'\n' {
                         self.line += 1;
+                        self.line_break(i);
                         State::FieldStart
                     } else if b == b'\r' {
                         State::CrAfterClose
@@ -145,6 +199,7 @@ impl<R: Read> QuoteCheck<R> {
                     let b = bytes[i];
                     self.state = if b == b'\n' {
                         self.line += 1;
+                        self.line_break(i);
                         State::FieldStart
                     } else if b == delim {
                         State::FieldStart
