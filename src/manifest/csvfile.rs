@@ -74,7 +74,12 @@ pub(super) fn header<R: Read>(
             "is empty; an empty file never removes customers (add a header row and rows, or delete the file)",
         ));
     }
-    let columns = map_header(&record, file, opts)?;
+    // Empty lines before the header are skipped; its errors name its own line.
+    let line = record.position().map_or(1, |p| {
+        let skipped = csv.get_mut().empty_lines_at(p.byte());
+        (p.line() + skipped) as u32
+    });
+    let columns = map_header(&record, line, file, opts)?;
     let mut parsed = ParsedFile::default();
     if !columns.unknown.is_empty() {
         parsed.warnings.push(format!(
@@ -207,6 +212,7 @@ fn overflowing(
 
 fn map_header(
     header: &::csv::ByteRecord,
+    line: u32,
     file: &str,
     opts: &ParseOptions,
 ) -> Result<Columns, ManifestError> {
@@ -219,7 +225,7 @@ fn map_header(
             file,
             "header row is not valid UTF-8; export it as \"CSV UTF-8\" and save again",
         )
-        .at_line(1));
+        .at_line(line));
     };
     let mut mapped: Vec<(usize, Field)> = Vec::new();
     let mut unknown = Vec::new();
@@ -243,7 +249,7 @@ fn map_header(
                             field.name()
                         ),
                     )
-                    .at_line(1));
+                    .at_line(line));
                 }
                 mapped.push((index, field));
             }
@@ -259,7 +265,7 @@ fn map_header(
                         name.trim()
                     ),
                 )
-                .at_line(1));
+                .at_line(line));
             }
             // A quote opened in the header and closed further down swallows
             // rows into one "column name": those customers would vanish.
@@ -271,7 +277,7 @@ fn map_header(
                         index + 1
                     ),
                 )
-                .at_line(1));
+                .at_line(line));
             }
             None => unknown.push(format!("{:?}", name.trim())),
         }
@@ -290,7 +296,7 @@ fn map_header(
                 names.iter().map(|n| format!("{:?}", n.trim())).collect::<Vec<_>>().join(", ")
             ),
         )
-        .at_line(1));
+        .at_line(line));
     }
     // Trailing empty header cells (a trailing delimiter) name no column.
     let width = names
@@ -333,5 +339,19 @@ mod tests {
                 (Some(12), Some("emailAddress")),
             ]
         );
+    }
+
+    #[test]
+    fn a_header_after_empty_lines_is_named_at_its_own_line() {
+        let text = "\n\naccountNumber,firstName,firstName,emailAddress\n1,A,B,a@example.com\n";
+        let error = parse_bytes(
+            text.as_bytes(),
+            Format::Csv,
+            "a.csv",
+            &ParseOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(error.line, Some(3), "{error:?}");
+        assert!(error.reason.contains("both mean"), "{error:?}");
     }
 }
