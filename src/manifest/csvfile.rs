@@ -74,12 +74,7 @@ pub(super) fn header<R: Read>(
             "is empty; an empty file never removes customers (add a header row and rows, or delete the file)",
         ));
     }
-    // Empty lines before the header are skipped; its errors name its own line.
-    let line = record.position().map_or(1, |p| {
-        let skipped = csv.get_mut().empty_lines_at(p.byte());
-        (p.line() + skipped) as u32
-    });
-    let columns = map_header(&record, line, file, opts)?;
+    let columns = map_header(&record, record_line(csv, &record), file, opts)?;
     let mut parsed = ParsedFile::default();
     if !columns.unknown.is_empty() {
         parsed.warnings.push(format!(
@@ -88,6 +83,16 @@ pub(super) fn header<R: Read>(
         ));
     }
     Ok((columns, parsed))
+}
+
+/// The line `record` starts on, in what `csv` reads. The reader numbers a
+/// record from where it began reading it, before the empty lines it skipped:
+/// the record itself is that many lines on.
+fn record_line<R: Read>(csv: &mut ::csv::Reader<QuoteCheck<R>>, record: &::csv::ByteRecord) -> u32 {
+    record.position().map_or(1, |p| {
+        let skipped = csv.get_mut().empty_lines_at(p.byte());
+        (p.line() + skipped) as u32
+    })
 }
 
 /// A file with a header and no customers is a file error.
@@ -116,12 +121,7 @@ pub(super) fn rows<R: Read>(
 ) -> Result<(), ManifestError> {
     let mut record = ::csv::ByteRecord::new();
     while read(csv, &mut record, file)? {
-        // The reader numbers a record from where it began reading it: before the
-        // empty lines it skipped. The record itself is that many lines on.
-        let line = record.position().map_or(0, |p| {
-            let skipped = csv.get_mut().empty_lines_at(p.byte());
-            (p.line() + skipped) as u32
-        }) + lines_before;
+        let line = record_line(csv, &record) + lines_before;
         if std::str::from_utf8(record.as_slice()).is_err() {
             return Err(ManifestError::file(
                 file,

@@ -23,29 +23,32 @@ impl ManifestRow {
         }
     }
 
-    /// The sixteen key bytes after the first `skip` (zero past the end),
-    /// big-endian: a row whose key sorts before another's never has a larger prefix.
     fn key_prefix(&self, skip: usize) -> u128 {
-        // The byte string's three pieces, each copied in one go.
-        let (ends, text) = (self.key_ends(), self.key_text().as_bytes());
-        let mut bytes = [0u8; PREFIX];
-        let mut at = 0; // position in the byte string
-        for (start, end, nul) in [
-            (0, ends[0], true),
-            (ends[0], ends[1], true),
-            (ends[1], ends[2], false),
-        ] {
-            let piece = &text[start..end];
-            let from = skip.saturating_sub(at).min(piece.len());
-            let to = (skip + PREFIX).saturating_sub(at).min(piece.len());
-            if from < to {
-                bytes[at + from - skip..at + to - skip].copy_from_slice(&piece[from..to]);
-            }
-            at += piece.len() + usize::from(nul);
-            // A NUL separator is zero, as the unwritten bytes are already.
-        }
-        u128::from_be_bytes(bytes)
+        key_prefix(self.key(), skip)
     }
+}
+
+/// The sixteen bytes of `key`'s byte string (see [`ManifestRow::key_byte`]) after
+/// the first `skip` (zero past the end), big-endian: a key that sorts before
+/// another never has a larger prefix. Each piece is copied in one go.
+fn key_prefix(key: KeyRef<'_>, skip: usize) -> u128 {
+    let mut bytes = [0u8; PREFIX];
+    let mut at = 0; // position in the byte string
+    for (piece, nul) in [
+        (key.business_unit, true),
+        (key.account, true),
+        (key.sub_account, false),
+    ] {
+        let piece = piece.as_bytes();
+        let from = skip.saturating_sub(at).min(piece.len());
+        let to = (skip + PREFIX).saturating_sub(at).min(piece.len());
+        if from < to {
+            bytes[at + from - skip..at + to - skip].copy_from_slice(&piece[from..to]);
+        }
+        // A NUL separator is zero, as the unwritten bytes are already.
+        at += piece.len() + usize::from(nul);
+    }
+    u128::from_be_bytes(bytes)
 }
 
 /// How many key bytes a prefix holds: an account number and a short
@@ -157,25 +160,23 @@ impl KeyPrefixes {
 
     /// `key` written as the rows' prefixes are, if it starts with their shared bytes.
     pub fn probe(&self, key: KeyRef<'_>) -> Option<KeyProbe> {
-        let mut bytes = key
+        let bytes = key
             .business_unit
             .bytes()
             .chain(std::iter::once(0))
             .chain(key.account.bytes())
             .chain(std::iter::once(0))
             .chain(key.sub_account.bytes());
-        for &expected in self.shared.iter() {
-            if bytes.next() != Some(expected) {
-                return None;
-            }
+        if !bytes
+            .take(self.shared.len())
+            .eq(self.shared.iter().copied())
+        {
+            return None;
         }
-        let mut prefix = 0u128;
-        for _ in 0..PREFIX {
-            prefix = (prefix << 8) | u128::from(bytes.next().unwrap_or(0));
-        }
+        let len = key.business_unit.len() + key.account.len() + key.sub_account.len() + 2;
         Some(KeyProbe {
-            prefix,
-            whole: bytes.next().is_none(),
+            prefix: key_prefix(key, self.shared.len()),
+            whole: len <= self.shared.len() + PREFIX,
         })
     }
 }
