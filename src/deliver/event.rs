@@ -1,7 +1,7 @@
 //! The Paystar Events API request, exactly as the vendor page shows it: an
 //! envelope whose `payload` is a *string* holding the serialised JSON payload.
 
-use crate::customer::KeyRef;
+use crate::customer::{Fields, KeyRef};
 use crate::reconcile::Manage;
 use serde::Serialize;
 
@@ -91,13 +91,22 @@ impl PaystarEvent {
     }
 
     pub fn manage(key: KeyRef<'_>, manage: &Manage<'_>) -> Self {
+        Self::manage_fields(key, manage.fields, manage.original_email)
+    }
+
+    /// A ManageCustomer of `fields`, naming the acknowledged email when it changes.
+    pub fn manage_fields(
+        key: KeyRef<'_>,
+        fields: Fields<'_>,
+        original_email: Option<&str>,
+    ) -> Self {
         let payload = serde_json::to_string(&ManagePayload {
             account_number: key.account,
             sub_account_number: key.sub_account,
-            first_name: manage.fields.first_name,
-            last_name: manage.fields.last_name,
-            email_address: manage.fields.email,
-            original_email_address: manage.original_email,
+            first_name: fields.first_name,
+            last_name: fields.last_name,
+            email_address: fields.email,
+            original_email_address: original_email,
         })
         .expect("strings always serialise");
         envelope(EventType::ManageCustomer, key.business_unit, payload)

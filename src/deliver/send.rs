@@ -9,8 +9,10 @@ use super::event::{ACCEPTED_BODY, PaystarEvent};
 use crate::clock::now_ms;
 use crate::customer::CustomerKey;
 use crate::mask::MaskedAccount;
-use crate::reconcile::{FieldSource, Policy, UnenrollCause};
-use crate::store::{HistoryEntry, KeyState, Outcome, OutcomeResult};
+use crate::reconcile::{FieldSource, Manage, Policy, UnenrollCause};
+use crate::store::{
+    DeliveryLine, HistoryEntry, KeyState, LineProvenance, ManifestVersion, Outcome, OutcomeResult,
+};
 use crate::telemetry::KeyHash;
 use std::time::SystemTime;
 use tracing::Instrument;
@@ -67,56 +69,54 @@ async fn send_key(
     let attempt_no = failures + 1;
     let record = |kind: &'static str,
                   event: &PaystarEvent,
+                  manage: Option<&Manage<'_>>,
                   attempt: &Attempt,
                   cause: Option<&str>| {
-        let mut detail = serde_json::json!({
-            "attempt": attempt_no,
-            "provenance": match (cause, &state.stop) {
-                (Some(c), Some(stop)) if c == UnenrollCause::Provider.as_str() => serde_json::json!({
-                    "source": "provider",
-                    "provider": stop.provider,
-                    "eventId": stop.event_id,
-                    "reason": stop.reason,
-                }),
+        HistoryEntry::delivery(DeliveryLine {
+            kind,
+            event,
+            manage,
+            attempt: attempt_no,
+            cause,
+            provenance: match (cause, &state.stop) {
+                (Some(c), Some(stop)) if c == UnenrollCause::Provider.as_str() => {
+                    LineProvenance::Other(serde_json::json!({
+                        "source": "provider",
+                        "provider": stop.provider,
+                        "eventId": stop.event_id,
+                        "reason": stop.reason,
+                    }))
+                }
                 _ => fields_provenance.clone(),
             },
-            // The request is rebuilt from these on reading (HistoryRecord::from_stored).
-            "payload": event.payload,
-            "response": match attempt {
-                Attempt::Response { status, body, .. } if body == ACCEPTED_BODY => serde_json::json!({ "status": status }),
-                Attempt::Response { status, body, .. } => serde_json::json!({ "status": status, "body": body }),
+            response: match attempt {
+                Attempt::Response { status, body, .. } if body == ACCEPTED_BODY => {
+                    serde_json::json!({ "status": status })
+                }
+                Attempt::Response { status, body, .. } => {
+                    serde_json::json!({ "status": status, "body": body })
+                }
                 Attempt::Transport { message, .. } => serde_json::json!({ "error": message }),
             },
-        });
-        if let Some(cause) = cause {
-            detail["cause"] = cause.into();
-        }
-        HistoryEntry {
-            kind,
-            event_type: Some(event.event_type.as_str()),
-            detail: detail.to_string(),
-        }
+        })
     };
     let mut delivered = 0;
     let mut events = Vec::with_capacity(2);
     if let Some(manage) = &plan.manage {
-        events.push((
-            PaystarEvent::manage(key.as_ref(), manage),
-            Some(manage.fields.to_owned()),
-        ));
+        events.push((PaystarEvent::manage(key.as_ref(), manage), Some(manage)));
     }
     if plan.unenroll.is_some() {
         events.push((PaystarEvent::unenroll(key.as_ref()), None));
     }
     let unenroll_cause = plan.unenroll.map(|c| c.as_str());
-    for (i, (event, fields)) in events.into_iter().enumerate() {
+    for (i, (event, manage)) in events.into_iter().enumerate() {
         if !settings.gate.may_send() {
             if i == 0 {
                 return None;
             }
             break;
         }
-        let cause = if fields.is_none() {
+        let cause = if manage.is_none() {
             unenroll_cause
         } else {
             None
@@ -147,18 +147,18 @@ async fn send_key(
             Decision::Delivered => {
                 outcome
                     .history
-                    .push(record("delivered", &event, &attempt, cause));
+                    .push(record("delivered", &event, manage, &attempt, cause));
                 tracing::debug!(event = event.event_type.as_str(), business_unit = %key.business_unit, account = %account, "delivered");
                 delivered += 1;
-                match fields {
-                    Some(fields) => outcome.acked_fields = Some(fields),
+                match manage {
+                    Some(m) => outcome.acked_fields = Some(m.fields.to_owned()),
                     None => outcome.acked_unenroll = true,
                 }
             }
             Decision::Retry { after, reason } => {
                 outcome
                     .history
-                    .push(record("retry", &event, &attempt, cause));
+                    .push(record("retry", &event, manage, &attempt, cause));
                 tracing::warn!(event = event.event_type.as_str(), business_unit = %key.business_unit, account = %account, attempt = failures + 1, retry_in = ?after, error = %reason, "delivery failed; will retry");
                 outcome.result = OutcomeResult::Retry {
                     attempts: failures + 1,
@@ -170,7 +170,7 @@ async fn send_key(
             Decision::Park { reason } => {
                 outcome
                     .history
-                    .push(record("parked", &event, &attempt, cause));
+                    .push(record("parked", &event, manage, &attempt, cause));
                 tracing::error!(event = event.event_type.as_str(), business_unit = %key.business_unit, account = %account, error = %reason, "delivery parked; fix the cause, then run `paystar-sync retry`");
                 let response = match &attempt {
                     Attempt::Response { status, body, .. } => format!("HTTP {status}\n{body}"),
@@ -204,33 +204,34 @@ fn record_attempt(span: &tracing::Span, attempt: &Attempt, decision: &Decision) 
 }
 
 /// Where a key's desired state came from, for its history.
-fn provenance(state: &KeyState, policy: Policy) -> serde_json::Value {
+fn provenance(state: &KeyState, policy: Policy) -> LineProvenance {
     if let (FieldSource::Provider, Some(p)) = (state.fields_source(policy), &state.provider) {
-        return serde_json::json!({
+        return LineProvenance::Other(serde_json::json!({
             "source": "provider",
             "provider": p.provider,
             "eventId": p.event_id,
-        });
+        }));
     }
     match &state.desired {
-        Some(d) => {
-            let mut p = serde_json::json!({
+        Some(d) => match &d.file {
+            Some(path) => LineProvenance::Manifest {
+                version: ManifestVersion {
+                    path: path.clone(),
+                    sha256: d.file_sha256.clone(),
+                    git_commit: d.git_commit.clone(),
+                    git_author: d.git_author.clone(),
+                },
+                line: d.line,
+                removed: d.removed,
+            },
+            None => LineProvenance::Other(serde_json::json!({
                 "source": "manifest",
-                "file": d.file,
+                "file": null,
                 "line": d.line,
                 "sha256": d.file_sha256,
-            });
-            if d.removed {
-                p["removed"] = serde_json::json!(true);
-            }
-            // Absent means false or null (HistoryRecord::from_stored): most rows are
-            // not removed, most manifests are not in git.
-            if d.git_commit.is_some() || d.git_author.is_some() {
-                p["gitCommit"] = serde_json::json!(d.git_commit);
-                p["gitAuthor"] = serde_json::json!(d.git_author);
-            }
-            p
-        }
-        None => serde_json::Value::Null,
+                "removed": d.removed,
+            })),
+        },
+        None => LineProvenance::Other(serde_json::Value::Null),
     }
 }

@@ -128,6 +128,17 @@ pub(super) const TABLES: &[Table] = &[
         identity: None,
     },
     Table {
+        name: "manifest_versions",
+        columns: &[
+            ("id", Int),
+            ("path", Text),
+            ("sha256", Text),
+            ("git_commit", Text),
+            ("git_author", Text),
+        ],
+        identity: Some("id"),
+    },
+    Table {
         name: "history",
         columns: &[
             ("id", Int),
@@ -138,6 +149,7 @@ pub(super) const TABLES: &[Table] = &[
             ("kind", Text),
             ("event_type", Text),
             ("detail", Text),
+            ("manifest_version", Int),
         ],
         identity: Some("id"),
     },

@@ -8,6 +8,7 @@
 mod api;
 pub mod copy;
 mod history;
+pub use history::{DeliveryLine, LineProvenance};
 mod lease;
 mod postgres;
 mod sqlite;

@@ -337,9 +337,22 @@ pub struct HistoryEntry {
     /// `retried` (an operator re-queued a parked key).
     pub kind: &'static str,
     pub event_type: Option<&'static str>,
-    /// JSON: attempt, cause, provenance, payload, response; stored compactly
-    /// (see [`HistoryRecord::from_stored`] for what is rebuilt on reading).
+    /// JSON: attempt, cause, provenance, what was sent, response; stored
+    /// compactly (see `store/history.rs` for what is rebuilt on reading).
     pub detail: String,
+    /// The manifest file version the line's provenance names, stored once in
+    /// `manifest_versions` and referred to by id.
+    pub manifest: Option<ManifestVersion>,
+}
+
+/// One version of a manifest file, as a delivery's provenance names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ManifestVersion {
+    pub path: String,
+    /// SHA-256 (hex) of the file as read.
+    pub sha256: Option<String>,
+    pub git_commit: Option<String>,
+    pub git_author: Option<String>,
 }
 
 /// A stored history line.

@@ -187,34 +187,42 @@ async fn a_stage_that_fails_ends_the_daemon_with_a_nonzero_exit_naming_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn history_retention_prunes_old_lines_and_nothing_else() {
     let (p, _sandbox) = setup().await;
-    p.file(
-        "a.csv",
-        csv(&[
-            "1,Ada,Lovelace,ada@example.com,",
-            "2,Grace,Hopper,grace@example.com,",
-        ]),
-    );
-    assert_eq!(p.run_async(&["apply", "--timeout", "20s"]).await.code, 0);
+    let apply = async || assert_eq!(p.run_async(&["apply", "--timeout", "20s"]).await.code, 0);
     let history = |account: &str| {
         let run = p.run(&["history", account, "--format", "json"]);
         assert_eq!(run.code, 0, "{run:?}");
         let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
         json["history"].as_array().unwrap().len()
     };
-    assert!(history("1") > 0 && history("2") > 0);
-    // Customer 1's story is 500 days old.
     let old = paystar_sync::clock::now_ms() - 500 * 86_400_000;
+    let rows = [
+        "1,Ada,Lovelace,ada@example.com,",
+        "2,Grace,Hopper,grace@example.com,",
+        "3,Edsger,Dijkstra,edsger@example.com,",
+    ];
+    // Customer 1's story is 500 days old.
+    p.file("a.csv", csv(&rows[..1]));
+    apply().await;
+    p.execute_sql(&format!("UPDATE history SET at_ms = {old}"));
+    p.file("a.csv", csv(&rows[..2]));
+    apply().await;
+    // Customer 3's line says 500 days too, but it was written after customer
+    // 2's (a clock that stepped back): it is kept until the lines before it go.
+    p.file("a.csv", csv(&rows));
+    apply().await;
     p.execute_sql(&format!(
-        "UPDATE history SET at_ms = {old} WHERE account = '1'"
+        "UPDATE history SET at_ms = {old} WHERE account = '3'"
     ));
-    let kept = history("2");
+    let (kept, stepped_back) = (history("2"), history("3"));
+    assert!(history("1") > 0 && kept > 0 && stepped_back > 0);
     let config = std::fs::read_to_string(p.config_path()).unwrap();
     p.config(&format!("{config}history: {{ retention: 400d }}\n"));
     let validate = p.run(&["validate"]);
     assert_eq!(validate.code, 0, "{validate:?}");
-    assert_eq!(p.run_async(&["apply", "--timeout", "20s"]).await.code, 0);
+    apply().await;
     assert_eq!(history("1"), 0);
     assert_eq!(history("2"), kept);
+    assert_eq!(history("3"), stepped_back);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -237,6 +237,16 @@ async fn history_tells_one_customers_story_with_provenance_and_paystars_answers(
         "a***@example.com"
     );
     assert_eq!(history[3]["provenance"]["file"], "a.csv");
+    // Each line names the version of the file it was sent from.
+    let sha = |i: usize| {
+        history[i]["provenance"]["sha256"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(sha(0), sha(1));
+    assert_ne!(sha(1), sha(3));
+    assert_eq!(sha(3).len(), 64);
 }
 
 #[tokio::test(flavor = "multi_thread")]

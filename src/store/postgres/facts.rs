@@ -15,8 +15,15 @@ const COUNTS: &str = "SELECT
 const SET_META: &str = "INSERT INTO meta (key, value) VALUES ($1, $2)
    ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 const META: &str = "SELECT value FROM meta WHERE key = $1";
-const HISTORY: &str = "SELECT at_ms, kind, event_type, detail FROM history
-   WHERE business_unit = $1 AND account = $2 AND sub_account = $3 ORDER BY id";
+const HISTORY: &str = "SELECT h.at_ms, h.kind, h.event_type, h.detail,
+     v.id IS NOT NULL, v.path, v.sha256, v.git_commit, v.git_author
+   FROM history h LEFT JOIN manifest_versions v ON v.id = h.manifest_version
+   WHERE h.business_unit = $1 AND h.account = $2 AND h.sub_account = $3 ORDER BY h.id";
+/// Every line before the first one at or after the cutoff, in the order
+/// written: see the SQLite backend's `prune_history`.
+const PRUNE_HISTORY: &str = "DELETE FROM history WHERE id < COALESCE(
+     (SELECT id FROM history WHERE at_ms >= $1 ORDER BY id LIMIT 1),
+     (SELECT MAX(id) + 1 FROM history))";
 
 impl Db {
     pub fn is_empty(&self) -> Result<bool> {
@@ -129,14 +136,22 @@ impl Db {
             .step("reading a customer's history")?;
         Ok(rows
             .iter()
-            .map(|r| HistoryRecord::from_stored(key, r.get(0), r.get(1), r.get(2), r.get(3)))
+            .map(|r| {
+                let manifest = r.get::<_, bool>(4).then(|| ManifestVersion {
+                    path: r.get(5),
+                    sha256: r.get(6),
+                    git_commit: r.get(7),
+                    git_author: r.get(8),
+                });
+                HistoryRecord::from_stored(key, r.get(0), r.get(1), r.get(2), r.get(3), manifest)
+            })
             .collect())
     }
 
     pub fn prune_history(&mut self, before_ms: i64) -> Result<usize> {
         let n = self
             .client()
-            .execute("DELETE FROM history WHERE at_ms < $1", &[&before_ms])
+            .execute(PRUNE_HISTORY, &[&before_ms])
             .step("pruning history")?;
         Ok(n as usize)
     }

@@ -70,16 +70,17 @@ const STATES: &str = concat!(
     " ORDER BY k.ord"
 );
 
-/// A run of outcomes' writes before the queue's: history lines ($1–$6), what
-/// Paystar acknowledged ($7–$13) and `acked_version`, at $14; the `WITH` list
+/// A run of outcomes' writes before the queue's: history lines ($1–$6 and their
+/// manifest versions, $15), what Paystar acknowledged ($7–$13) and
+/// `acked_version`, at $14; the `WITH` list
 /// that both ways of recording outcomes start with.
 macro_rules! outcome_writes {
     () => {
         "WITH h AS (
-       INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
-       SELECT b, a, s, $14, kind, event_type, detail
-       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY
-            AS h(b, a, s, kind, event_type, detail, ord)
+       INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail, manifest_version)
+       SELECT b, a, s, $14, kind, event_type, detail, version
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $15::int8[]) WITH ORDINALITY
+            AS h(b, a, s, kind, event_type, detail, version, ord)
        ORDER BY ord),
      up AS (
        INSERT INTO acked (business_unit, account, sub_account, first_name, last_name, email, unenrolled, acked_at)
@@ -109,7 +110,7 @@ pub(super) const RECORD_AND_READ: &str = concat!(
     "     SELECT k.ord, ",
     state_columns!(),
     "
-     FROM unnest($15::text[], $16::text[], $17::text[]) WITH ORDINALITY AS k(business_unit, account, sub_account, ord) ",
+     FROM unnest($16::text[], $17::text[], $18::text[]) WITH ORDINALITY AS k(business_unit, account, sub_account, ord) ",
     state_lookups!(),
     " ORDER BY k.ord"
 );

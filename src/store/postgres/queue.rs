@@ -55,7 +55,7 @@ const SET_QUEUE: &str = "WITH d AS (
 const RECORD_CLAIMED: &str = concat!(
     outcome_writes!(),
     ",
-   dropped AS (SELECT * FROM unnest($15::text[], $16::text[], $17::text[], $18::int8[]) AS k(b, a, s, version)),
+   dropped AS (SELECT * FROM unnest($16::text[], $17::text[], $18::text[], $19::int8[]) AS k(b, a, s, version)),
    d AS (
      DELETE FROM queue q USING dropped k
      WHERE q.business_unit = k.b AND q.account = k.a AND q.sub_account = k.s AND q.version = k.version
@@ -70,7 +70,7 @@ const RECORD_CLAIMED: &str = concat!(
    INSERT INTO queue (business_unit, account, sub_account, state, attempts, next_attempt_at, enqueued_at,
                       last_error, last_request, last_response)
    SELECT b, a, s, state, attempts, at, $14, error, request, response
-   FROM unnest($19::text[], $20::text[], $21::text[], $22::text[], $23::int8[], $24::int8[], $25::text[], $26::text[], $27::text[])
+   FROM unnest($20::text[], $21::text[], $22::text[], $23::text[], $24::int8[], $25::int8[], $26::text[], $27::text[], $28::text[])
         AS k(b, a, s, state, attempts, at, error, request, response)
    ON CONFLICT (business_unit, account, sub_account) DO UPDATE SET
      state = excluded.state, attempts = excluded.attempts,
@@ -131,6 +131,7 @@ struct OutcomeWrites<'a> {
     kind: Vec<&'static str>,
     event_type: Vec<Option<&'static str>>,
     detail: Vec<&'a str>,
+    version: Vec<Option<i64>>,
     acked: KeyColumns<'a>,
     first: Vec<Option<&'a str>>,
     last: Vec<Option<&'a str>>,
@@ -139,7 +140,7 @@ struct OutcomeWrites<'a> {
 }
 
 impl<'a> OutcomeWrites<'a> {
-    /// The parameters of `outcome_writes!` ($1–$14).
+    /// The parameters of `outcome_writes!` ($1–$15).
     fn params<'p>(&'p self, now_ms: &'p i64) -> Vec<&'p (dyn ToSql + Sync)> {
         vec![
             &self.history.business_unit,
@@ -156,10 +157,11 @@ impl<'a> OutcomeWrites<'a> {
             &self.email,
             &self.unenrolled,
             now_ms,
+            &self.version,
         ]
     }
 
-    fn of(run: &'a [Outcome]) -> Self {
+    fn of(run: &'a [Outcome], versions: &ManifestVersionIds<'_>) -> Self {
         let mut w = Self::default();
         for o in run {
             for entry in &o.history {
@@ -167,6 +169,12 @@ impl<'a> OutcomeWrites<'a> {
                 w.kind.push(entry.kind);
                 w.event_type.push(entry.event_type);
                 w.detail.push(entry.detail.as_str());
+                w.version.push(
+                    entry
+                        .manifest
+                        .as_ref()
+                        .and_then(|v| versions.get(v).copied()),
+                );
             }
             if o.acked_fields.is_some() || o.acked_unenroll {
                 let f = o.acked_fields.as_ref();
@@ -181,15 +189,56 @@ impl<'a> OutcomeWrites<'a> {
     }
 }
 
+/// The id of each manifest version a batch's history lines name.
+type ManifestVersionIds<'a> = HashMap<&'a ManifestVersion, i64>;
+
+/// A manifest version's id, the version added if no line named it before.
+const MANIFEST_VERSION: &str = "WITH found AS (
+     SELECT id FROM manifest_versions WHERE path = $1 AND sha256 IS NOT DISTINCT FROM $2
+       AND git_commit IS NOT DISTINCT FROM $3 AND git_author IS NOT DISTINCT FROM $4
+     ORDER BY id LIMIT 1),
+   added AS (
+     INSERT INTO manifest_versions (path, sha256, git_commit, git_author)
+     SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM found)
+     RETURNING id)
+   SELECT id FROM found UNION ALL SELECT id FROM added";
+
+/// The ids of the manifest versions `outcomes`' history lines name: one
+/// statement per distinct version (a batch usually names one).
+fn manifest_version_ids<'a>(
+    client: &mut impl GenericClient,
+    statements: &mut HashMap<&'static str, Statement>,
+    outcomes: &'a [Outcome],
+) -> std::result::Result<ManifestVersionIds<'a>, ::postgres::Error> {
+    let mut ids = ManifestVersionIds::new();
+    for v in outcomes
+        .iter()
+        .flat_map(|o| &o.history)
+        .filter_map(|e| e.manifest.as_ref())
+    {
+        if ids.contains_key(v) {
+            continue;
+        }
+        let statement = prepare(client, statements, MANIFEST_VERSION)?;
+        let row = client.query_one(
+            &statement,
+            &[&v.path, &v.sha256, &v.git_commit, &v.git_author],
+        )?;
+        ids.insert(v, row.get(0));
+    }
+    Ok(ids)
+}
+
 /// One run of distinct keys' outcomes, with the delivery's view: [`RECORD_CLAIMED`].
 /// Returns how many queue entries it may have deleted.
 fn record_claimed_run(
     client: &mut impl GenericClient,
     record: &Statement,
     run: &[Outcome],
+    versions: &ManifestVersionIds<'_>,
     now_ms: i64,
 ) -> std::result::Result<usize, ::postgres::Error> {
-    let w = OutcomeWrites::of(run);
+    let w = OutcomeWrites::of(run, versions);
     let mut dropped = KeyColumns::default();
     let mut versions = Vec::new();
     let mut queue = QueueBatch::default();
@@ -314,10 +363,11 @@ impl Db {
             .step(step)?;
         let record = prepare(&mut tx, statements, RECORD_AND_READ).step(step)?;
         let set_queue = prepare(&mut tx, statements, SET_QUEUE).step(step)?;
+        let versions = manifest_version_ids(&mut tx, statements, outcomes).step(step)?;
         let mut deleted = 0;
         for run in unique_runs(outcomes.iter().map(|o| o.key.as_ref())) {
             let run = &outcomes[run];
-            let w = OutcomeWrites::of(run);
+            let w = OutcomeWrites::of(run, &versions);
             // A delivered key is compared again with its current desired state.
             let mut done = KeyColumns::default();
             for o in run.iter().filter(|o| o.result == OutcomeResult::Done) {
@@ -382,16 +432,20 @@ impl Db {
         let step = "recording delivery outcomes";
         let Conn { client, statements } = self.conn_mut();
         let record = prepare(client, statements, RECORD_CLAIMED).step(step)?;
+        // A version added here and then not named (the record failed) is harmless:
+        // versions are never changed, and the next batch finds it.
+        let versions = manifest_version_ids(client, statements, outcomes).step(step)?;
         let runs = unique_runs(outcomes.iter().map(|o| o.key.as_ref()));
         // One run (the usual step) is one statement, a transaction of its own.
         let deleted = if let [run] = &runs[..] {
-            record_claimed_run(client, &record, &outcomes[run.clone()], now_ms).step(step)?
+            record_claimed_run(client, &record, &outcomes[run.clone()], &versions, now_ms)
+                .step(step)?
         } else {
             let mut tx = client.transaction().step(step)?;
             let mut deleted = 0;
             for run in runs {
-                deleted +=
-                    record_claimed_run(&mut tx, &record, &outcomes[run], now_ms).step(step)?;
+                deleted += record_claimed_run(&mut tx, &record, &outcomes[run], &versions, now_ms)
+                    .step(step)?;
             }
             tx.commit().step(step)?;
             deleted

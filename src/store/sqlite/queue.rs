@@ -1,6 +1,7 @@
 //! The delivery queue: what is due (due retries first), delivery outcomes
 //! (acknowledged state and queue entry in one transaction), parked keys.
 
+use super::history::ManifestVersions;
 use super::keys::StateQueries;
 use super::*;
 
@@ -138,13 +139,19 @@ impl Db {
                  ON CONFLICT (business_unit, account, sub_account) DO NOTHING",
             )?;
             let mut history = tx.prepare_cached(
-                "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, event_type, detail,
+                                      manifest_version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
+            let mut versions = ManifestVersions::default();
             for o in outcomes {
                 let k = o.key.as_ref();
                 let key = params![k.business_unit, k.account, k.sub_account];
                 for entry in &o.history {
+                    let version = match &entry.manifest {
+                        Some(v) => Some(versions.id(&tx, v)?),
+                        None => None,
+                    };
                     history.execute(params![
                         k.business_unit,
                         k.account,
@@ -152,7 +159,8 @@ impl Db {
                         now_ms,
                         entry.kind,
                         entry.event_type,
-                        entry.detail
+                        entry.detail,
+                        version
                     ])?;
                 }
                 if o.acked_fields.is_some() || o.acked_unenroll {

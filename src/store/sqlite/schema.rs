@@ -191,6 +191,24 @@ CREATE INDEX queue_retry_due ON queue (next_attempt_at) WHERE state = 'retrying'
     r#"
 ALTER TABLE queue ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
 "#,
+    // v7: a delivery's history line names the manifest version its desired
+    // state came from by id, stored once per version (path, SHA-256, Git
+    // commit and author), instead of repeating it on every line. Versions are
+    // never deleted, so every id a line names stays readable; no foreign key,
+    // which would check every history insert. Retention walks history in id
+    // order (`prune_history`), so the time index goes.
+    r#"
+CREATE TABLE manifest_versions (
+    id         INTEGER PRIMARY KEY,
+    path       TEXT NOT NULL,
+    sha256     TEXT,
+    git_commit TEXT,
+    git_author TEXT
+);
+CREATE INDEX manifest_versions_by_path ON manifest_versions (path, sha256);
+ALTER TABLE history ADD COLUMN manifest_version INTEGER;
+DROP INDEX history_by_time;
+"#,
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
