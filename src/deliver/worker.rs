@@ -26,6 +26,22 @@ use tokio_util::sync::CancellationToken;
 
 /// The longest the worker waits without looking at the queue.
 const IDLE_POLL: Duration = Duration::from_secs(5);
+/// At most this many keys claimed (in flight or waiting) at a low concurrency.
+const CLAIM_AHEAD: usize = 256;
+/// Keys are claimed for this much sending ahead, at the rate they are finishing.
+const CLAIM_FOR: Duration = Duration::from_millis(20);
+
+/// How many keys may be claimed, in flight or waiting: twice the concurrency,
+/// plus what the slots send in [`CLAIM_FOR`] at `per_second`, up to
+/// [`CLAIM_AHEAD`]. While Paystar answers fast, store steps grow to batches of
+/// that order rather than one transaction per few requests; against a slow
+/// Paystar a key's claimed state is never older than a few requests, so that
+/// an edit made meanwhile (autopay back on) is what the next request sees.
+fn claim_ahead(concurrency: usize, per_second: f64) -> usize {
+    let base = 2 * concurrency;
+    let more = (per_second * CLAIM_FOR.as_secs_f64()) as usize;
+    (base + more).min(base.max(CLAIM_AHEAD))
+}
 
 #[derive(Clone)]
 pub struct WorkerSettings {
@@ -124,6 +140,9 @@ impl Worker {
         let mut totals = Totals::default();
         let mut deadline: Option<tokio::time::Instant> = None;
         let mut pause: Option<Pause> = None;
+        // How many keys may be claimed, in flight or waiting (see CLAIM_AHEAD).
+        let mut ahead = 2 * concurrency;
+        let mut last_step = tokio::time::Instant::now();
         loop {
             let may_send = self.settings.gate.may_send();
             if !may_send {
@@ -146,11 +165,15 @@ impl Worker {
             // due next, while requests go on: keys wait in `ready` (up to one more
             // round of `concurrency`) so that a slot never waits for the store.
             let room = match deadline {
-                None if may_send => (2 * concurrency).saturating_sub(tasks.len() + ready.len()),
+                None if may_send => ahead.saturating_sub(tasks.len() + ready.len()),
                 _ => 0,
             };
             if step.is_none() && (!finished.is_empty() || (look && room > 0)) {
                 let outcomes = std::mem::take(&mut finished);
+                let now = tokio::time::Instant::now();
+                let per_second = outcomes.len() as f64 / (now - last_step).as_secs_f64().max(1e-3);
+                ahead = claim_ahead(concurrency, per_second);
+                last_step = now;
                 // A finished key is no longer claimed: its outcome commits in the
                 // same step, before anything is claimed.
                 for outcome in &outcomes {
@@ -326,4 +349,21 @@ fn claim_step(
         more,
         pause,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_paystar_keeps_claims_to_twice_the_concurrency_and_a_fast_one_claims_further_ahead() {
+        // 8 slots at 100 ms a request: 80 keys a second.
+        assert_eq!(claim_ahead(8, 80.0), 17);
+        assert_eq!(claim_ahead(8, 0.0), 16);
+        // The in-process simulator: thousands a second.
+        assert_eq!(claim_ahead(8, 15_000.0), CLAIM_AHEAD);
+        assert_eq!(claim_ahead(8, 5_000.0), 116);
+        // A concurrency above the cap claims twice itself, as always.
+        assert_eq!(claim_ahead(200, 1e9), 400);
+    }
 }
