@@ -137,6 +137,16 @@ pub fn parse_str(
     parse_bytes(text.as_bytes(), format, file, opts)
 }
 
+/// A YAML manifest read without the fast path for plain block documents, every
+/// document through the full reader (fuzzing and tests compare the two).
+pub fn parse_yaml_in_full(
+    text: &str,
+    file: &str,
+    opts: &ParseOptions,
+) -> Result<ParsedFile, ManifestError> {
+    yamlfile::parse_in_full(text, file, 0, opts)
+}
+
 /// Parses a manifest's bytes as [`parse_file`] would (tests, fuzzing, tools).
 pub fn parse_bytes(
     bytes: &[u8],

@@ -9,6 +9,7 @@ use super::{ParseOptions, ParsedFile};
 use std::collections::HashSet;
 
 mod doc;
+mod fast;
 #[cfg(test)]
 mod oracle;
 mod text;
@@ -21,11 +22,32 @@ pub fn parse(
     file_idx: FileIdx,
     opts: &ParseOptions,
 ) -> Result<ParsedFile, ManifestError> {
+    match fast::read(text) {
+        Some((doc, lines)) => rows(doc, Positions::Known(lines), file, file_idx, opts),
+        None => parse_in_full(text, file, file_idx, opts),
+    }
+}
+
+/// [`parse`] without its fast path: every document through the full reader.
+pub fn parse_in_full(
+    text: &str,
+    file: &str,
+    file_idx: FileIdx,
+    opts: &ParseOptions,
+) -> Result<ParsedFile, ManifestError> {
     if let Some(line) = yamldepth::too_deep_flow(text) {
         return Err(too_deep(file).at_line(line));
     }
     let doc = doc::read(text).map_err(|err| doc_error(file, err))?;
-    rows(doc, text, file, file_idx, opts)
+    rows(doc, Positions::FromText(text), file, file_idx, opts)
+}
+
+/// Where each entry is, and which account values were unquoted numbers.
+enum Positions<'t> {
+    /// Read from the text (the full reader keeps no positions).
+    FromText(&'t str),
+    /// The fast path's entry lines; it reads no unquoted number.
+    Known(Vec<u32>),
 }
 
 fn too_deep(file: &str) -> ManifestError {
@@ -63,7 +85,7 @@ fn doc_error(file: &str, err: DocError) -> ManifestError {
 /// The rows of a read document: the file's shape checked, then each entry built.
 fn rows(
     doc: Doc<'_>,
-    text: &str,
+    positions: Positions<'_>,
     file: &str,
     file_idx: FileIdx,
     opts: &ParseOptions,
@@ -121,25 +143,32 @@ fn rows(
             "has no customers; an empty file never removes customers (delete the file to remove them)",
         ));
     }
-    let lines = text::item_lines(text, under_key);
-    if let Some(found) = lines
-        .as_ref()
-        .filter(|f| !f.is_empty() && f.len() != items.len())
-    {
-        // Block-style entries that the parser did not read as entries: a quote
-        // that swallowed the lines after it, most likely. Reading on would lose them.
-        return Err(ManifestError::file(
-            file,
-            format!(
-                "has {} list entries (lines starting with \"- \") but {} customers were read; check for an unclosed quote after line {}",
-                found.len(),
-                items.len(),
-                found[0]
-            ),
-        ));
-    }
-    let lines = lines.filter(|lines| lines.len() == items.len());
-    let unquoted = text::unquoted_numbers(text);
+    let (lines, unquoted) = match positions {
+        Positions::Known(lines) => (Some(lines), HashSet::new()),
+        Positions::FromText(text) => {
+            let lines = text::item_lines(text, under_key);
+            if let Some(found) = lines
+                .as_ref()
+                .filter(|f| !f.is_empty() && f.len() != items.len())
+            {
+                // Block-style entries that the parser did not read as entries: a quote
+                // that swallowed the lines after it, most likely. Reading on would lose them.
+                return Err(ManifestError::file(
+                    file,
+                    format!(
+                        "has {} list entries (lines starting with \"- \") but {} customers were read; check for an unclosed quote after line {}",
+                        found.len(),
+                        items.len(),
+                        found[0]
+                    ),
+                ));
+            }
+            (
+                lines.filter(|lines| lines.len() == items.len()),
+                text::unquoted_numbers(text),
+            )
+        }
+    };
     let default_unit = file_unit
         .as_deref()
         .or(opts.default_business_unit.as_deref());

@@ -141,7 +141,13 @@ pub fn parse(text: &str, file: &str, opts: &ParseOptions) -> Result<ParsedFile, 
     if let Some(line) = yamldepth::too_deep_flow(text) {
         return Err(too_deep(file).at_line(line));
     }
-    super::rows(doc(text, file)?, text, file, 0, opts)
+    super::rows(
+        doc(text, file)?,
+        super::Positions::FromText(text),
+        file,
+        0,
+        opts,
+    )
 }
 
 #[cfg(test)]
