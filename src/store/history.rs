@@ -320,6 +320,19 @@ mod tests {
         assert_eq!(read.detail["request"], json!(sent.body));
     }
 
+    /// A line stored as `detail` by hand, read back.
+    fn read_back(kind: &str, event_type: Option<&str>, detail: &serde_json::Value) -> Value {
+        HistoryRecord::from_stored(
+            KEY,
+            7,
+            kind.into(),
+            event_type.map(Into::into),
+            detail.to_string(),
+            None,
+        )
+        .detail
+    }
+
     #[test]
     fn a_line_in_the_earlier_compact_form_reads_back_whole_with_the_request_as_it_was_sent() {
         let sent = PaystarEvent::manage(KEY, &manage(None));
@@ -329,16 +342,8 @@ mod tests {
             "payload": sent.payload,
             "response": {"status": 200},
         });
-        let read = HistoryRecord::from_stored(
-            KEY,
-            7,
-            "delivered".into(),
-            Some("Accounts.ManageCustomer".into()),
-            stored.to_string(),
-            None,
-        );
         assert_eq!(
-            read.detail,
+            read_back("delivered", Some("Accounts.ManageCustomer"), &stored),
             json!({
                 "attempt": 1,
                 "cause": null,
@@ -359,28 +364,16 @@ mod tests {
             "request": PaystarEvent::unenroll(KEY).body,
             "response": {"status": 400, "body": "{\"hasErrors\":true}"},
         });
-        let read = HistoryRecord::from_stored(
-            KEY,
-            7,
-            "parked".into(),
-            Some("Accounts.UnenrollAutopay".into()),
-            whole.to_string(),
-            None,
+        assert_eq!(
+            read_back("parked", Some("Accounts.UnenrollAutopay"), &whole),
+            whole
         );
-        assert_eq!(read.detail, whole);
         let failed = json!({"cause": null, "response": {"error": "connection refused"}});
-        let read =
-            HistoryRecord::from_stored(KEY, 7, "retry".into(), None, failed.to_string(), None);
-        assert_eq!(read.detail, failed);
+        assert_eq!(read_back("retry", None, &failed), failed);
         let odd = json!({"cause": null, "sent": ["only", "two"]});
-        let read = HistoryRecord::from_stored(
-            KEY,
-            7,
-            "delivered".into(),
-            Some("Accounts.ManageCustomer".into()),
-            odd.to_string(),
-            None,
+        assert_eq!(
+            read_back("delivered", Some("Accounts.ManageCustomer"), &odd),
+            odd
         );
-        assert_eq!(read.detail, odd);
     }
 }
