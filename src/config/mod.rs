@@ -292,6 +292,10 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .map(Path::to_owned)
             .unwrap_or_else(|| PathBuf::from("."));
+        // Paths the config names are resolved against its folder, made absolute
+        // once here: the folder watch reports absolute paths, and a relative root
+        // would match none of them (no scan on a change, no half-written file held back).
+        let base = std::path::absolute(&base).unwrap_or(base);
         let mut w = Walker::new(base);
         let config = build(&mut w, &value, path);
         match config {

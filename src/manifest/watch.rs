@@ -73,7 +73,8 @@ impl FolderWatch {
     pub fn new(root: &Path, tx: UnboundedSender<()>) -> notify::Result<Self> {
         let writers = Writers::default();
         let seen = writers.clone();
-        let watched = root.to_owned();
+        // notify reports absolute paths, whatever the watched path was given as.
+        let watched = std::path::absolute(root).unwrap_or_else(|_| root.to_owned());
         let mut watcher = notify::recommended_watcher(
             move |event: notify::Result<notify::Event>| match &event {
                 // The parent's other entries (a log file, the state folder) are not ours.

@@ -72,6 +72,24 @@ async fn an_atomic_save_by_rename_is_picked_up() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_started_with_a_relative_config_path_sees_every_change() {
+    let (p, sandbox) = setup("").await;
+    p.file("a.csv", csv(&["1,Ada,Lovelace,ada@example.com,"]));
+    let daemon = p.start_daemon_with_a_relative_config().await;
+    sandbox.sandbox.paystar.wait_for(1, WAIT).await;
+    // The watch reports absolute paths; a change must still reach a scan.
+    p.file("a.csv.tmp", csv(&["1,Ada,Lovelace,ada.king@example.com,"]));
+    std::fs::rename(
+        p.root().join("manifests/a.csv.tmp"),
+        p.root().join("manifests/a.csv"),
+    )
+    .unwrap();
+    let accepted = sandbox.sandbox.paystar.wait_for(2, WAIT).await;
+    assert_eq!(accepted.len(), 2, "{}", daemon.log_text());
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn swap_files_and_partial_downloads_are_never_read() {
     let (p, sandbox) = setup("").await;
     let daemon = p.start_daemon().await;

@@ -356,6 +356,16 @@ impl Project {
 
     /// Starts one of several daemons on this project, logging to `NAME.log`.
     pub async fn start_daemon_named(&self, name: &str, env: &[(&str, &str)]) -> Daemon {
+        self.start_daemon_in(name, env, false).await
+    }
+
+    /// Starts the daemon in the project's folder with `--config` relative to it,
+    /// as an operator in that folder would.
+    pub async fn start_daemon_with_a_relative_config(&self) -> Daemon {
+        self.start_daemon_in("daemon", &[], true).await
+    }
+
+    async fn start_daemon_in(&self, name: &str, env: &[(&str, &str)], relative: bool) -> Daemon {
         let socket = self.root().join(format!("notify-{name}-{}.sock", now_ms()));
         let notify = tokio::net::UnixDatagram::bind(&socket).expect("bind notify socket");
         let log = self.root().join(format!("{name}.log"));
@@ -364,9 +374,17 @@ impl Project {
             .append(true)
             .open(&log)
             .unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_paystar-sync"))
-            .args(["run", "--log-level", "debug", "--config"])
-            .arg(self.config_path())
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_paystar-sync"));
+        command.args(["run", "--log-level", "debug", "--config"]);
+        if relative {
+            let config = self.config_path();
+            command
+                .arg(config.file_name().expect("a config file"))
+                .current_dir(config.parent().expect("a project folder"));
+        } else {
+            command.arg(self.config_path());
+        }
+        let child = command
             .env("NOTIFY_SOCKET", &socket)
             .env("PAYSTAR_API_KEY", TEST_API_KEY)
             .env("LOTUSPAY_SECRET_KEY", TEST_LOTUSPAY_SECRET)
