@@ -28,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 const IDLE_POLL: Duration = Duration::from_secs(5);
 /// At most this many keys claimed (in flight or waiting) at a low concurrency.
 const CLAIM_AHEAD: usize = 256;
+/// A finished outcome is recorded within this long, with whatever else finished.
+const RECORD_WITHIN: Duration = Duration::from_millis(20);
 /// Keys are claimed for this much sending ahead, at the rate they are finishing.
 const CLAIM_FOR: Duration = Duration::from_millis(20);
 
@@ -132,7 +134,7 @@ impl Worker {
         let mut claimed: HashSet<CustomerKey> = HashSet::new();
         let mut ready: VecDeque<Ready> = VecDeque::new();
         let mut finished: Vec<Outcome> = Vec::new();
-        let mut step: Option<tokio::task::JoinHandle<Result<Step, StateError>>> = None;
+        let mut step: Option<tokio::task::JoinHandle<Result<Option<Step>, StateError>>> = None;
         // Whether the queue may hold something to claim that the last step did not see.
         let mut look = true;
         let mut more = true;
@@ -143,6 +145,8 @@ impl Worker {
         // How many keys may be claimed, in flight or waiting (see CLAIM_AHEAD).
         let mut ahead = 2 * concurrency;
         let mut last_step = tokio::time::Instant::now();
+        // When the oldest outcome not yet recorded finished.
+        let mut finished_since: Option<tokio::time::Instant> = None;
         loop {
             let may_send = self.settings.gate.may_send();
             if !may_send {
@@ -168,12 +172,24 @@ impl Worker {
                 None if may_send => ahead.saturating_sub(tasks.len() + ready.len()),
                 _ => 0,
             };
-            if step.is_none() && (!finished.is_empty() || (look && room > 0)) {
+            // A step claims once a quarter of what may be claimed is free, and
+            // records once a quarter has finished (or nothing else is in flight):
+            // fewer, bigger transactions, and no read of the queue for a few keys.
+            let batch = (ahead / 4).max(1);
+            let claim =
+                look && room > 0 && (room >= batch || tasks.len() + ready.len() < concurrency);
+            let record = finished.len() >= batch
+                || (!finished.is_empty()
+                    && (tasks.is_empty()
+                        || finished_since.is_some_and(|t| t.elapsed() >= RECORD_WITHIN)));
+            if step.is_none() && (record || claim) {
                 let outcomes = std::mem::take(&mut finished);
+                finished_since = None;
                 let now = tokio::time::Instant::now();
                 let per_second = outcomes.len() as f64 / (now - last_step).as_secs_f64().max(1e-3);
                 ahead = claim_ahead(concurrency, per_second);
                 last_step = now;
+                let room = if claim { room } else { 0 };
                 // A finished key is no longer claimed: its outcome commits in the
                 // same step, before anything is claimed.
                 for outcome in &outcomes {
@@ -183,7 +199,7 @@ impl Worker {
                 let policy = self.settings.policy;
                 let rule = self.settings.pause.clone();
                 let store = self.store.clone();
-                look = false;
+                look &= !claim;
                 step = Some(tokio::spawn(async move {
                     store
                         .call(move |s| claim_step(s, &outcomes, policy, rule.as_ref(), &busy, room))
@@ -208,6 +224,11 @@ impl Worker {
                         Ok(done) => done?,
                         // A panicking store call is a bug: the stage fails.
                         Err(err) => std::panic::resume_unwind(err.into_panic()),
+                    };
+                    let Some(done) = done else {
+                        // Only recorded: what it recorded may have queued a key again.
+                        look = true;
+                        continue;
                     };
                     if done.pause != pause {
                         log_pause(done.pause.as_ref());
@@ -246,6 +267,9 @@ impl Worker {
                         self.count(&mut totals, &outcome.result);
                         finished.push(outcome);
                     }
+                    if !finished.is_empty() {
+                        finished_since.get_or_insert_with(tokio::time::Instant::now);
+                    }
                     totals.delivered_events += delivered;
                     self.counters.delivered.inc_by(delivered);
                     if delivered > 0 && until == Until::Cancelled {
@@ -254,6 +278,9 @@ impl Worker {
                     look = true;
                 }
                 _ = self.wake.notified(), if deadline.is_none() => look = true,
+                // An outcome waits for company at most RECORD_WITHIN.
+                _ = tokio::time::sleep_until(finished_since.unwrap_or_else(tokio::time::Instant::now) + RECORD_WITHIN),
+                    if step.is_none() && finished_since.is_some() => {}
                 _ = tokio::time::sleep(sleep_for), if deadline.is_none() && step.is_none() && !look => look = true,
                 _ = cancel.cancelled(), if deadline.is_none() => {
                     tracing::info!(in_flight = tasks.len(), grace = ?self.settings.grace, "delivery stopping; letting in-flight requests finish");
@@ -324,7 +351,8 @@ struct Step {
 }
 
 /// Records finished outcomes, then claims up to `free` due keys that are not in
-/// flight: one transaction and a few reads, on the store's thread.
+/// flight: one transaction and a few reads, on the store's thread. With no room
+/// to claim into (`free` = 0) it only records, and finds nothing (`None`).
 fn claim_step(
     store: &mut crate::store::Store,
     outcomes: &[Outcome],
@@ -332,9 +360,12 @@ fn claim_step(
     rule: Option<&crate::config::PayrocPause>,
     busy: &[CustomerKey],
     free: usize,
-) -> Result<Step, StateError> {
+) -> Result<Option<Step>, StateError> {
     if !outcomes.is_empty() {
         store.record_outcomes(outcomes, |state| !state.plan(policy).is_empty(), now_ms())?;
+    }
+    if free == 0 {
+        return Ok(None);
     }
     let pause = current_pause(rule, store)?;
     let paused = pause.as_ref().map_or(&[][..], |p| &p.business_units[..]);
@@ -343,12 +374,12 @@ fn claim_step(
         next_due,
         more,
     } = store.claim(free, paused, now_ms(), busy)?;
-    Ok(Step {
+    Ok(Some(Step {
         claimed,
         next_due,
         more,
         pause,
-    })
+    }))
 }
 
 #[cfg(test)]
