@@ -41,6 +41,13 @@ pub async fn with_held_unenrolls(p: &Project, sandbox: &RunningSandbox) -> Daemo
     p.file("b.csv", csv(200..201));
     let daemon = p.start_daemon().await;
     assert_eq!(sandbox.sandbox.paystar.wait_for(11, WAIT).await.len(), 11);
+    // Delivered means recorded too: a removal scanned before the acknowledgements
+    // are recorded finds nothing acknowledged to unenroll.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while api(&daemon, "/api/v1/status").await["customers"]["acknowledged"] != 11 {
+        assert!(tokio::time::Instant::now() < deadline, "never recorded");
+        tokio::task::yield_now().await;
+    }
     p.remove("a.csv");
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
