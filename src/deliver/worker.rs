@@ -166,8 +166,8 @@ impl Worker {
                 }
             }
             // One store step at a time records what finished and claims what is
-            // due next, while requests go on: keys wait in `ready` (up to one more
-            // round of `concurrency`) so that a slot never waits for the store.
+            // due next, while requests go on: keys wait in `ready` (up to `ahead`
+            // claimed in all, see `claim_ahead`) so that a slot never waits for the store.
             let room = match deadline {
                 None if may_send => ahead.saturating_sub(tasks.len() + ready.len()),
                 _ => 0,
