@@ -55,6 +55,20 @@ impl KeyState {
         })
     }
 
+    /// What Paystar may have acknowledged by the time an unenroll decided now
+    /// is sent: its acknowledged state or, for a key never acknowledged whose
+    /// delivery is queued (it may be in flight), a customer that exists. The
+    /// mass-change guard counts a removal by this view, so a removal scanned
+    /// while a first ManageCustomer is on its way is guarded like the rest.
+    pub fn acked_by_send_view(&self) -> Option<Acked<'_>> {
+        self.acked_view().or_else(|| {
+            self.queue.as_ref().map(|_| Acked {
+                fields: None,
+                unenrolled: false,
+            })
+        })
+    }
+
     /// The fields a provider reported, as the merge sees them.
     pub fn provider_view(&self) -> Option<Fields<'_>> {
         self.provider.as_ref().map(|p| p.fields.as_ref())

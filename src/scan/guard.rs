@@ -1,6 +1,6 @@
 //! The mass-change guard (SPEC §6), run on a scan before it is committed.
 
-use super::{ScanSettings, ScannedFile, TouchedKey, acked_of, desired_of};
+use super::{ScanSettings, ScannedFile, TouchedKey, desired_of};
 use crate::manifest::ManifestRow;
 use crate::reconcile::{GuardTrip, diff, mass_unenroll};
 use crate::store::{KeyState, StateError, Store};
@@ -34,7 +34,8 @@ pub(super) fn guard(
             TouchedKey::Gone(..) if live_before => removed += 1,
             _ => {}
         }
-        let wants = diff(desired_of(t, rows), acked_of(&states[i]), policy.on_removal)
+        let acked = state.and_then(KeyState::acked_by_send_view);
+        let wants = diff(desired_of(t, rows), acked, policy.on_removal)
             .unenroll
             .is_some();
         let was_held = state.is_some_and(|s| s.held.is_some());

@@ -513,3 +513,128 @@ async fn progress_shows_on_a_terminal_and_stays_silent_otherwise() {
     assert!(screen.contains("reading 1/1: a.csv"), "{screen}");
     assert!(screen.contains("sent "), "{screen}");
 }
+
+/// `guarded()` without a sandbox: the state alone.
+fn guarded_project() -> Project {
+    let p = Project::new();
+    let config = std::fs::read_to_string(p.config_path())
+        .unwrap()
+        .replace(
+            "safety: { max_unenrolls: 100000, max_unenroll_percent: 100 }\n",
+            "",
+        )
+        .replace(
+            "  dir: manifests\n",
+            "  dir: manifests\n  on_removal: unenroll\n",
+        );
+    p.config(&config);
+    p
+}
+
+/// The guard cannot tell a queued first delivery from one in flight, so it holds
+/// both; a held customer that was never sent has nothing to unenroll.
+#[test]
+fn approving_a_held_removal_of_a_customer_never_sent_sends_nothing() {
+    let p = guarded_project();
+    p.file("a.csv", csv(0..100, ""));
+    p.commit_and_acknowledge();
+    p.file("b.csv", csv(100..110, ""));
+    p.commit();
+    p.remove("b.csv");
+    assert!(p.commit().guard.is_some());
+    let approve = p.run(&["approve"]);
+    assert!(
+        approve.stdout.contains("approving 10 unenroll(s)"),
+        "{approve:?}"
+    );
+    let policy = p.load_config().policy();
+    let now = crate::support::now_ms() + 20_000;
+    let claim = p.store().claim(20, &[], now, &[]).unwrap();
+    assert_eq!(
+        claim.claimed.len(),
+        10,
+        "approval queues them to be compared"
+    );
+    assert!(claim.claimed.iter().all(|(_, s)| s.plan(policy).is_empty()));
+}
+
+/// A file removed while its customers' first ManageCustomer is in flight: once
+/// Paystar acknowledges them they exist, and their removal is an unenroll like
+/// any other. It counts in the mass-unenroll guard of the scan that saw the
+/// removal, and is held when that trips, not sent unguarded once the
+/// acknowledgement lands.
+#[test]
+fn a_removal_scanned_while_the_first_delivery_is_in_flight_is_guarded() {
+    use paystar_sync::store::{Outcome, OutcomeResult};
+    let p = Project::new();
+    let config = std::fs::read_to_string(p.config_path())
+        .unwrap()
+        .replace(
+            "safety: { max_unenrolls: 100000, max_unenroll_percent: 100 }\n",
+            "",
+        )
+        .replace(
+            "  dir: manifests\n",
+            "  dir: manifests\n  on_removal: unenroll\n",
+        );
+    p.config(&config);
+    p.file("a.csv", csv(0..100, ""));
+    p.commit_and_acknowledge();
+    p.file("b.csv", csv(100..110, ""));
+    p.commit();
+    let policy = p.load_config().policy();
+    let now = crate::support::now_ms() + 20_000;
+    let claim = p.store().claim(20, &[], now, &[]).unwrap();
+    assert_eq!(claim.claimed.len(), 10, "the ten new customers are claimed");
+    // The file goes while their ManageCustomer is on its way: 10 of 110
+    // customers is more than the 5 % the guard allows.
+    p.remove("b.csv");
+    let scan = p.commit();
+    assert!(scan.guard.is_some(), "the removal trips the guard");
+    let outcomes: Vec<Outcome> = claim
+        .claimed
+        .into_iter()
+        .map(|(key, state)| {
+            let fields = state.plan(policy).manage.map(|m| m.fields.to_owned());
+            let mut outcome = Outcome {
+                key,
+                acked_fields: fields,
+                acked_unenroll: false,
+                result: OutcomeResult::Done,
+                history: Vec::new(),
+                claimed: None,
+            };
+            outcome.claimed = Some(state.claimed_after(&outcome, policy, now));
+            outcome
+        })
+        .collect();
+    p.store().record_outcomes(&outcomes, |_| true, now).unwrap();
+    // Paystar now knows the ten customers; their unenrolls wait for approval.
+    let claim = p.store().claim(20, &[], now, &[]).unwrap();
+    let sent: Vec<_> = claim
+        .claimed
+        .iter()
+        .filter(|(_, state)| state.plan(policy).unenroll.is_some())
+        .map(|(key, _)| key.account.clone())
+        .collect();
+    assert!(sent.is_empty(), "held unenrolls are not sent: {sent:?}");
+    let holds = p.store().holds_by_cause().unwrap();
+    assert_eq!(holds.len(), 1, "{holds:?}");
+    assert_eq!(
+        (holds[0].cause.as_str(), holds[0].count),
+        ("removed from b.csv", 10)
+    );
+    // Approved, they are sent.
+    let approve = p.run(&["approve"]);
+    assert!(
+        approve.stdout.contains("approving 10 unenroll(s)"),
+        "{approve:?}"
+    );
+    let claim = p.store().claim(20, &[], now, &[]).unwrap();
+    let unenrolls = claim
+        .claimed
+        .iter()
+        .filter(|(_, state)| state.plan(policy).unenroll.is_some())
+        .count();
+    assert_eq!(unenrolls, 10);
+}
