@@ -64,26 +64,42 @@ fn full_order(a: &ManifestRow, b: &ManifestRow) -> Ordering {
 }
 
 /// How many leading key bytes every row shares (all of them share a business
-/// unit, usually), so that the prefix holds the bytes that tell keys apart.
-fn shared_key_bytes(rows: &[ManifestRow]) -> usize {
+/// unit, usually), so that the prefix holds the bytes that tell keys apart;
+/// `None` if a key holds a NUL byte (its byte string would not sort as the key
+/// does). One pass, each row's text read once.
+fn shared_key_bytes(rows: &[ManifestRow]) -> Option<usize> {
     let Some(first) = rows.first() else {
-        return 0;
+        return Some(0);
     };
+    let first = first.key();
     let mut shared = usize::MAX;
     for row in rows {
-        let mut p = 0;
-        while p < shared {
-            match (first.key_byte(p), row.key_byte(p)) {
-                (Some(a), Some(b)) if a == b => p += 1,
-                _ => break,
-            }
+        if row.key_text().as_bytes().contains(&0) {
+            return None;
         }
-        shared = p;
-        if shared == 0 {
-            break;
-        }
+        shared = shared.min(common_key_bytes(first, row.key()));
     }
-    shared
+    Some(shared)
+}
+
+/// How many leading bytes the byte strings of two keys (see
+/// [`ManifestRow::key_byte`]) have in common, a piece at a time.
+fn common_key_bytes(a: KeyRef<'_>, b: KeyRef<'_>) -> usize {
+    let pieces = [
+        (a.business_unit, b.business_unit),
+        (a.account, b.account),
+        (a.sub_account, b.sub_account),
+    ];
+    let mut at = 0;
+    for (n, (x, y)) in pieces.into_iter().enumerate() {
+        let same = x.bytes().zip(y.bytes()).take_while(|(p, q)| p == q).count();
+        at += same;
+        if same < x.len() || same < y.len() || n == 2 {
+            return at;
+        }
+        at += 1; // both pieces end here: the NUL after them is shared too
+    }
+    at
 }
 
 /// Sorts `rows` by key, then file, then line (as `sort_unstable_by` with
@@ -92,12 +108,13 @@ fn shared_key_bytes(rows: &[ManifestRow]) -> usize {
 /// the rows' text; `None` where the sort compared whole keys (fewer than two
 /// rows, or a key with a NUL byte).
 pub fn sort_rows(rows: &mut [ManifestRow]) -> Option<KeyPrefixes> {
-    let has_nul = |r: &ManifestRow| r.key_text().as_bytes().contains(&0);
-    if rows.len() < 2 || u32::try_from(rows.len()).is_err() || rows.iter().any(has_nul) {
-        rows.sort_unstable_by(full_order);
-        return None;
-    }
-    let skip = shared_key_bytes(rows);
+    let skip = match shared_key_bytes(rows) {
+        Some(skip) if rows.len() >= 2 && u32::try_from(rows.len()).is_ok() => skip,
+        _ => {
+            rows.sort_unstable_by(full_order);
+            return None;
+        }
+    };
     let shared: Box<[u8]> = (0..skip)
         .map(|p| {
             rows[0]
@@ -110,10 +127,11 @@ pub fn sort_rows(rows: &mut [ManifestRow]) -> Option<KeyPrefixes> {
         .enumerate()
         .map(|(i, r)| (r.key_prefix(skip), i as u32))
         .collect();
-    order.sort_unstable_by(|a, b| {
+    let compare = |a: &(u128, u32), b: &(u128, u32)| {
         a.0.cmp(&b.0)
             .then_with(|| full_order(&rows[a.1 as usize], &rows[b.1 as usize]))
-    });
+    };
+    order.sort_unstable_by(compare);
     let prefixes = order.iter().map(|&(prefix, _)| prefix).collect();
     permute(rows, order.into_iter().map(|(_, i)| i).collect());
     Some(KeyPrefixes { shared, prefixes })
@@ -160,17 +178,7 @@ impl KeyPrefixes {
 
     /// `key` written as the rows' prefixes are, if it starts with their shared bytes.
     pub fn probe(&self, key: KeyRef<'_>) -> Option<KeyProbe> {
-        let bytes = key
-            .business_unit
-            .bytes()
-            .chain(std::iter::once(0))
-            .chain(key.account.bytes())
-            .chain(std::iter::once(0))
-            .chain(key.sub_account.bytes());
-        if !bytes
-            .take(self.shared.len())
-            .eq(self.shared.iter().copied())
-        {
+        if !starts_with_bytes(key, &self.shared) {
             return None;
         }
         let len = key.business_unit.len() + key.account.len() + key.sub_account.len() + 2;
@@ -179,6 +187,25 @@ impl KeyPrefixes {
             whole: len <= self.shared.len() + PREFIX,
         })
     }
+}
+
+/// Whether `key`'s byte string (see [`ManifestRow::key_byte`]) starts with
+/// `bytes`, compared a piece at a time.
+fn starts_with_bytes(key: KeyRef<'_>, mut bytes: &[u8]) -> bool {
+    for (n, piece) in [key.business_unit, key.account, key.sub_account]
+        .into_iter()
+        .enumerate()
+    {
+        let piece = piece.as_bytes();
+        if bytes.len() <= piece.len() {
+            return piece.starts_with(bytes);
+        }
+        if !bytes.starts_with(piece) || n == 2 || bytes[piece.len()] != 0 {
+            return false;
+        }
+        bytes = &bytes[piece.len() + 1..];
+    }
+    unreachable!("the last piece returns")
 }
 
 impl KeyProbe {
@@ -233,6 +260,56 @@ mod tests {
             file,
             line,
         )
+    }
+
+    #[test]
+    fn keys_share_as_many_leading_bytes_as_their_byte_strings_do() {
+        let parts = ["", "a", "ab", "b", "water", "water-bill", "0", "01"];
+        arbtest::arbtest(|u| {
+            let mut pick =
+                || -> arbtest::arbitrary::Result<&str> { Ok(parts[u.choose_index(parts.len())?]) };
+            let a = row(pick()?, pick()?, pick()?, 0, 1);
+            let b = row(pick()?, pick()?, pick()?, 0, 1);
+            let mut p = 0;
+            while matches!((a.key_byte(p), b.key_byte(p)), (Some(x), Some(y)) if x == y) {
+                p += 1;
+            }
+            assert_eq!(
+                common_key_bytes(a.key(), b.key()),
+                p,
+                "{:?} {:?}",
+                a.key(),
+                b.key()
+            );
+            Ok(())
+        })
+        .budget_ms(100);
+    }
+
+    #[test]
+    fn a_key_starts_with_the_bytes_its_byte_string_starts_with() {
+        let parts = ["", "a", "ab", "b", "water", "0", "01"];
+        arbtest::arbtest(|u| {
+            let mut pick =
+                || -> arbtest::arbitrary::Result<&str> { Ok(parts[u.choose_index(parts.len())?]) };
+            let a = row(pick()?, pick()?, pick()?, 0, 1);
+            let string: Vec<u8> = (0..).map_while(|p| a.key_byte(p)).collect();
+            let other: Vec<u8> = u
+                .arbitrary::<Vec<bool>>()?
+                .iter()
+                .map(|b| if *b { 0 } else { b'a' })
+                .collect();
+            for bytes in [&string[..u.int_in_range(0..=string.len())?], &other[..]] {
+                assert_eq!(
+                    starts_with_bytes(a.key(), bytes),
+                    string.starts_with(bytes),
+                    "{:?} {bytes:?}",
+                    a.key()
+                );
+            }
+            Ok(())
+        })
+        .budget_ms(100);
     }
 
     #[test]

@@ -346,6 +346,21 @@ pub fn mass_unenroll(count: u64, known: u64, limits: UnenrollLimits) -> Option<G
     None
 }
 
+/// [`mass_unenroll`] where the number of known customers costs a count to learn:
+/// `at_least` is a lower bound on it, and `known` is asked only when the bound
+/// cannot settle the percentage (a larger count only allows more).
+pub fn mass_unenroll_counting<E>(
+    count: u64,
+    at_least: u64,
+    limits: UnenrollLimits,
+    known: impl FnOnce() -> Result<u64, E>,
+) -> Result<Option<GuardTrip>, E> {
+    if count <= limits.max_unenrolls && mass_unenroll(count, at_least, limits).is_none() {
+        return Ok(None);
+    }
+    Ok(mass_unenroll(count, known()?.max(at_least), limits))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -530,6 +545,45 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_guard_counts_known_customers_only_when_a_lower_bound_cannot_settle_it() {
+        let never = || -> Result<u64, ()> { panic!("no count was needed") };
+        assert_eq!(mass_unenroll_counting(0, 0, LIMITS, never), Ok(None));
+        assert_eq!(mass_unenroll_counting(5, 100, LIMITS, never), Ok(None));
+        assert_eq!(
+            mass_unenroll_counting(6, 100, LIMITS, || Ok::<_, ()>(120)),
+            Ok(None)
+        );
+        assert!(matches!(
+            mass_unenroll_counting(6, 100, LIMITS, || Ok::<_, ()>(100)),
+            Ok(Some(GuardTrip::Percent { known: 100, .. }))
+        ));
+        assert_eq!(
+            mass_unenroll_counting(51, 10_000, LIMITS, || Ok::<_, ()>(10_000)),
+            Ok(Some(GuardTrip::Count { count: 51, max: 50 }))
+        );
+        assert_eq!(
+            mass_unenroll_counting(1, 0, LIMITS, || Err("down")),
+            Err("down")
+        );
+        // Whatever the bound, the answer is the exact one's.
+        arbtest::arbtest(|u| {
+            let limits = UnenrollLimits {
+                max_unenrolls: u.int_in_range(0..=100)?,
+                max_percent: f64::from(u.int_in_range(0..=100u8)?),
+            };
+            let count = u.int_in_range(0..=200)?;
+            let known = u.int_in_range(0..=2_000)?;
+            let at_least = u.int_in_range(0..=known)?;
+            assert_eq!(
+                mass_unenroll_counting(count, at_least, limits, || Ok::<_, ()>(known)),
+                Ok(mass_unenroll(count, known, limits))
+            );
+            Ok(())
+        })
+        .budget_ms(100);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use super::{ScanSettings, ScannedFile, TouchedKey, desired_of};
 use crate::manifest::ManifestRow;
-use crate::reconcile::{GuardTrip, diff, mass_unenroll};
+use crate::reconcile::{GuardTrip, diff, mass_unenroll_counting};
 use crate::store::{KeyState, StateError, Store};
 
 /// The mass-change guard: holds this pass's new manifest-driven unenrolls when
@@ -54,9 +54,23 @@ pub(super) fn guard(
     if candidates.is_empty() {
         return Ok((held, writes, None));
     }
-    let live = store.live_count()?;
-    let known = live.max((live + added).saturating_sub(removed));
-    let trip = mass_unenroll(candidates.len() as u64, known, settings.limits);
+    // Every row read that this pass does not touch was live before (a changed or
+    // new row is touched): a lower bound on the customers known, which usually
+    // settles the percentage without counting them all.
+    let touched_rows = touched
+        .iter()
+        .filter(|t| matches!(t, TouchedKey::Row(_)))
+        .count();
+    let live_at_least = rows.len().saturating_sub(touched_rows) as u64;
+    let trip = mass_unenroll_counting(
+        candidates.len() as u64,
+        live_at_least,
+        settings.limits,
+        || {
+            let live = store.live_count()?;
+            Ok::<_, StateError>(live.max((live + added).saturating_sub(removed)))
+        },
+    )?;
     if trip.is_some() {
         for i in candidates {
             held[i] = true;
