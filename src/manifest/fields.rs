@@ -71,7 +71,11 @@ pub const MAX_CHARS: usize = 255;
 
 /// Checks a trimmed value: no control characters, at most 255 characters.
 pub fn check_text(value: &str) -> Result<(), String> {
-    // ASCII (most values): a byte is a character, and its controls are C0 and DEL.
+    // Printable ASCII (most values), in one pass: a byte is a character.
+    if value.len() <= MAX_CHARS && value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Ok(());
+    }
+    // ASCII: its controls are C0 and DEL.
     let ascii = value.is_ascii();
     let control = if ascii {
         value.bytes().any(|b| b.is_ascii_control())
@@ -201,5 +205,20 @@ mod tests {
         assert!(check_text("Smith\nJr").is_err());
         assert!(check_text(&"x".repeat(256)).is_err());
         assert!(check_text(&"é".repeat(255)).is_ok());
+        assert!(check_text("Smith\u{7f}").is_err());
+        assert!(check_text("Smith\u{85}").is_err());
+        let edge = [
+            "", "x", "\t", "\u{1f}", " ", "~", "\u{7f}", "\u{80}", "\u{85}", "é", "\u{a0}",
+        ];
+        arbtest::arbtest(|u| {
+            let value: String = (0..u.int_in_range(0..=300)?)
+                .map(|_| Ok(edge[u.choose_index(edge.len())?]))
+                .collect::<arbtest::arbitrary::Result<_>>()?;
+            let expected =
+                !value.chars().any(char::is_control) && value.chars().count() <= MAX_CHARS;
+            assert_eq!(check_text(&value).is_ok(), expected, "{value:?}");
+            Ok(())
+        })
+        .budget_ms(100);
     }
 }

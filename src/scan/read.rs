@@ -197,6 +197,14 @@ fn read_if_changed(
     if trusted {
         return (Ok(FileFate::Unchanged { restat: false }), None, None);
     }
+    // A file whose size changed will be parsed whatever its hash: the rows it
+    // held start loading now, beside the hash, instead of after it.
+    let mut will_parse = Some(will_parse);
+    if stored.is_some_and(|e| e.stat.is_none_or(|s| s.size != found.stat.size)) {
+        if let Some(start) = will_parse.take() {
+            start();
+        }
+    }
     let sha = match hash_file(found, settings.parse.max_file_size) {
         Ok(sha) => sha,
         Err(error) => return (Err(error), None, None),
@@ -204,8 +212,23 @@ fn read_if_changed(
     if stored.is_some_and(|e| e.clean && e.sha256 == Some(sha)) {
         return (Ok(FileFate::Unchanged { restat: true }), Some(sha), None);
     }
-    will_parse();
-    match parse_file(found, file_idx, settings.parse) {
+    if let Some(start) = will_parse {
+        start();
+    }
+    parsed_fate(parse_file(found, file_idx, settings.parse), sha)
+}
+
+/// A parsed file's fate, with its hash.
+#[allow(clippy::type_complexity)]
+fn parsed_fate(
+    parsed: Result<ParsedFile, ManifestError>,
+    sha: [u8; 32],
+) -> (
+    Result<FileFate, ManifestError>,
+    Option<[u8; 32]>,
+    Option<ParsedFile>,
+) {
+    match parsed {
         Ok(parsed) => {
             let fate = FileFate::Parsed {
                 rows: parsed.rows.len() as u64,
