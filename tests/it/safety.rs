@@ -17,6 +17,12 @@ fn csv(range: std::ops::Range<usize>, autopay: &str) -> String {
 /// A project with the default safety limits (50 unenrolls, 5 %) and `on_removal: unenroll`.
 async fn guarded() -> (Project, RunningSandbox) {
     let (p, sandbox) = with_sandbox("").await;
+    guard_removals(&p);
+    (p, sandbox)
+}
+
+/// The default safety limits and `on_removal: unenroll` in `p`'s config.
+fn guard_removals(p: &Project) {
     let config = std::fs::read_to_string(p.config_path())
         .unwrap()
         .replace(
@@ -28,7 +34,6 @@ async fn guarded() -> (Project, RunningSandbox) {
             "  dir: manifests\n  on_removal: unenroll\n",
         );
     p.config(&config);
-    (p, sandbox)
 }
 
 fn unenrolls(sandbox: &RunningSandbox) -> usize {
@@ -517,17 +522,7 @@ async fn progress_shows_on_a_terminal_and_stays_silent_otherwise() {
 /// `guarded()` without a sandbox: the state alone.
 fn guarded_project() -> Project {
     let p = Project::new();
-    let config = std::fs::read_to_string(p.config_path())
-        .unwrap()
-        .replace(
-            "safety: { max_unenrolls: 100000, max_unenroll_percent: 100 }\n",
-            "",
-        )
-        .replace(
-            "  dir: manifests\n",
-            "  dir: manifests\n  on_removal: unenroll\n",
-        );
-    p.config(&config);
+    guard_removals(&p);
     p
 }
 
@@ -566,18 +561,7 @@ fn approving_a_held_removal_of_a_customer_never_sent_sends_nothing() {
 #[test]
 fn a_removal_scanned_while_the_first_delivery_is_in_flight_is_guarded() {
     use paystar_sync::store::{Outcome, OutcomeResult};
-    let p = Project::new();
-    let config = std::fs::read_to_string(p.config_path())
-        .unwrap()
-        .replace(
-            "safety: { max_unenrolls: 100000, max_unenroll_percent: 100 }\n",
-            "",
-        )
-        .replace(
-            "  dir: manifests\n",
-            "  dir: manifests\n  on_removal: unenroll\n",
-        );
-    p.config(&config);
+    let p = guarded_project();
     p.file("a.csv", csv(0..100, ""));
     p.commit_and_acknowledge();
     p.file("b.csv", csv(100..110, ""));
