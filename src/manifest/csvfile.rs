@@ -122,14 +122,14 @@ pub(super) fn rows<R: Read>(
     let mut record = ::csv::ByteRecord::new();
     while read(csv, &mut record, file)? {
         let line = record_line(csv, &record) + lines_before;
-        if std::str::from_utf8(record.as_slice()).is_err() {
+        let Ok(text) = std::str::from_utf8(record.as_slice()) else {
             return Err(ManifestError::file(
                 file,
                 "is not valid UTF-8; export it as \"CSV UTF-8\" and save again",
             )
             .at_line(line));
-        }
-        let field = |i: usize| record.get(i).map(|b| std::str::from_utf8(b).unwrap_or(""));
+        };
+        let field = |i: usize| field_text(&record, text, i);
         if (0..record.len()).all(|i| field(i).is_none_or(|v| v.trim().is_empty())) {
             continue; // a blank line, or a row of bare delimiters as spreadsheets export
         }
@@ -165,6 +165,14 @@ pub(super) fn rows<R: Read>(
         }
     }
     Ok(())
+}
+
+/// Field `i` of a record whose bytes are `text`, without checking it again: its
+/// bytes are valid UTF-8 exactly when its range falls on character boundaries
+/// of the text (valid text cannot start with a continuation byte, nor end inside
+/// a character); a field that is not valid on its own reads as "".
+fn field_text<'t>(record: &::csv::ByteRecord, text: &'t str, i: usize) -> Option<&'t str> {
+    record.range(i).map(|r| text.get(r).unwrap_or(""))
 }
 
 #[derive(Clone)]
@@ -313,6 +321,43 @@ fn map_header(
 #[cfg(test)]
 mod tests {
     use crate::manifest::{Format, ParseOptions, parse_bytes};
+
+    #[test]
+    fn a_field_reads_as_its_own_bytes_checked_alone_would() {
+        let pieces: [&[u8]; 8] = [
+            b"",
+            b"a",
+            b"\xc3",
+            b"\xa9",
+            b"\xc3\xa9",
+            b"\xe2\x82",
+            b"\xac",
+            b"\xff",
+        ];
+        arbtest::arbtest(|u| {
+            let mut record = ::csv::ByteRecord::new();
+            for _ in 0..u.int_in_range(1..=5)? {
+                let field: Vec<u8> = (0..u.int_in_range(0..=4)?)
+                    .map(|_| Ok(pieces[u.choose_index(pieces.len())?]))
+                    .collect::<arbtest::arbitrary::Result<Vec<_>>>()?
+                    .concat();
+                record.push_field(&field);
+            }
+            let Ok(text) = std::str::from_utf8(record.as_slice()) else {
+                return Ok(()); // such a record is a file error before any field is read
+            };
+            for i in 0..=record.len() {
+                let alone = record.get(i).map(|b| std::str::from_utf8(b).unwrap_or(""));
+                assert_eq!(
+                    super::field_text(&record, text, i),
+                    alone,
+                    "{record:?} field {i}"
+                );
+            }
+            Ok(())
+        })
+        .budget_ms(200);
+    }
 
     #[test]
     fn a_row_after_empty_lines_is_numbered_by_its_own_line() {
