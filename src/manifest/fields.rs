@@ -75,24 +75,18 @@ pub fn check_text(value: &str) -> Result<(), String> {
     if value.len() <= MAX_CHARS && value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
         return Ok(());
     }
-    // ASCII: its controls are C0 and DEL.
-    let ascii = value.is_ascii();
-    let control = if ascii {
-        value.bytes().any(|b| b.is_ascii_control())
-    } else {
-        value.chars().any(char::is_control)
-    };
-    if control {
-        return Err(
-            "contains a control character (a line break or tab inside the value?); remove it"
-                .into(),
-        );
+    // Otherwise one pass over the characters: any control is an error, whatever
+    // the length; then the length.
+    let mut count = 0;
+    for c in value.chars() {
+        if c.is_control() {
+            return Err(
+                "contains a control character (a line break or tab inside the value?); remove it"
+                    .into(),
+            );
+        }
+        count += 1;
     }
-    let count = if ascii {
-        value.len()
-    } else {
-        value.chars().count()
-    };
     if count > MAX_CHARS {
         return Err(format!(
             "is {count} characters long; the limit is {MAX_CHARS}"
@@ -156,14 +150,18 @@ pub fn check_email(value: &str) -> Result<(), String> {
 
 /// Parses an autopay word; empty means "no opinion".
 pub fn parse_autopay(value: &str) -> Result<Option<bool>, String> {
-    let lower = value.trim().to_ascii_lowercase();
-    match lower.as_str() {
-        "" => Ok(None),
-        "true" | "yes" | "y" | "1" | "enrolled" => Ok(Some(true)),
-        "false" | "no" | "n" | "0" | "unenrolled" => Ok(Some(false)),
-        _ => Err(format!(
+    let word = value.trim();
+    let is = |words: &[&str]| words.iter().any(|w| word.eq_ignore_ascii_case(w));
+    if word.is_empty() {
+        Ok(None)
+    } else if is(&["true", "yes", "y", "1", "enrolled"]) {
+        Ok(Some(true))
+    } else if is(&["false", "no", "n", "0", "unenrolled"]) {
+        Ok(Some(false))
+    } else {
+        Err(format!(
             "{value:?} is not an autopay value; use true/false, yes/no, y/n, 1/0, enrolled/unenrolled, or leave it empty"
-        )),
+        ))
     }
 }
 
