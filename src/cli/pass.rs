@@ -13,7 +13,10 @@ pub(super) fn terminal_progress() -> Option<crate::app::Progress> {
 
 /// Loads the config, opens the state read-only and scans: the dry-run path
 /// shared by `validate` and `plan`.
-pub(super) fn dry_scan(path: &Path) -> anyhow::Result<(Config, Store, Scan)> {
+/// Scans without committing. `hashes`: whether every file read is hashed (a
+/// reviewed plan seals the manifests' hashes; a plain plan or validation does not
+/// need those of files it parses anyway).
+pub(super) fn dry_scan(path: &Path, hashes: bool) -> anyhow::Result<(Config, Store, Scan)> {
     let config = Config::load(path)?;
     let store = Store::open_read_only(&config.state)?;
     let parse = config.parse_options();
@@ -25,6 +28,7 @@ pub(super) fn dry_scan(path: &Path) -> anyhow::Result<(Config, Store, Scan)> {
     };
     let settings = ScanSettings {
         progress: Some(&show),
+        hash_parsed: hashes,
         ..ScanSettings::new(&config, &parse, now_ms())
     };
     let scan = scan(&store, &settings).context("cannot scan the manifests")?;
@@ -38,7 +42,7 @@ pub(super) fn dry_scan(path: &Path) -> anyhow::Result<(Config, Store, Scan)> {
 }
 
 pub(super) fn validate(path: &Path) -> anyhow::Result<Exit> {
-    let (config, _store, scan) = dry_scan(path)?;
+    let (config, _store, scan) = dry_scan(path, false)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     // The same resolution as `apply`, `run` and a reload; here it only warns, so
@@ -78,7 +82,7 @@ pub(super) fn plan(
     out_file: Option<&Path>,
     detailed: bool,
 ) -> anyhow::Result<Exit> {
-    let (_config, store, scan) = dry_scan(path)?;
+    let (_config, store, scan) = dry_scan(path, out_file.is_some())?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(256 * 1024, stdout.lock());
     let summary = match format {

@@ -41,6 +41,10 @@ pub struct ScanSettings<'a> {
     pub limits: UnenrollLimits,
     /// Called before each file is read (progress on a terminal).
     pub progress: Option<FileProgress<'a>>,
+    /// Whether a file that is parsed whatever its hash (a new one, or one whose
+    /// size changed) is hashed too. A commit records the hash and a reviewed plan
+    /// seals it; a dry scan that does neither need not spend the time.
+    pub hash_parsed: bool,
 }
 
 /// Progress callback: the file's position (from 1), the number of files, its path.
@@ -57,6 +61,7 @@ impl<'a> ScanSettings<'a> {
             settle_ms: 0,
             busy: &[],
             progress: None,
+            hash_parsed: true,
             limits: UnenrollLimits {
                 max_unenrolls: config.safety.max_unenrolls,
                 max_percent: config.safety.max_unenroll_percent,

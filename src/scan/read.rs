@@ -197,10 +197,17 @@ fn read_if_changed(
     if trusted {
         return (Ok(FileFate::Unchanged { restat: false }), None, None);
     }
-    // A file whose size changed will be parsed whatever its hash: the rows it
-    // held start loading now, beside the hash, instead of after it.
+    // A new file, or one whose size changed, will be parsed whatever its hash:
+    // the rows it held start loading now, beside the hash, instead of after it;
+    // and where nothing needs its hash, it is not hashed at all.
+    let certain = stored.is_none_or(|e| e.stat.is_none_or(|s| s.size != found.stat.size));
+    if certain && !settings.hash_parsed {
+        will_parse();
+        let parsed = parse_file(found, file_idx, settings.parse);
+        return parsed_fate(parsed, None);
+    }
     let mut will_parse = Some(will_parse);
-    if stored.is_some_and(|e| e.stat.is_none_or(|s| s.size != found.stat.size)) {
+    if certain {
         if let Some(start) = will_parse.take() {
             start();
         }
@@ -215,14 +222,14 @@ fn read_if_changed(
     if let Some(start) = will_parse {
         start();
     }
-    parsed_fate(parse_file(found, file_idx, settings.parse), sha)
+    parsed_fate(parse_file(found, file_idx, settings.parse), Some(sha))
 }
 
-/// A parsed file's fate, with its hash.
+/// A parsed file's fate, with its hash if it was taken.
 #[allow(clippy::type_complexity)]
 fn parsed_fate(
     parsed: Result<ParsedFile, ManifestError>,
-    sha: [u8; 32],
+    sha: Option<[u8; 32]>,
 ) -> (
     Result<FileFate, ManifestError>,
     Option<[u8; 32]>,
@@ -234,9 +241,9 @@ fn parsed_fate(
                 rows: parsed.rows.len() as u64,
                 row_errors: !parsed.errors.is_empty(),
             };
-            (Ok(fate), Some(sha), Some(parsed))
+            (Ok(fate), sha, Some(parsed))
         }
-        Err(error) => (Err(error), Some(sha), None),
+        Err(error) => (Err(error), sha, None),
     }
 }
 

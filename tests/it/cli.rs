@@ -94,6 +94,33 @@ fn plan_out_writes_the_json_plan_to_a_file() {
     assert_eq!(plan["summary"]["manage_create"], 1);
 }
 
+/// A plain `plan` does not hash a file it parses anyway (new, or resized); the
+/// plan it prints is the one `plan --out` seals with the files' hashes.
+#[test]
+fn a_plan_on_stdout_shows_what_the_sealed_plan_holds() {
+    let p = Project::new();
+    let rows = |accounts: std::ops::Range<usize>, autopay: &str| {
+        let mut text = String::from("accountNumber,firstName,lastName,emailAddress,autopay\n");
+        for i in accounts {
+            text.push_str(&format!("{i},Ada,Lovelace,ada{i}@example.com,{autopay}\n"));
+        }
+        text
+    };
+    p.file("a.csv", rows(0..20, ""));
+    p.commit_and_acknowledge();
+    p.file("a.csv", rows(0..25, "no")); // resized: parsed whatever its hash
+    p.file("b.csv", rows(100..103, "")); // new
+    let printed = p.plan_json();
+    let out = p.root().join("plan.json");
+    let run = p.run(&["plan", "--out", out.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let sealed: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(printed["changes"], sealed["changes"]);
+    assert_eq!(printed["summary"], sealed["summary"]);
+    assert_eq!(sealed["summary"]["unenroll"], 25, "{}", sealed["summary"]);
+    assert!(sealed["fingerprint"]["manifests"].is_string(), "{sealed}");
+}
+
 #[test]
 fn a_usage_error_exits_64() {
     let p = Project::new();
