@@ -42,9 +42,10 @@ pub(super) fn read_files(
         for id in ids {
             if failure.is_none() {
                 match HeldRows::load(store, id) {
-                    Ok(rows) => {
+                    Ok(Some(rows)) => {
                         previous.insert(id, rows);
                     }
+                    Ok(None) => {}
                     Err(err) => failure = Some(err),
                 }
             }
@@ -272,61 +273,80 @@ fn hash_file(found: &DiscoveredFile, max_size: u64) -> Result<[u8; 32], Manifest
 }
 
 /// The rows the store held for one file, in key order, copied out compactly:
-/// the keys' text in one string, the rest in one array.
+/// each business unit once (a file's rows share one, usually), the accounts and
+/// sub-accounts in one string, the rest in one array of 28-byte entries.
 pub(super) struct HeldRows {
+    units: Vec<String>,
     text: String,
     rows: Vec<HeldRow>,
 }
 
 struct HeldRow {
-    /// Where the business unit, account and sub-account end in `text`.
-    ends: [usize; 3],
-    fingerprint: i64,
-    line: Option<u32>,
+    /// Index into `units`.
+    unit: u32,
+    /// Where the account and the sub-account end in `text` (each starts where
+    /// the row before ended).
+    ends: [u32; 2],
+    /// The fingerprint's two halves: 4-byte alignment keeps the entry small.
+    fingerprint: [u32; 2],
+    /// `NO_LINE` for none.
+    line: u32,
     removed: bool,
 }
 
+const NO_LINE: u32 = u32::MAX;
+
 impl HeldRows {
-    fn load(store: &Store, file_id: i64) -> Result<Self, StateError> {
+    /// `None` where the compact form cannot hold them (over 4 GiB of account
+    /// numbers, or a line numbered `u32::MAX`): the merge then reads the store.
+    fn load(store: &Store, file_id: i64) -> Result<Option<Self>, StateError> {
         let mut held = HeldRows {
+            units: Vec::new(),
             text: String::new(),
             rows: Vec::new(),
         };
+        let mut unfit = false;
         store.for_each_file_row(file_id, |prev| {
+            if held.units.last().map(String::as_str) != Some(prev.key.business_unit) {
+                held.units.push(prev.key.business_unit.to_owned());
+            }
             let mut end = |part: &str| {
                 held.text.push_str(part);
-                held.text.len()
+                u32::try_from(held.text.len()).unwrap_or_else(|_| {
+                    unfit = true;
+                    0
+                })
             };
-            let ends = [
-                end(prev.key.business_unit),
-                end(prev.key.account),
-                end(prev.key.sub_account),
-            ];
+            let ends = [end(prev.key.account), end(prev.key.sub_account)];
+            let fingerprint = prev.fingerprint as u64;
+            unfit |= prev.line == Some(NO_LINE);
             held.rows.push(HeldRow {
+                unit: (held.units.len() - 1) as u32,
                 ends,
-                fingerprint: prev.fingerprint,
-                line: prev.line,
+                fingerprint: [(fingerprint >> 32) as u32, fingerprint as u32],
+                line: prev.line.unwrap_or(NO_LINE),
                 removed: prev.removed,
             });
         })?;
-        Ok(held)
+        Ok((!unfit).then_some(held))
     }
 
     /// The rows, as the store would give them.
     pub fn iter(&self) -> impl Iterator<Item = PrevRow<'_>> {
         let mut start = 0;
         self.rows.iter().map(move |row| {
-            let [bu, account, sub] = row.ends;
+            let [account, sub] = row.ends.map(|e| e as usize);
             let key = KeyRef {
-                business_unit: &self.text[start..bu],
-                account: &self.text[bu..account],
+                business_unit: &self.units[row.unit as usize],
+                account: &self.text[start..account],
                 sub_account: &self.text[account..sub],
             };
             start = sub;
             PrevRow {
                 key,
-                fingerprint: row.fingerprint,
-                line: row.line,
+                fingerprint: ((u64::from(row.fingerprint[0]) << 32) | u64::from(row.fingerprint[1]))
+                    as i64,
+                line: (row.line != NO_LINE).then_some(row.line),
                 removed: row.removed,
             }
         })
