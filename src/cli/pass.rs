@@ -12,10 +12,9 @@ pub(super) fn terminal_progress() -> Option<crate::app::Progress> {
 }
 
 /// Loads the config, opens the state read-only and scans: the dry-run path
-/// shared by `validate` and `plan`.
-/// Scans without committing. `hashes`: whether every file read is hashed (a
-/// reviewed plan seals the manifests' hashes; a plain plan or validation does not
-/// need those of files it parses anyway).
+/// shared by `validate` and `plan`. `hashes`: whether a file parsed anyway is
+/// hashed too (a reviewed plan seals the manifests' hashes; a plain plan or a
+/// validation does not need them).
 pub(super) fn dry_scan(path: &Path, hashes: bool) -> anyhow::Result<(Config, Store, Scan)> {
     let config = Config::load(path)?;
     let store = Store::open_read_only(&config.state)?;

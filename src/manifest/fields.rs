@@ -95,6 +95,9 @@ pub fn check_text(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The characters besides letters and digits an email's local part may hold.
+const LOCAL_SPECIALS: &[u8] = b"!#$%&'*+-/=?^_`{|}~.";
+
 /// A practical email check: one `@`, a non-empty local part, a dotted domain of
 /// letters, digits and hyphens, no spaces.
 pub fn check_email(value: &str) -> Result<(), String> {
@@ -107,31 +110,9 @@ pub fn check_email(value: &str) -> Result<(), String> {
         && !local.starts_with('.')
         && !local.ends_with('.')
         && !local.contains("..")
-        && local.chars().all(|c| {
-            c.is_alphanumeric()
-                || matches!(
-                    c,
-                    '!' | '#'
-                        | '$'
-                        | '%'
-                        | '&'
-                        | '\''
-                        | '*'
-                        | '+'
-                        | '-'
-                        | '/'
-                        | '='
-                        | '?'
-                        | '^'
-                        | '_'
-                        | '`'
-                        | '{'
-                        | '|'
-                        | '}'
-                        | '~'
-                        | '.'
-                )
-        });
+        && local
+            .chars()
+            .all(|c| c.is_alphanumeric() || (c.is_ascii() && LOCAL_SPECIALS.contains(&(c as u8))));
     // A dot: at least two labels.
     let domain_ok = domain.contains('.')
         && domain.split('.').all(|label| {

@@ -355,7 +355,7 @@ pub fn mass_unenroll_counting<E>(
     limits: UnenrollLimits,
     known: impl FnOnce() -> Result<u64, E>,
 ) -> Result<Option<GuardTrip>, E> {
-    if count <= limits.max_unenrolls && mass_unenroll(count, at_least, limits).is_none() {
+    if mass_unenroll(count, at_least, limits).is_none() {
         return Ok(None);
     }
     Ok(mass_unenroll(count, known()?.max(at_least), limits))

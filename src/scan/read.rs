@@ -202,16 +202,14 @@ fn read_if_changed(
     // the rows it held start loading now, beside the hash, instead of after it;
     // and where nothing needs its hash, it is not hashed at all.
     let certain = stored.is_none_or(|e| e.stat.is_none_or(|s| s.size != found.stat.size));
-    if certain && !settings.hash_parsed {
+    let will_parse = if certain {
         will_parse();
-        let parsed = parse_file(found, file_idx, settings.parse);
-        return parsed_fate(parsed, None);
-    }
-    let mut will_parse = Some(will_parse);
-    if certain {
-        if let Some(start) = will_parse.take() {
-            start();
-        }
+        None
+    } else {
+        Some(will_parse)
+    };
+    if certain && !settings.hash_parsed {
+        return parsed_fate(parse_file(found, file_idx, settings.parse), None);
     }
     let sha = match hash_file(found, settings.parse.max_file_size) {
         Ok(sha) => sha,
