@@ -102,8 +102,18 @@ const LOCAL_SPECIALS: &[u8] = b"!#$%&'*+-/=?^_`{|}~.";
 /// letters, digits and hyphens, no spaces.
 pub fn check_email(value: &str) -> Result<(), String> {
     const HINT: &str = "is not a valid email address (expected name@example.com)";
+    let ok = if value.is_ascii() {
+        ascii_email_ok(value.as_bytes())
+    } else {
+        email_ok(value)
+    };
+    if ok { Ok(()) } else { Err(HINT.into()) }
+}
+
+/// The rule of [`check_email`] over characters: what any text is held to.
+fn email_ok(value: &str) -> bool {
     let Some((local, domain)) = value.rsplit_once('@') else {
-        return Err(HINT.into());
+        return false;
     };
     let local_ok = !local.is_empty()
         && local.len() <= 64
@@ -122,11 +132,63 @@ pub fn check_email(value: &str) -> Result<(), String> {
                 && !label.ends_with('-')
                 && label.chars().all(|c| c.is_alphanumeric() || c == '-')
         });
-    if local_ok && domain_ok {
-        Ok(())
-    } else {
-        Err(HINT.into())
+    local_ok && domain_ok
+}
+
+/// Which bytes an email's local part may hold: ASCII letters, digits and
+/// [`LOCAL_SPECIALS`].
+const LOCAL_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 128 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
     }
+    let mut i = 0;
+    while i < LOCAL_SPECIALS.len() {
+        table[LOCAL_SPECIALS[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
+/// [`email_ok`] for ASCII text (nearly every address), in one pass over its
+/// bytes: for ASCII, a letter or digit is `is_ascii_alphanumeric`.
+fn ascii_email_ok(value: &[u8]) -> bool {
+    let Some(at) = memchr::memrchr(b'@', value) else {
+        return false;
+    };
+    let (local, domain) = (&value[..at], &value[at + 1..]);
+    let (Some(&first), Some(&last)) = (local.first(), local.last()) else {
+        return false;
+    };
+    if local.len() > 64 || first == b'.' || last == b'.' {
+        return false;
+    }
+    let mut prev = 0;
+    for &b in local {
+        if !LOCAL_BYTES[b as usize] || (b == b'.' && prev == b'.') {
+            return false;
+        }
+        prev = b;
+    }
+    let label_ok = |label: &[u8]| {
+        matches!((label.first(), label.last()), (Some(&f), Some(&l)) if f != b'-' && l != b'-')
+            && label.len() <= 63
+    };
+    let mut start = 0;
+    for (i, &b) in domain.iter().enumerate() {
+        if b == b'.' {
+            if !label_ok(&domain[start..i]) {
+                return false;
+            }
+            start = i + 1;
+        } else if !(b.is_ascii_alphanumeric() || b == b'-') {
+            return false;
+        }
+    }
+    // A dot: at least two labels.
+    start > 0 && label_ok(&domain[start..])
 }
 
 /// Parses an autopay word; empty means "no opinion".
@@ -199,6 +261,70 @@ mod tests {
         ] {
             assert!(check_email(bad).is_err(), "{bad}");
         }
+        // At most 64 characters before the `@`, 63 in a label.
+        let (a, b) = ("a".repeat(64), "b".repeat(63));
+        assert!(check_email(&format!("{a}@{b}.com")).is_ok());
+        assert!(check_email(&format!("{a}a@{b}.com")).is_err());
+        assert!(check_email(&format!("{a}@{b}b.com")).is_err());
+        assert!(email_ok(&format!("{a}@{b}.com")));
+        assert!(!email_ok(&format!("{a}a@{b}.com")) && !email_ok(&format!("{a}@{b}b.com")));
+    }
+
+    #[test]
+    fn the_ascii_email_check_agrees_with_the_check_over_characters() {
+        let pieces = [
+            "a", "Z", "0", "ab", "c1", "x-y", "example", "com", ".", "..", "@", "-", "_", "+", "é",
+            " ", "\t", ".-", "-.", "!", "~", "\"", "(", "%", "\u{0}", "ü", "ß",
+        ];
+        let (mut valid, mut invalid) = (0, 0);
+        arbtest::arbtest(|u| {
+            let part = |u: &mut arbtest::arbitrary::Unstructured<'_>, most| {
+                let mut text = String::new();
+                for _ in 0..u.int_in_range(1..=most)? {
+                    // Mostly pieces that belong in an address.
+                    let from = if u.ratio(3, 4)? {
+                        &pieces[..8]
+                    } else {
+                        &pieces[..]
+                    };
+                    text.push_str(from[u.choose_index(from.len())?]);
+                }
+                Ok::<_, arbtest::arbitrary::Error>(text)
+            };
+            // Mostly `local@label.label`, of pieces that are sometimes wrong.
+            let mut text = part(u, 4)?;
+            if u.ratio(1, 16)? {
+                text.push_str(&"a".repeat(u.int_in_range(60..=65)?));
+            }
+            if u.ratio(7, 8)? {
+                text.push('@');
+            }
+            for i in 0..u.int_in_range(0..=3)? {
+                if i > 0 {
+                    text.push('.');
+                }
+                text.push_str(&part(u, 2)?);
+                if u.ratio(1, 16)? {
+                    text.push_str(&"b".repeat(u.int_in_range(59..=63)?));
+                }
+            }
+            if !text.is_ascii() {
+                return Ok(());
+            }
+            let fast = ascii_email_ok(text.as_bytes());
+            assert_eq!(fast, email_ok(&text), "{text:?}");
+            if fast {
+                valid += 1
+            } else {
+                invalid += 1
+            }
+            Ok(())
+        })
+        .budget_ms(300);
+        assert!(
+            valid > 10 && invalid > 10,
+            "{valid} valid, {invalid} invalid"
+        );
     }
 
     #[test]
