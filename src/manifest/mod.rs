@@ -19,7 +19,7 @@ mod yamlfile;
 
 pub use discover::{DiscoveredFile, FileStat, Format};
 pub use error::{ErrorKind, ManifestError};
-pub use row::{FileIdx, ManifestRow, RowValues, fingerprint};
+pub use row::{FileIdx, ManifestRow, RowValues};
 pub use sort::{KeyPrefixes, KeyProbe, permute, sort_rows};
 
 use crate::customer::CustomerKey;
