@@ -117,7 +117,26 @@ struct SortEntry {
 /// the rows' text; `None` where the sort compared whole keys (fewer than two
 /// rows, or a key with a NUL byte).
 pub fn sort_rows(rows: &mut [ManifestRow]) -> Option<KeyPrefixes> {
-    let skip = match shared_key_bytes(rows) {
+    let split = rows.len() >= SPLIT_ROWS
+        && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    sort_rows_split(rows, split)
+}
+
+/// [`sort_rows`], taking the rows' halves on two threads if `split`.
+fn sort_rows_split(rows: &mut [ManifestRow], split: bool) -> Option<KeyPrefixes> {
+    let split = split && rows.len() >= 2;
+    let mid = rows.len() / 2;
+    let skip = match by_halves(rows, split, |half, _| shared_key_bytes(half)) {
+        (Some(skip), None) => Some(skip),
+        // The bytes all rows share: those each half shares, up to where the
+        // halves' first rows part.
+        (Some(a), Some(Some(b))) => Some(
+            a.min(b)
+                .min(common_key_bytes(rows[0].key(), rows[mid].key())),
+        ),
+        _ => None,
+    };
+    let skip = match skip {
         Some(skip) if rows.len() >= 2 && u32::try_from(rows.len()).is_ok() => skip,
         _ => {
             rows.sort_unstable_by(full_order);
@@ -131,23 +150,86 @@ pub fn sort_rows(rows: &mut [ManifestRow]) -> Option<KeyPrefixes> {
                 .expect("shared bytes are within every key")
         })
         .collect();
-    let mut order: Vec<SortEntry> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| SortEntry {
-            prefix: r.key_prefix(skip),
-            row: i as u32,
-        })
-        .collect();
-    order.sort_unstable_by(|a, b| {
+    let in_order = |a: &SortEntry, b: &SortEntry| {
         let (a, b) = (*a, *b);
         { a.prefix }
             .cmp(&{ b.prefix })
             .then_with(|| full_order(&rows[a.row as usize], &rows[b.row as usize]))
-    });
+    };
+    let order = match by_halves(rows, split, |half, first| {
+        let mut order: Vec<SortEntry> = half
+            .iter()
+            .zip(first..)
+            .map(|(r, row)| SortEntry {
+                prefix: r.key_prefix(skip),
+                row,
+            })
+            .collect();
+        order.sort_unstable_by(in_order);
+        order
+    }) {
+        (order, None) => order,
+        (first, Some(second)) => merge_runs(first, second, in_order),
+    };
     let prefixes = order.iter().map(|e| e.prefix).collect();
     permute(rows, order.into_iter().map(|e| e.row).collect());
     Some(KeyPrefixes { shared, prefixes })
+}
+
+/// From this many rows on, a sort's passes over the rows take their two halves
+/// on two threads (when there are two cores): the scan's other threads are
+/// done by then, and below this, starting one saves less than it costs.
+const SPLIT_ROWS: usize = 32_768;
+
+/// `f` of all `rows` (`split` false), or of each half, the second on a thread
+/// of its own: `f` is given the half and the index of its first row.
+fn by_halves<T: Send>(
+    rows: &[ManifestRow],
+    split: bool,
+    f: impl Fn(&[ManifestRow], u32) -> T + Sync,
+) -> (T, Option<T>) {
+    if !split {
+        return (f(rows, 0), None);
+    }
+    let mid = rows.len() / 2;
+    let (first, second) = rows.split_at(mid);
+    let f = &f;
+    std::thread::scope(|s| {
+        let spawned = std::thread::Builder::new()
+            .name("sort".into())
+            .spawn_scoped(s, move || f(second, mid as u32));
+        let a = f(first, 0);
+        let b = match spawned {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // No thread to be had: this one does both.
+            Err(_) => f(second, mid as u32),
+        };
+        (a, Some(b))
+    })
+}
+
+/// Two sorted runs as one, in `order`.
+fn merge_runs(
+    a: Vec<SortEntry>,
+    b: Vec<SortEntry>,
+    order: impl Fn(&SortEntry, &SortEntry) -> Ordering,
+) -> Vec<SortEntry> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if order(&b[j], &a[i]) == Ordering::Less {
+            out.push(b[j]);
+            j += 1;
+        } else {
+            out.push(a[i]);
+            i += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }
 
 /// The sorted rows' keys as 16-byte prefixes after the bytes they all share (see
@@ -362,8 +444,14 @@ mod tests {
             }
             let mut expected = rows.clone();
             expected.sort_by(full_order);
-            sort_rows(&mut rows);
+            let mut split = rows.clone();
+            let prefixes = sort_rows_split(&mut rows, false);
             assert_eq!(rows, expected);
+            // Taking the halves on two threads changes nothing.
+            let split_prefixes = sort_rows_split(&mut split, true);
+            assert_eq!(split, expected);
+            let parts = |p: Option<KeyPrefixes>| p.map(|p| (p.shared, p.prefixes));
+            assert_eq!(parts(split_prefixes), parts(prefixes));
             Ok(())
         })
         .budget_ms(300);
