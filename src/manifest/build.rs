@@ -33,6 +33,19 @@ impl<'a> RawRow<'a> {
     }
 }
 
+/// `value.trim()`, answered from the first and last bytes when both are
+/// printable ASCII other than a space (nearly every value): neither end is
+/// whitespace then.
+fn trim(value: &str) -> &str {
+    let printable = |b: Option<&u8>| b.is_some_and(|b| (0x21..0x7f).contains(b));
+    let bytes = value.as_bytes();
+    if printable(bytes.first()) && printable(bytes.last()) {
+        value
+    } else {
+        value.trim()
+    }
+}
+
 /// Where a row sits, for error messages, and the business units to fall back on.
 pub struct RowContext<'a> {
     pub file: &'a str,
@@ -52,7 +65,7 @@ pub struct Rejected {
 pub fn build<'a>(raw: &RawRow<'a>, ctx: &RowContext<'a>) -> Result<ManifestRow, Rejected> {
     let mut problems: Vec<(Field, String)> = Vec::new();
     let mut text = |field: Field, value: Option<&'a str>, required: bool| -> &'a str {
-        let value = value.map(str::trim).unwrap_or("");
+        let value = value.map(trim).unwrap_or("");
         if value.is_empty() && required {
             problems.push((field, "is required but empty or missing".into()));
         } else if let Err(reason) = check_text(value) {
@@ -123,4 +136,25 @@ pub fn build<'a>(raw: &RawRow<'a>, ctx: &RowContext<'a>) -> Result<ManifestRow, 
             .collect(),
         key,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trimming_agrees_with_str_trim() {
+        let pieces = [
+            "a", " ", "\t", "\n", "\u{a0}", "\u{2003}", "é", "~", "\u{7f}", "\u{85}", "x y", "",
+        ];
+        arbtest::arbtest(|u| {
+            let mut text = String::new();
+            for _ in 0..u.int_in_range(0..=5)? {
+                text.push_str(pieces[u.choose_index(pieces.len())?]);
+            }
+            assert_eq!(trim(&text), text.trim(), "{text:?}");
+            Ok(())
+        })
+        .budget_ms(100);
+    }
 }

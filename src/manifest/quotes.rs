@@ -37,6 +37,8 @@ impl QuoteError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     FieldStart,
+    /// Past the first byte of an unquoted field, up to the end of the line:
+    /// later fields start after a delimiter, where a quote may open them.
     Unquoted,
     Quoted,
     /// A quote inside a quoted field: it closes the field or starts `""`.
@@ -59,6 +61,8 @@ pub struct QuoteCheck<R> {
     offset: u64,
     /// Whether the next byte starts a line (outside quotes).
     line_start: bool,
+    /// The last byte checked (what precedes a read's first byte).
+    last: u8,
     /// Runs of empty lines (the offset of the first one's line break, how many)
     /// that the csv reader skips: a record after them is numbered from the first.
     empty: VecDeque<(u64, u64)>,
@@ -77,6 +81,7 @@ impl<R: Read> QuoteCheck<R> {
             bom: 0,
             offset: 0,
             line_start: true,
+            last: 0,
             empty: VecDeque::new(),
         }
     }
@@ -98,6 +103,9 @@ impl<R: Read> QuoteCheck<R> {
     fn check(&mut self, bytes: &[u8]) -> Result<(), QuoteError> {
         let checked = self.check_bytes(bytes);
         self.offset += bytes.len() as u64;
+        if let Some(&last) = bytes.last() {
+            self.last = last;
+        }
         checked
     }
 
@@ -128,19 +136,24 @@ impl<R: Read> QuoteCheck<R> {
         let delim = self.delimiter;
         while i < bytes.len() {
             match self.state {
-                State::Unquoted => match memchr::memchr3(b'"', delim, b'\n', &bytes[i..]) {
+                // One search a line, not one a field: a quote is only right
+                // after a delimiter, where it opens a quoted field.
+                State::Unquoted => match memchr::memchr2(b'"', b'\n', &bytes[i..]) {
                     None => return Ok(()),
                     Some(at) => {
                         i += at;
-                        match bytes[i] {
-                            b'"' => return Err(QuoteError::InUnquoted { line: self.line }),
-                            b'\n' => {
-                                self.line += 1;
-                                self.line_break(i);
+                        if bytes[i] == b'\n' {
+                            self.line += 1;
+                            self.line_break(i);
+                            self.state = State::FieldStart;
+                        } else {
+                            let before = if i > 0 { bytes[i - 1] } else { self.last };
+                            if before != delim {
+                                return Err(QuoteError::InUnquoted { line: self.line });
                             }
-                            _ => {}
+                            self.opened_at = self.line;
+                            self.state = State::Quoted;
                         }
-                        self.state = State::FieldStart;
                         i += 1;
                     }
                 },
@@ -322,5 +335,82 @@ mod tests {
                 .and_then(|()| check.finish());
             assert_eq!(result, whole, "split at {split}");
         }
+    }
+
+    /// The rules field by field, as RFC 4180 states them: what the checker
+    /// must answer, however it finds its way through the bytes.
+    fn reference(text: &[u8], delim: u8) -> Result<(), QuoteError> {
+        let skip = (0..=BOM.len())
+            .rev()
+            .find(|&n| text.starts_with(&BOM[..n]))
+            .unwrap_or(0);
+        let (mut i, mut line) = (skip, 1);
+        while i < text.len() {
+            if text[i] == b'"' {
+                let opened = line;
+                i += 1;
+                loop {
+                    match text.get(i) {
+                        None => return Err(QuoteError::Unclosed { line: opened }),
+                        Some(b'"') if text.get(i + 1) == Some(&b'"') => i += 2,
+                        Some(b'"') => break i += 1,
+                        Some(b'\n') => (line, i) = (line + 1, i + 1),
+                        Some(_) => i += 1,
+                    }
+                }
+                while text.get(i) == Some(&b'\r') {
+                    i += 1;
+                }
+                match text.get(i) {
+                    None => return Ok(()),
+                    Some(b'\n') => (line, i) = (line + 1, i + 1),
+                    Some(&b) if b == delim => i += 1,
+                    Some(_) => return Err(QuoteError::AfterClose { line: opened }),
+                }
+            } else {
+                while i < text.len() && text[i] != delim && text[i] != b'\n' {
+                    if text[i] == b'"' {
+                        return Err(QuoteError::InUnquoted { line });
+                    }
+                    i += 1;
+                }
+                if text.get(i) == Some(&b'\n') {
+                    line += 1;
+                }
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_checker_answers_as_the_rules_do_whole_or_in_pieces() {
+        let pieces: [&[u8]; 9] = [b"a", b"bc", b",", b";", b"\"", b"\"\"", b"\n", b"\r", b" "];
+        arbtest::arbtest(|u| {
+            let mut text = Vec::new();
+            if u.ratio(1, 8)? {
+                text.extend_from_slice(&BOM[..u.int_in_range(1..=3)?]);
+            }
+            for _ in 0..u.int_in_range(0..=24)? {
+                text.extend_from_slice(pieces[u.choose_index(pieces.len())?]);
+            }
+            let delim = if u.ratio(1, 4)? { b';' } else { b',' };
+            let whole = check_str(&text, delim);
+            assert_eq!(
+                whole,
+                reference(&text, delim),
+                "{:?}",
+                String::from_utf8_lossy(&text)
+            );
+            let split = u.int_in_range(0..=text.len())?;
+            let mut check = QuoteCheck::new(&[][..], delim);
+            let pieces = check
+                .check(&text[..split])
+                .and_then(|()| check.check(&text[split..]))
+                .and_then(|()| check.finish());
+            assert_eq!(pieces, whole, "split at {split}");
+            Ok(())
+        })
+        .budget_ms(300);
     }
 }
