@@ -126,15 +126,21 @@ pub fn sort_rows(rows: &mut [ManifestRow]) -> Option<KeyPrefixes> {
 fn sort_rows_split(rows: &mut [ManifestRow], split: bool) -> Option<KeyPrefixes> {
     let split = split && rows.len() >= 2;
     let mid = rows.len() / 2;
-    let skip = match by_halves(rows, split, |half, _| shared_key_bytes(half)) {
-        (Some(skip), None) => Some(skip),
+    let skip = if split {
         // The bytes all rows share: those each half shares, up to where the
         // halves' first rows part.
-        (Some(a), Some(Some(b))) => Some(
-            a.min(b)
-                .min(common_key_bytes(rows[0].key(), rows[mid].key())),
-        ),
-        _ => None,
+        match in_parallel(
+            || shared_key_bytes(&rows[..mid]),
+            || shared_key_bytes(&rows[mid..]),
+        ) {
+            (Some(a), Some(b)) => Some(
+                a.min(b)
+                    .min(common_key_bytes(rows[0].key(), rows[mid].key())),
+            ),
+            _ => None,
+        }
+    } else {
+        shared_key_bytes(rows)
     };
     let skip = match skip {
         Some(skip) if rows.len() >= 2 && u32::try_from(rows.len()).is_ok() => skip,
@@ -156,23 +162,28 @@ fn sort_rows_split(rows: &mut [ManifestRow], split: bool) -> Option<KeyPrefixes>
             .cmp(&{ b.prefix })
             .then_with(|| full_order(&rows[a.row as usize], &rows[b.row as usize]))
     };
-    let order = match by_halves(rows, split, |half, first| {
-        let mut order: Vec<SortEntry> = half
-            .iter()
-            .zip(first..)
-            .map(|(r, row)| SortEntry {
+    // Entries for the rows from `first` on, sorted. All of them are allocated
+    // here, so a helper thread leaves no memory behind in an arena of its own.
+    let sorted = |entries: &mut [SortEntry], first: u32| {
+        for ((entry, r), row) in entries.iter_mut().zip(&rows[first as usize..]).zip(first..) {
+            *entry = SortEntry {
                 prefix: r.key_prefix(skip),
                 row,
-            })
-            .collect();
-        order.sort_unstable_by(in_order);
-        order
-    }) {
-        (order, None) => order,
-        (first, Some(second)) => merge_runs(first, second, in_order),
+            };
+        }
+        entries.sort_unstable_by(in_order);
     };
-    let prefixes = order.iter().map(|e| e.prefix).collect();
-    permute(rows, order.into_iter().map(|e| e.row).collect());
+    let mut order = vec![SortEntry { prefix: 0, row: 0 }; rows.len()];
+    let (prefixes, source): (Vec<u128>, Vec<u32>) = if split {
+        let (a, b) = order.split_at_mut(mid);
+        in_parallel(|| sorted(a, 0), || sorted(b, mid as u32));
+        merged(a, b, in_order).map(|e| (e.prefix, e.row)).unzip()
+    } else {
+        sorted(&mut order, 0);
+        order.iter().map(|e| (e.prefix, e.row)).unzip()
+    };
+    drop(order);
+    permute(rows, source);
     Some(KeyPrefixes { shared, prefixes })
 }
 
@@ -181,55 +192,43 @@ fn sort_rows_split(rows: &mut [ManifestRow], split: bool) -> Option<KeyPrefixes>
 /// done by then, and below this, starting one saves less than it costs.
 const SPLIT_ROWS: usize = 32_768;
 
-/// `f` of all `rows` (`split` false), or of each half, the second on a thread
-/// of its own: `f` is given the half and the index of its first row.
-fn by_halves<T: Send>(
-    rows: &[ManifestRow],
-    split: bool,
-    f: impl Fn(&[ManifestRow], u32) -> T + Sync,
-) -> (T, Option<T>) {
-    if !split {
-        return (f(rows, 0), None);
-    }
-    let mid = rows.len() / 2;
-    let (first, second) = rows.split_at(mid);
-    let f = &f;
+/// `first()` here and `second()` on a thread of its own, at once.
+fn in_parallel<A, B: Send>(first: impl FnOnce() -> A, second: impl FnOnce() -> B + Send) -> (A, B) {
     std::thread::scope(|s| {
-        let spawned = std::thread::Builder::new()
+        let second = std::thread::Builder::new()
             .name("sort".into())
-            .spawn_scoped(s, move || f(second, mid as u32));
-        let a = f(first, 0);
-        let b = match spawned {
-            Ok(handle) => handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            // No thread to be had: this one does both.
-            Err(_) => f(second, mid as u32),
-        };
-        (a, Some(b))
+            .spawn_scoped(s, second)
+            .expect("cannot start the sort's second thread");
+        let a = first();
+        let b = second
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (a, b)
     })
 }
 
-/// Two sorted runs as one, in `order`.
-fn merge_runs(
-    a: Vec<SortEntry>,
-    b: Vec<SortEntry>,
-    order: impl Fn(&SortEntry, &SortEntry) -> Ordering,
-) -> Vec<SortEntry> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
+/// The entries of two sorted runs, in `order`.
+fn merged<'e>(
+    a: &'e [SortEntry],
+    b: &'e [SortEntry],
+    order: impl Fn(&SortEntry, &SortEntry) -> Ordering + 'e,
+) -> impl Iterator<Item = SortEntry> + 'e {
     let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        if order(&b[j], &a[i]) == Ordering::Less {
-            out.push(b[j]);
+    std::iter::from_fn(move || {
+        let take_b = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) => order(y, x) == Ordering::Less,
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (None, None) => return None,
+        };
+        Some(if take_b {
             j += 1;
+            b[j - 1]
         } else {
-            out.push(a[i]);
             i += 1;
-        }
-    }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
-    out
+            a[i - 1]
+        })
+    })
 }
 
 /// The sorted rows' keys as 16-byte prefixes after the bytes they all share (see
