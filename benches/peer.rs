@@ -5,7 +5,8 @@
 //! Builds the peer (`csv-diff-cli` from the kit: the `csv-diff` crate 0.1.2) into
 //! `target/peer`, generates each size's pair with the kit's `gen_customers.py`
 //! (cached by size), imports `old.csv` (commit and acknowledge, in-process), puts
-//! `new.csv` in its place (temporary name, then rename) and times `paystar-sync plan`
+//! `new.csv` in its place (temporary name, then rename), flushes the written state
+//! to disk (`sync`) and times `paystar-sync plan`
 //! and `csv-diff-cli old.csv new.csv` alternately, back to back: medians of the wall
 //! times and the largest peak RSS of each. The plan's counts are checked against what
 //! the pair implies.
@@ -128,6 +129,9 @@ fn main() {
         fs::copy(dir.join("new.csv"), &tmp).unwrap();
         fs::rename(&tmp, manifests.join("customers.csv")).unwrap();
         let (manage, unenroll) = planned(&config_path);
+        // The import just wrote the state: let the kernel write it back before
+        // anything is timed, so that neither side's runs share the disk with it.
+        let _ = std::process::Command::new("sync").status();
         let expected: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
         eprintln!(
