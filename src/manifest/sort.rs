@@ -193,12 +193,15 @@ fn sort_rows_split(rows: &mut [ManifestRow], split: bool) -> Option<KeyPrefixes>
 const SPLIT_ROWS: usize = 32_768;
 
 /// `first()` here and `second()` on a thread of its own, at once.
-fn in_parallel<A, B: Send>(first: impl FnOnce() -> A, second: impl FnOnce() -> B + Send) -> (A, B) {
+pub fn in_parallel<A, B: Send>(
+    first: impl FnOnce() -> A,
+    second: impl FnOnce() -> B + Send,
+) -> (A, B) {
     std::thread::scope(|s| {
         let second = std::thread::Builder::new()
-            .name("sort".into())
+            .name("paystar-sync-2".into())
             .spawn_scoped(s, second)
-            .expect("cannot start the sort's second thread");
+            .expect("cannot start a second thread");
         let a = first();
         let b = second
             .join()

@@ -27,6 +27,22 @@ pub(super) fn merge(
     kept: &HashSet<CustomerKey>,
     previous: &HashMap<i64, HeldRows>,
 ) -> Result<Merged, StateError> {
+    let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    let split_from = if two_cores { SPLIT_ROWS } else { usize::MAX };
+    merge_split(store, files, rows, prefixes, kept, previous, split_from)
+}
+
+/// [`merge`], taking the held rows of a file that has `split_from` or more in two
+/// halves on two threads.
+fn merge_split(
+    store: &Store,
+    files: &[ScannedFile],
+    rows: &[ManifestRow],
+    prefixes: Option<&KeyPrefixes>,
+    kept: &HashSet<CustomerKey>,
+    previous: &HashMap<i64, HeldRows>,
+    split_from: usize,
+) -> Result<Merged, StateError> {
     let mut by_file: Vec<Vec<u32>> = vec![Vec::new(); files.len()];
     for (i, row) in rows.iter().enumerate() {
         by_file[row.file as usize].push(i as u32);
@@ -37,50 +53,122 @@ pub(super) fn merge(
         if !file.replaced() {
             continue;
         }
-        let fresh = &by_file[file_idx];
-        // Any error in the file (a bad row, a duplicate) may hide a customer that
-        // seems to be gone: nothing counts as removed from it in this pass.
-        let may_remove = file.errors.is_empty();
-        let mut next = 0usize;
-        if let Some(id) = file.stored.as_ref().map(|e| e.id) {
-            let mut merge = |prev: PrevRow<'_>| {
-                // The row's key against the held one's, from their prefixes where they tell.
-                let probe = prefixes.and_then(|p| p.probe(prev.key).map(|probe| (p, probe)));
-                let order = |i: u32| {
-                    let row = &rows[i as usize];
-                    probe
-                        .and_then(|(p, probe)| p.of_row(i as usize, row).compare(probe))
-                        .unwrap_or_else(|| row.key().cmp(&prev.key))
-                };
-                while next < fresh.len() && order(fresh[next]) == Ordering::Less {
-                    touched.push(TouchedKey::Row(fresh[next]));
-                    next += 1;
+        let run = |fresh| Run {
+            rows,
+            prefixes,
+            kept,
+            fresh,
+            file_idx: file_idx as u32,
+            // Any error in the file (a bad row, a duplicate) may hide a customer
+            // that seems to be gone: nothing counts as removed from it in this pass.
+            may_remove: file.errors.is_empty(),
+            next: 0,
+            touched: Vec::new(),
+            relocated: Vec::new(),
+        };
+        let fresh = &by_file[file_idx][..];
+        let runs = match file.stored.as_ref().map(|e| e.id) {
+            None => vec![run(fresh)],
+            Some(id) => match previous.get(&id) {
+                Some(held) if held.len() >= split_from => {
+                    // The held rows' halves, each with the new rows up to the
+                    // next half's first key, on two threads.
+                    let half = held.len() / 2;
+                    let at = held.iter_from(half).next().map(|p| p.key);
+                    let cut = at.map_or(fresh.len(), |at| {
+                        fresh.partition_point(|&i| rows[i as usize].key() < at)
+                    });
+                    let (mut first, mut second) = (run(&fresh[..cut]), run(&fresh[cut..]));
+                    crate::manifest::in_parallel(
+                        || held.iter().take(half).for_each(|prev| first.take(prev)),
+                        || held.iter_from(half).for_each(|prev| second.take(prev)),
+                    );
+                    vec![first, second]
                 }
-                if next < fresh.len() && order(fresh[next]) == Ordering::Equal {
-                    let row = &rows[fresh[next] as usize];
-                    if prev.removed || prev.fingerprint != row.fingerprint() {
-                        touched.push(TouchedKey::Row(fresh[next]));
-                    } else if prev.line != Some(row.line) {
-                        relocated.push(fresh[next]);
-                    }
-                    next += 1;
-                } else if !prev.removed
-                    && may_remove
-                    && !kept.contains(&prev.key.to_owned())
-                    && rows.binary_search_by(|r| r.key().cmp(&prev.key)).is_err()
-                {
-                    touched.push(TouchedKey::Gone(prev.key.to_owned(), file_idx as u32));
+                Some(held) => {
+                    let mut one = run(fresh);
+                    held.iter().for_each(|prev| one.take(prev));
+                    vec![one]
                 }
-            };
-            match previous.get(&id) {
-                Some(held) => held.iter().for_each(&mut merge),
-                None => store.for_each_file_row(id, &mut merge)?,
-            }
+                None => {
+                    let mut one = run(fresh);
+                    store.for_each_file_row(id, |prev| one.take(prev))?;
+                    vec![one]
+                }
+            },
+        };
+        for run in runs {
+            let (t, r) = run.finish();
+            touched.extend(t);
+            relocated.extend(r);
         }
-        touched.extend(fresh[next..].iter().map(|&i| TouchedKey::Row(i)));
     }
     sort_touched(&mut touched, rows);
     Ok(Merged { touched, relocated })
+}
+
+/// From this many rows held by one file on, the merge takes their two halves on
+/// two threads (when there are two cores): the second core is idle by then.
+const SPLIT_ROWS: usize = 32_768;
+
+/// One run of a file's held rows, in key order, against its new rows from
+/// where the run starts (`fresh`, indices into `rows`): the keys it touches and
+/// the rows that only moved.
+struct Run<'a> {
+    rows: &'a [ManifestRow],
+    prefixes: Option<&'a KeyPrefixes>,
+    kept: &'a HashSet<CustomerKey>,
+    fresh: &'a [u32],
+    file_idx: u32,
+    may_remove: bool,
+    /// The first new row not yet placed.
+    next: usize,
+    touched: Vec<TouchedKey>,
+    relocated: Vec<u32>,
+}
+
+impl Run<'_> {
+    /// The next held row.
+    fn take(&mut self, prev: PrevRow<'_>) {
+        let (rows, fresh) = (self.rows, self.fresh);
+        // The row's key against the held one's, from their prefixes where they tell.
+        let probe = self
+            .prefixes
+            .and_then(|p| p.probe(prev.key).map(|probe| (p, probe)));
+        let order = |i: u32| {
+            let row = &rows[i as usize];
+            probe
+                .and_then(|(p, probe)| p.of_row(i as usize, row).compare(probe))
+                .unwrap_or_else(|| row.key().cmp(&prev.key))
+        };
+        while self.next < fresh.len() && order(fresh[self.next]) == Ordering::Less {
+            self.touched.push(TouchedKey::Row(fresh[self.next]));
+            self.next += 1;
+        }
+        if self.next < fresh.len() && order(fresh[self.next]) == Ordering::Equal {
+            let row = &rows[fresh[self.next] as usize];
+            if prev.removed || prev.fingerprint != row.fingerprint() {
+                self.touched.push(TouchedKey::Row(fresh[self.next]));
+            } else if prev.line != Some(row.line) {
+                self.relocated.push(fresh[self.next]);
+            }
+            self.next += 1;
+        } else if !prev.removed
+            && self.may_remove
+            && !self.kept.contains(&prev.key.to_owned())
+            && rows.binary_search_by(|r| r.key().cmp(&prev.key)).is_err()
+        {
+            self.touched
+                .push(TouchedKey::Gone(prev.key.to_owned(), self.file_idx));
+        }
+    }
+
+    /// What the run touched, with the new rows after the last held one.
+    fn finish(mut self) -> (Vec<TouchedKey>, Vec<u32>) {
+        let rest = self.fresh[self.next..].iter().map(|&i| TouchedKey::Row(i));
+        self.touched.extend(rest);
+        (self.touched, self.relocated)
+    }
 }
 
 /// Puts the keys of all files in key order. `rows` is sorted, so a row's index is
@@ -261,6 +349,90 @@ mod tests {
             email: "a@example.com",
         };
         ManifestRow::new(values, None, 0, 1)
+    }
+
+    #[test]
+    fn a_file_merged_in_two_halves_touches_what_it_does_in_one() {
+        let store = Store::in_memory().unwrap();
+        let (mut split, mut touched_any) = (0, 0);
+        arbtest::arbtest(|u| {
+            let name = |n: u8| format!("{n:03}");
+            // New rows: some accounts, some with other names.
+            let mut rows = Vec::new();
+            for n in 0..=60u8 {
+                if u.ratio(2, 3)? {
+                    let first = if u.ratio(1, 5)? { "Z" } else { "A" };
+                    let values = RowValues {
+                        business_unit: "w",
+                        account: &name(n),
+                        sub_account: "",
+                        first_name: first,
+                        last_name: "B",
+                        email: "a@example.com",
+                    };
+                    rows.push(ManifestRow::new(values, None, 0, u.int_in_range(1..=3)?));
+                }
+            }
+            let prefixes = crate::manifest::sort_rows(&mut rows);
+            // Held rows: some accounts, as an unchanged row would hold them or not.
+            let unchanged = row("000").fingerprint();
+            let mut held = Vec::new();
+            for n in 0..=60u8 {
+                if u.ratio(2, 3)? {
+                    let fingerprint = if u.ratio(3, 4)? { unchanged } else { 7 };
+                    let line =
+                        Some(u.int_in_range(1..=3)?).filter(|_| u.ratio(7, 8).unwrap_or(true));
+                    held.push((name(n), fingerprint, line, u.ratio(1, 8)?));
+                }
+            }
+            let held_rows = HeldRows::of(held.iter().map(
+                |(account, fingerprint, line, removed)| PrevRow {
+                    key: crate::customer::KeyRef {
+                        business_unit: "w",
+                        account,
+                        sub_account: "",
+                    },
+                    fingerprint: *fingerprint,
+                    line: *line,
+                    removed: *removed,
+                },
+            ));
+            let mut kept = HashSet::new();
+            if u.ratio(1, 4)? {
+                kept.insert(CustomerKey::new("w", &name(u.int_in_range(0..=60)?), ""));
+            }
+            let file = ScannedFile::parsed_for_test(1, u.ratio(1, 8)?);
+            let files = [file];
+            let previous = HashMap::from([(1, held_rows)]);
+            let merged = |split_from| {
+                let m = merge_split(
+                    &store,
+                    &files,
+                    &rows,
+                    prefixes.as_ref(),
+                    &kept,
+                    &previous,
+                    split_from,
+                )
+                .unwrap();
+                let keys: Vec<String> = m
+                    .touched
+                    .iter()
+                    .map(|t| key_of(t, &rows).to_string())
+                    .collect();
+                (keys, m.relocated)
+            };
+            let one = merged(usize::MAX);
+            assert_eq!(merged(1), one);
+            split += 1;
+            touched_any += usize::from(!one.0.is_empty());
+            Ok(())
+        })
+        .budget_ms(300);
+        assert!(
+            split > 20 && touched_any > 10,
+            "{split} merges, {touched_any} touching"
+        );
     }
 
     #[test]

@@ -109,6 +109,36 @@ impl ScannedFile {
     fn replaced(&self) -> bool {
         matches!(self.fate, FileFate::Parsed { .. } | FileFate::Deleted)
     }
+
+    /// A parsed file stored as `id`, with a row error if `error` (tests).
+    #[cfg(test)]
+    fn parsed_for_test(id: i64, error: bool) -> Self {
+        ScannedFile {
+            rel: "customers.csv".into(),
+            fate: FileFate::Parsed {
+                rows: 0,
+                row_errors: error,
+            },
+            stored: Some(FileEntry {
+                id,
+                present: true,
+                stat: None,
+                sha256: None,
+                clean: true,
+                ok: true,
+                rows: 0,
+                scanned_at: 0,
+            }),
+            stat: None,
+            sha256: None,
+            dirty: false,
+            errors: if error {
+                vec![ManifestError::file("customers.csv", "a bad row")]
+            } else {
+                Vec::new()
+            },
+        }
+    }
 }
 
 enum TouchedKey {

@@ -273,6 +273,7 @@ fn hash_file(found: &DiscoveredFile, max_size: u64) -> Result<[u8; 32], Manifest
 /// The rows the store held for one file, in key order, copied out compactly:
 /// each business unit once (a file's rows share one, usually), the accounts and
 /// sub-accounts in one string, the rest in one array of 28-byte entries.
+#[derive(Default)]
 pub(super) struct HeldRows {
     units: Vec<String>,
     text: String,
@@ -298,41 +299,63 @@ impl HeldRows {
     /// `None` where the compact form cannot hold them (over 4 GiB of account
     /// numbers, or a line numbered `u32::MAX`): the merge then reads the store.
     fn load(store: &Store, file_id: i64) -> Result<Option<Self>, StateError> {
-        let mut held = HeldRows {
-            units: Vec::new(),
-            text: String::new(),
-            rows: Vec::new(),
+        let mut held = HeldRows::default();
+        let mut fits = true;
+        store.for_each_file_row(file_id, |prev| fits &= held.push(prev))?;
+        Ok(fits.then_some(held))
+    }
+
+    /// The rows given, in key order (tests).
+    #[cfg(test)]
+    pub fn of<'k>(rows: impl IntoIterator<Item = PrevRow<'k>>) -> Self {
+        let mut held = HeldRows::default();
+        for prev in rows {
+            assert!(held.push(prev), "the test's rows fit");
+        }
+        held
+    }
+
+    /// Adds the next row; false if the compact form cannot hold it.
+    fn push(&mut self, prev: PrevRow<'_>) -> bool {
+        if self.units.last().map(String::as_str) != Some(prev.key.business_unit) {
+            self.units.push(prev.key.business_unit.to_owned());
+        }
+        let mut fits = prev.line != Some(NO_LINE);
+        let mut end = |part: &str| {
+            self.text.push_str(part);
+            u32::try_from(self.text.len()).unwrap_or_else(|_| {
+                fits = false;
+                0
+            })
         };
-        let mut unfit = false;
-        store.for_each_file_row(file_id, |prev| {
-            if held.units.last().map(String::as_str) != Some(prev.key.business_unit) {
-                held.units.push(prev.key.business_unit.to_owned());
-            }
-            let mut end = |part: &str| {
-                held.text.push_str(part);
-                u32::try_from(held.text.len()).unwrap_or_else(|_| {
-                    unfit = true;
-                    0
-                })
-            };
-            let ends = [end(prev.key.account), end(prev.key.sub_account)];
-            let fingerprint = prev.fingerprint as u64;
-            unfit |= prev.line == Some(NO_LINE);
-            held.rows.push(HeldRow {
-                unit: (held.units.len() - 1) as u32,
-                ends,
-                fingerprint: [(fingerprint >> 32) as u32, fingerprint as u32],
-                line: prev.line.unwrap_or(NO_LINE),
-                removed: prev.removed,
-            });
-        })?;
-        Ok((!unfit).then_some(held))
+        let ends = [end(prev.key.account), end(prev.key.sub_account)];
+        let fingerprint = prev.fingerprint as u64;
+        self.rows.push(HeldRow {
+            unit: (self.units.len() - 1) as u32,
+            ends,
+            fingerprint: [(fingerprint >> 32) as u32, fingerprint as u32],
+            line: prev.line.unwrap_or(NO_LINE),
+            removed: prev.removed,
+        });
+        fits
     }
 
     /// The rows, as the store would give them.
     pub fn iter(&self) -> impl Iterator<Item = PrevRow<'_>> {
-        let mut start = 0;
-        self.rows.iter().map(move |row| {
+        self.iter_from(0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// The rows from the `first`th on.
+    pub fn iter_from(&self, first: usize) -> impl Iterator<Item = PrevRow<'_>> {
+        let mut start = match first.checked_sub(1) {
+            Some(before) => self.rows[before].ends[1] as usize,
+            None => 0,
+        };
+        self.rows[first..].iter().map(move |row| {
             let [account, sub] = row.ends.map(|e| e as usize);
             let key = KeyRef {
                 business_unit: &self.units[row.unit as usize],
