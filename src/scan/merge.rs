@@ -19,22 +19,9 @@ pub(super) struct Merged {
 
 /// Merges each replaced file's new rows (`rows` is sorted by key) with the rows it
 /// held before: from `previous` where the read phase loaded them, else the store.
+/// A file with `split_from` held rows or more is taken in two halves on two
+/// threads ([`split_from`]).
 pub(super) fn merge(
-    store: &Store,
-    files: &[ScannedFile],
-    rows: &[ManifestRow],
-    prefixes: Option<&KeyPrefixes>,
-    kept: &HashSet<CustomerKey>,
-    previous: &HashMap<i64, HeldRows>,
-) -> Result<Merged, StateError> {
-    let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
-    let split_from = if two_cores { SPLIT_ROWS } else { usize::MAX };
-    merge_split(store, files, rows, prefixes, kept, previous, split_from)
-}
-
-/// [`merge`], taking the held rows of a file that has `split_from` or more in two
-/// halves on two threads.
-fn merge_split(
     store: &Store,
     files: &[ScannedFile],
     rows: &[ManifestRow],
@@ -107,9 +94,13 @@ fn merge_split(
     Ok(Merged { touched, relocated })
 }
 
-/// From this many rows held by one file on, the merge takes their two halves on
-/// two threads (when there are two cores): the second core is idle by then.
-const SPLIT_ROWS: usize = 32_768;
+/// From how many rows held by one file the merge takes their two halves on two
+/// threads: 32,768 where there are two cores (the second one is idle by then),
+/// else never.
+pub(super) fn split_from() -> usize {
+    let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    if two_cores { 32_768 } else { usize::MAX }
+}
 
 /// One run of a file's held rows, in key order, against its new rows from
 /// where the run starts (`fresh`, indices into `rows`): the keys it touches and
@@ -405,7 +396,7 @@ mod tests {
             let files = [file];
             let previous = HashMap::from([(1, held_rows)]);
             let merged = |split_from| {
-                let m = merge_split(
+                let m = merge(
                     &store,
                     &files,
                     &rows,

@@ -328,7 +328,15 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
     let merge::Merged {
         mut touched,
         relocated,
-    } = merge::merge(store, &files, &rows, prefixes.as_ref(), &kept, &previous)?;
+    } = merge::merge(
+        store,
+        &files,
+        &rows,
+        prefixes.as_ref(),
+        &kept,
+        &previous,
+        merge::split_from(),
+    )?;
     drop(prefixes);
     let mut states = store.load_states(touched.iter().map(|t| key_of(t, &rows)))?;
     merge::drop_conflicts(
