@@ -10,6 +10,7 @@ pub mod console;
 pub mod customer;
 pub mod deliver;
 pub mod ha;
+pub mod halves;
 pub mod hex;
 pub mod manifest;
 pub mod mask;

@@ -20,7 +20,7 @@ mod yamlfile;
 pub use discover::{DiscoveredFile, FileStat, Format};
 pub use error::{ErrorKind, ManifestError};
 pub use row::{FileIdx, ManifestRow, RowValues};
-pub use sort::{KeyPrefixes, KeyProbe, in_parallel, permute, sort_rows};
+pub use sort::{KeyPrefixes, KeyProbe, permute, sort_rows};
 
 use crate::customer::CustomerKey;
 use build::Rejected;

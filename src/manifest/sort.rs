@@ -117,9 +117,7 @@ struct SortEntry {
 /// the rows' text; `None` where the sort compared whole keys (fewer than two
 /// rows, or a key with a NUL byte).
 pub fn sort_rows(rows: &mut [ManifestRow]) -> Option<KeyPrefixes> {
-    let split = rows.len() >= SPLIT_ROWS
-        && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
-    sort_rows_split(rows, split)
+    sort_rows_split(rows, rows.len() >= crate::halves::split_from())
 }
 
 /// [`sort_rows`], taking the rows' halves on two threads if `split`.
@@ -129,7 +127,7 @@ fn sort_rows_split(rows: &mut [ManifestRow], split: bool) -> Option<KeyPrefixes>
     let skip = if split {
         // The bytes all rows share: those each half shares, up to where the
         // halves' first rows part.
-        match in_parallel(
+        match crate::halves::in_parallel(
             || shared_key_bytes(&rows[..mid]),
             || shared_key_bytes(&rows[mid..]),
         ) {
@@ -176,7 +174,7 @@ fn sort_rows_split(rows: &mut [ManifestRow], split: bool) -> Option<KeyPrefixes>
     let mut order = vec![SortEntry { prefix: 0, row: 0 }; rows.len()];
     let (prefixes, source): (Vec<u128>, Vec<u32>) = if split {
         let (a, b) = order.split_at_mut(mid);
-        in_parallel(|| sorted(a, 0), || sorted(b, mid as u32));
+        crate::halves::in_parallel(|| sorted(a, 0), || sorted(b, mid as u32));
         merged(a, b, in_order).map(|e| (e.prefix, e.row)).unzip()
     } else {
         sorted(&mut order, 0);
@@ -185,29 +183,6 @@ fn sort_rows_split(rows: &mut [ManifestRow], split: bool) -> Option<KeyPrefixes>
     drop(order);
     permute(rows, source);
     Some(KeyPrefixes { shared, prefixes })
-}
-
-/// From this many rows on, a sort's passes over the rows take their two halves
-/// on two threads (when there are two cores): the scan's other threads are
-/// done by then, and below this, starting one saves less than it costs.
-const SPLIT_ROWS: usize = 32_768;
-
-/// `first()` here and `second()` on a thread of its own, at once.
-pub fn in_parallel<A, B: Send>(
-    first: impl FnOnce() -> A,
-    second: impl FnOnce() -> B + Send,
-) -> (A, B) {
-    std::thread::scope(|s| {
-        let second = std::thread::Builder::new()
-            .name("paystar-sync-2".into())
-            .spawn_scoped(s, second)
-            .expect("cannot start a second thread");
-        let a = first();
-        let b = second
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (a, b)
-    })
 }
 
 /// The entries of two sorted runs, in `order`.

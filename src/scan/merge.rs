@@ -20,7 +20,7 @@ pub(super) struct Merged {
 /// Merges each replaced file's new rows (`rows` is sorted by key) with the rows it
 /// held before: from `previous` where the read phase loaded them, else the store.
 /// A file with `split_from` held rows or more is taken in two halves on two
-/// threads ([`split_from`]).
+/// threads ([`crate::halves::split_from`]).
 pub(super) fn merge(
     store: &Store,
     files: &[ScannedFile],
@@ -66,7 +66,7 @@ pub(super) fn merge(
                         fresh.partition_point(|&i| rows[i as usize].key() < at)
                     });
                     let (mut first, mut second) = (run(&fresh[..cut]), run(&fresh[cut..]));
-                    crate::manifest::in_parallel(
+                    crate::halves::in_parallel(
                         || held.iter().take(half).for_each(|prev| first.take(prev)),
                         || held.iter_from(half).for_each(|prev| second.take(prev)),
                     );
@@ -92,14 +92,6 @@ pub(super) fn merge(
     }
     sort_touched(&mut touched, rows);
     Ok(Merged { touched, relocated })
-}
-
-/// From how many rows held by one file the merge takes their two halves on two
-/// threads: 32,768 where there are two cores (the second one is idle by then),
-/// else never.
-pub(super) fn split_from() -> usize {
-    let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
-    if two_cores { 32_768 } else { usize::MAX }
 }
 
 /// One run of a file's held rows, in key order, against its new rows from

@@ -335,7 +335,7 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
         prefixes.as_ref(),
         &kept,
         &previous,
-        merge::split_from(),
+        crate::halves::split_from(),
     )?;
     drop(prefixes);
     let mut states = store.load_states(touched.iter().map(|t| key_of(t, &rows)))?;
