@@ -54,7 +54,9 @@ impl Scan {
             .iter()
             .map(|t| match t {
                 TouchedKey::Row(i) => row_write(*i),
-                TouchedKey::Gone(key, _) => DesiredWrite::Removed { key: key.as_ref() },
+                TouchedKey::Gone(key, _) => DesiredWrite::Removed {
+                    key: crate::customer::CustomerKey::as_ref(key),
+                },
             })
             .chain(self.relocated.iter().map(|&i| row_write(i)));
         let queue = self.touched.iter().enumerate().map(|(i, t)| {

@@ -86,7 +86,13 @@ pub(super) fn merge(
         };
         for run in runs {
             let (t, r) = run.finish();
-            touched.extend(t);
+            // The first file's keys (all of them in a first import) are
+            // taken, not copied: a million would briefly be held twice.
+            if touched.is_empty() {
+                touched = t;
+            } else {
+                touched.extend(t);
+            }
             relocated.extend(r);
         }
     }
@@ -141,8 +147,10 @@ impl Run<'_> {
             && !self.kept.contains(&prev.key.to_owned())
             && rows.binary_search_by(|r| r.key().cmp(&prev.key)).is_err()
         {
-            self.touched
-                .push(TouchedKey::Gone(prev.key.to_owned(), self.file_idx));
+            self.touched.push(TouchedKey::Gone(
+                Box::new(prev.key.to_owned()),
+                self.file_idx,
+            ));
         }
     }
 
@@ -162,7 +170,7 @@ fn sort_touched(touched: &mut [TouchedKey], rows: &[ManifestRow]) {
     let rank = |t: &TouchedKey| match t {
         TouchedKey::Row(i) => (u64::from(*i) << 1) | 1,
         TouchedKey::Gone(key, _) => {
-            let at = rows.partition_point(|r| r.key() < key.as_ref());
+            let at = rows.partition_point(|r| r.key() < CustomerKey::as_ref(key));
             (at as u64) << 1
         }
     };
@@ -439,11 +447,11 @@ mod tests {
                 for _ in 0..u.int_in_range(0..=3)? {
                     let account = format!("{}x", u.int_in_range(0..=99u8)?);
                     keys.push(TouchedKey::Gone(
-                        CustomerKey {
+                        Box::new(CustomerKey {
                             business_unit: "w".into(),
                             account,
                             sub_account: String::new(),
-                        },
+                        }),
                         file,
                     ));
                 }
