@@ -26,10 +26,12 @@ impl KeyState {
     /// the queue entry's version, and whether the key still differs (the rule
     /// the store applies when it reads the key again).
     pub fn claimed_after(mut self, outcome: &Outcome, policy: Policy, now_ms: i64) -> Claimed {
+        let first_ack = self.acked.is_none();
         self.acked = AckedRecord::acknowledge(self.acked.take(), outcome, now_ms);
         Claimed {
             queue_version: self.queue.as_ref().map_or(0, |q| q.version),
             differs_after: !self.plan(policy).is_empty(),
+            first_ack,
         }
     }
 

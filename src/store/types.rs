@@ -189,13 +189,18 @@ pub struct Outcome {
 }
 
 /// What the delivery saw of a key when it claimed it: its queue entry's
-/// version, and whether the key still differs once this outcome's
-/// acknowledgements apply to that view. A backend may trust it while the queue
-/// entry's version is unchanged instead of reading the key again.
+/// version, whether the key still differs once this outcome's
+/// acknowledgements apply to that view, and whether Paystar had acknowledged
+/// anything for it yet. A backend may trust it while the queue entry's version
+/// is unchanged instead of reading the key again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Claimed {
     pub queue_version: i64,
     pub differs_after: bool,
+    /// No acknowledged row when claimed: a backend may insert this outcome's
+    /// acknowledgement instead of merging it, falling back to merging if a row
+    /// appeared meanwhile.
+    pub first_ack: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

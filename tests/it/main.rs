@@ -14,6 +14,7 @@ mod ha;
 mod manifests;
 mod markdown;
 mod operator;
+mod outcomes;
 mod properties;
 mod providers;
 mod safety;
