@@ -86,7 +86,7 @@ impl Db {
         let Conn { client, statements } = self.conn_mut();
         let mut tx = client.transaction().step(step)?;
         let mut ids = write_files(&mut tx, statements, now_ms, files).step(step)?;
-        write_desired(&mut tx, statements, now_ms, &mut ids, desired).step(step)?;
+        let imported = write_desired(&mut tx, statements, now_ms, &mut ids, desired).step(step)?;
         write_queue(&mut tx, statements, now_ms, queue).step(step)?;
         write_holds(&mut tx, statements, now_ms, holds).step(step)?;
         let keys: Vec<&str> = meta.iter().map(|(k, _)| *k).collect();
@@ -95,7 +95,23 @@ impl Db {
             let s = prepare(&mut tx, statements, SET_META).step(step)?;
             tx.execute(&s, &[&keys, &values]).step(step)?;
         }
-        tx.commit().step(step)
+        tx.commit().step(step)?;
+        if imported {
+            self.settle_import();
+        }
+        Ok(())
+    }
+
+    /// Vacuums `desired` after a first import filled it: the visibility map
+    /// lets a file's held rows be read from `desired_by_file` alone (at 1M, an
+    /// index-only scan of 0.12 s against 0.3 s through the table), where
+    /// autovacuum would set it only a minute or more later. Maintenance only:
+    /// a failure is logged.
+    fn settle_import(&mut self) {
+        let target = self.target().to_owned();
+        if let Err(err) = self.client().batch_execute("VACUUM (SKIP_LOCKED) desired") {
+            tracing::warn!(error = %err, target = %target, "cannot vacuum the imported customers; autovacuum will");
+        }
     }
 }
 
@@ -269,16 +285,18 @@ fn copy_new_desired<'w>(
     Ok(left)
 }
 
+/// Writes the desired rows; true if they filled an empty table (a first import).
 fn write_desired<'w>(
     tx: &mut Transaction<'_>,
     statements: &mut HashMap<&'static str, Statement>,
     now_ms: i64,
     ids: &mut HashMap<String, i64>,
     desired: impl IntoIterator<Item = DesiredWrite<'w>>,
-) -> PgResult<()> {
+) -> PgResult<bool> {
     let mut desired = desired.into_iter().peekable();
     let mut left = None;
-    if desired.peek().is_some() && is_empty(tx, "desired")? {
+    let imported = desired.peek().is_some() && is_empty(tx, "desired")?;
+    if imported {
         left = copy_new_desired(tx, now_ms, ids, &mut desired)?;
         analyze(tx, "desired")?;
     }
@@ -368,7 +386,7 @@ fn write_desired<'w>(
     if removed.len() > 0 {
         flush_removed(tx, &mut removed)?;
     }
-    Ok(())
+    Ok(imported)
 }
 
 fn write_queue<'w>(
