@@ -64,6 +64,30 @@ fn saw(state: &KeyState, first_ack: bool) -> Claimed {
     }
 }
 
+/// The customers of [`three_claimed`], in order.
+const PEOPLE: [(&str, [&str; 3]); 3] = [
+    ("1", ["Ada", "Lovelace", "ada@example.com"]),
+    ("2", ["Grace", "Hopper", "grace@example.com"]),
+    ("3", ["Alan", "Turing", "alan@example.com"]),
+];
+
+/// Records that Paystar acknowledged the first `claimed.len()` customers as
+/// claimed, each with `first_ack` as the claim saw it.
+fn record_delivered(store: &mut Store, claimed: &[KeyState], first_ack: bool) {
+    let outcomes: Vec<Outcome> = PEOPLE
+        .iter()
+        .zip(claimed)
+        .map(|((account, fields), state)| acknowledged(account, *fields, saw(state, first_ack)))
+        .collect();
+    store
+        .record_outcomes(
+            &outcomes,
+            |_| panic!("a claimed outcome is not read again"),
+            now_ms(),
+        )
+        .unwrap();
+}
+
 #[test]
 fn a_delivered_key_leaves_the_queue_only_if_its_entry_is_the_one_the_delivery_claimed() {
     let (p, mut store, claimed) = three_claimed();
@@ -73,29 +97,7 @@ fn a_delivered_key_leaves_the_queue_only_if_its_entry_is_the_one_the_delivery_cl
         "UPDATE queue SET version = version + 1 WHERE account = '2';
          DELETE FROM queue WHERE account = '3';",
     );
-    store
-        .record_outcomes(
-            &[
-                acknowledged(
-                    "1",
-                    ["Ada", "Lovelace", "ada@example.com"],
-                    saw(&claimed[0], false),
-                ),
-                acknowledged(
-                    "2",
-                    ["Grace", "Hopper", "grace@example.com"],
-                    saw(&claimed[1], false),
-                ),
-                acknowledged(
-                    "3",
-                    ["Alan", "Turing", "alan@example.com"],
-                    saw(&claimed[2], false),
-                ),
-            ],
-            |_| panic!("a claimed outcome is not read again"),
-            now_ms(),
-        )
-        .unwrap();
+    record_delivered(&mut store, &claimed, false);
     let after = read(&store, &["1", "2", "3"]);
     let queued: Vec<bool> = after.iter().map(|s| s.queue.is_some()).collect();
     // 1 was the claimed entry: done. 2 was queued again: it stays. 3 was
@@ -113,24 +115,7 @@ fn a_first_acknowledgement_whose_row_appeared_since_the_claim_is_merged_into_tha
         "INSERT INTO acked (business_unit, account, sub_account, unenrolled, acked_at)
          VALUES ('water-bill-pay', '2', '', true, 1);",
     );
-    store
-        .record_outcomes(
-            &[
-                acknowledged(
-                    "1",
-                    ["Ada", "Lovelace", "ada@example.com"],
-                    saw(&claimed[0], true),
-                ),
-                acknowledged(
-                    "2",
-                    ["Grace", "Hopper", "grace@example.com"],
-                    saw(&claimed[1], true),
-                ),
-            ],
-            |_| panic!("a claimed outcome is not read again"),
-            now_ms(),
-        )
-        .unwrap();
+    record_delivered(&mut store, &claimed[..2], true);
     let after = read(&store, &["1", "2", "3"]);
     let acked = |i: usize| {
         after[i].acked.as_ref().map(|a| {
