@@ -468,6 +468,9 @@ impl Db {
         // versions are never changed, and the next batch finds it.
         let versions = manifest_version_ids(client, statements, outcomes)?;
         let runs = unique_runs(outcomes.iter().map(|o| o.key.as_ref()));
+        // A key repeated in a later run was acknowledged by an earlier one:
+        // only a single run's first acknowledgements can be inserted.
+        let trust_fresh = trust_fresh && runs.len() == 1;
         // One run (the usual step) is one statement, a transaction of its own.
         if let [run] = &runs[..] {
             let run = &outcomes[run.clone()];
