@@ -172,41 +172,41 @@ fn sort_rows_split(rows: &mut [ManifestRow], split: bool) -> Option<KeyPrefixes>
         entries.sort_unstable_by(in_order);
     };
     let mut order = vec![SortEntry { prefix: 0, row: 0 }; rows.len()];
-    let (prefixes, source): (Vec<u128>, Vec<u32>) = if split {
+    if split {
         let (a, b) = order.split_at_mut(mid);
         crate::halves::in_parallel(|| sorted(a, 0), || sorted(b, mid as u32));
-        merged(a, b, in_order).map(|e| (e.prefix, e.row)).unzip()
+        merge_halves(&mut order, mid, in_order);
     } else {
         sorted(&mut order, 0);
-        order.iter().map(|e| (e.prefix, e.row)).unzip()
-    };
-    drop(order);
-    permute(rows, source);
-    Some(KeyPrefixes { shared, prefixes })
+    }
+    permute_in(rows, &mut order);
+    Some(KeyPrefixes {
+        shared,
+        entries: order,
+    })
 }
 
-/// The entries of two sorted runs, in `order`.
-fn merged<'e>(
-    a: &'e [SortEntry],
-    b: &'e [SortEntry],
-    order: impl Fn(&SortEntry, &SortEntry) -> Ordering + 'e,
-) -> impl Iterator<Item = SortEntry> + 'e {
-    let (mut i, mut j) = (0, 0);
-    std::iter::from_fn(move || {
-        let take_b = match (a.get(i), b.get(j)) {
-            (Some(x), Some(y)) => order(y, x) == Ordering::Less,
-            (Some(_), None) => false,
-            (None, Some(_)) => true,
-            (None, None) => return None,
-        };
-        Some(if take_b {
+/// Merges the sorted runs `entries[..mid]` and `entries[mid..]` into one, in
+/// place but for a copy of the first run: the next entry written is never an
+/// unread one of the second run, which is read from where it lies.
+fn merge_halves(
+    entries: &mut [SortEntry],
+    mid: usize,
+    order: impl Fn(&SortEntry, &SortEntry) -> Ordering,
+) {
+    let first = entries[..mid].to_vec();
+    let (mut i, mut j, mut k) = (0, mid, 0);
+    while i < first.len() {
+        if j < entries.len() && order(&entries[j], &first[i]) == Ordering::Less {
+            entries[k] = entries[j];
             j += 1;
-            b[j - 1]
         } else {
+            entries[k] = first[i];
             i += 1;
-            a[i - 1]
-        })
-    })
+        }
+        k += 1;
+    }
+    // What is left of the second run is already in its place.
 }
 
 /// The sorted rows' keys as 16-byte prefixes after the bytes they all share (see
@@ -217,8 +217,9 @@ fn merged<'e>(
 pub struct KeyPrefixes {
     /// The leading bytes every sorted row's key has.
     shared: Box<[u8]>,
-    /// Per sorted row.
-    prefixes: Vec<u128>,
+    /// Per sorted row, its prefix (the entries' row indices were spent by the
+    /// permutation): the sort's own array, so that no second one exists at the peak.
+    entries: Vec<SortEntry>,
 }
 
 /// A key, written as the sorted rows' prefixes are: `None` if it does not start
@@ -234,7 +235,7 @@ impl KeyPrefixes {
     /// Keeps the prefixes of the rows `keep` says yes to, as `Vec::retain` does.
     pub fn retain(&mut self, mut keep: impl FnMut(usize) -> bool) {
         let mut i = 0;
-        self.prefixes.retain(|_| {
+        self.entries.retain(|_| {
             i += 1;
             keep(i - 1)
         });
@@ -243,7 +244,7 @@ impl KeyPrefixes {
     /// Row `i`'s key (row `i` of the sorted rows, as `row`).
     pub fn of_row(&self, i: usize, row: &ManifestRow) -> KeyProbe {
         KeyProbe {
-            prefix: self.prefixes[i],
+            prefix: self.entries[i].prefix,
             whole: row.key_ends()[2] + 2 <= self.shared.len() + PREFIX,
         }
     }
@@ -294,16 +295,45 @@ impl KeyProbe {
 /// Reorders `items` so that position `i` holds what was at `source[i]` (a
 /// permutation of the indices), moving each item once by following its cycle.
 pub fn permute<T>(items: &mut [T], mut source: Vec<u32>) {
+    permute_in(items, &mut source);
+}
+
+/// Where an item of a permutation comes from; overwritten once it is placed.
+trait Source: Copy {
+    fn index(self) -> u32;
+    fn set_index(&mut self, index: u32);
+}
+
+impl Source for u32 {
+    fn index(self) -> u32 {
+        self
+    }
+    fn set_index(&mut self, index: u32) {
+        *self = index;
+    }
+}
+
+impl Source for SortEntry {
+    fn index(self) -> u32 {
+        self.row
+    }
+    fn set_index(&mut self, index: u32) {
+        self.row = index;
+    }
+}
+
+/// [`permute`], spending the indices held in `source`.
+fn permute_in<T, S: Source>(items: &mut [T], source: &mut [S]) {
     const PLACED: u32 = u32::MAX;
     assert_eq!(items.len(), source.len(), "one source index per item");
     for start in 0..source.len() {
-        if source[start] == PLACED {
+        if source[start].index() == PLACED {
             continue;
         }
         let mut at = start;
         loop {
-            let from = source[at] as usize;
-            source[at] = PLACED;
+            let from = source[at].index() as usize;
+            source[at].set_index(PLACED);
             if from == start {
                 break;
             }
@@ -427,7 +457,14 @@ mod tests {
             // Taking the halves on two threads changes nothing.
             let split_prefixes = sort_rows_split(&mut split, true);
             assert_eq!(split, expected);
-            let parts = |p: Option<KeyPrefixes>| p.map(|p| (p.shared, p.prefixes));
+            let parts = |p: Option<KeyPrefixes>| {
+                p.map(|p| {
+                    (
+                        p.shared,
+                        p.entries.iter().map(|e| e.prefix).collect::<Vec<_>>(),
+                    )
+                })
+            };
             assert_eq!(parts(split_prefixes), parts(prefixes));
             Ok(())
         })

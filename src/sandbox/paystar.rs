@@ -129,19 +129,45 @@ impl Drop for Open {
     }
 }
 
-/// The customer a request is about, read leniently (for concurrency tracking only).
-fn request_key(body: &[u8]) -> String {
-    let envelope: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let payload: Value = envelope["payload"]
-        .as_str()
-        .and_then(|p| serde_json::from_str(p).ok())
-        .unwrap_or(Value::Null);
-    format!(
-        "{}/{}/{}",
-        envelope["businessUnitSlug"].as_str().unwrap_or(""),
-        payload["accountNumber"].as_str().unwrap_or(""),
-        payload["subAccountNumber"].as_str().unwrap_or("")
-    )
+/// A request body, read once: the envelope if it is a JSON object, and its
+/// payload if that is a string holding a JSON object.
+struct Body {
+    envelope: Option<Map<String, Value>>,
+    payload: Option<Map<String, Value>>,
+}
+
+impl Body {
+    fn read(body: &[u8]) -> Self {
+        let envelope = match serde_json::from_slice(body) {
+            Ok(Value::Object(map)) => Some(map),
+            _ => None,
+        };
+        let payload = envelope
+            .as_ref()
+            .and_then(|e| e.get("payload")?.as_str())
+            .and_then(|p| match serde_json::from_str(p) {
+                Ok(Value::Object(map)) => Some(map),
+                _ => None,
+            });
+        Self { envelope, payload }
+    }
+
+    /// The customer the request is about, read leniently (for concurrency
+    /// tracking only).
+    fn key(&self) -> String {
+        let text = |map: &Option<Map<String, Value>>, name: &str| {
+            map.as_ref()
+                .and_then(|m| m.get(name)?.as_str())
+                .unwrap_or("")
+                .to_owned()
+        };
+        format!(
+            "{}/{}/{}",
+            text(&self.envelope, "businessUnitSlug"),
+            text(&self.payload, "accountNumber"),
+            text(&self.payload, "subAccountNumber")
+        )
+    }
 }
 
 /// The simulator's state; clones share it.
@@ -263,7 +289,8 @@ async fn receive(
     body: axum::body::Bytes,
 ) -> Response {
     let received_ms = crate::clock::now_ms();
-    let _open = Open::new(&sim, request_key(&body));
+    let body = Body::read(&body);
+    let _open = Open::new(&sim, body.key());
     let latency = sim.lock().latency;
     if !latency.is_zero() {
         sim.timer.sleep(latency).await;
@@ -285,7 +312,7 @@ async fn receive(
         }
         return response;
     }
-    match validate(&headers, &body) {
+    match checked(&headers, body) {
         Ok(mut accepted) => {
             accepted.received_ms = received_ms;
             tracing::info!(
@@ -308,6 +335,11 @@ async fn receive(
 
 /// Checks a request as strictly as the vendor page implies.
 pub fn validate(headers: &HeaderMap, body: &[u8]) -> Result<Accepted, (StatusCode, String)> {
+    checked(headers, Body::read(body))
+}
+
+/// [`validate`], on a body already read.
+fn checked(headers: &HeaderMap, body: Body) -> Result<Accepted, (StatusCode, String)> {
     let bad = |m: &str| (StatusCode::BAD_REQUEST, m.to_owned());
     let key = headers
         .get("x-paystar-api-key")
@@ -329,9 +361,8 @@ pub fn validate(headers: &HeaderMap, body: &[u8]) -> Result<Accepted, (StatusCod
             "Content-Type must be application/json".into(),
         ));
     }
-    let envelope: Map<String, Value> = match serde_json::from_slice(body) {
-        Ok(Value::Object(map)) => map,
-        _ => return Err(bad("body must be a JSON object")),
+    let Some(envelope) = body.envelope else {
+        return Err(bad("body must be a JSON object"));
     };
     for field in envelope.keys() {
         if !["eventType", "businessUnitSlug", "payload"].contains(&field.as_str()) {
@@ -358,9 +389,8 @@ pub fn validate(headers: &HeaderMap, body: &[u8]) -> Result<Accepted, (StatusCod
         Some(_) => return Err(bad("payload must be a string")),
         None => return Err(bad("payload is required")),
     };
-    let payload: Map<String, Value> = match serde_json::from_str(&payload_text) {
-        Ok(Value::Object(map)) => map,
-        _ => return Err(bad("payload must hold a serialized JSON object")),
+    let Some(payload) = body.payload else {
+        return Err(bad("payload must hold a serialized JSON object"));
     };
     let (required, optional): (&[&str], &[&str]) = match event_type.as_str() {
         "Accounts.ManageCustomer" => (

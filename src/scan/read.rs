@@ -31,7 +31,7 @@ pub(super) fn read_files(
     found: &[DiscoveredFile],
     index: &HashMap<String, FileEntry>,
 ) -> Result<Read, StateError> {
-    let (parsing, ids) = std::sync::mpsc::channel::<i64>();
+    let (parsing, ids) = std::sync::mpsc::channel::<Held>();
     std::thread::scope(|s| {
         let reader = std::thread::Builder::new()
             .name("scan-read".into())
@@ -39,9 +39,9 @@ pub(super) fn read_files(
             .expect("cannot start the scan's reading thread");
         let mut previous = HashMap::new();
         let mut failure = None;
-        for id in ids {
+        for Held { id, rows } in ids {
             if failure.is_none() {
-                match HeldRows::load(store, id) {
+                match HeldRows::load(store, id, rows) {
                     Ok(Some(rows)) => {
                         previous.insert(id, rows);
                     }
@@ -71,12 +71,12 @@ fn read_each(
     settings: &ScanSettings<'_>,
     found: &[DiscoveredFile],
     index: &HashMap<String, FileEntry>,
-    parsing: &std::sync::mpsc::Sender<i64>,
+    parsing: &std::sync::mpsc::Sender<Held>,
 ) -> Read {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let readers = cores.min(MAX_READERS).min(found.len()).max(1);
     let next = AtomicUsize::new(0);
-    let take_files = |parsing: &std::sync::mpsc::Sender<i64>| {
+    let take_files = |parsing: &std::sync::mpsc::Sender<Held>| {
         let mut done = Vec::new();
         loop {
             let position = next.fetch_add(1, Ordering::Relaxed);
@@ -135,14 +135,17 @@ fn read_one(
     found: &DiscoveredFile,
     position: usize,
     index: &HashMap<String, FileEntry>,
-    parsing: &std::sync::mpsc::Sender<i64>,
+    parsing: &std::sync::mpsc::Sender<Held>,
 ) -> (ScannedFile, Option<ParsedFile>) {
     let stored = index.get(&found.rel).filter(|e| e.present).cloned();
-    let id = stored.as_ref().map(|e| e.id);
+    let held = stored.as_ref().map(|e| Held {
+        id: e.id,
+        rows: e.rows,
+    });
     let will_parse = || {
-        if let Some(id) = id {
+        if let Some(held) = held {
             // The receiver only stops listening once every reader is done.
-            let _ = parsing.send(id);
+            let _ = parsing.send(held);
         }
     };
     let (fate, sha, outcome) = read_if_changed(
@@ -270,6 +273,17 @@ fn hash_file(found: &DiscoveredFile, max_size: u64) -> Result<[u8; 32], Manifest
     Ok(hasher.finalize().into())
 }
 
+/// The most rows (and bytes of account text, four times this) reserved ahead.
+const MOST_RESERVED: usize = 1 << 24;
+
+/// A stored file about to be parsed: its id, and how many rows its last read
+/// gave (the rows it holds, but for tombstones and rows kept through an error).
+#[derive(Clone, Copy)]
+struct Held {
+    id: i64,
+    rows: u64,
+}
+
 /// The rows the store held for one file, in key order, copied out compactly:
 /// each business unit once (a file's rows share one, usually), the accounts and
 /// sub-accounts in one string, the rest in one array of 28-byte entries.
@@ -298,10 +312,30 @@ const NO_LINE: u32 = u32::MAX;
 impl HeldRows {
     /// `None` where the compact form cannot hold them (over 4 GiB of account
     /// numbers, or a line numbered `u32::MAX`): the merge then reads the store.
-    fn load(store: &Store, file_id: i64) -> Result<Option<Self>, StateError> {
-        let mut held = HeldRows::default();
+    /// `expected` (the file's row count at its last read) sizes the arrays, so
+    /// that a big file's rows are not copied as they grow, nor held in twice the
+    /// room they need.
+    fn load(store: &Store, file_id: i64, expected: u64) -> Result<Option<Self>, StateError> {
+        // A count the state got wrong costs at most some room never written.
+        let expected = usize::try_from(expected).unwrap_or(0).min(MOST_RESERVED);
+        let mut held = HeldRows {
+            units: Vec::new(),
+            text: String::new(),
+            // Room for some tombstones and kept rows beyond the count.
+            rows: Vec::with_capacity(expected.saturating_add(expected / 32)),
+        };
         let mut fits = true;
-        store.for_each_file_row(file_id, |prev| fits &= held.push(prev))?;
+        store.for_each_file_row(file_id, |prev| {
+            if held.text.capacity() == 0 {
+                // The first row's accounts stand for the rest.
+                let each = prev.key.account.len() + prev.key.sub_account.len();
+                let room = held.rows.capacity().saturating_mul(each + 1);
+                held.text.reserve(room.min(MOST_RESERVED * 4));
+            }
+            fits &= held.push(prev);
+        })?;
+        held.rows.shrink_to_fit();
+        held.text.shrink_to_fit();
         Ok(fits.then_some(held))
     }
 
