@@ -9,19 +9,21 @@ if ! command -v cargo-deb >/dev/null 2>&1; then
   cargo install cargo-deb --locked --version "^3"
 fi
 
-cargo build --release --locked
+# The `dist` profile: what the benchmarks measure (see Cargo.toml).
+cargo build --profile dist --locked
 # The binary is wherever cargo builds (CARGO_TARGET_DIR may move it); cargo-deb
-# maps the `target/release/` asset path there too. Generated assets go in ./target/assets.
+# maps the `target/release/` asset path there too, and to the profile it is
+# given. Generated assets go in ./target/assets.
 target_dir=$(cargo metadata --format-version 1 --no-deps --locked \
   | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 mkdir -p target/assets
-bin="$target_dir/release/paystar-sync"
+bin="$target_dir/dist/paystar-sync"
 "$bin" completions bash > target/assets/paystar-sync.bash
 "$bin" completions zsh > target/assets/_paystar-sync
 "$bin" completions fish > target/assets/paystar-sync.fish
 "$bin" man | gzip -9n > target/assets/paystar-sync.1.gz
 
-deb=$(cargo deb --no-build --locked --strip 2>/dev/null | tail -n 1)
+deb=$(cargo deb --no-build --profile dist --locked --strip 2>/dev/null | tail -n 1)
 echo "built $deb"
 
 contents=$(dpkg-deb --contents "$deb")

@@ -30,7 +30,11 @@ pub(super) fn merge(
     previous: &HashMap<i64, HeldRows>,
     split_from: usize,
 ) -> Result<Merged, StateError> {
-    let mut by_file: Vec<Vec<u32>> = vec![Vec::new(); files.len()];
+    let mut counts = vec![0usize; files.len()];
+    for row in rows {
+        counts[row.file as usize] += 1;
+    }
+    let mut by_file: Vec<Vec<u32>> = counts.into_iter().map(Vec::with_capacity).collect();
     for (i, row) in rows.iter().enumerate() {
         by_file[row.file as usize].push(i as u32);
     }

@@ -286,7 +286,7 @@ struct Held {
 
 /// The rows the store held for one file, in key order, copied out compactly:
 /// each business unit once (a file's rows share one, usually), the accounts and
-/// sub-accounts in one string, the rest in one array of 28-byte entries.
+/// sub-accounts in one string, the rest in one array of 24-byte entries.
 #[derive(Default)]
 pub(super) struct HeldRows {
     units: Vec<String>,
@@ -295,7 +295,7 @@ pub(super) struct HeldRows {
 }
 
 struct HeldRow {
-    /// Index into `units`.
+    /// Index into `units`, with [`REMOVED`] set for a tombstone.
     unit: u32,
     /// Where the account and the sub-account end in `text` (each starts where
     /// the row before ended).
@@ -304,10 +304,11 @@ struct HeldRow {
     fingerprint: [u32; 2],
     /// `NO_LINE` for none.
     line: u32,
-    removed: bool,
 }
 
 const NO_LINE: u32 = u32::MAX;
+/// The bit of [`HeldRow::unit`] that marks a tombstone (24-byte entries, not 28).
+const REMOVED: u32 = 1 << 31;
 
 impl HeldRows {
     /// `None` where the compact form cannot hold them (over 4 GiB of account
@@ -354,7 +355,8 @@ impl HeldRows {
         if self.units.last().map(String::as_str) != Some(prev.key.business_unit) {
             self.units.push(prev.key.business_unit.to_owned());
         }
-        let mut fits = prev.line != Some(NO_LINE);
+        let unit = (self.units.len() - 1) as u32;
+        let mut fits = prev.line != Some(NO_LINE) && unit < REMOVED;
         let mut end = |part: &str| {
             self.text.push_str(part);
             u32::try_from(self.text.len()).unwrap_or_else(|_| {
@@ -365,11 +367,10 @@ impl HeldRows {
         let ends = [end(prev.key.account), end(prev.key.sub_account)];
         let fingerprint = prev.fingerprint as u64;
         self.rows.push(HeldRow {
-            unit: (self.units.len() - 1) as u32,
+            unit: if prev.removed { unit | REMOVED } else { unit },
             ends,
             fingerprint: [(fingerprint >> 32) as u32, fingerprint as u32],
             line: prev.line.unwrap_or(NO_LINE),
-            removed: prev.removed,
         });
         fits
     }
@@ -392,7 +393,7 @@ impl HeldRows {
         self.rows[first..].iter().map(move |row| {
             let [account, sub] = row.ends.map(|e| e as usize);
             let key = KeyRef {
-                business_unit: &self.units[row.unit as usize],
+                business_unit: &self.units[(row.unit & !REMOVED) as usize],
                 account: &self.text[start..account],
                 sub_account: &self.text[account..sub],
             };
@@ -402,7 +403,7 @@ impl HeldRows {
                 fingerprint: ((u64::from(row.fingerprint[0]) << 32) | u64::from(row.fingerprint[1]))
                     as i64,
                 line: (row.line != NO_LINE).then_some(row.line),
-                removed: row.removed,
+                removed: row.unit & REMOVED != 0,
             }
         })
     }
