@@ -34,9 +34,14 @@ pub(super) fn merge(
     for row in rows {
         counts[row.file as usize] += 1;
     }
-    let mut by_file: Vec<Vec<u32>> = counts.into_iter().map(Vec::with_capacity).collect();
-    for (i, row) in rows.iter().enumerate() {
-        by_file[row.file as usize].push(i as u32);
+    // A file holding every row (one big export) needs no list of them.
+    let whole = counts.iter().position(|&c| c > 0 && c == rows.len());
+    let mut by_file: Vec<Vec<u32>> = vec![Vec::new(); files.len()];
+    if whole.is_none() {
+        by_file = counts.into_iter().map(Vec::with_capacity).collect();
+        for (i, row) in rows.iter().enumerate() {
+            by_file[row.file as usize].push(i as u32);
+        }
     }
     let mut touched: Vec<TouchedKey> = Vec::new();
     let mut relocated: Vec<u32> = Vec::new();
@@ -57,7 +62,10 @@ pub(super) fn merge(
             touched: Vec::new(),
             relocated: Vec::new(),
         };
-        let fresh = &by_file[file_idx][..];
+        let fresh = match whole {
+            Some(f) if f == file_idx => Fresh::Span(0, rows.len() as u32),
+            _ => Fresh::Listed(&by_file[file_idx]),
+        };
         let runs = match file.stored.as_ref().map(|e| e.id) {
             None => vec![run(fresh)],
             Some(id) => match previous.get(&id) {
@@ -67,9 +75,10 @@ pub(super) fn merge(
                     let half = held.len() / 2;
                     let at = held.iter_from(half).next().map(|p| p.key);
                     let cut = at.map_or(fresh.len(), |at| {
-                        fresh.partition_point(|&i| rows[i as usize].key() < at)
+                        fresh.partition_point(|i| rows[i as usize].key() < at)
                     });
-                    let (mut first, mut second) = (run(&fresh[..cut]), run(&fresh[cut..]));
+                    let (head, tail) = fresh.split_at(cut);
+                    let (mut first, mut second) = (run(head), run(tail));
                     crate::halves::in_parallel(
                         || held.iter().take(half).for_each(|prev| first.take(prev)),
                         || held.iter_from(half).for_each(|prev| second.take(prev)),
@@ -104,6 +113,58 @@ pub(super) fn merge(
     Ok(Merged { touched, relocated })
 }
 
+/// A file's new rows, as indices into the sorted rows: listed, or every row
+/// from the first index to the second.
+#[derive(Clone, Copy)]
+enum Fresh<'a> {
+    Listed(&'a [u32]),
+    Span(u32, u32),
+}
+
+impl Fresh<'_> {
+    fn len(self) -> usize {
+        match self {
+            Fresh::Listed(list) => list.len(),
+            Fresh::Span(start, end) => (end - start) as usize,
+        }
+    }
+
+    /// The `i`th row's index.
+    fn at(self, i: usize) -> u32 {
+        match self {
+            Fresh::Listed(list) => list[i],
+            Fresh::Span(start, _) => start + i as u32,
+        }
+    }
+
+    fn split_at(self, cut: usize) -> (Self, Self) {
+        match self {
+            Fresh::Listed(list) => {
+                let (head, tail) = list.split_at(cut);
+                (Fresh::Listed(head), Fresh::Listed(tail))
+            }
+            Fresh::Span(start, end) => {
+                let cut = start + cut as u32;
+                (Fresh::Span(start, cut), Fresh::Span(cut, end))
+            }
+        }
+    }
+
+    /// How many rows from the first hold `before` (all those that do come first).
+    fn partition_point(self, before: impl Fn(u32) -> bool) -> usize {
+        let (mut low, mut high) = (0, self.len());
+        while low < high {
+            let mid = low + (high - low) / 2;
+            if before(self.at(mid)) {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        low
+    }
+}
+
 /// One run of a file's held rows, in key order, against its new rows from
 /// where the run starts (`fresh`, indices into `rows`): the keys it touches and
 /// the rows that only moved.
@@ -111,7 +172,7 @@ struct Run<'a> {
     rows: &'a [ManifestRow],
     prefixes: Option<&'a KeyPrefixes>,
     kept: &'a HashSet<CustomerKey>,
-    fresh: &'a [u32],
+    fresh: Fresh<'a>,
     file_idx: u32,
     may_remove: bool,
     /// The first new row not yet placed.
@@ -134,16 +195,17 @@ impl Run<'_> {
                 .and_then(|(p, probe)| p.of_row(i as usize, row).compare(probe))
                 .unwrap_or_else(|| row.key().cmp(&prev.key))
         };
-        while self.next < fresh.len() && order(fresh[self.next]) == Ordering::Less {
-            self.touched.push(TouchedKey::Row(fresh[self.next]));
+        while self.next < fresh.len() && order(fresh.at(self.next)) == Ordering::Less {
+            self.touched.push(TouchedKey::Row(fresh.at(self.next)));
             self.next += 1;
         }
-        if self.next < fresh.len() && order(fresh[self.next]) == Ordering::Equal {
-            let row = &rows[fresh[self.next] as usize];
+        if self.next < fresh.len() && order(fresh.at(self.next)) == Ordering::Equal {
+            let i = fresh.at(self.next);
+            let row = &rows[i as usize];
             if prev.removed || prev.fingerprint != row.fingerprint() {
-                self.touched.push(TouchedKey::Row(fresh[self.next]));
+                self.touched.push(TouchedKey::Row(i));
             } else if prev.line != Some(row.line) {
-                self.relocated.push(fresh[self.next]);
+                self.relocated.push(i);
             }
             self.next += 1;
         } else if !prev.removed
@@ -160,7 +222,8 @@ impl Run<'_> {
 
     /// What the run touched, with the new rows after the last held one.
     fn finish(mut self) -> (Vec<TouchedKey>, Vec<u32>) {
-        let rest = self.fresh[self.next..].iter().map(|&i| TouchedKey::Row(i));
+        let fresh = self.fresh;
+        let rest = (self.next..fresh.len()).map(|i| TouchedKey::Row(fresh.at(i)));
         self.touched.extend(rest);
         (self.touched, self.relocated)
     }
@@ -396,8 +459,8 @@ mod tests {
             if u.ratio(1, 4)? {
                 kept.insert(CustomerKey::new("w", &name(u.int_in_range(0..=60)?), ""));
             }
-            let file = ScannedFile::parsed_for_test(1, u.ratio(1, 8)?);
-            let files = [file];
+            let error = u.ratio(1, 8)?;
+            let files = [ScannedFile::parsed_for_test(1, error)];
             let previous = HashMap::from([(1, held_rows)]);
             let merged = |split_from| {
                 let m = merge(
@@ -419,6 +482,48 @@ mod tests {
             };
             let one = merged(usize::MAX);
             assert_eq!(merged(1), one);
+            // The same file beside another one whose keys come after it: its rows
+            // are then listed, not taken as all the rows, and it touches the same.
+            let mut both = rows.clone();
+            for n in 0..u.int_in_range(1..=5u8)? {
+                let values = RowValues {
+                    business_unit: "w",
+                    account: &format!("5{n:02}"),
+                    sub_account: "",
+                    first_name: "A",
+                    last_name: "B",
+                    email: "a@example.com",
+                };
+                both.push(ManifestRow::new(values, None, 1, 1));
+            }
+            let both_prefixes = crate::manifest::sort_rows(&mut both);
+            let both_files = [
+                ScannedFile::parsed_for_test(1, error),
+                ScannedFile::parsed_for_test(2, false),
+            ];
+            let listed = merge(
+                &store,
+                &both_files,
+                &both,
+                both_prefixes.as_ref(),
+                &kept,
+                &previous,
+                usize::MAX,
+            )
+            .unwrap();
+            let first_file: Vec<String> = listed
+                .touched
+                .iter()
+                .map(|t| key_of(t, &both).to_string())
+                .filter(|k| !k.contains("/5"))
+                .collect();
+            assert_eq!(first_file, one.0);
+            let moved = |r: &[u32], rows: &[ManifestRow]| -> Vec<String> {
+                r.iter()
+                    .map(|&i| rows[i as usize].key().to_string())
+                    .collect()
+            };
+            assert_eq!(moved(&listed.relocated, &both), moved(&one.1, &rows));
             split += 1;
             touched_any += usize::from(!one.0.is_empty());
             Ok(())
