@@ -184,13 +184,8 @@ fn in_two<S: Positional + ?Sized>(
     // without moving the first's (pages never written cost no memory).
     let estimate = (u64::from(split.lines_before) * size / split.at) * 11 / 10 + 1024;
     parsed.rows.reserve(usize::try_from(estimate).unwrap_or(0));
-    // The second part's rows are allocated by this thread, with room for as
-    // many as the first part's share suggests: once appended, they are freed
-    // to this thread's heap, where the sort that comes next takes the room up.
-    let mut tail = ParsedFile::default();
+    // The second part's share of the estimate: its rows do not grow by doubling.
     let tail_estimate = estimate.saturating_sub(estimate * split.at / size);
-    tail.rows
-        .reserve(usize::try_from(tail_estimate).unwrap_or(0));
     let (head, tail) = std::thread::scope(|s| {
         let tail = std::thread::Builder::new()
             .name("csv-part".into())
@@ -202,7 +197,9 @@ fn in_two<S: Positional + ?Sized>(
                 };
                 let limited = Limited::new(rest, opts.max_file_size.saturating_sub(split.at));
                 let mut csv = csvfile::reader_for(BufReader::with_capacity(BUFFER, limited), opts);
-                let mut tail = tail;
+                let mut tail = ParsedFile::default();
+                tail.rows
+                    .reserve(usize::try_from(tail_estimate).unwrap_or(0));
                 csvfile::rows(
                     &mut csv,
                     &columns,

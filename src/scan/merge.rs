@@ -36,9 +36,11 @@ pub(super) fn merge(
     }
     // A file holding every row (one big export) needs no list of them.
     let whole = counts.iter().position(|&c| c > 0 && c == rows.len());
-    let mut by_file: Vec<Vec<u32>> = vec![Vec::new(); files.len()];
+    let mut by_file: Vec<Vec<u32>> = match whole {
+        Some(_) => vec![Vec::new(); files.len()],
+        None => counts.into_iter().map(Vec::with_capacity).collect(),
+    };
     if whole.is_none() {
-        by_file = counts.into_iter().map(Vec::with_capacity).collect();
         for (i, row) in rows.iter().enumerate() {
             by_file[row.file as usize].push(i as u32);
         }
