@@ -3,11 +3,11 @@
 
 use super::{FileFate, Scan, ScannedFile, TouchedKey};
 use crate::manifest::ManifestError;
-use crate::store::{DesiredWrite, FileWrite, HoldWrite, QueueWrite, StateError, Store};
+use crate::store::{DesiredWrite, FileWrite, HoldWrite, QueueWrite, ScanWrites, StateError, Store};
 
 impl Scan {
-    /// Commits this scan: file index, errors, desired rows and queue, in one
-    /// transaction. `plan` and `validate` never call this.
+    /// Commits this scan: file index, errors, desired rows, queue, holds and
+    /// each changed file's held rows, in one transaction. `plan` and `validate` never call this.
     pub fn commit(&self, store: &mut Store) -> Result<(), StateError> {
         let mut file_writes = Vec::new();
         for file in &self.files {
@@ -77,9 +77,12 @@ impl Scan {
         store.commit_scan(
             self.now_ms,
             &file_writes,
-            desired,
-            queue,
-            holds,
+            ScanWrites {
+                desired,
+                queue,
+                holds,
+                held: self.held_writes(),
+            },
             &[("last_scan", summary.to_string())],
         )
     }

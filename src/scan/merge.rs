@@ -2,11 +2,10 @@
 //! held before, so that only keys whose fingerprint changed are looked up; then the
 //! duplicates within the scan and across files are rejected.
 
-use super::read::HeldRows;
 use super::{ScannedFile, TouchedKey, key_of};
 use crate::customer::CustomerKey;
 use crate::manifest::{ErrorKind, KeyPrefixes, ManifestError, ManifestRow};
-use crate::store::{KeyState, PrevRow, StateError, Store};
+use crate::store::{HeldRows, KeyState, PrevRow, StateError, Store};
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 
@@ -18,7 +17,9 @@ pub(super) struct Merged {
 }
 
 /// Merges each replaced file's new rows (`rows` is sorted by key) with the rows it
-/// held before: from `previous` where the read phase loaded them, else the store.
+/// held before: from `previous` where the read phase loaded them, else loaded
+/// into it here (a deleted file's); a file whose rows the compact form cannot
+/// hold is read from the store row by row and left out of `previous`.
 /// A file with `split_from` held rows or more is taken in two halves on two
 /// threads ([`crate::halves::split_from`]).
 pub(super) fn merge(
@@ -27,7 +28,7 @@ pub(super) fn merge(
     rows: &[ManifestRow],
     prefixes: Option<&KeyPrefixes>,
     kept: &HashSet<CustomerKey>,
-    previous: &HashMap<i64, HeldRows>,
+    previous: &mut HashMap<i64, HeldRows>,
     split_from: usize,
 ) -> Result<Merged, StateError> {
     let mut counts = vec![0usize; files.len()];
@@ -68,6 +69,15 @@ pub(super) fn merge(
             Some(f) if f == file_idx => Fresh::Span(0, rows.len() as u32),
             _ => Fresh::Listed(&by_file[file_idx]),
         };
+        if let Some(stored) = file
+            .stored
+            .as_ref()
+            .filter(|e| !previous.contains_key(&e.id))
+        {
+            if let Some(held) = store.held_rows(stored.id, stored.rows)? {
+                previous.insert(stored.id, held);
+            }
+        }
         let runs = match file.stored.as_ref().map(|e| e.id) {
             None => vec![run(fresh)],
             Some(id) => match previous.get(&id) {
@@ -261,13 +271,15 @@ fn sort_touched(touched: &mut [TouchedKey], rows: &[ManifestRow]) {
 
 /// A new row whose key is still held by a file this scan did not replace is a
 /// duplicate across files: both are rejected and the key keeps its state.
+/// Gives the rejected rows (indices into `rows`, in order).
 pub(super) fn drop_conflicts(
     files: &mut [ScannedFile],
     rows: &[ManifestRow],
     touched: &mut Vec<TouchedKey>,
     states: &mut Vec<Option<Box<KeyState>>>,
     extra_errors: &mut Vec<ManifestError>,
-) {
+) -> Vec<u32> {
+    let mut rejected = Vec::new();
     let replaced: HashSet<String> = files
         .iter()
         .filter(|f| f.replaced())
@@ -290,6 +302,7 @@ pub(super) fn drop_conflicts(
             let TouchedKey::Row(r) = touched[i] else {
                 continue;
             };
+            rejected.push(r);
             let row = &rows[r as usize];
             let here = files[row.file as usize].rel.clone();
             let there = match other_line {
@@ -320,6 +333,7 @@ pub(super) fn drop_conflicts(
         let mut flags = drop_at.iter();
         states.retain(|_| !*flags.next().expect("one flag per key"));
     }
+    rejected
 }
 
 /// Removes every row whose key appears more than once, reporting each location.
@@ -445,8 +459,9 @@ mod tests {
                     held.push((name(n), fingerprint, line, u.ratio(1, 8)?));
                 }
             }
-            let held_rows = HeldRows::of(held.iter().map(
-                |(account, fingerprint, line, removed)| PrevRow {
+            let mut held_rows = HeldRows::default();
+            for (account, fingerprint, line, removed) in &held {
+                assert!(held_rows.push(PrevRow {
                     key: crate::customer::KeyRef {
                         business_unit: "w",
                         account,
@@ -455,8 +470,8 @@ mod tests {
                     fingerprint: *fingerprint,
                     line: *line,
                     removed: *removed,
-                },
-            ));
+                }));
+            }
             let mut kept = HashSet::new();
             if u.ratio(1, 4)? {
                 kept.insert(CustomerKey::new("w", &name(u.int_in_range(0..=60)?), ""));
@@ -471,7 +486,7 @@ mod tests {
                     &rows,
                     prefixes.as_ref(),
                     &kept,
-                    &previous,
+                    &mut previous.clone(),
                     split_from,
                 )
                 .unwrap();
@@ -509,7 +524,7 @@ mod tests {
                 &both,
                 both_prefixes.as_ref(),
                 &kept,
-                &previous,
+                &mut previous.clone(),
                 usize::MAX,
             )
             .unwrap();

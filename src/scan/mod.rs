@@ -13,13 +13,14 @@ use crate::manifest::{FileStat, ManifestError, ManifestRow, ParseOptions};
 use crate::reconcile::{
     Acked, Desired, GuardTrip, KeyPlan, Policy, RemovalPolicy, UnenrollLimits, plan_key,
 };
-use crate::store::{FileEntry, KeyState, QueueRecord, StateError, Store};
+use crate::store::{FileEntry, HeldRows, KeyState, QueueRecord, StateError, Store};
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 mod commit;
 mod guard;
+mod held;
 mod merge;
 mod read;
 
@@ -97,6 +98,9 @@ pub struct ScannedFile {
     pub rel: String,
     pub fate: FileFate,
     stored: Option<FileEntry>,
+    /// The state knows the path from a file that was gone (its tombstones
+    /// may still name it), though `stored` is `None`.
+    former: bool,
     stat: Option<FileStat>,
     sha256: Option<[u8; 32]>,
     /// Took part in a duplicate-key conflict: read it again next time.
@@ -129,6 +133,7 @@ impl ScannedFile {
                 rows: 0,
                 scanned_at: 0,
             }),
+            former: false,
             stat: None,
             sha256: None,
             dirty: false,
@@ -228,6 +233,11 @@ pub struct Scan {
     states: Vec<Option<Box<KeyState>>>,
     /// Rows whose only change is their line number.
     relocated: Vec<u32>,
+    /// Rows rejected as duplicates of a key another file holds (in order).
+    conflicted: Vec<u32>,
+    /// The rows each replaced file held before, by file id, where they were
+    /// held in memory: the commit stores each file's rows after it from them.
+    previous: HashMap<i64, HeldRows>,
     /// Per touched key: its unenroll is held after this scan (new or kept hold).
     held: Vec<bool>,
     /// Hold changes: touched index and the new cause, or `None` to release.
@@ -251,7 +261,7 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
         mut files,
         mut parsed,
         warnings,
-        previous,
+        mut previous,
     } = read::read_files(store, settings, &discovery.files, &index)?;
     for error in &discovery.broken {
         let stored = index.get(&error.file).filter(|e| e.present).cloned();
@@ -259,6 +269,7 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
             rel: error.file.clone(),
             fate: FileFate::Failed,
             stored,
+            former: false,
             stat: None,
             sha256: None,
             dirty: false,
@@ -300,6 +311,7 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
             rel: rel.clone(),
             fate: FileFate::Deleted,
             stored: Some(entry.clone()),
+            former: false,
             stat: None,
             sha256: None,
             dirty: false,
@@ -335,12 +347,12 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
         &rows,
         prefixes.as_ref(),
         &kept,
-        &previous,
+        &mut previous,
         crate::halves::split_from(),
     )?;
     drop(prefixes);
     let mut states = store.load_states(touched.iter().map(|t| key_of(t, &rows)))?;
-    merge::drop_conflicts(
+    let conflicted = merge::drop_conflicts(
         &mut files,
         &rows,
         &mut touched,
@@ -386,6 +398,8 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
         touched,
         states,
         relocated,
+        conflicted,
+        previous,
         held,
         hold_writes,
         guard,

@@ -4,9 +4,8 @@
 //! them in memory.
 
 use super::{FileFate, RACY_MS, ScanSettings, ScannedFile};
-use crate::customer::KeyRef;
 use crate::manifest::{DiscoveredFile, ManifestError, ParsedFile, parse_file};
-use crate::store::{FileEntry, PrevRow, StateError, Store};
+use crate::store::{FileEntry, HeldRows, StateError, Store};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -41,7 +40,7 @@ pub(super) fn read_files(
         let mut failure = None;
         for Held { id, rows } in ids {
             if failure.is_none() {
-                match HeldRows::load(store, id, rows) {
+                match store.held_rows(id, rows) {
                     Ok(Some(rows)) => {
                         previous.insert(id, rows);
                     }
@@ -166,6 +165,7 @@ fn read_one(
     let file = ScannedFile {
         rel: found.rel.clone(),
         fate,
+        former: stored.is_none() && index.contains_key(&found.rel),
         stored,
         stat: Some(found.stat),
         sha256: sha,
@@ -273,138 +273,10 @@ fn hash_file(found: &DiscoveredFile, max_size: u64) -> Result<[u8; 32], Manifest
     Ok(hasher.finalize().into())
 }
 
-/// The most rows (and bytes of account text, four times this) reserved ahead.
-const MOST_RESERVED: usize = 1 << 24;
-
 /// A stored file about to be parsed: its id, and how many rows its last read
 /// gave (the rows it holds, but for tombstones and rows kept through an error).
 #[derive(Clone, Copy)]
 struct Held {
     id: i64,
     rows: u64,
-}
-
-/// The rows the store held for one file, in key order, copied out compactly:
-/// each business unit once (a file's rows share one, usually), the accounts and
-/// sub-accounts in one string, the rest in one array of 24-byte entries.
-#[derive(Default)]
-pub(super) struct HeldRows {
-    units: Vec<String>,
-    text: String,
-    rows: Vec<HeldRow>,
-}
-
-struct HeldRow {
-    /// Index into `units`, with [`REMOVED`] set for a tombstone.
-    unit: u32,
-    /// Where the account and the sub-account end in `text` (each starts where
-    /// the row before ended).
-    ends: [u32; 2],
-    /// The fingerprint's two halves: 4-byte alignment keeps the entry small.
-    fingerprint: [u32; 2],
-    /// `NO_LINE` for none.
-    line: u32,
-}
-
-const NO_LINE: u32 = u32::MAX;
-/// The bit of [`HeldRow::unit`] that marks a tombstone (24-byte entries, not 28).
-const REMOVED: u32 = 1 << 31;
-
-impl HeldRows {
-    /// `None` where the compact form cannot hold them (over 4 GiB of account
-    /// numbers, or a line numbered `u32::MAX`): the merge then reads the store.
-    /// `expected` (the file's row count at its last read) sizes the arrays, so
-    /// that a big file's rows are not copied as they grow, nor held in twice the
-    /// room they need.
-    fn load(store: &Store, file_id: i64, expected: u64) -> Result<Option<Self>, StateError> {
-        // A count the state got wrong costs at most some room never written.
-        let expected = usize::try_from(expected).unwrap_or(0).min(MOST_RESERVED);
-        let mut held = HeldRows {
-            units: Vec::new(),
-            text: String::new(),
-            // Room for some tombstones and kept rows beyond the count.
-            rows: Vec::with_capacity(expected.saturating_add(expected / 32)),
-        };
-        let mut fits = true;
-        store.for_each_file_row(file_id, |prev| {
-            if held.text.capacity() == 0 {
-                // The first row's accounts stand for the rest.
-                let each = prev.key.account.len() + prev.key.sub_account.len();
-                let room = held.rows.capacity().saturating_mul(each + 1);
-                held.text.reserve(room.min(MOST_RESERVED * 4));
-            }
-            fits &= held.push(prev);
-        })?;
-        held.rows.shrink_to_fit();
-        held.text.shrink_to_fit();
-        Ok(fits.then_some(held))
-    }
-
-    /// The rows given, in key order (tests).
-    #[cfg(test)]
-    pub fn of<'k>(rows: impl IntoIterator<Item = PrevRow<'k>>) -> Self {
-        let mut held = HeldRows::default();
-        for prev in rows {
-            assert!(held.push(prev), "the test's rows fit");
-        }
-        held
-    }
-
-    /// Adds the next row; false if the compact form cannot hold it.
-    fn push(&mut self, prev: PrevRow<'_>) -> bool {
-        if self.units.last().map(String::as_str) != Some(prev.key.business_unit) {
-            self.units.push(prev.key.business_unit.to_owned());
-        }
-        let unit = (self.units.len() - 1) as u32;
-        let mut fits = prev.line != Some(NO_LINE) && unit < REMOVED;
-        let mut end = |part: &str| {
-            self.text.push_str(part);
-            u32::try_from(self.text.len()).unwrap_or_else(|_| {
-                fits = false;
-                0
-            })
-        };
-        let ends = [end(prev.key.account), end(prev.key.sub_account)];
-        let fingerprint = prev.fingerprint as u64;
-        self.rows.push(HeldRow {
-            unit: if prev.removed { unit | REMOVED } else { unit },
-            ends,
-            fingerprint: [(fingerprint >> 32) as u32, fingerprint as u32],
-            line: prev.line.unwrap_or(NO_LINE),
-        });
-        fits
-    }
-
-    /// The rows, as the store would give them.
-    pub fn iter(&self) -> impl Iterator<Item = PrevRow<'_>> {
-        self.iter_from(0)
-    }
-
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    /// The rows from the `first`th on.
-    pub fn iter_from(&self, first: usize) -> impl Iterator<Item = PrevRow<'_>> {
-        let mut start = match first.checked_sub(1) {
-            Some(before) => self.rows[before].ends[1] as usize,
-            None => 0,
-        };
-        self.rows[first..].iter().map(move |row| {
-            let [account, sub] = row.ends.map(|e| e as usize);
-            let key = KeyRef {
-                business_unit: &self.units[(row.unit & !REMOVED) as usize],
-                account: &self.text[start..account],
-                sub_account: &self.text[account..sub],
-            };
-            start = sub;
-            PrevRow {
-                key,
-                fingerprint: ((u64::from(row.fingerprint[0]) << 32) | u64::from(row.fingerprint[1]))
-                    as i64,
-                line: (row.line != NO_LINE).then_some(row.line),
-                removed: row.unit & REMOVED != 0,
-            }
-        })
-    }
 }

@@ -75,6 +75,44 @@ impl Store {
         by_backend!(self, db => db.for_each_file_row(file_id, f))
     }
 
+    /// The rows `file_id` holds, in key order: the compact form the last
+    /// commit that changed them stored, or, where there is none (or it is
+    /// damaged), read from `desired` and sized by `expected` (the file's row
+    /// count at its last read). `None` where the compact form cannot hold them:
+    /// [`for_each_file_row`](Self::for_each_file_row) then reads them row by row.
+    pub fn held_rows(&self, file_id: i64, expected: u64) -> Result<Option<HeldRows>> {
+        if let Some(held) = by_backend!(self, db => db.stored_held_rows(file_id))? {
+            return Ok(Some(held));
+        }
+        let mut held = HeldRows::with_capacity(usize::try_from(expected).unwrap_or(0));
+        let mut fits = true;
+        self.for_each_file_row(file_id, |prev| fits &= held.push(prev))?;
+        held.shrink_to_fit();
+        Ok(fits.then_some(held))
+    }
+
+    /// Compares every file's stored rows (where it has them) with the rows
+    /// `desired` holds for it. A check for tests and diagnosis: it reads the
+    /// whole state.
+    pub fn check_held_rows(&self) -> Result<HeldRowsCheck> {
+        let mut check = HeldRowsCheck::default();
+        for (path, entry) in self.file_index()? {
+            let Some(stored) = by_backend!(self, db => db.stored_held_rows(entry.id))? else {
+                continue;
+            };
+            check.stored += 1;
+            let mut read = HeldRows::default();
+            self.for_each_file_row(entry.id, |prev| {
+                read.push(prev);
+            })?;
+            if stored != read {
+                check.differ.push(path);
+            }
+        }
+        check.differ.sort();
+        Ok(check)
+    }
+
     /// The stored errors of every file still present.
     pub fn present_file_errors(&self) -> Result<Vec<ManifestError>> {
         by_backend!(self, db => db.present_file_errors())
@@ -93,18 +131,23 @@ impl Store {
         by_backend!(mut self, db => db.set_git_provenance(files))
     }
 
-    /// Commits one scan: files, their errors, desired rows, queue entries, holds
-    /// and meta, in one transaction.
+    /// Commits one scan: files, their errors, desired rows, queue entries, holds,
+    /// the files' held rows and meta, in one transaction. `held` must give every
+    /// file whose desired rows `desired` changes either its rows as they are
+    /// after the commit or `None` (its stored rows are dropped).
     pub fn commit_scan<'w>(
         &mut self,
         now_ms: i64,
         files: &[FileWrite<'_>],
-        desired: impl IntoIterator<Item = DesiredWrite<'w>>,
-        queue: impl IntoIterator<Item = QueueWrite<'w>>,
-        holds: impl IntoIterator<Item = HoldWrite<'w>>,
+        writes: ScanWrites<
+            impl IntoIterator<Item = DesiredWrite<'w>>,
+            impl IntoIterator<Item = QueueWrite<'w>>,
+            impl IntoIterator<Item = HoldWrite<'w>>,
+            impl IntoIterator<Item = HeldWrite<'w>>,
+        >,
         meta: &[(&str, String)],
     ) -> Result<()> {
-        by_backend!(mut self, db => db.commit_scan(now_ms, files, desired, queue, holds, meta))
+        by_backend!(mut self, db => db.commit_scan(now_ms, files, writes, meta))
     }
 
     // Desired and acknowledged state.

@@ -94,6 +94,11 @@ pub(super) const TABLES: &[Table] = &[
         identity: None,
     },
     Table {
+        name: "held_rows",
+        columns: &[("file_id", Int), ("data", Bytes)],
+        identity: None,
+    },
+    Table {
         name: "acked",
         columns: key_then![
             ("first_name", Text),

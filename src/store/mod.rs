@@ -7,6 +7,8 @@
 
 mod api;
 pub mod copy;
+mod held;
+pub use held::HeldRows;
 mod history;
 pub use history::{DeliveryLine, LineProvenance};
 mod lease;

@@ -74,6 +74,33 @@ pub struct QueueWrite<'a> {
     pub differs: bool,
 }
 
+/// What a scan commit writes besides its files and meta, each streamed into
+/// the transaction as it goes.
+pub struct ScanWrites<D, Q, H, R> {
+    pub desired: D,
+    pub queue: Q,
+    pub holds: H,
+    /// Every file whose desired rows `desired` changes, with its rows after.
+    pub held: R,
+}
+
+/// A file's held rows after a scan commit: their stored form
+/// ([`HeldRows::encode`](super::HeldRows::encode)), or `None` to drop what is
+/// stored (the next scan reads them from `desired`).
+pub struct HeldWrite<'a> {
+    pub path: &'a str,
+    pub rows: Option<Vec<u8>>,
+}
+
+/// What [`Store::check_held_rows`](super::Store::check_held_rows) found.
+#[derive(Debug, Default)]
+pub struct HeldRowsCheck {
+    /// Files with stored rows.
+    pub stored: usize,
+    /// Those whose stored rows are not exactly `desired`'s, by path.
+    pub differ: Vec<String>,
+}
+
 /// Sets (`Some(cause)`) or releases (`None`) a key's held unenroll.
 pub struct HoldWrite<'a> {
     pub key: KeyRef<'a>,

@@ -11,6 +11,7 @@ const FILE_ERRORS: &str = "SELECT f.path, e.line, e.account, e.field, e.kind, e.
 const FILE_ROWS: &str = "SELECT business_unit, account, sub_account, fingerprint, line, removed
    FROM desired WHERE file_id = $1
    ORDER BY business_unit, account, sub_account";
+const HELD_ROWS: &str = "SELECT data FROM held_rows WHERE file_id = $1";
 /// Rows per fetch of a file's rows.
 const FILE_ROWS_CHUNK: i32 = 10_000;
 
@@ -105,6 +106,17 @@ impl Db {
                 return tx.commit().step(step);
             }
         }
+    }
+
+    /// The file's held rows as the last commit that changed them stored
+    /// them; `None` where there are none, or they do not read back (then
+    /// they are read from `desired`).
+    pub fn stored_held_rows(&self, file_id: i64) -> Result<Option<HeldRows>> {
+        let step = "reading a file's held rows";
+        let mut c = self.conn();
+        let s = c.prepare(HELD_ROWS).step(step)?;
+        let row = c.client.query_opt(&s, &[&file_id]).step(step)?;
+        Ok(row.and_then(|row| held::decoded(file_id, row.get::<_, &[u8]>(0))))
     }
 
     pub fn present_file_error_count(&self) -> Result<u64> {

@@ -1,5 +1,6 @@
-//! Committing a scan: files, errors, desired rows, queue entries, holds and
-//! meta in one transaction, each kind of write sent once per batch of rows.
+//! Committing a scan: files, errors, desired rows, queue entries, holds, each
+//! changed file's held rows and meta in one transaction, each kind of write
+//! sent once per batch of rows.
 
 use super::*;
 use ::postgres::Transaction;
@@ -56,6 +57,9 @@ const RELEASE: &str = "WITH released AS (
    SELECT business_unit, account, sub_account, $4, 'released', 'Accounts.UnenrollAutopay',
           json_build_object('cause', 'the reason for the unenroll went away')::text
    FROM released ORDER BY business_unit, account, sub_account";
+const STORE_HELD: &str = "INSERT INTO held_rows (file_id, data) VALUES ($1, $2)
+   ON CONFLICT (file_id) DO UPDATE SET data = excluded.data";
+const DROP_HELD: &str = "DELETE FROM held_rows WHERE file_id = $1";
 const SET_META: &str = "INSERT INTO meta (key, value) SELECT * FROM unnest($1::text[], $2::text[])
    ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 
@@ -77,18 +81,28 @@ impl Db {
         &mut self,
         now_ms: i64,
         files: &[FileWrite<'_>],
-        desired: impl IntoIterator<Item = DesiredWrite<'w>>,
-        queue: impl IntoIterator<Item = QueueWrite<'w>>,
-        holds: impl IntoIterator<Item = HoldWrite<'w>>,
+        writes: ScanWrites<
+            impl IntoIterator<Item = DesiredWrite<'w>>,
+            impl IntoIterator<Item = QueueWrite<'w>>,
+            impl IntoIterator<Item = HoldWrite<'w>>,
+            impl IntoIterator<Item = HeldWrite<'w>>,
+        >,
         meta: &[(&str, String)],
     ) -> Result<()> {
         let step = "committing a scan";
+        let ScanWrites {
+            desired,
+            queue,
+            holds,
+            held,
+        } = writes;
         let Conn { client, statements } = self.conn_mut();
         let mut tx = client.transaction().step(step)?;
         let mut ids = write_files(&mut tx, statements, now_ms, files).step(step)?;
-        let imported = write_desired(&mut tx, statements, now_ms, &mut ids, desired).step(step)?;
+        write_desired(&mut tx, statements, now_ms, &mut ids, desired).step(step)?;
         write_queue(&mut tx, statements, now_ms, queue).step(step)?;
         write_holds(&mut tx, statements, now_ms, holds).step(step)?;
+        write_held(&mut tx, statements, &mut ids, held).step(step)?;
         let keys: Vec<&str> = meta.iter().map(|(k, _)| *k).collect();
         let values: Vec<&str> = meta.iter().map(|(_, v)| v.as_str()).collect();
         if !keys.is_empty() {
@@ -96,22 +110,7 @@ impl Db {
             tx.execute(&s, &[&keys, &values]).step(step)?;
         }
         tx.commit().step(step)?;
-        if imported {
-            self.settle_import();
-        }
         Ok(())
-    }
-
-    /// Vacuums `desired` after a first import filled it: the visibility map
-    /// lets a file's held rows be read from `desired_by_file` alone (at 1M, an
-    /// index-only scan of 0.12 s against 0.3 s through the table), where
-    /// autovacuum would set it only a minute or more later. Maintenance only:
-    /// a failure is logged.
-    fn settle_import(&mut self) {
-        let target = self.target().to_owned();
-        if let Err(err) = self.client().batch_execute("VACUUM (SKIP_LOCKED) desired") {
-            tracing::warn!(error = %err, target = %target, "cannot vacuum the imported customers; autovacuum will");
-        }
     }
 }
 
@@ -285,14 +284,14 @@ fn copy_new_desired<'w>(
     Ok(left)
 }
 
-/// Writes the desired rows; true if they filled an empty table (a first import).
+/// Writes the desired rows (into an empty table, a first import, by `COPY`).
 fn write_desired<'w>(
     tx: &mut Transaction<'_>,
     statements: &mut HashMap<&'static str, Statement>,
     now_ms: i64,
     ids: &mut HashMap<String, i64>,
     desired: impl IntoIterator<Item = DesiredWrite<'w>>,
-) -> PgResult<bool> {
+) -> PgResult<()> {
     let mut desired = desired.into_iter().peekable();
     let mut left = None;
     let imported = desired.peek().is_some() && is_empty(tx, "desired")?;
@@ -386,7 +385,7 @@ fn write_desired<'w>(
     if removed.len() > 0 {
         flush_removed(tx, &mut removed)?;
     }
-    Ok(imported)
+    Ok(())
 }
 
 fn write_queue<'w>(
@@ -527,6 +526,39 @@ fn write_holds<'w>(
                     &now_ms,
                 ],
             )?;
+        }
+    }
+    Ok(())
+}
+
+/// Each file's held rows: stored, or dropped. One statement a file: a file's
+/// value is one parameter, and there are few files.
+fn write_held<'w>(
+    tx: &mut Transaction<'_>,
+    statements: &mut HashMap<&'static str, Statement>,
+    ids: &mut HashMap<String, i64>,
+    held: impl IntoIterator<Item = HeldWrite<'w>>,
+) -> PgResult<()> {
+    for write in held {
+        let id = match ids.get(write.path) {
+            Some(id) => *id,
+            None => {
+                let s = prepare(tx, statements, FILE_IDS)?;
+                match tx.query_opt(&s, &[&vec![write.path]])? {
+                    Some(row) => row.get(0),
+                    None => continue, // never stored: nothing held
+                }
+            }
+        };
+        match &write.rows {
+            Some(data) => {
+                let s = prepare(tx, statements, STORE_HELD)?;
+                tx.execute(&s, &[&id, data])?;
+            }
+            None => {
+                let s = prepare(tx, statements, DROP_HELD)?;
+                tx.execute(&s, &[&id])?;
+            }
         }
     }
     Ok(())

@@ -230,6 +230,18 @@ CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON manifest_v
 ALTER TABLE history ADD COLUMN manifest_version bigint;
 DROP INDEX history_by_time;
 "#,
+    // v5: as SQLite's v8: each file's held rows in one compact value, stored
+    // uncompressed (it is mostly fingerprints), and no index by file.
+    r#"
+CREATE TABLE held_rows (
+    file_id bigint PRIMARY KEY REFERENCES files(id),
+    data    bytea NOT NULL
+);
+ALTER TABLE held_rows ALTER COLUMN data SET STORAGE EXTERNAL;
+CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON held_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION fence();
+DROP INDEX desired_by_file;
+"#,
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

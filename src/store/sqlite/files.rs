@@ -71,7 +71,7 @@ impl Db {
     pub fn for_each_file_row(&self, file_id: i64, mut f: impl FnMut(PrevRow<'_>)) -> Result<()> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT business_unit, account, sub_account, fingerprint, line, removed
-             FROM desired INDEXED BY desired_by_file WHERE file_id = ?1
+             FROM desired WHERE file_id = ?1
              ORDER BY business_unit, account, sub_account",
         )?;
         let mut rows = stmt.query([file_id])?;
@@ -88,6 +88,24 @@ impl Db {
             });
         }
         Ok(())
+    }
+
+    /// The file's held rows as the last commit that changed them stored
+    /// them; `None` where there are none, or they do not read back (then
+    /// they are read from `desired`).
+    pub fn stored_held_rows(&self, file_id: i64) -> Result<Option<HeldRows>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT data FROM held_rows WHERE file_id = ?1")
+            .step("reading a file's held rows")?;
+        let mut rows = stmt.query([file_id]).step("reading a file's held rows")?;
+        let Some(row) = rows.next().step("reading a file's held rows")? else {
+            return Ok(None);
+        };
+        match row.get_ref(0).step("reading a file's held rows")? {
+            rusqlite::types::ValueRef::Blob(data) => Ok(held::decoded(file_id, data)),
+            _ => Ok(held::decoded(file_id, &[])),
+        }
     }
 
     /// The stored errors of every file still present.

@@ -1,21 +1,24 @@
-//! Committing a scan: files, errors, desired rows, queue entries and holds, in
-//! one transaction.
+//! Committing a scan: files, errors, desired rows, queue entries, holds and
+//! each changed file's held rows, in one transaction.
 
 use super::*;
 
 impl Db {
-    /// Commits one scan: files, their errors, desired rows and queue entries, in
-    /// one transaction.
+    /// Commits one scan: files, their errors, desired rows, queue entries,
+    /// holds and the files' held rows, in one transaction.
     pub fn commit_scan<'w>(
         &mut self,
         now_ms: i64,
         files: &[FileWrite<'_>],
-        desired: impl IntoIterator<Item = DesiredWrite<'w>>,
-        queue: impl IntoIterator<Item = QueueWrite<'w>>,
-        holds: impl IntoIterator<Item = HoldWrite<'w>>,
+        writes: ScanWrites<
+            impl IntoIterator<Item = DesiredWrite<'w>>,
+            impl IntoIterator<Item = QueueWrite<'w>>,
+            impl IntoIterator<Item = HoldWrite<'w>>,
+            impl IntoIterator<Item = HeldWrite<'w>>,
+        >,
         meta: &[(&str, String)],
     ) -> Result<()> {
-        self.commit_scan_in(now_ms, files, desired, queue, holds, meta)
+        self.commit_scan_in(now_ms, files, writes, meta)
             .step("committing a scan")
     }
 
@@ -23,17 +26,27 @@ impl Db {
         &mut self,
         now_ms: i64,
         files: &[FileWrite<'_>],
-        desired: impl IntoIterator<Item = DesiredWrite<'w>>,
-        queue: impl IntoIterator<Item = QueueWrite<'w>>,
-        holds: impl IntoIterator<Item = HoldWrite<'w>>,
+        writes: ScanWrites<
+            impl IntoIterator<Item = DesiredWrite<'w>>,
+            impl IntoIterator<Item = QueueWrite<'w>>,
+            impl IntoIterator<Item = HoldWrite<'w>>,
+            impl IntoIterator<Item = HeldWrite<'w>>,
+        >,
         meta: &[(&str, String)],
     ) -> DbResult<()> {
+        let ScanWrites {
+            desired,
+            queue,
+            holds,
+            held,
+        } = writes;
         let tx = self.conn.transaction()?;
         let mut ids: HashMap<String, i64> = HashMap::new();
         write_files(&tx, now_ms, files, &mut ids)?;
         write_desired(&tx, now_ms, desired, &mut ids)?;
         write_queue(&tx, now_ms, queue)?;
         write_holds(&tx, now_ms, holds)?;
+        write_held(&tx, held, &mut ids)?;
         write_meta(&tx, meta)?;
         tx.commit()
     }
@@ -251,6 +264,34 @@ fn write_holds<'w>(
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Each file's held rows: stored, or dropped.
+fn write_held<'w>(
+    tx: &rusqlite::Transaction<'_>,
+    held: impl IntoIterator<Item = HeldWrite<'w>>,
+    ids: &mut HashMap<String, i64>,
+) -> DbResult<()> {
+    let mut file_id = tx.prepare_cached("SELECT id FROM files WHERE path = ?1")?;
+    let mut store = tx.prepare_cached(
+        "INSERT INTO held_rows (file_id, data) VALUES (?1, ?2)
+         ON CONFLICT (file_id) DO UPDATE SET data = excluded.data",
+    )?;
+    let mut drop = tx.prepare_cached("DELETE FROM held_rows WHERE file_id = ?1")?;
+    for write in held {
+        let id = match ids.get(write.path) {
+            Some(id) => *id,
+            None => match file_id.query_row([write.path], |r| r.get(0)).optional()? {
+                Some(id) => id,
+                None => continue, // never stored: nothing held
+            },
+        };
+        match &write.rows {
+            Some(data) => store.execute(params![id, data])?,
+            None => drop.execute([id])?,
+        };
     }
     Ok(())
 }

@@ -209,6 +209,17 @@ CREATE INDEX manifest_versions_by_path ON manifest_versions (path, sha256);
 ALTER TABLE history ADD COLUMN manifest_version INTEGER;
 DROP INDEX history_by_time;
 "#,
+    // v8: each file's held rows in one compact value (`store::HeldRows`),
+    // written by the scan commit that changes them and dropped where it cannot
+    // write them; a scan reads that instead of the file's rows, so the index
+    // by file goes (a file without the value is read from `desired` in key order).
+    r#"
+CREATE TABLE held_rows (
+    file_id INTEGER PRIMARY KEY REFERENCES files(id),
+    data    BLOB NOT NULL
+);
+DROP INDEX desired_by_file;
+"#,
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

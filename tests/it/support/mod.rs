@@ -202,6 +202,9 @@ impl Project {
         let mut store = Store::open(&config.state).expect("open store");
         let scan = self.scan_with(&config, &store);
         scan.commit(&mut store).expect("commit");
+        // Every commit keeps each file's stored rows exactly `desired`'s.
+        let check = store.check_held_rows().expect("check held rows");
+        assert_eq!(check.differ, Vec::<String>::new(), "stored rows differ");
         scan
     }
 
