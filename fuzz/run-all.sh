@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${1:-600}"
 mkdir -p logs corpus
-for target in csv_manifest yaml_manifest config smarterpay_webhook payroc_webhook; do
+for target in csv_manifest yaml_manifest config smarterpay_webhook payroc_webhook held_rows; do
   mkdir -p "corpus/$target"
   cargo fuzz run --sanitizer none -O "$target" "corpus/$target" "seeds/$target" -- \
     -max_total_time="$seconds" -max_len=65536 -timeout=5 -rss_limit_mb=2048 -print_final_stats=1 \

@@ -16,14 +16,17 @@ use std::cmp::Ordering;
 
 /// The rows one file holds, in key order: each business unit once (a file's
 /// rows share one, usually), the accounts and sub-accounts in one string, the
-/// rest in one array of 24-byte entries.
+/// rest in 24-byte entries kept as they are stored, so that a stored value is
+/// read straight into place.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HeldRows {
     units: Vec<String>,
     text: String,
-    rows: Vec<HeldRow>,
+    /// [`ROW`] bytes a row, as stored: see [`HeldRow`].
+    rows: Vec<u8>,
 }
 
+/// One entry, as [`HeldRows::rows`] stores it (six little-endian `u32`s).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct HeldRow {
     /// Index into `units`, with [`REMOVED`] set for a tombstone.
@@ -31,10 +34,38 @@ struct HeldRow {
     /// Where the account and the sub-account end in `text` (each starts where
     /// the row before ended).
     ends: [u32; 2],
-    /// The fingerprint's two halves: 4-byte alignment keeps the entry small.
+    /// The fingerprint's two halves.
     fingerprint: [u32; 2],
     /// `NO_LINE` for none.
     line: u32,
+}
+
+impl HeldRow {
+    fn read(bytes: &[u8]) -> Self {
+        let field = |i: usize| {
+            u32::from_le_bytes(bytes[i * 4..i * 4 + 4].try_into().expect("a row's field"))
+        };
+        HeldRow {
+            unit: field(0),
+            ends: [field(1), field(2)],
+            fingerprint: [field(3), field(4)],
+            line: field(5),
+        }
+    }
+
+    fn write(self, out: &mut Vec<u8>) {
+        let fields = [
+            self.unit,
+            self.ends[0],
+            self.ends[1],
+            self.fingerprint[0],
+            self.fingerprint[1],
+            self.line,
+        ];
+        for field in fields {
+            out.extend_from_slice(&field.to_le_bytes());
+        }
+    }
 }
 
 const NO_LINE: u32 = u32::MAX;
@@ -56,7 +87,7 @@ impl HeldRows {
         HeldRows {
             units: Vec::new(),
             text: String::new(),
-            rows: Vec::with_capacity(expected.saturating_add(expected / 32)),
+            rows: Vec::with_capacity(expected.saturating_add(expected / 32) * ROW),
         }
     }
 
@@ -71,7 +102,7 @@ impl HeldRows {
         if self.text.capacity() == 0 {
             // The first row's accounts stand for the rest.
             let each = prev.key.account.len() + prev.key.sub_account.len();
-            let room = self.rows.capacity().saturating_mul(each + 1);
+            let room = (self.rows.capacity() / ROW).saturating_mul(each + 1);
             self.text.reserve(room.min(MOST_RESERVED * 4));
         }
         let unit = (self.units.len() - 1) as u32;
@@ -85,13 +116,14 @@ impl HeldRows {
         };
         let ends = [end(prev.key.account), end(prev.key.sub_account)];
         let fingerprint = prev.fingerprint as u64;
-        self.rows.push(HeldRow {
+        HeldRow {
             unit: if prev.removed { unit | REMOVED } else { unit },
             ends,
             fingerprint: [(fingerprint >> 32) as u32, fingerprint as u32],
             line: prev.line.unwrap_or(NO_LINE),
-        });
-        fits
+        }
+        .write(&mut self.rows);
+        fits && self.len() < u32::MAX as usize
     }
 
     /// Gives back room reserved and not used.
@@ -101,11 +133,15 @@ impl HeldRows {
     }
 
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.rows.len() / ROW
     }
 
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+
+    fn row(&self, i: usize) -> HeldRow {
+        HeldRow::read(&self.rows[i * ROW..(i + 1) * ROW])
     }
 
     /// The rows, as the store would give them.
@@ -116,49 +152,40 @@ impl HeldRows {
     /// The rows from the `first`th on.
     pub fn iter_from(&self, first: usize) -> impl Iterator<Item = PrevRow<'_>> {
         let mut start = match first.checked_sub(1) {
-            Some(before) => self.rows[before].ends[1] as usize,
+            Some(before) => self.row(before).ends[1] as usize,
             None => 0,
         };
-        self.rows[first..].iter().map(move |row| {
-            let [account, sub] = row.ends.map(|e| e as usize);
-            let key = KeyRef {
-                business_unit: &self.units[(row.unit & !REMOVED) as usize],
-                account: &self.text[start..account],
-                sub_account: &self.text[account..sub],
-            };
-            start = sub;
-            PrevRow {
-                key,
-                fingerprint: ((u64::from(row.fingerprint[0]) << 32) | u64::from(row.fingerprint[1]))
-                    as i64,
-                line: (row.line != NO_LINE).then_some(row.line),
-                removed: row.unit & REMOVED != 0,
-            }
-        })
+        self.rows[first * ROW..]
+            .chunks_exact(ROW)
+            .map(move |bytes| {
+                let row = HeldRow::read(bytes);
+                let [account, sub] = row.ends.map(|e| e as usize);
+                let key = KeyRef {
+                    business_unit: &self.units[(row.unit & !REMOVED) as usize],
+                    account: &self.text[start..account],
+                    sub_account: &self.text[account..sub],
+                };
+                start = sub;
+                PrevRow {
+                    key,
+                    fingerprint: ((u64::from(row.fingerprint[0]) << 32)
+                        | u64::from(row.fingerprint[1])) as i64,
+                    line: (row.line != NO_LINE).then_some(row.line),
+                    removed: row.unit & REMOVED != 0,
+                }
+            })
     }
 
     /// The stored form.
     pub fn encode(&self) -> Vec<u8> {
         let units: usize = self.units.iter().map(|u| 4 + u.len()).sum();
-        let mut out = Vec::with_capacity(HEADER + self.rows.len() * ROW + units + self.text.len());
+        let mut out = Vec::with_capacity(HEADER + self.rows.len() + units + self.text.len());
         out.extend_from_slice(MAGIC);
-        for count in [self.rows.len(), self.units.len(), self.text.len()] {
+        for count in [self.len(), self.units.len(), self.text.len()] {
             // Each fits: `push` refuses what would not.
             out.extend_from_slice(&(count as u32).to_le_bytes());
         }
-        for row in &self.rows {
-            let fields = [
-                row.unit,
-                row.ends[0],
-                row.ends[1],
-                row.fingerprint[0],
-                row.fingerprint[1],
-                row.line,
-            ];
-            for field in fields {
-                out.extend_from_slice(&field.to_le_bytes());
-            }
-        }
+        out.extend_from_slice(&self.rows);
         for unit in &self.units {
             out.extend_from_slice(&(unit.len() as u32).to_le_bytes());
             out.extend_from_slice(unit.as_bytes());
@@ -171,56 +198,85 @@ impl HeldRows {
     /// could not have written: a short or long value, a text end out of place
     /// or inside a character, a unit that does not exist, keys out of order.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        let mut input = Input(bytes);
-        if input.take(4)? != MAGIC {
+        Self::read(bytes.len(), |buf, at| {
+            buf.copy_from_slice(bytes.get(at..at + buf.len())?);
+            Some(())
+        })
+    }
+
+    /// Reads a stored form of `len` bytes through `read_at` (fill the buffer
+    /// from the offset given), each part straight into place: the value is
+    /// never held twice. `None` as for [`decode`](Self::decode), or where
+    /// `read_at` fails.
+    pub fn read(
+        len: usize,
+        mut read_at: impl FnMut(&mut [u8], usize) -> Option<()>,
+    ) -> Option<Self> {
+        let mut header = [0u8; HEADER];
+        read_at(header.get_mut(..len.min(HEADER))?, 0)?;
+        if len < HEADER || &header[..4] != MAGIC {
             return None;
         }
-        let [rows, units, text] = [0; 3].map(|_| input.u32().map(|n| n as usize));
-        let (rows, units, text) = (rows?, units?, text?);
-        let row_bytes = input.take(rows.checked_mul(ROW)?)?;
-        let mut held = HeldRows {
-            units: Vec::with_capacity(units.min(bytes.len() / 4)),
-            text: String::new(),
-            rows: Vec::with_capacity(rows),
+        let count = |i: usize| {
+            u32::from_le_bytes(header[i * 4..i * 4 + 4].try_into().expect("4 bytes")) as usize
         };
-        for _ in 0..units {
-            let len = input.u32()? as usize;
-            let unit = std::str::from_utf8(input.take(len)?).ok()?;
-            // Units come in key order, each once.
-            if held.units.last().is_some_and(|last| last.as_str() >= unit) {
+        let (rows, units, text) = (count(1), count(2), count(3));
+        let rows_end = HEADER.checked_add(rows.checked_mul(ROW)?)?;
+        let units_end = len.checked_sub(text)?;
+        if units_end < rows_end {
+            return None;
+        }
+        let mut part = |from: usize, to: usize| {
+            let mut buf = vec![0u8; to - from];
+            read_at(&mut buf, from).map(|()| buf)
+        };
+        let held = HeldRows {
+            units: Self::read_units(&part(rows_end, units_end)?, units)?,
+            text: String::from_utf8(part(units_end, len)?).ok()?,
+            rows: part(HEADER, rows_end)?,
+        };
+        held.in_order().then_some(held)
+    }
+
+    /// `count` business units, each a `u32` length and its bytes, filling
+    /// `bytes` exactly, in strict order.
+    fn read_units(mut bytes: &[u8], count: usize) -> Option<Vec<String>> {
+        let mut units: Vec<String> = Vec::with_capacity(count.min(bytes.len() / 4));
+        for _ in 0..count {
+            let (len, rest) = bytes.split_first_chunk::<4>()?;
+            let len = u32::from_le_bytes(*len) as usize;
+            let unit = std::str::from_utf8(rest.get(..len)?).ok()?;
+            if units.last().is_some_and(|last| last.as_str() >= unit) {
                 return None;
             }
-            held.units.push(unit.to_owned());
+            units.push(unit.to_owned());
+            bytes = &rest[len..];
         }
-        held.text = std::str::from_utf8(input.take(text)?).ok()?.to_owned();
-        if !input.0.is_empty() {
-            return None;
-        }
+        bytes.is_empty().then_some(units)
+    }
+
+    /// Whether every row's unit exists, its text ends fall in place on
+    /// character boundaries, the rows take the whole text and every unit, and
+    /// the keys come in strict order: what the merge relies on.
+    fn in_order(&self) -> bool {
+        let text = self.text.as_bytes();
         let mut start = 0usize;
         let mut before: Option<(u32, usize, usize, usize)> = None;
-        for chunk in row_bytes.chunks_exact(ROW) {
-            let field =
-                |i: usize| u32::from_le_bytes(chunk[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
-            let row = HeldRow {
-                unit: field(0),
-                ends: [field(1), field(2)],
-                fingerprint: [field(3), field(4)],
-                line: field(5),
-            };
+        for bytes in self.rows.chunks_exact(ROW) {
+            let row = HeldRow::read(bytes);
             let unit = row.unit & !REMOVED;
             let [account, sub] = row.ends.map(|e| e as usize);
-            let in_place = (unit as usize) < held.units.len()
+            let in_place = (unit as usize) < self.units.len()
                 && start <= account
                 && account <= sub
-                && sub <= held.text.len()
-                && held.text.is_char_boundary(account)
-                && held.text.is_char_boundary(sub);
+                && sub <= text.len()
+                && self.text.is_char_boundary(account)
+                && self.text.is_char_boundary(sub);
             if !in_place {
-                return None;
+                return false;
             }
             if let Some((last_unit, last_start, last_account, last_sub)) = before {
                 let order = last_unit.cmp(&unit).then_with(|| {
-                    let text = held.text.as_bytes();
                     (
                         &text[last_start..last_account],
                         &text[last_account..last_sub],
@@ -228,49 +284,28 @@ impl HeldRows {
                         .cmp(&(&text[start..account], &text[account..sub]))
                 });
                 if order != Ordering::Less {
-                    return None;
+                    return false;
                 }
             }
             before = Some((unit, start, account, sub));
             start = sub;
-            held.rows.push(row);
         }
-        // The rows' text is the whole text, and every unit is used.
         let units_used = before.map_or(0, |(unit, ..)| unit as usize + 1);
-        (start == held.text.len() && units_used == held.units.len()).then_some(held)
+        start == text.len() && units_used == self.units.len()
     }
 }
 
 /// A stored form read back, or `None` (logged: the rows are then read from
 /// `desired`, and the next commit that changes the file stores them again).
-pub(super) fn decoded(file_id: i64, bytes: &[u8]) -> Option<HeldRows> {
-    let held = HeldRows::decode(bytes);
+pub(super) fn decoded(file_id: i64, held: Option<HeldRows>, bytes: usize) -> Option<HeldRows> {
     if held.is_none() {
         tracing::warn!(
             file_id,
-            bytes = bytes.len(),
+            bytes,
             "a manifest file's stored rows do not read back; reading them from the desired state instead"
         );
     }
     held
-}
-
-/// Reads a stored form front to back.
-struct Input<'a>(&'a [u8]);
-
-impl<'a> Input<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if n > self.0.len() {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
 }
 
 #[cfg(test)]
@@ -358,6 +393,17 @@ mod tests {
             Ok(())
         })
         .budget_ms(1_000);
+    }
+
+    #[test]
+    fn the_fuzz_seeds_are_stored_forms_that_read_back() {
+        for seed in [
+            &include_bytes!("../../fuzz/seeds/held_rows/empty.bin")[..],
+            &include_bytes!("../../fuzz/seeds/held_rows/two_units_tombstone.bin")[..],
+        ] {
+            let held = HeldRows::decode(seed).expect("a seed reads back");
+            assert_eq!(held.encode(), seed);
+        }
     }
 
     #[test]

@@ -116,7 +116,10 @@ impl Db {
         let mut c = self.conn();
         let s = c.prepare(HELD_ROWS).step(step)?;
         let row = c.client.query_opt(&s, &[&file_id]).step(step)?;
-        Ok(row.and_then(|row| held::decoded(file_id, row.get::<_, &[u8]>(0))))
+        Ok(row.and_then(|row| {
+            let data: &[u8] = row.get(0);
+            held::decoded(file_id, HeldRows::decode(data), data.len())
+        }))
     }
 
     pub fn present_file_error_count(&self) -> Result<u64> {

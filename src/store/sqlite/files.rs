@@ -92,20 +92,32 @@ impl Db {
 
     /// The file's held rows as the last commit that changed them stored
     /// them; `None` where there are none, or they do not read back (then
-    /// they are read from `desired`).
+    /// they are read from `desired`). Read by incremental blob I/O, each part
+    /// straight into place, so the value is never in memory twice.
     pub fn stored_held_rows(&self, file_id: i64) -> Result<Option<HeldRows>> {
-        let mut stmt = self
+        let step = "reading a file's held rows";
+        let len: Option<i64> = self
             .conn
-            .prepare_cached("SELECT data FROM held_rows WHERE file_id = ?1")
-            .step("reading a file's held rows")?;
-        let mut rows = stmt.query([file_id]).step("reading a file's held rows")?;
-        let Some(row) = rows.next().step("reading a file's held rows")? else {
+            .prepare_cached("SELECT length(data) FROM held_rows WHERE file_id = ?1")
+            .and_then(|mut s| s.query_row([file_id], |r| r.get(0)).optional())
+            .step(step)?;
+        let Some(len) = len else {
             return Ok(None);
         };
-        match row.get_ref(0).step("reading a file's held rows")? {
-            rusqlite::types::ValueRef::Blob(data) => Ok(held::decoded(file_id, data)),
-            _ => Ok(held::decoded(file_id, &[])),
+        let blob = self
+            .conn
+            .blob_open(rusqlite::MAIN_DB, "held_rows", "data", file_id, true)
+            .step(step)?;
+        let mut failure = None;
+        let held = HeldRows::read(len as usize, |buf, at| {
+            blob.read_at_exact(buf, at)
+                .map_err(|err| failure = Some(err))
+                .ok()
+        });
+        if let Some(err) = failure {
+            return Err(err).step(step);
         }
+        Ok(held::decoded(file_id, held, len as usize))
     }
 
     /// The stored errors of every file still present.
