@@ -1,7 +1,6 @@
 //! Reading the folder: which files changed (stat, then SHA-256), parsing those
-//! that did (on one thread per core when there are several files), and, beside
-//! the parse, loading the rows each of them held before, so that the merge finds
-//! them in memory.
+//! that did (on one thread per core when there are several files), then loading
+//! the rows each parsed file held before, so that the merge finds them in memory.
 
 use super::{FileFate, RACY_MS, ScanSettings, ScannedFile};
 use crate::manifest::{DiscoveredFile, ManifestError, ParsedFile, parse_file};
@@ -11,7 +10,7 @@ use std::collections::HashMap;
 use std::io::Read as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// The files as read, and the rows the store held for each file being parsed.
+/// The files as read, and the rows the store held for each file parsed.
 pub(super) struct Read {
     pub files: Vec<ScannedFile>,
     pub parsed: Vec<(usize, ParsedFile)>,
@@ -20,47 +19,26 @@ pub(super) struct Read {
     pub previous: HashMap<i64, HeldRows>,
 }
 
-/// Reads every discovered file that may have changed. The files are hashed and
-/// parsed on a thread of their own; meanwhile this thread loads, for each file
-/// about to be parsed, the rows the store holds for it (the other half of the
-/// merge), so that the two costs overlap instead of adding up.
+/// Reads every discovered file that may have changed, then loads the rows
+/// each parsed file held (one stored value a file, as a rule). They are loaded
+/// after the parse, not beside it: a big file's parse takes both cores
+/// already, and its rows and those held would otherwise be in memory together
+/// with the parse's own buffers.
 pub(super) fn read_files(
     store: &Store,
     settings: &ScanSettings<'_>,
     found: &[DiscoveredFile],
     index: &HashMap<String, FileEntry>,
 ) -> Result<Read, StateError> {
-    let (parsing, ids) = std::sync::mpsc::channel::<Held>();
-    std::thread::scope(|s| {
-        let reader = std::thread::Builder::new()
-            .name("scan-read".into())
-            .spawn_scoped(s, move || read_each(settings, found, index, &parsing))
-            .expect("cannot start the scan's reading thread");
-        let mut previous = HashMap::new();
-        let mut failure = None;
-        for Held { id, rows } in ids {
-            if failure.is_none() {
-                match store.held_rows(id, rows) {
-                    Ok(Some(rows)) => {
-                        previous.insert(id, rows);
-                    }
-                    Ok(None) => {}
-                    Err(err) => failure = Some(err),
-                }
+    let mut read = read_each(settings, found, index);
+    for file in &read.files {
+        if let (FileFate::Parsed { .. }, Some(stored)) = (file.fate, &file.stored) {
+            if let Some(held) = store.held_rows(stored.id, stored.rows)? {
+                read.previous.insert(stored.id, held);
             }
         }
-        let mut read = match reader.join() {
-            Ok(read) => read,
-            Err(panic) => std::panic::resume_unwind(panic),
-        };
-        match failure {
-            Some(err) => Err(err),
-            None => {
-                read.previous = previous;
-                Ok(read)
-            }
-        }
-    })
+    }
+    Ok(read)
 }
 
 /// Each file's fate, and what was parsed; `previous` is left to the caller.
@@ -70,12 +48,11 @@ fn read_each(
     settings: &ScanSettings<'_>,
     found: &[DiscoveredFile],
     index: &HashMap<String, FileEntry>,
-    parsing: &std::sync::mpsc::Sender<Held>,
 ) -> Read {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let readers = cores.min(MAX_READERS).min(found.len()).max(1);
     let next = AtomicUsize::new(0);
-    let take_files = |parsing: &std::sync::mpsc::Sender<Held>| {
+    let take_files = || {
         let mut done = Vec::new();
         loop {
             let position = next.fetch_add(1, Ordering::Relaxed);
@@ -85,21 +62,20 @@ fn read_each(
             if let Some(progress) = settings.progress {
                 progress(position + 1, found.len(), &file.rel);
             }
-            done.push((position, read_one(settings, file, position, index, parsing)));
+            done.push((position, read_one(settings, file, position, index)));
         }
     };
     let mut outcomes = std::thread::scope(|s| {
         let helpers: Vec<_> = (1..readers)
             .map(|n| {
-                let parsing = parsing.clone();
                 let take_files = &take_files;
                 std::thread::Builder::new()
                     .name(format!("scan-read-{}", n + 1))
-                    .spawn_scoped(s, move || take_files(&parsing))
+                    .spawn_scoped(s, take_files)
                     .expect("cannot start a scan reading thread")
             })
             .collect();
-        let mut outcomes = take_files(parsing);
+        let mut outcomes = take_files();
         for helper in helpers {
             match helper.join() {
                 Ok(more) => outcomes.extend(more),
@@ -134,26 +110,9 @@ fn read_one(
     found: &DiscoveredFile,
     position: usize,
     index: &HashMap<String, FileEntry>,
-    parsing: &std::sync::mpsc::Sender<Held>,
 ) -> (ScannedFile, Option<ParsedFile>) {
     let stored = index.get(&found.rel).filter(|e| e.present).cloned();
-    let held = stored.as_ref().map(|e| Held {
-        id: e.id,
-        rows: e.rows,
-    });
-    let will_parse = || {
-        if let Some(held) = held {
-            // The receiver only stops listening once every reader is done.
-            let _ = parsing.send(held);
-        }
-    };
-    let (fate, sha, outcome) = read_if_changed(
-        found,
-        stored.as_ref(),
-        position as u32,
-        settings,
-        will_parse,
-    );
+    let (fate, sha, outcome) = read_if_changed(found, stored.as_ref(), position as u32, settings);
     let mut errors = Vec::new();
     let fate = match fate {
         Ok(fate) => fate,
@@ -182,7 +141,6 @@ fn read_if_changed(
     stored: Option<&FileEntry>,
     file_idx: u32,
     settings: &ScanSettings<'_>,
-    will_parse: impl FnOnce(),
 ) -> (
     Result<FileFate, ManifestError>,
     Option<[u8; 32]>,
@@ -202,15 +160,8 @@ fn read_if_changed(
         return (Ok(FileFate::Unchanged { restat: false }), None, None);
     }
     // A new file, or one whose size changed, will be parsed whatever its hash:
-    // the rows it held start loading now, beside the hash, instead of after it;
-    // and where nothing needs its hash, it is not hashed at all.
+    // where nothing needs its hash, it is not hashed at all.
     let certain = stored.is_none_or(|e| e.stat.is_none_or(|s| s.size != found.stat.size));
-    let will_parse = if certain {
-        will_parse();
-        None
-    } else {
-        Some(will_parse)
-    };
     if certain && !settings.hash_parsed {
         return parsed_fate(parse_file(found, file_idx, settings.parse), None);
     }
@@ -220,9 +171,6 @@ fn read_if_changed(
     };
     if stored.is_some_and(|e| e.clean && e.sha256 == Some(sha)) {
         return (Ok(FileFate::Unchanged { restat: true }), Some(sha), None);
-    }
-    if let Some(start) = will_parse {
-        start();
     }
     parsed_fate(parse_file(found, file_idx, settings.parse), Some(sha))
 }
@@ -271,12 +219,4 @@ fn hash_file(found: &DiscoveredFile, max_size: u64) -> Result<[u8; 32], Manifest
         hasher.update(&buf[..n]);
     }
     Ok(hasher.finalize().into())
-}
-
-/// A stored file about to be parsed: its id, and how many rows its last read
-/// gave (the rows it holds, but for tombstones and rows kept through an error).
-#[derive(Clone, Copy)]
-struct Held {
-    id: i64,
-    rows: u64,
 }

@@ -4,76 +4,72 @@
 //! value instead of every row.
 //!
 //! Stored form (little-endian): the magic `PSH1`, then the row, unit and
-//! text counts (`u32` each), the rows (24 bytes each: unit, the two text ends,
-//! the fingerprint's halves, the line), the business units (a `u32` length and
-//! the bytes each), and the account text. [`HeldRows::decode`] checks all of
-//! it, key order included, so that a damaged value is refused (the rows are then
-//! read from `desired`) and never panics or misleads the merge.
+//! text counts (`u32` each), the rows (16 bytes each: the fingerprint, the line
+//! with the tombstone bit, the account's and the sub-account's length), the
+//! business units (each the first row it names, its length and its bytes), and
+//! the account text. [`HeldRows::decode`] checks all of it, key order included,
+//! so that a damaged value is refused (the rows are then read from `desired`)
+//! and never panics or misleads the merge.
 
 use super::PrevRow;
 use crate::customer::KeyRef;
 use std::cmp::Ordering;
 
-/// The rows one file holds, in key order: each business unit once (a file's
-/// rows share one, usually), the accounts and sub-accounts in one string, the
-/// rest in 24-byte entries kept as they are stored, so that a stored value is
-/// read straight into place.
+/// The rows one file holds, in key order: each business unit once with the
+/// first row it names (a file's rows share one, usually), the accounts and
+/// sub-accounts in one string, the rest in 16-byte entries kept as they are
+/// stored, so that a stored value is read straight into place.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HeldRows {
-    units: Vec<String>,
+    /// Each business unit and the first row it names, in row (and key) order.
+    units: Vec<(u32, String)>,
     text: String,
     /// [`ROW`] bytes a row, as stored: see [`HeldRow`].
     rows: Vec<u8>,
 }
 
-/// One entry, as [`HeldRows::rows`] stores it (six little-endian `u32`s).
+/// One entry, as [`HeldRows::rows`] stores it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct HeldRow {
-    /// Index into `units`, with [`REMOVED`] set for a tombstone.
-    unit: u32,
-    /// Where the account and the sub-account end in `text` (each starts where
-    /// the row before ended).
-    ends: [u32; 2],
-    /// The fingerprint's two halves.
-    fingerprint: [u32; 2],
-    /// `NO_LINE` for none.
+    fingerprint: u64,
+    /// The line, [`NO_LINE`] for none, with [`REMOVED`] set for a tombstone.
     line: u32,
+    /// The account's and the sub-account's length in `text` (each starts
+    /// where the one before ended).
+    lens: [u16; 2],
 }
 
 impl HeldRow {
     fn read(bytes: &[u8]) -> Self {
-        let field = |i: usize| {
-            u32::from_le_bytes(bytes[i * 4..i * 4 + 4].try_into().expect("a row's field"))
-        };
+        let at = |i: usize, n: usize| &bytes[i..i + n];
+        let u16_at = |i| u16::from_le_bytes(at(i, 2).try_into().expect("2 bytes"));
         HeldRow {
-            unit: field(0),
-            ends: [field(1), field(2)],
-            fingerprint: [field(3), field(4)],
-            line: field(5),
+            fingerprint: u64::from_le_bytes(at(0, 8).try_into().expect("8 bytes")),
+            line: u32::from_le_bytes(at(8, 4).try_into().expect("4 bytes")),
+            lens: [u16_at(12), u16_at(14)],
         }
     }
 
     fn write(self, out: &mut Vec<u8>) {
-        let fields = [
-            self.unit,
-            self.ends[0],
-            self.ends[1],
-            self.fingerprint[0],
-            self.fingerprint[1],
-            self.line,
-        ];
-        for field in fields {
-            out.extend_from_slice(&field.to_le_bytes());
-        }
+        out.extend_from_slice(&self.fingerprint.to_le_bytes());
+        out.extend_from_slice(&self.line.to_le_bytes());
+        out.extend_from_slice(&self.lens[0].to_le_bytes());
+        out.extend_from_slice(&self.lens[1].to_le_bytes());
+    }
+
+    fn len(self) -> usize {
+        usize::from(self.lens[0]) + usize::from(self.lens[1])
     }
 }
 
-const NO_LINE: u32 = u32::MAX;
-/// The bit of [`HeldRow::unit`] that marks a tombstone (24-byte entries, not 28).
+/// The bit of [`HeldRow::line`] that marks a tombstone.
 const REMOVED: u32 = 1 << 31;
+/// A row without a line (a line this high does not fit: such rows are read
+/// from the store row by row).
+const NO_LINE: u32 = REMOVED - 1;
 const MAGIC: &[u8; 4] = b"PSH1";
 const HEADER: usize = 16;
-const ROW: usize = 24;
+const ROW: usize = 16;
 /// The most rows (and bytes of account text, four times this) reserved ahead.
 const MOST_RESERVED: usize = 1 << 24;
 
@@ -92,12 +88,14 @@ impl HeldRows {
     }
 
     /// Adds the next row, which must come after the last in key order; false
-    /// if the compact form cannot hold it (over 4 GiB of account text, 2^31
-    /// business units, or a line numbered `u32::MAX`): such a file's rows are
+    /// if the compact form cannot hold it (4 GiB of rows or text, an account
+    /// of 64 KiB, a line numbered 2^31 - 1 or more): such a file's rows are
     /// read from the store row by row.
     pub fn push(&mut self, prev: PrevRow<'_>) -> bool {
-        if self.units.last().map(String::as_str) != Some(prev.key.business_unit) {
-            self.units.push(prev.key.business_unit.to_owned());
+        let row_index = u32::try_from(self.len()).unwrap_or(u32::MAX);
+        if self.units.last().map(|(_, unit)| unit.as_str()) != Some(prev.key.business_unit) {
+            self.units
+                .push((row_index, prev.key.business_unit.to_owned()));
         }
         if self.text.capacity() == 0 {
             // The first row's accounts stand for the rest.
@@ -105,25 +103,21 @@ impl HeldRows {
             let room = (self.rows.capacity() / ROW).saturating_mul(each + 1);
             self.text.reserve(room.min(MOST_RESERVED * 4));
         }
-        let unit = (self.units.len() - 1) as u32;
-        let mut fits = prev.line != Some(NO_LINE) && unit < REMOVED;
-        let mut end = |part: &str| {
-            self.text.push_str(part);
-            u32::try_from(self.text.len()).unwrap_or_else(|_| {
-                fits = false;
-                0
-            })
-        };
-        let ends = [end(prev.key.account), end(prev.key.sub_account)];
-        let fingerprint = prev.fingerprint as u64;
+        self.text.push_str(prev.key.account);
+        self.text.push_str(prev.key.sub_account);
+        let lens = [prev.key.account.len(), prev.key.sub_account.len()].map(u16::try_from);
+        let line = prev.line.unwrap_or(NO_LINE).min(NO_LINE);
+        let fits = prev.line.is_none_or(|line| line < NO_LINE)
+            && lens.iter().all(Result::is_ok)
+            && row_index < u32::MAX
+            && u32::try_from(self.text.len()).is_ok();
         HeldRow {
-            unit: if prev.removed { unit | REMOVED } else { unit },
-            ends,
-            fingerprint: [(fingerprint >> 32) as u32, fingerprint as u32],
-            line: prev.line.unwrap_or(NO_LINE),
+            fingerprint: prev.fingerprint as u64,
+            line: if prev.removed { line | REMOVED } else { line },
+            lens: lens.map(|l| l.unwrap_or(0)),
         }
         .write(&mut self.rows);
-        fits && self.len() < u32::MAX as usize
+        fits
     }
 
     /// Gives back room reserved and not used.
@@ -140,8 +134,8 @@ impl HeldRows {
         self.rows.is_empty()
     }
 
-    fn row(&self, i: usize) -> HeldRow {
-        HeldRow::read(&self.rows[i * ROW..(i + 1) * ROW])
+    fn entries(&self) -> impl Iterator<Item = HeldRow> + '_ {
+        self.rows.chunks_exact(ROW).map(HeldRow::read)
     }
 
     /// The rows, as the store would give them.
@@ -151,34 +145,45 @@ impl HeldRows {
 
     /// The rows from the `first`th on.
     pub fn iter_from(&self, first: usize) -> impl Iterator<Item = PrevRow<'_>> {
-        let mut start = match first.checked_sub(1) {
-            Some(before) => self.row(before).ends[1] as usize,
-            None => 0,
-        };
+        let mut start: usize = self.entries().take(first).map(HeldRow::len).sum();
+        // The unit of row `first` is the last to start at or before it.
+        let mut unit = self
+            .units
+            .partition_point(|(from, _)| *from as usize <= first)
+            .saturating_sub(1);
         self.rows[first * ROW..]
             .chunks_exact(ROW)
-            .map(move |bytes| {
+            .enumerate()
+            .map(move |(i, bytes)| {
                 let row = HeldRow::read(bytes);
-                let [account, sub] = row.ends.map(|e| e as usize);
+                if self
+                    .units
+                    .get(unit + 1)
+                    .is_some_and(|(from, _)| *from as usize == first + i)
+                {
+                    unit += 1;
+                }
+                let account = start + usize::from(row.lens[0]);
+                let end = account + usize::from(row.lens[1]);
                 let key = KeyRef {
-                    business_unit: &self.units[(row.unit & !REMOVED) as usize],
+                    business_unit: &self.units[unit].1,
                     account: &self.text[start..account],
-                    sub_account: &self.text[account..sub],
+                    sub_account: &self.text[account..end],
                 };
-                start = sub;
+                start = end;
+                let line = row.line & !REMOVED;
                 PrevRow {
                     key,
-                    fingerprint: ((u64::from(row.fingerprint[0]) << 32)
-                        | u64::from(row.fingerprint[1])) as i64,
-                    line: (row.line != NO_LINE).then_some(row.line),
-                    removed: row.unit & REMOVED != 0,
+                    fingerprint: row.fingerprint as i64,
+                    line: (line != NO_LINE).then_some(line),
+                    removed: row.line & REMOVED != 0,
                 }
             })
     }
 
     /// The stored form.
     pub fn encode(&self) -> Vec<u8> {
-        let units: usize = self.units.iter().map(|u| 4 + u.len()).sum();
+        let units: usize = self.units.iter().map(|(_, u)| 8 + u.len()).sum();
         let mut out = Vec::with_capacity(HEADER + self.rows.len() + units + self.text.len());
         out.extend_from_slice(MAGIC);
         for count in [self.len(), self.units.len(), self.text.len()] {
@@ -186,7 +191,8 @@ impl HeldRows {
             out.extend_from_slice(&(count as u32).to_le_bytes());
         }
         out.extend_from_slice(&self.rows);
-        for unit in &self.units {
+        for (first, unit) in &self.units {
+            out.extend_from_slice(&first.to_le_bytes());
             out.extend_from_slice(&(unit.len() as u32).to_le_bytes());
             out.extend_from_slice(unit.as_bytes());
         }
@@ -195,8 +201,8 @@ impl HeldRows {
     }
 
     /// Reads a stored form back; `None` for anything [`encode`](Self::encode)
-    /// could not have written: a short or long value, a text end out of place
-    /// or inside a character, a unit that does not exist, keys out of order.
+    /// could not have written: a short or long value, lengths past the text or
+    /// inside a character, units out of place, keys out of order.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         Self::read(bytes.len(), |buf, at| {
             buf.copy_from_slice(bytes.get(at..at + buf.len())?);
@@ -231,67 +237,77 @@ impl HeldRows {
             read_at(&mut buf, from).map(|()| buf)
         };
         let held = HeldRows {
-            units: Self::read_units(&part(rows_end, units_end)?, units)?,
+            units: Self::read_units(&part(rows_end, units_end)?, units, rows)?,
             text: String::from_utf8(part(units_end, len)?).ok()?,
             rows: part(HEADER, rows_end)?,
         };
         held.in_order().then_some(held)
     }
 
-    /// `count` business units, each a `u32` length and its bytes, filling
-    /// `bytes` exactly, in strict order.
-    fn read_units(mut bytes: &[u8], count: usize) -> Option<Vec<String>> {
-        let mut units: Vec<String> = Vec::with_capacity(count.min(bytes.len() / 4));
+    /// `count` business units, each the first row it names, a `u32` length
+    /// and its bytes, filling `bytes` exactly: in strict order, the first
+    /// naming row 0 and each a row of its own before `rows`.
+    fn read_units(mut bytes: &[u8], count: usize, rows: usize) -> Option<Vec<(u32, String)>> {
+        let mut units: Vec<(u32, String)> = Vec::with_capacity(count.min(bytes.len() / 8));
         for _ in 0..count {
-            let (len, rest) = bytes.split_first_chunk::<4>()?;
-            let len = u32::from_le_bytes(*len) as usize;
+            let (first, rest) = bytes.split_first_chunk::<4>()?;
+            let (len, rest) = rest.split_first_chunk::<4>()?;
+            let (first, len) = (
+                u32::from_le_bytes(*first),
+                u32::from_le_bytes(*len) as usize,
+            );
             let unit = std::str::from_utf8(rest.get(..len)?).ok()?;
-            if units.last().is_some_and(|last| last.as_str() >= unit) {
+            let in_place = match units.last() {
+                Some((before, last)) => *before < first && last.as_str() < unit,
+                None => first == 0,
+            };
+            if !in_place || first as usize >= rows {
                 return None;
             }
-            units.push(unit.to_owned());
+            units.push((first, unit.to_owned()));
             bytes = &rest[len..];
         }
-        bytes.is_empty().then_some(units)
+        (bytes.is_empty() && (rows == 0 || !units.is_empty())).then_some(units)
     }
 
-    /// Whether every row's unit exists, its text ends fall in place on
-    /// character boundaries, the rows take the whole text and every unit, and
-    /// the keys come in strict order: what the merge relies on.
+    /// Whether every row's text falls on character boundaries, the rows take
+    /// the whole text, and the keys come in strict order within each unit (the
+    /// units themselves are): what the merge relies on.
     fn in_order(&self) -> bool {
         let text = self.text.as_bytes();
         let mut start = 0usize;
-        let mut before: Option<(u32, usize, usize, usize)> = None;
-        for bytes in self.rows.chunks_exact(ROW) {
-            let row = HeldRow::read(bytes);
-            let unit = row.unit & !REMOVED;
-            let [account, sub] = row.ends.map(|e| e as usize);
-            let in_place = (unit as usize) < self.units.len()
-                && start <= account
-                && account <= sub
-                && sub <= text.len()
+        let mut next_unit = self
+            .units
+            .iter()
+            .map(|(first, _)| *first as usize)
+            .peekable();
+        let mut before: Option<(usize, usize, usize)> = None;
+        for (i, row) in self.entries().enumerate() {
+            if next_unit.next_if_eq(&i).is_some() {
+                before = None; // a new unit: its keys come after every one before
+            }
+            let account = start + usize::from(row.lens[0]);
+            let end = account + usize::from(row.lens[1]);
+            let in_place = end <= text.len()
                 && self.text.is_char_boundary(account)
-                && self.text.is_char_boundary(sub);
+                && self.text.is_char_boundary(end);
             if !in_place {
                 return false;
             }
-            if let Some((last_unit, last_start, last_account, last_sub)) = before {
-                let order = last_unit.cmp(&unit).then_with(|| {
-                    (
-                        &text[last_start..last_account],
-                        &text[last_account..last_sub],
-                    )
-                        .cmp(&(&text[start..account], &text[account..sub]))
-                });
+            if let Some((last_start, last_account, last_end)) = before {
+                let order = (
+                    &text[last_start..last_account],
+                    &text[last_account..last_end],
+                )
+                    .cmp(&(&text[start..account], &text[account..end]));
                 if order != Ordering::Less {
                     return false;
                 }
             }
-            before = Some((unit, start, account, sub));
-            start = sub;
+            before = Some((start, account, end));
+            start = end;
         }
-        let units_used = before.map_or(0, |(unit, ..)| unit as usize + 1);
-        start == text.len() && units_used == self.units.len()
+        start == text.len()
     }
 }
 
@@ -328,7 +344,7 @@ mod tests {
                 pick(u, &["", "S1", "é"])?,
                 u.arbitrary()?,
                 if u.arbitrary()? {
-                    Some(u.int_in_range(0..=u32::MAX - 1)?)
+                    Some(u.int_in_range(0..=NO_LINE - 1)?)
                 } else {
                     None
                 },
@@ -404,6 +420,28 @@ mod tests {
             let held = HeldRows::decode(seed).expect("a seed reads back");
             assert_eq!(held.encode(), seed);
         }
+    }
+
+    #[test]
+    fn what_the_compact_form_cannot_hold_is_said() {
+        let row = |account: &str, line: Option<u32>| {
+            let mut held = HeldRows::default();
+            held.push(PrevRow {
+                key: KeyRef {
+                    business_unit: "w",
+                    account,
+                    sub_account: "",
+                },
+                fingerprint: 1,
+                line,
+                removed: false,
+            })
+        };
+        assert!(row("1", Some(NO_LINE - 1)));
+        assert!(row("1", None));
+        assert!(!row("1", Some(NO_LINE)));
+        assert!(!row("1", Some(u32::MAX)));
+        assert!(!row(&"1".repeat(70_000), Some(1)));
     }
 
     #[test]
