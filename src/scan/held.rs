@@ -8,7 +8,7 @@
 use super::{FileFate, Scan, TouchedKey};
 use crate::customer::CustomerKey;
 use crate::manifest::ManifestRow;
-use crate::store::{HeldRows, HeldWrite, PrevRow};
+use crate::store::{HeldRows, HeldSize, HeldWrite, PrevRow};
 use std::collections::HashSet;
 
 impl Scan {
@@ -29,15 +29,28 @@ impl Scan {
                 FileFate::Parsed { .. } | FileFate::Deleted
             )
         };
-        // Each replaced file's rows but the rejected ones, and its gone keys,
-        // both in key order.
-        let mut mine: Vec<Vec<u32>> = vec![Vec::new(); self.files.len()];
-        let mut conflicted = self.conflicted.iter().peekable();
-        for (i, row) in self.rows.iter().enumerate() {
-            if conflicted.next_if_eq(&&(i as u32)).is_none() {
-                mine[row.file as usize].push(i as u32);
-            }
+        // Each replaced file's rows but the rejected ones, in key order: all
+        // of them where one file holds every row (a first import, one big
+        // export), else listed by file.
+        let mut holds = vec![false; self.files.len()];
+        for row in &self.rows {
+            holds[row.file as usize] = true;
         }
+        let holders: Vec<usize> = (0..holds.len()).filter(|&f| holds[f]).collect();
+        let mine: Mine<'_> = match holders.as_slice() {
+            [] => Mine::All(None, 0, &self.conflicted),
+            [one] => Mine::All(Some(*one), self.rows.len(), &self.conflicted),
+            _ => {
+                let mut lists: Vec<Vec<u32>> = vec![Vec::new(); self.files.len()];
+                let mut conflicted = self.conflicted.iter().peekable();
+                for (i, row) in self.rows.iter().enumerate() {
+                    if conflicted.next_if_eq(&&(i as u32)).is_none() {
+                        lists[row.file as usize].push(i as u32);
+                    }
+                }
+                Mine::Listed(lists)
+            }
+        };
         let mut gone: Vec<Vec<&CustomerKey>> = vec![Vec::new(); self.files.len()];
         for t in &self.touched {
             if let TouchedKey::Gone(key, f) = t {
@@ -77,7 +90,17 @@ impl Scan {
                     None if file.former => None,
                     None => Some(&empty),
                 };
-                let rows = before.and_then(|before| after(&self.rows, before, &mine[f], &gone[f]));
+                let rows = before.and_then(|before| {
+                    let walk = |emit: &mut dyn FnMut(PrevRow<'_>)| {
+                        after(&self.rows, before, mine.of(f), &gone[f], emit);
+                    };
+                    // Counted, then written into a value of exactly that size.
+                    let mut size = HeldSize::default();
+                    walk(&mut |prev| size.push(prev));
+                    let mut encoder = size.encoder()?;
+                    walk(&mut |prev| encoder.push(prev));
+                    encoder.finish()
+                });
                 HeldWrite {
                     path: &file.rel,
                     rows,
@@ -90,15 +113,39 @@ impl Scan {
     }
 }
 
-/// A file's rows after the commit, encoded: `mine` (its rows in this scan)
-/// and, of `before`, every key not among `rows`, those in `gone` as
-/// tombstones. `None` where the compact form cannot hold them.
+/// Which rows of the scan each replaced file holds after it.
+enum Mine<'a> {
+    /// Every row (of the count given) but the rejected ones (in order) is
+    /// this file's.
+    All(Option<usize>, usize, &'a [u32]),
+    /// By file.
+    Listed(Vec<Vec<u32>>),
+}
+
+impl Mine<'_> {
+    /// File `f`'s rows, as indices in key order.
+    fn of(&self, f: usize) -> Box<dyn Iterator<Item = u32> + '_> {
+        match self {
+            Mine::All(Some(file), count, rejected) if *file == f => {
+                let mut rejected = rejected.iter().peekable();
+                Box::new((0..*count as u32).filter(move |i| rejected.next_if_eq(&i).is_none()))
+            }
+            Mine::All(..) => Box::new(std::iter::empty()),
+            Mine::Listed(lists) => Box::new(lists[f].iter().copied()),
+        }
+    }
+}
+
+/// A file's rows after the commit, in key order, given to `emit`: `mine` (its
+/// rows in this scan) and, of `before`, every key not among `rows`, those in
+/// `gone` as tombstones.
 fn after(
     rows: &[ManifestRow],
     before: &HeldRows,
-    mine: &[u32],
+    mine: impl Iterator<Item = u32>,
     gone: &[&CustomerKey],
-) -> Option<Vec<u8>> {
+    emit: &mut dyn FnMut(PrevRow<'_>),
+) {
     fn live(row: &ManifestRow) -> PrevRow<'_> {
         PrevRow {
             key: row.key(),
@@ -107,16 +154,14 @@ fn after(
             removed: false,
         }
     }
-    let mut out = HeldRows::with_capacity(before.len().max(mine.len()));
-    let mut fits = true;
-    let mut mine = mine.iter().map(|&i| &rows[i as usize]).peekable();
+    let mut mine = mine.map(|i| &rows[i as usize]).peekable();
     let mut gone = gone.iter().peekable();
     for prev in before.iter() {
         while let Some(row) = mine.next_if(|r| r.key() < prev.key) {
-            fits &= out.push(live(row));
+            emit(live(row));
         }
         if let Some(row) = mine.next_if(|r| r.key() == prev.key) {
-            fits &= out.push(live(row));
+            emit(live(row));
             continue;
         }
         if rows.binary_search_by(|r| r.key().cmp(&prev.key)).is_ok() {
@@ -126,11 +171,10 @@ fn after(
             || gone
                 .next_if(|k| CustomerKey::as_ref(k) == prev.key)
                 .is_some();
-        fits &= out.push(PrevRow { removed, ..prev });
+        emit(PrevRow { removed, ..prev });
     }
     for row in mine {
-        fits &= out.push(live(row));
+        emit(live(row));
     }
     debug_assert!(gone.next().is_none(), "every gone key was held");
-    fits.then(|| out.encode())
 }

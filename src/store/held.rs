@@ -6,10 +6,11 @@
 //! Stored form (little-endian): the magic `PSH1`, then the row, unit and
 //! text counts (`u32` each), the rows (16 bytes each: the fingerprint, the line
 //! with the tombstone bit, the account's and the sub-account's length), the
-//! business units (each the first row it names, its length and its bytes), and
-//! the account text. [`HeldRows::decode`] checks all of it, key order included,
-//! so that a damaged value is refused (the rows are then read from `desired`)
-//! and never panics or misleads the merge.
+//! account text, and the business units (each the first row it names, its
+//! length and its bytes). [`HeldSize`] and [`HeldEncoder`] write it in one
+//! buffer of its exact size, in two passes over the rows; [`HeldRows::decode`]
+//! checks all of it, key order included, so that a damaged value is refused
+//! (the rows are then read from `desired`) and never panics or misleads the merge.
 
 use super::PrevRow;
 use crate::customer::KeyRef;
@@ -50,11 +51,13 @@ impl HeldRow {
         }
     }
 
-    fn write(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.fingerprint.to_le_bytes());
-        out.extend_from_slice(&self.line.to_le_bytes());
-        out.extend_from_slice(&self.lens[0].to_le_bytes());
-        out.extend_from_slice(&self.lens[1].to_le_bytes());
+    fn bytes(self) -> [u8; ROW] {
+        let mut out = [0u8; ROW];
+        out[..8].copy_from_slice(&self.fingerprint.to_le_bytes());
+        out[8..12].copy_from_slice(&self.line.to_le_bytes());
+        out[12..14].copy_from_slice(&self.lens[0].to_le_bytes());
+        out[14..].copy_from_slice(&self.lens[1].to_le_bytes());
+        out
     }
 
     fn len(self) -> usize {
@@ -111,12 +114,12 @@ impl HeldRows {
             && lens.iter().all(Result::is_ok)
             && row_index < u32::MAX
             && u32::try_from(self.text.len()).is_ok();
-        HeldRow {
+        let row = HeldRow {
             fingerprint: prev.fingerprint as u64,
             line: if prev.removed { line | REMOVED } else { line },
             lens: lens.map(|l| l.unwrap_or(0)),
-        }
-        .write(&mut self.rows);
+        };
+        self.rows.extend_from_slice(&row.bytes());
         fits
     }
 
@@ -183,21 +186,11 @@ impl HeldRows {
 
     /// The stored form.
     pub fn encode(&self) -> Vec<u8> {
-        let units: usize = self.units.iter().map(|(_, u)| 8 + u.len()).sum();
-        let mut out = Vec::with_capacity(HEADER + self.rows.len() + units + self.text.len());
-        out.extend_from_slice(MAGIC);
-        for count in [self.len(), self.units.len(), self.text.len()] {
-            // Each fits: `push` refuses what would not.
-            out.extend_from_slice(&(count as u32).to_le_bytes());
-        }
-        out.extend_from_slice(&self.rows);
-        for (first, unit) in &self.units {
-            out.extend_from_slice(&first.to_le_bytes());
-            out.extend_from_slice(&(unit.len() as u32).to_le_bytes());
-            out.extend_from_slice(unit.as_bytes());
-        }
-        out.extend_from_slice(self.text.as_bytes());
-        out
+        let mut size = HeldSize::default();
+        self.iter().for_each(|prev| size.push(prev));
+        let mut encoder = size.encoder().expect("rows held in memory fit");
+        self.iter().for_each(|prev| encoder.push(prev));
+        encoder.finish().expect("the same rows twice")
     }
 
     /// Reads a stored form back; `None` for anything [`encode`](Self::encode)
@@ -228,8 +221,8 @@ impl HeldRows {
         };
         let (rows, units, text) = (count(1), count(2), count(3));
         let rows_end = HEADER.checked_add(rows.checked_mul(ROW)?)?;
-        let units_end = len.checked_sub(text)?;
-        if units_end < rows_end {
+        let text_end = rows_end.checked_add(text)?;
+        if text_end > len {
             return None;
         }
         let mut part = |from: usize, to: usize| {
@@ -237,8 +230,8 @@ impl HeldRows {
             read_at(&mut buf, from).map(|()| buf)
         };
         let held = HeldRows {
-            units: Self::read_units(&part(rows_end, units_end)?, units, rows)?,
-            text: String::from_utf8(part(units_end, len)?).ok()?,
+            units: Self::read_units(&part(text_end, len)?, units, rows)?,
+            text: String::from_utf8(part(rows_end, text_end)?).ok()?,
             rows: part(HEADER, rows_end)?,
         };
         held.in_order().then_some(held)
@@ -308,6 +301,140 @@ impl HeldRows {
             start = end;
         }
         start == text.len()
+    }
+}
+
+/// The first pass of writing a stored form: its size.
+#[derive(Default)]
+pub struct HeldSize {
+    rows: usize,
+    text: usize,
+    units: usize,
+    unit_bytes: usize,
+    last_unit: Option<String>,
+    fits: bool,
+}
+
+impl HeldSize {
+    /// Counts the next row (in key order).
+    pub fn push(&mut self, prev: PrevRow<'_>) {
+        if self.rows == 0 {
+            self.fits = true;
+        }
+        if self.last_unit.as_deref() != Some(prev.key.business_unit) {
+            self.units += 1;
+            self.unit_bytes += 8 + prev.key.business_unit.len();
+            self.last_unit = Some(prev.key.business_unit.to_owned());
+        }
+        self.rows += 1;
+        self.text += prev.key.account.len() + prev.key.sub_account.len();
+        self.fits &= prev.line.is_none_or(|line| line < NO_LINE)
+            && u16::try_from(prev.key.account.len()).is_ok()
+            && u16::try_from(prev.key.sub_account.len()).is_ok();
+    }
+
+    /// The second pass, into a buffer of the size counted; `None` where the
+    /// compact form cannot hold the rows (see [`HeldRows::push`]).
+    pub fn encoder(self) -> Option<HeldEncoder> {
+        let counts = [self.rows, self.units, self.text].map(u32::try_from);
+        if !(self.fits || self.rows == 0) || counts.iter().any(Result::is_err) {
+            return None;
+        }
+        let rows_end = HEADER + self.rows * ROW;
+        let text_end = rows_end + self.text;
+        let mut out = vec![0u8; text_end + self.unit_bytes];
+        out[..4].copy_from_slice(MAGIC);
+        for (i, count) in counts.into_iter().enumerate() {
+            let count = count.expect("checked");
+            out[4 + i * 4..8 + i * 4].copy_from_slice(&count.to_le_bytes());
+        }
+        Some(HeldEncoder {
+            out,
+            rows_end,
+            text_end,
+            row_at: HEADER,
+            text_at: rows_end,
+            unit_at: text_end,
+            rows: 0,
+            units: 0,
+            last_unit: None,
+            over: false,
+        })
+    }
+}
+
+/// The second pass of writing a stored form: the same rows again, each
+/// written in place.
+pub struct HeldEncoder {
+    out: Vec<u8>,
+    rows_end: usize,
+    text_end: usize,
+    row_at: usize,
+    text_at: usize,
+    unit_at: usize,
+    rows: u32,
+    units: u32,
+    last_unit: Option<String>,
+    /// A row came that the first pass did not count.
+    over: bool,
+}
+
+impl HeldEncoder {
+    /// Writes the next row; the rows must be those [`HeldSize`] counted
+    /// (anything else is refused by [`finish`](Self::finish)).
+    pub fn push(&mut self, prev: PrevRow<'_>) {
+        let key = prev.key;
+        let text_to = self.text_at + key.account.len() + key.sub_account.len();
+        let new_unit = self.last_unit.as_deref() != Some(key.business_unit);
+        let unit_to = self.unit_at
+            + if new_unit {
+                8 + key.business_unit.len()
+            } else {
+                0
+            };
+        if self.over
+            || self.row_at + ROW > self.rows_end
+            || text_to > self.text_end
+            || unit_to > self.out.len()
+        {
+            self.over = true;
+            return;
+        }
+        if new_unit {
+            let at = self.unit_at;
+            let len = key.business_unit.len() as u32;
+            self.out[at..at + 4].copy_from_slice(&self.rows.to_le_bytes());
+            self.out[at + 4..at + 8].copy_from_slice(&len.to_le_bytes());
+            self.out[at + 8..unit_to].copy_from_slice(key.business_unit.as_bytes());
+            self.unit_at = unit_to;
+            self.units += 1;
+            self.last_unit = Some(key.business_unit.to_owned());
+        }
+        let account_to = self.text_at + key.account.len();
+        self.out[self.text_at..account_to].copy_from_slice(key.account.as_bytes());
+        self.out[account_to..text_to].copy_from_slice(key.sub_account.as_bytes());
+        self.text_at = text_to;
+        let line = prev.line.unwrap_or(NO_LINE).min(NO_LINE);
+        let row = HeldRow {
+            fingerprint: prev.fingerprint as u64,
+            line: if prev.removed { line | REMOVED } else { line },
+            // The first pass refused longer ones.
+            lens: [key.account.len(), key.sub_account.len()].map(|l| l as u16),
+        };
+        self.out[self.row_at..self.row_at + ROW].copy_from_slice(&row.bytes());
+        self.row_at += ROW;
+        self.rows += 1;
+    }
+
+    /// The stored form; `None` unless the rows were exactly those counted.
+    pub fn finish(self) -> Option<Vec<u8>> {
+        let counted_units = u32::from_le_bytes(self.out[8..12].try_into().expect("4 bytes"));
+        let filled = !self.over
+            && self.units == counted_units
+            && self.row_at == self.rows_end
+            && self.text_at == self.text_end
+            && self.unit_at == self.out.len();
+        filled.then_some(self.out)
     }
 }
 
@@ -442,6 +569,24 @@ mod tests {
         assert!(!row("1", Some(NO_LINE)));
         assert!(!row("1", Some(u32::MAX)));
         assert!(!row(&"1".repeat(70_000), Some(1)));
+    }
+
+    #[test]
+    fn an_encoder_given_other_rows_than_were_counted_gives_nothing() {
+        arbtest::arbtest(|u| {
+            let counted = arbitrary_rows(u)?;
+            let written = arbitrary_rows(u)?;
+            let mut size = HeldSize::default();
+            counted.iter().for_each(|prev| size.push(prev));
+            let mut encoder = size.encoder().expect("they fit");
+            written.iter().for_each(|prev| encoder.push(prev));
+            match encoder.finish() {
+                Some(bytes) => assert_eq!(HeldRows::decode(&bytes), Some(written)),
+                None => assert_ne!(counted, written),
+            }
+            Ok(())
+        })
+        .budget_ms(500);
     }
 
     #[test]

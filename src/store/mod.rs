@@ -8,7 +8,7 @@
 mod api;
 pub mod copy;
 mod held;
-pub use held::HeldRows;
+pub use held::{HeldEncoder, HeldRows, HeldSize};
 mod history;
 pub use history::{DeliveryLine, LineProvenance};
 mod lease;

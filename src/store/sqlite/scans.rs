@@ -275,8 +275,10 @@ fn write_held<'w>(
     ids: &mut HashMap<String, i64>,
 ) -> DbResult<()> {
     let mut file_id = tx.prepare_cached("SELECT id FROM files WHERE path = ?1")?;
+    // The value is written into a zeroed blob of its size by incremental I/O:
+    // bound as a parameter, SQLite would copy it first.
     let mut store = tx.prepare_cached(
-        "INSERT INTO held_rows (file_id, data) VALUES (?1, ?2)
+        "INSERT INTO held_rows (file_id, data) VALUES (?1, zeroblob(?2))
          ON CONFLICT (file_id) DO UPDATE SET data = excluded.data",
     )?;
     let mut drop = tx.prepare_cached("DELETE FROM held_rows WHERE file_id = ?1")?;
@@ -289,9 +291,15 @@ fn write_held<'w>(
             },
         };
         match &write.rows {
-            Some(data) => store.execute(params![id, data])?,
-            None => drop.execute([id])?,
-        };
+            Some(data) => {
+                store.execute(params![id, data.len() as i64])?;
+                tx.blob_open(rusqlite::MAIN_DB, "held_rows", "data", id, false)?
+                    .write_at(data, 0)?;
+            }
+            None => {
+                drop.execute([id])?;
+            }
+        }
     }
     Ok(())
 }
