@@ -268,3 +268,45 @@ fn changes_committed_but_not_yet_acknowledged_stay_in_the_plan() {
     assert_eq!(plan["changes"][0]["queue"]["state"], "pending");
     assert_eq!(p.with_store(|s| s.counts().unwrap()).pending, 1);
 }
+
+#[test]
+fn a_files_damaged_stored_rows_are_read_from_the_desired_state_instead() {
+    let p = unenroll_on_removal();
+    p.file(
+        "a.csv",
+        csv(&[
+            "1,Ada,Lovelace,ada@example.com,",
+            "2,Alan,Turing,alan@example.com,",
+            "3,Grace,Hopper,grace@example.com,",
+        ]),
+    );
+    p.commit_and_acknowledge();
+    p.file(
+        "a.csv",
+        csv(&[
+            "1,Ada,Byron,ada@example.com,",
+            "3,Grace,Hopper,grace@example.com,",
+        ]),
+    );
+    let intact = p.plan_lines();
+    assert_eq!(
+        intact,
+        [
+            "water-bill-pay/1 ManageCustomer update lastName",
+            "water-bill-pay/2 UnenrollAutopay removed"
+        ]
+    );
+    // Cut short, cut from the front, gone: each is read from `desired`.
+    for damage in [
+        "UPDATE held_rows SET data = substr(data, 1, 40)",
+        "UPDATE held_rows SET data = substr(data, 17)",
+        "DELETE FROM held_rows",
+    ] {
+        p.execute_sql(damage);
+        assert_eq!(p.plan_lines(), intact, "after {damage}");
+    }
+    // The next commit stores the file's rows again.
+    p.commit();
+    assert_eq!(p.store().check_held_rows().unwrap().stored, 1);
+    assert_eq!(p.plan_lines(), intact);
+}

@@ -11,7 +11,9 @@ const FILE_ERRORS: &str = "SELECT f.path, e.line, e.account, e.field, e.kind, e.
 const FILE_ROWS: &str = "SELECT business_unit, account, sub_account, fingerprint, line, removed
    FROM desired WHERE file_id = $1
    ORDER BY business_unit, account, sub_account";
-const HELD_ROWS: &str = "SELECT data FROM held_rows WHERE file_id = $1";
+const HELD_ROWS_SIZE: &str = "SELECT octet_length(data) FROM held_rows WHERE file_id = $1";
+const HELD_ROWS_PART: &str =
+    "SELECT substring(data FROM $2 FOR $3) FROM held_rows WHERE file_id = $1";
 /// Rows per fetch of a file's rows.
 const FILE_ROWS_CHUNK: i32 = 10_000;
 
@@ -110,16 +112,43 @@ impl Db {
 
     /// The file's held rows as the last commit that changed them stored
     /// them; `None` where there are none, or they do not read back (then
-    /// they are read from `desired`).
+    /// they are read from `desired`). Read part by part (`substring` of the
+    /// uncompressed value fetches only its part) in one snapshot, so that
+    /// the driver never holds the whole value beside the rows read from it.
     pub fn stored_held_rows(&self, file_id: i64) -> Result<Option<HeldRows>> {
         let step = "reading a file's held rows";
         let mut c = self.conn();
-        let s = c.prepare(HELD_ROWS).step(step)?;
-        let row = c.client.query_opt(&s, &[&file_id]).step(step)?;
-        Ok(row.and_then(|row| {
-            let data: &[u8] = row.get(0);
-            held::decoded(file_id, HeldRows::decode(data), data.len())
-        }))
+        let Conn { client, statements } = &mut *c;
+        let mut tx = client
+            .build_transaction()
+            .isolation_level(::postgres::IsolationLevel::RepeatableRead)
+            .start()
+            .step(step)?;
+        let size = prepare(&mut tx, statements, HELD_ROWS_SIZE).step(step)?;
+        let Some(len) = tx.query_opt(&size, &[&file_id]).step(step)? else {
+            return Ok(None);
+        };
+        let len: i32 = len.get(0);
+        let part = prepare(&mut tx, statements, HELD_ROWS_PART).step(step)?;
+        let mut failure = None;
+        let held = HeldRows::read(usize::try_from(len).unwrap_or(0), |buf, at| {
+            let (from, count) = (i32::try_from(at + 1).ok()?, i32::try_from(buf.len()).ok()?);
+            match tx.query_one(&part, &[&file_id, &from, &count]) {
+                Ok(row) => {
+                    let bytes: &[u8] = row.get(0);
+                    (bytes.len() == buf.len()).then(|| buf.copy_from_slice(bytes))
+                }
+                Err(err) => {
+                    failure = Some(err);
+                    None
+                }
+            }
+        });
+        if let Some(err) = failure {
+            return Err(err).step(step);
+        }
+        tx.commit().step(step)?;
+        Ok(held::decoded(file_id, held, len as usize))
     }
 
     pub fn present_file_error_count(&self) -> Result<u64> {
