@@ -12,6 +12,8 @@ const FILE_ROWS: &str = "SELECT business_unit, account, sub_account, fingerprint
    FROM desired WHERE file_id = $1
    ORDER BY business_unit, account, sub_account";
 const HELD_ROWS_SIZE: &str = "SELECT octet_length(data) FROM held_rows WHERE file_id = $1";
+/// Bytes of a stored value per query.
+const HELD_ROWS_CHUNK: usize = 1 << 20;
 const HELD_ROWS_PART: &str =
     "SELECT substring(data FROM $2 FOR $3) FROM held_rows WHERE file_id = $1";
 /// Rows per fetch of a file's rows.
@@ -132,17 +134,26 @@ impl Db {
         let part = prepare(&mut tx, statements, HELD_ROWS_PART).step(step)?;
         let mut failure = None;
         let held = HeldRows::read(usize::try_from(len).unwrap_or(0), |buf, at| {
-            let (from, count) = (i32::try_from(at + 1).ok()?, i32::try_from(buf.len()).ok()?);
-            match tx.query_one(&part, &[&file_id, &from, &count]) {
-                Ok(row) => {
-                    let bytes: &[u8] = row.get(0);
-                    (bytes.len() == buf.len()).then(|| buf.copy_from_slice(bytes))
-                }
-                Err(err) => {
-                    failure = Some(err);
-                    None
+            // A megabyte a query: the driver's buffer grows to the largest
+            // message and keeps that size for the session's life.
+            for (i, chunk) in buf.chunks_mut(HELD_ROWS_CHUNK).enumerate() {
+                let from = i32::try_from(at + i * HELD_ROWS_CHUNK + 1).ok()?;
+                let count = i32::try_from(chunk.len()).ok()?;
+                match tx.query_one(&part, &[&file_id, &from, &count]) {
+                    Ok(row) => {
+                        let bytes: &[u8] = row.get(0);
+                        if bytes.len() != chunk.len() {
+                            return None;
+                        }
+                        chunk.copy_from_slice(bytes);
+                    }
+                    Err(err) => {
+                        failure = Some(err);
+                        return None;
+                    }
                 }
             }
+            Some(())
         });
         if let Some(err) = failure {
             return Err(err).step(step);
