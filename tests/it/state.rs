@@ -310,3 +310,25 @@ fn a_files_damaged_stored_rows_are_read_from_the_desired_state_instead() {
     assert_eq!(p.store().check_held_rows().unwrap().stored, 1);
     assert_eq!(p.plan_lines(), intact);
 }
+
+#[test]
+fn a_big_files_stored_rows_read_back_whole() {
+    // 70,000 rows: a stored value of over a megabyte, which PostgreSQL reads
+    // a megabyte at a time.
+    let p = Project::new();
+    let mut text = String::from(HEADER);
+    for n in 0..70_000u32 {
+        text.push_str(&format!("{n:010},Ada,Lovelace,ada{n}@example.com,\n"));
+    }
+    p.file("big.csv", &text);
+    p.commit();
+    let check = p.store().check_held_rows().unwrap();
+    assert_eq!((check.stored, check.differ), (1, Vec::<String>::new()));
+    // A changed row is found against the stored rows.
+    p.file(
+        "big.csv",
+        text.replace("0000000007,Ada", "0000000007,Augusta"),
+    );
+    let scan = p.dry_scan();
+    assert_eq!(scan.stats.keys_changed, 1);
+}
