@@ -296,10 +296,11 @@ fn a_files_damaged_stored_rows_are_read_from_the_desired_state_instead() {
             "water-bill-pay/2 UnenrollAutopay removed"
         ]
     );
-    // Cut short, cut from the front, gone: each is read from `desired`.
+    // Cut short, cut from the front, not bytes, gone: each is read from `desired`.
     for damage in [
         "UPDATE held_rows SET data = substr(data, 1, 40)",
         "UPDATE held_rows SET data = substr(data, 17)",
+        "UPDATE held_rows SET data = 'PSH1 as text'",
         "DELETE FROM held_rows",
     ] {
         p.execute_sql(damage);

@@ -96,20 +96,24 @@ impl Db {
     /// straight into place, so the value is never in memory twice.
     pub fn stored_held_rows(&self, file_id: i64) -> Result<Option<HeldRows>> {
         let step = "reading a file's held rows";
-        let len: Option<i64> = self
+        // The value's type is in its record's header: its bytes are not read.
+        let kind: Option<String> = self
             .conn
-            .prepare_cached("SELECT length(data) FROM held_rows WHERE file_id = ?1")
+            .prepare_cached("SELECT typeof(data) FROM held_rows WHERE file_id = ?1")
             .and_then(|mut s| s.query_row([file_id], |r| r.get(0)).optional())
             .step(step)?;
-        let Some(len) = len else {
-            return Ok(None);
-        };
+        match kind.as_deref() {
+            None => return Ok(None),
+            Some("blob") => {}
+            Some(_) => return Ok(held::decoded(file_id, None, 0)),
+        }
         let blob = self
             .conn
             .blob_open(rusqlite::MAIN_DB, "held_rows", "data", file_id, true)
             .step(step)?;
+        let len = blob.len();
         let mut failure = None;
-        let held = HeldRows::read(len as usize, |buf, at| {
+        let held = HeldRows::read(len, |buf, at| {
             blob.read_at_exact(buf, at)
                 .map_err(|err| failure = Some(err))
                 .ok()
@@ -117,7 +121,7 @@ impl Db {
         if let Some(err) = failure {
             return Err(err).step(step);
         }
-        Ok(held::decoded(file_id, held, len as usize))
+        Ok(held::decoded(file_id, held, len))
     }
 
     /// The stored errors of every file still present.
