@@ -1,7 +1,7 @@
 //! Writing a stored form: [`HeldSize`] counts the rows, [`HeldEncoder`] writes
 //! the same rows again into one buffer of exactly that size.
 
-use super::{HEADER, HeldRow, MAGIC, NO_LINE, REMOVED, ROW};
+use super::{HEADER, HeldRow, MAGIC, ROW};
 use crate::store::PrevRow;
 
 /// The first pass of writing a stored form: its size.
@@ -12,15 +12,13 @@ pub struct HeldSize {
     units: usize,
     unit_bytes: usize,
     last_unit: Option<String>,
-    fits: bool,
+    /// A row the compact form cannot hold was counted.
+    unfit: bool,
 }
 
 impl HeldSize {
     /// Counts the next row (in key order).
     pub fn push(&mut self, prev: PrevRow<'_>) {
-        if self.rows == 0 {
-            self.fits = true;
-        }
         if self.last_unit.as_deref() != Some(prev.key.business_unit) {
             self.units += 1;
             self.unit_bytes += 8 + prev.key.business_unit.len();
@@ -28,16 +26,14 @@ impl HeldSize {
         }
         self.rows += 1;
         self.text += prev.key.account.len() + prev.key.sub_account.len();
-        self.fits &= prev.line.is_none_or(|line| line < NO_LINE)
-            && u16::try_from(prev.key.account.len()).is_ok()
-            && u16::try_from(prev.key.sub_account.len()).is_ok();
+        self.unfit |= !HeldRow::of(&prev).1;
     }
 
     /// The second pass, into a buffer of the size counted; `None` where the
     /// compact form cannot hold the rows (see [`HeldRows::push`]).
     pub fn encoder(self) -> Option<HeldEncoder> {
         let counts = [self.rows, self.units, self.text].map(u32::try_from);
-        if !(self.fits || self.rows == 0) || counts.iter().any(Result::is_err) {
+        if self.unfit || counts.iter().any(Result::is_err) {
             return None;
         }
         let rows_end = HEADER + self.rows * ROW;
@@ -114,13 +110,8 @@ impl HeldEncoder {
         self.out[self.text_at..account_to].copy_from_slice(key.account.as_bytes());
         self.out[account_to..text_to].copy_from_slice(key.sub_account.as_bytes());
         self.text_at = text_to;
-        let line = prev.line.unwrap_or(NO_LINE).min(NO_LINE);
-        let row = HeldRow {
-            fingerprint: prev.fingerprint as u64,
-            line: if prev.removed { line | REMOVED } else { line },
-            // The first pass refused longer ones.
-            lens: [key.account.len(), key.sub_account.len()].map(|l| l as u16),
-        };
+        // The first pass refused rows that do not fit.
+        let (row, _) = HeldRow::of(&prev);
         self.out[self.row_at..self.row_at + ROW].copy_from_slice(&row.bytes());
         self.row_at += ROW;
         self.rows += 1;

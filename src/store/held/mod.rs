@@ -66,6 +66,20 @@ impl HeldRow {
     fn len(self) -> usize {
         usize::from(self.lens[0]) + usize::from(self.lens[1])
     }
+
+    /// The entry for `prev`, and whether it holds it: a line of 2^31 - 1 or
+    /// more, or an account of 64 KiB or more, does not fit.
+    fn of(prev: &PrevRow<'_>) -> (Self, bool) {
+        let lens = [prev.key.account.len(), prev.key.sub_account.len()].map(u16::try_from);
+        let fits = prev.line.is_none_or(|line| line < NO_LINE) && lens.iter().all(Result::is_ok);
+        let line = prev.line.unwrap_or(NO_LINE).min(NO_LINE);
+        let row = HeldRow {
+            fingerprint: prev.fingerprint as u64,
+            line: if prev.removed { line | REMOVED } else { line },
+            lens: lens.map(|l| l.unwrap_or(0)),
+        };
+        (row, fits)
+    }
 }
 
 /// The bit of [`HeldRow::line`] that marks a tombstone.
@@ -111,19 +125,9 @@ impl HeldRows {
         }
         self.text.push_str(prev.key.account);
         self.text.push_str(prev.key.sub_account);
-        let lens = [prev.key.account.len(), prev.key.sub_account.len()].map(u16::try_from);
-        let line = prev.line.unwrap_or(NO_LINE).min(NO_LINE);
-        let fits = prev.line.is_none_or(|line| line < NO_LINE)
-            && lens.iter().all(Result::is_ok)
-            && row_index < u32::MAX
-            && u32::try_from(self.text.len()).is_ok();
-        let row = HeldRow {
-            fingerprint: prev.fingerprint as u64,
-            line: if prev.removed { line | REMOVED } else { line },
-            lens: lens.map(|l| l.unwrap_or(0)),
-        };
+        let (row, fits) = HeldRow::of(&prev);
         self.rows.extend_from_slice(&row.bytes());
-        fits
+        fits && row_index < u32::MAX && u32::try_from(self.text.len()).is_ok()
     }
 
     /// Gives back room reserved and not used.
