@@ -61,6 +61,8 @@ pub struct Metrics {
     scans: Counter,
     reloads: Family<OutcomeLabels, Counter>,
     scan_seconds: Gauge<f64, AtomicU64>,
+    /// Manifest files the last committed scan found; -1 before the first.
+    manifest_files: Gauge,
     queue: Family<StateLabels, Gauge>,
     customers: Gauge,
     removed: Gauge,
@@ -102,6 +104,7 @@ impl Metrics {
             scans: Counter::default(),
             reloads: Family::default(),
             scan_seconds: Gauge::default(),
+            manifest_files: Gauge::default(),
             queue: Family::default(),
             customers: Gauge::default(),
             removed: Gauge::default(),
@@ -182,6 +185,11 @@ impl Metrics {
             metrics.scan_seconds.clone(),
         );
         r.register(
+            "paystar_sync_manifest_files",
+            "Manifest files the last committed scan found (0: manifests.dir holds none)",
+            metrics.manifest_files.clone(),
+        );
+        r.register(
             "paystar_sync_leader",
             "1 on the instance that scans and delivers, 0 on a standby",
             metrics.leader.clone(),
@@ -240,9 +248,16 @@ impl Metrics {
         self.leader_changes.inc();
     }
 
-    pub fn scan_committed(&self, millis: u64) {
+    pub fn scan_committed(&self, millis: u64, files: u64) {
         self.scan_seconds.set(millis as f64 / 1000.0);
         self.scans.inc();
+        self.manifest_files
+            .set(i64::try_from(files).unwrap_or(i64::MAX));
+    }
+
+    /// Whether a scan has been committed and found no manifest file.
+    pub fn no_manifests(&self) -> bool {
+        self.scans.get() > 0 && self.manifest_files.get() == 0
     }
 
     /// Sets the state gauges, then encodes every metric: Prometheus text, or

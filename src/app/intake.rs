@@ -17,6 +17,9 @@ pub fn log_scan(scan: &Scan) {
     for error in scan.new_errors() {
         tracing::warn!(%error, "manifest error; the customer keeps its previous state");
     }
+    for warning in &scan.warnings {
+        tracing::warn!(%warning, "manifest warning");
+    }
     let s = &scan.stats;
     let eventful =
         s.files_parsed + s.files_failed + s.files_deleted + s.keys_changed + s.keys_removed > 0;
@@ -127,7 +130,7 @@ impl Intake {
         match result {
             Ok(scan) => {
                 self.metrics
-                    .scan_committed(started.elapsed().as_millis() as u64);
+                    .scan_committed(started.elapsed().as_millis() as u64, scan.stats.files);
                 log_scan(&scan);
                 self.wake.notify_one();
                 Ok(scan.stats.files_deferred)

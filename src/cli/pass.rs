@@ -34,9 +34,6 @@ pub(super) fn dry_scan(path: &Path, hashes: bool) -> anyhow::Result<(Config, Sto
     if progress.is_some() {
         eprint!("\r\x1b[2K");
     }
-    for warning in &scan.warnings {
-        tracing::warn!(%warning, "manifest warning");
-    }
     Ok((config, store, scan))
 }
 

@@ -124,7 +124,12 @@ pub struct ManifestsConfig {
     pub on_removal: RemovalPolicy,
     pub rescan_interval: Duration,
     pub debounce: Duration,
-    pub csv_delimiter: u8,
+    /// `manifests.csv.delimiter`; `None`: found per file.
+    pub csv_delimiter: Option<u8>,
+    /// `manifests.csv.encoding` when it is not UTF-8.
+    pub csv_encoding: Option<&'static encoding_rs::Encoding>,
+    /// `manifests.xlsx.sheet`.
+    pub xlsx_sheet: Option<String>,
     /// `manifests.csv.columns`: field → header name in the files.
     pub csv_columns: Vec<(Field, String)>,
     /// `manifests.max_file_size`: a bigger manifest is a file error.
@@ -341,6 +346,8 @@ impl Config {
                 .map(|(field, header)| (*field, normalise_header(header)))
                 .collect(),
             max_file_size: self.manifests.max_file_size,
+            encoding: self.manifests.csv_encoding,
+            sheet: self.manifests.xlsx_sheet.clone(),
         }
     }
 }
@@ -374,6 +381,7 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
             "rescan_interval",
             "debounce",
             "csv",
+            "xlsx",
             "max_file_size",
         ],
     );
@@ -396,19 +404,44 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
     let debounce = w
         .duration(&m, "debounce")
         .unwrap_or(Duration::from_millis(500));
-    let csv = w.section(&m, "csv", &["delimiter", "columns"]);
+    let csv = w.section(&m, "csv", &["delimiter", "columns", "encoding"]);
     let csv_delimiter = match w.string(&csv, "delimiter") {
-        None => b',',
-        Some(d) if d == "\\t" || d == "tab" => b'\t',
-        Some(d) if d.len() == 1 && d.is_ascii() && d != "\"" => d.as_bytes()[0],
+        None => None,
+        Some(d) if d == "\\t" || d == "tab" || d == "\t" => Some(b'\t'),
+        Some(d) if d.len() == 1 && d.is_ascii() && d != "\"" && d != "\n" && d != "\r" => {
+            Some(d.as_bytes()[0])
+        }
         Some(d) => {
             w.error(
                 &format!("{}.delimiter", csv.path),
-                format!("{d:?} must be one ASCII character, e.g. \",\" or \";\" (or \"tab\")"),
+                format!("{d:?} must be one ASCII character, e.g. \",\" or \";\" (or \"tab\"); leave it out to find each file's delimiter from its header"),
             );
-            b','
+            None
         }
     };
+    let csv_encoding = match w.string(&csv, "encoding") {
+        None => None,
+        Some(label) => match encoding_rs::Encoding::for_label(label.trim().as_bytes()) {
+            Some(e) if e == encoding_rs::UTF_8 => None,
+            Some(e) if e == encoding_rs::UTF_16LE || e == encoding_rs::UTF_16BE || e == encoding_rs::REPLACEMENT => {
+                w.error(
+                    &format!("{}.encoding", csv.path),
+                    format!("{label:?} cannot be set here: UTF-16 files are read by their byte order mark; name a single-byte encoding such as windows-1252"),
+                );
+                None
+            }
+            Some(e) => Some(e),
+            None => {
+                w.error(
+                    &format!("{}.encoding", csv.path),
+                    format!("{label:?} is not an encoding name; use a WHATWG label such as utf-8, windows-1252, iso-8859-15 or shift_jis"),
+                );
+                None
+            }
+        },
+    };
+    let xlsx = w.section(&m, "xlsx", &["sheet"]);
+    let xlsx_sheet = w.string(&xlsx, "sheet");
     let mut csv_columns = Vec::new();
     for (field, header) in w.string_map(&csv, "columns").unwrap_or_default() {
         match Field::from_name(&field) {
@@ -528,6 +561,8 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
             rescan_interval,
             debounce,
             csv_delimiter,
+            csv_encoding,
+            xlsx_sheet,
             csv_columns,
             max_file_size,
         },

@@ -2,7 +2,7 @@
 //! the list of everything wrong with it.
 
 use super::error::{ErrorKind, ManifestError};
-use super::fields::{Field, check_email, check_text, parse_autopay};
+use super::fields::{Field, check_email, check_text, is_scientific, parse_autopay};
 use super::row::{FileIdx, ManifestRow, RowValues};
 use crate::customer::CustomerKey;
 
@@ -79,6 +79,19 @@ pub fn build<'a>(raw: &RawRow<'a>, ctx: &RowContext<'a>) -> Result<ManifestRow, 
     let last_name = text(Field::LastName, raw.last_name, true);
     let email = text(Field::EmailAddress, raw.email, true);
     let row_unit = text(Field::BusinessUnitSlug, raw.business_unit, false);
+    for (field, value) in [
+        (Field::AccountNumber, account),
+        (Field::SubAccountNumber, sub_account),
+    ] {
+        if is_scientific(value) {
+            problems.push((
+                field,
+                format!(
+                    "is {value}, a number Excel rewrote in scientific notation (its last digits are lost), so it is not sent; format the column as Text in Excel (or export it from the billing system again) and save again"
+                ),
+            ));
+        }
+    }
     let business_unit = if row_unit.is_empty() {
         ctx.default_business_unit.map(str::trim).unwrap_or("")
     } else {

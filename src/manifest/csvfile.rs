@@ -1,36 +1,52 @@
 //! Streaming CSV reader: one reused record buffer, rows validated as they stream.
 
-use super::build::{RawRow, Rejected, RowContext, build};
-use super::error::{ErrorKind, ManifestError};
-use super::fields::{Field, normalise_header};
+use super::build::RowContext;
+use super::columns::{Columns, Found, HeaderSearch};
+use super::error::ManifestError;
 use super::quotes::{QuoteCheck, quote_error};
 use super::row::FileIdx;
-use super::row::ManifestRow;
 use super::{ParseOptions, ParsedFile};
 use std::io::Read;
+
+/// How a CSV file is written, as far as its reader needs to know: its
+/// delimiter, and whether its first line is Excel's `sep=X` hint (skipped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dialect {
+    pub delimiter: u8,
+    pub sep_line: bool,
+}
+
+impl Dialect {
+    pub const COMMA: Dialect = Dialect {
+        delimiter: b',',
+        sep_line: false,
+    };
+}
 
 pub fn parse<R: Read>(
     reader: R,
     file: &str,
     file_idx: FileIdx,
     opts: &ParseOptions,
+    dialect: Dialect,
 ) -> Result<ParsedFile, ManifestError> {
-    let mut csv = reader_for(reader, opts);
-    let (columns, mut parsed) = header(&mut csv, file, opts)?;
+    let mut csv = reader_for(reader, dialect);
+    let (columns, mut parsed) = header(&mut csv, file, opts, dialect)?;
     rows(&mut csv, &columns, 0, file, file_idx, opts, &mut parsed)?;
     no_customers(parsed, file)
 }
 
 /// The csv reader every part of a file is read with.
-pub(super) fn reader_for<R: Read>(reader: R, opts: &ParseOptions) -> ::csv::Reader<QuoteCheck<R>> {
+pub(super) fn reader_for<R: Read>(reader: R, dialect: Dialect) -> ::csv::Reader<QuoteCheck<R>> {
     ::csv::ReaderBuilder::new()
-        .delimiter(opts.delimiter)
+        .delimiter(dialect.delimiter)
         .has_headers(false)
         .flexible(true)
-        // csv miscounts lines in CRLF files; split on LF and let trimming drop the CR.
+        // csv miscounts lines in CRLF files; split on LF and drop the CR that
+        // ends a CRLF line's last field (`field_text`).
         .terminator(::csv::Terminator::Any(b'\n'))
         .buffer_capacity(256 * 1024)
-        .from_reader(QuoteCheck::new(reader, opts.delimiter))
+        .from_reader(QuoteCheck::new(reader, dialect.delimiter))
 }
 
 /// Reads the next record; a file error names what went wrong and where.
@@ -61,28 +77,48 @@ fn read<R: Read>(
     })
 }
 
-/// Reads and maps the header row; the parse so far holds its warnings.
+/// Finds and maps the header row (skipping a `sep=` line and, with a warning,
+/// lines above the header); the parse so far holds its warnings.
 pub(super) fn header<R: Read>(
     csv: &mut ::csv::Reader<QuoteCheck<R>>,
     file: &str,
     opts: &ParseOptions,
+    dialect: Dialect,
 ) -> Result<(Columns, ParsedFile), ManifestError> {
     let mut record = ::csv::ByteRecord::new();
-    if !read(csv, &mut record, file)? {
-        return Err(ManifestError::file(
-            file,
-            "is empty; an empty file never removes customers (add a header row and rows, or delete the file)",
-        ));
+    let mut search = HeaderSearch::new(file, opts);
+    let mut first = true;
+    loop {
+        if !read(csv, &mut record, file)? {
+            return Err(search.end());
+        }
+        if std::mem::take(&mut first) && dialect.sep_line {
+            continue;
+        }
+        let line = record_line(csv, &record);
+        let names = header_names(&record).ok_or_else(|| {
+            ManifestError::file(
+                file,
+                "header row is not valid UTF-8; export it as \"CSV UTF-8\" and save again, or set manifests.csv.encoding (e.g. windows-1252)",
+            )
+            .at_line(line)
+        });
+        match search.offer(names.as_ref().map(Vec::as_slice).map_err(Clone::clone), line) {
+            Found::Header(columns, parsed) => return Ok((columns, parsed)),
+            Found::NotYet => {}
+            Found::Failed(error) => return Err(error),
+        }
     }
-    let columns = map_header(&record, record_line(csv, &record), file, opts)?;
-    let mut parsed = ParsedFile::default();
-    if !columns.unknown.is_empty() {
-        parsed.warnings.push(format!(
-            "{file}: ignoring unknown column(s) {}; map them with manifests.csv.columns if they matter",
-            columns.unknown.join(", ")
-        ));
-    }
-    Ok((columns, parsed))
+}
+
+/// A record's fields as text, the last without the CR of a CRLF line end.
+fn header_names(record: &::csv::ByteRecord) -> Option<Vec<&str>> {
+    let text = std::str::from_utf8(record.as_slice()).ok()?;
+    Some(
+        (0..record.len())
+            .map(|i| field_text(record, text, i).unwrap_or(""))
+            .collect(),
+    )
 }
 
 /// The line `record` starts on, in what `csv` reads. The reader numbers a
@@ -125,42 +161,17 @@ pub(super) fn rows<R: Read>(
         let Ok(text) = std::str::from_utf8(record.as_slice()) else {
             return Err(ManifestError::file(
                 file,
-                "is not valid UTF-8; export it as \"CSV UTF-8\" and save again",
+                "is not valid UTF-8; export it as \"CSV UTF-8\" and save again, or set manifests.csv.encoding to the encoding it was saved in (e.g. windows-1252)",
             )
             .at_line(line));
         };
-        let field = |i: usize| field_text(&record, text, i);
-        if (0..record.len()).all(|i| field(i).is_none_or(|v| v.trim().is_empty())) {
-            continue; // a blank line, or a row of bare delimiters as spreadsheets export
-        }
-        let mut raw = RawRow::default();
-        for &(index, target) in &columns.mapped {
-            if let Some(value) = field(index) {
-                raw.set(target, value);
-            }
-        }
         let ctx = RowContext {
             file,
             file_idx,
             line,
             default_business_unit: opts.default_business_unit.as_deref(),
         };
-        let outcome = build(&raw, &ctx);
-        // A row with values past the header's last column (they would be dropped
-        // unread), or with fewer values than the header (a header that swallowed
-        // a line break reads the next row as column names): something lost a
-        // quote or a line break. Empty trailing fields are harmless.
-        let extra =
-            (columns.width..record.len()).any(|i| field(i).is_some_and(|v| !v.trim().is_empty()));
-        if extra || record.len() < columns.width {
-            parsed.push(overflowing(
-                outcome,
-                file,
-                line,
-                record.len(),
-                columns.width,
-            ));
-        } else {
+        if let Some(outcome) = columns.row(record.len(), |i| field_text(&record, text, i), &ctx) {
             parsed.push(outcome);
         }
     }
@@ -170,152 +181,14 @@ pub(super) fn rows<R: Read>(
 /// Field `i` of a record whose bytes are `text`, without checking it again: its
 /// bytes are valid UTF-8 exactly when its range falls on character boundaries
 /// of the text (valid text cannot start with a continuation byte, nor end inside
-/// a character); a field that is not valid on its own reads as "".
+/// a character); a field that is not valid on its own reads as "". The last
+/// field loses the CR of a CRLF line end.
 fn field_text<'t>(record: &::csv::ByteRecord, text: &'t str, i: usize) -> Option<&'t str> {
-    record.range(i).map(|r| text.get(r).unwrap_or(""))
-}
-
-#[derive(Clone)]
-pub(super) struct Columns {
-    mapped: Vec<(usize, Field)>,
-    unknown: Vec<String>,
-    /// How many columns the header names.
-    width: usize,
-}
-
-/// Rejects a row with values beyond the header's columns, keeping its key (if
-/// readable) at its previous state.
-fn overflowing(
-    outcome: Result<ManifestRow, Rejected>,
-    file: &str,
-    line: u32,
-    values: usize,
-    width: usize,
-) -> Result<ManifestRow, Rejected> {
-    let error = |account: Option<String>| ManifestError {
-        file: file.to_owned(),
-        line: Some(line),
-        account,
-        field: None,
-        kind: ErrorKind::Row,
-        reason: format!(
-            "has {values} values but the header has {width} columns; check this row and the header for a missing quote, delimiter or line break"
-        ),
-    };
-    match outcome {
-        Ok(row) => {
-            let key = row.key().to_owned();
-            Err(Rejected {
-                errors: vec![error(Some(key.account.clone()))],
-                key: Some(key),
-            })
-        }
-        Err(mut rejected) => {
-            let account = rejected.errors.iter().find_map(|e| e.account.clone());
-            rejected.errors.push(error(account));
-            Err(rejected)
-        }
+    let value = record.range(i).map(|r| text.get(r).unwrap_or(""))?;
+    if i + 1 == record.len() {
+        return Some(value.strip_suffix('\r').unwrap_or(value));
     }
-}
-
-fn map_header(
-    header: &::csv::ByteRecord,
-    line: u32,
-    file: &str,
-    opts: &ParseOptions,
-) -> Result<Columns, ManifestError> {
-    let Ok(names) = header
-        .iter()
-        .map(std::str::from_utf8)
-        .collect::<Result<Vec<_>, _>>()
-    else {
-        return Err(ManifestError::file(
-            file,
-            "header row is not valid UTF-8; export it as \"CSV UTF-8\" and save again",
-        )
-        .at_line(line));
-    };
-    let mut mapped: Vec<(usize, Field)> = Vec::new();
-    let mut unknown = Vec::new();
-    for (index, name) in names.iter().enumerate() {
-        let normalised = normalise_header(name);
-        let configured = opts
-            .columns
-            .iter()
-            .find(|(_, header)| *header == normalised)
-            .map(|(field, _)| *field);
-        match configured.or_else(|| Field::from_header(name)) {
-            Some(field) => {
-                if let Some((other, _)) = mapped.iter().find(|(_, f)| *f == field) {
-                    return Err(ManifestError::file(
-                        file,
-                        format!(
-                            "columns {} ({:?}) and {} ({name:?}) both mean {}; keep one",
-                            other + 1,
-                            names[*other],
-                            index + 1,
-                            field.name()
-                        ),
-                    )
-                    .at_line(line));
-                }
-                mapped.push((index, field));
-            }
-            None if name.trim().is_empty() => {}
-            // A data row run into the header (a lost line break) would hide its
-            // customer as "unknown columns": an email address is never a header.
-            None if super::fields::check_email(name.trim()).is_ok() => {
-                return Err(ManifestError::file(
-                    file,
-                    format!(
-                        "header column {} is {:?}, an email address, not a column name: is a line break missing after the header? Its customers keep their previous state",
-                        index + 1,
-                        name.trim()
-                    ),
-                )
-                .at_line(line));
-            }
-            // A quote opened in the header and closed further down swallows
-            // rows into one "column name": those customers would vanish.
-            None if name.contains(['\n', '\r']) => {
-                return Err(ManifestError::file(
-                    file,
-                    format!(
-                        "header column {} runs over a line break (a quote opened in the header closes further down), so rows are read as part of the header; fix the quote. Its customers keep their previous state",
-                        index + 1
-                    ),
-                )
-                .at_line(line));
-            }
-            None => unknown.push(format!("{:?}", name.trim())),
-        }
-    }
-    let missing: Vec<&str> = Field::REQUIRED
-        .iter()
-        .filter(|f| !mapped.iter().any(|(_, m)| m == *f))
-        .map(|f| f.name())
-        .collect();
-    if !missing.is_empty() {
-        return Err(ManifestError::file(
-            file,
-            format!(
-                "missing required column(s) {} (found: {}); rename the header or map it with manifests.csv.columns",
-                missing.join(", "),
-                names.iter().map(|n| format!("{:?}", n.trim())).collect::<Vec<_>>().join(", ")
-            ),
-        )
-        .at_line(line));
-    }
-    // Trailing empty header cells (a trailing delimiter) name no column.
-    let width = names
-        .iter()
-        .rposition(|n| !n.trim().is_empty())
-        .map_or(0, |i| i + 1);
-    Ok(Columns {
-        mapped,
-        unknown,
-        width,
-    })
+    Some(value)
 }
 
 #[cfg(test)]
@@ -324,8 +197,9 @@ mod tests {
 
     #[test]
     fn a_field_reads_as_its_own_bytes_checked_alone_would() {
-        let pieces: [&[u8]; 8] = [
+        let pieces: [&[u8]; 9] = [
             b"",
+            b"\r",
             b"a",
             b"\xc3",
             b"\xa9",
@@ -348,6 +222,11 @@ mod tests {
             };
             for i in 0..=record.len() {
                 let alone = record.get(i).map(|b| std::str::from_utf8(b).unwrap_or(""));
+                // The last field without the CR of a CRLF line end.
+                let alone = match alone {
+                    Some(v) if i + 1 == record.len() => Some(v.strip_suffix('\r').unwrap_or(v)),
+                    other => other,
+                };
                 assert_eq!(
                     super::field_text(&record, text, i),
                     alone,

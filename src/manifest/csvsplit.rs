@@ -12,7 +12,7 @@
 //! size limit, no customers) the file is read again from its start in one part,
 //! so that every file error reads exactly as the one-part reader says it.
 
-use super::csvfile;
+use super::csvfile::{self, Dialect};
 use super::open::Limited;
 use super::row::FileIdx;
 use super::{ManifestError, ParseOptions, ParsedFile};
@@ -85,6 +85,7 @@ pub fn parse<S: Positional + ?Sized>(
     file: &str,
     file_idx: FileIdx,
     opts: &ParseOptions,
+    dialect: Dialect,
     split_from: u64,
 ) -> Result<ParsedFile, ManifestError> {
     let whole = || {
@@ -99,6 +100,7 @@ pub fn parse<S: Positional + ?Sized>(
             file,
             file_idx,
             opts,
+            dialect,
         )
     };
     if size < split_from.max(2) {
@@ -109,7 +111,7 @@ pub fn parse<S: Positional + ?Sized>(
         // No split point near the middle, or a read error the one-part reader reports.
         Ok(None) | Err(_) => return whole(),
     };
-    match in_two(src, &split, size, file, file_idx, opts) {
+    match in_two(src, &split, size, file, file_idx, opts, dialect) {
         Some(parsed) => Ok(parsed),
         None => whole(),
     }
@@ -172,14 +174,15 @@ fn in_two<S: Positional + ?Sized>(
     file: &str,
     file_idx: FileIdx,
     opts: &ParseOptions,
+    dialect: Dialect,
 ) -> Option<ParsedFile> {
     let head = Part {
         src,
         pos: 0,
         end: split.at,
     };
-    let mut csv = csvfile::reader_for(BufReader::with_capacity(BUFFER, head), opts);
-    let (columns, mut parsed) = csvfile::header(&mut csv, file, opts).ok()?;
+    let mut csv = csvfile::reader_for(BufReader::with_capacity(BUFFER, head), dialect);
+    let (columns, mut parsed) = csvfile::header(&mut csv, file, opts, dialect).ok()?;
     // Room for the whole file's rows, so that the second part's are appended
     // without moving the first's (pages never written cost no memory).
     let estimate = (u64::from(split.lines_before) * size / split.at) * 11 / 10 + 1024;
@@ -196,7 +199,8 @@ fn in_two<S: Positional + ?Sized>(
                     end: u64::MAX,
                 };
                 let limited = Limited::new(rest, opts.max_file_size.saturating_sub(split.at));
-                let mut csv = csvfile::reader_for(BufReader::with_capacity(BUFFER, limited), opts);
+                let mut csv =
+                    csvfile::reader_for(BufReader::with_capacity(BUFFER, limited), dialect);
                 let mut tail = ParsedFile::default();
                 tail.rows
                     .reserve(usize::try_from(tail_estimate).unwrap_or(0));
@@ -280,7 +284,15 @@ mod tests {
             memchr::memchr_iter(b'\n', before).count()
         );
         let two =
-            in_two(bytes, &split, bytes.len() as u64, "a.csv", 0, &opts()).expect("two parts");
+            in_two(
+            bytes,
+            &split,
+            bytes.len() as u64,
+            "a.csv",
+            0,
+            &opts(),
+            Dialect::COMMA,
+        ).expect("two parts");
         let one = parse_bytes(bytes, Format::Csv, "a.csv", &opts()).unwrap();
         // The names with a line break are row errors, in both.
         assert_eq!(two.rows.len(), 1_800);
@@ -297,7 +309,15 @@ mod tests {
         Result<ParsedFile, ManifestError>,
         Result<ParsedFile, ManifestError>,
     ) {
-        let two = parse(bytes, bytes.len() as u64, "a.csv", 0, &opts(), 0);
+        let two = parse(
+            bytes,
+            bytes.len() as u64,
+            "a.csv",
+            0,
+            &opts(),
+            Dialect::COMMA,
+            0,
+        );
         (parse_bytes(bytes, Format::Csv, "a.csv", &opts()), two)
     }
 
@@ -334,7 +354,15 @@ mod tests {
         let mut text = big_file();
         text.push_str("B1,Jo,Lee,not-an-email,\n");
         let bytes = text.as_bytes();
-        let two = parse(bytes, bytes.len() as u64, "a.csv", 0, &opts(), 0).unwrap();
+        let two = parse(
+            bytes,
+            bytes.len() as u64,
+            "a.csv",
+            0,
+            &opts(),
+            Dialect::COMMA,
+            0,
+        ).unwrap();
         let one = parse_bytes(bytes, Format::Csv, "a.csv", &opts()).unwrap();
         assert_eq!(two.errors.len(), 201);
         assert_eq!(two.errors, one.errors);
@@ -352,7 +380,15 @@ mod tests {
             let mut text = big_file();
             text.push_str(damage);
             let bytes = text.as_bytes();
-            let two = parse(bytes, bytes.len() as u64, "a.csv", 0, &opts(), 0).unwrap_err();
+            let two = parse(
+            bytes,
+            bytes.len() as u64,
+            "a.csv",
+            0,
+            &opts(),
+            Dialect::COMMA,
+            0,
+        ).unwrap_err();
             let one = parse_bytes(bytes, Format::Csv, "a.csv", &opts()).unwrap_err();
             assert_eq!(two, one);
             assert!(two.line.is_some_and(|l| l > 2_000), "{two:?}");

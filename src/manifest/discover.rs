@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 pub enum Format {
     Yaml,
     Csv,
+    /// `*.tsv`: CSV separated by tabs (Excel's "Unicode Text").
+    Tsv,
+    Xlsx,
 }
 
 /// What `stat` says about a file; used to skip unchanged files without reading them.
@@ -55,10 +58,32 @@ pub enum DiscoverError {
     NotADirectory { path: PathBuf },
 }
 
-/// Editors' swap files, partial downloads and hidden files are never manifests.
+/// Editors' swap files, Excel's lock files (`~$…`), partial downloads and
+/// hidden files are never manifests.
 pub fn is_ignored(name: &str) -> bool {
     const SUFFIXES: [&str; 6] = [".tmp", ".swp", ".part", ".partial", ".crdownload", "~"];
-    name.starts_with('.') || name.starts_with('_') || SUFFIXES.iter().any(|s| name.ends_with(s))
+    name.starts_with('.')
+        || name.starts_with('_')
+        || name.starts_with("~$")
+        || SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
+/// What to do with a file that looks like an export but is not a manifest,
+/// by its extension; `None` for anything else.
+pub fn lookalike_advice(name: &str) -> Option<&'static str> {
+    if is_ignored(name) {
+        return None;
+    }
+    let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
+    Some(match ext.as_str() {
+        "xls" => "an Excel 97-2003 workbook, which is not read: save it as Excel Workbook (.xlsx) or CSV UTF-8 (.csv)",
+        "xlsm" | "xlsb" => "an Excel workbook in a format that is not read: save it as Excel Workbook (.xlsx) or CSV UTF-8 (.csv)",
+        "ods" => "an OpenDocument spreadsheet, which is not read: save it as Excel 2007-365 (.xlsx) or Text CSV (.csv)",
+        "numbers" => "a Numbers document, which is not read: export it as CSV (File > Export To > CSV) or Excel (.xlsx)",
+        "txt" => "a text file, which is not read: if it is Excel's \"Unicode Text\" (tab-separated) rename it to .tsv; if it is comma-separated rename it to .csv",
+        "json" | "xml" => "not a manifest format: manifests are YAML, CSV, TSV or XLSX files",
+        _ => return None,
+    })
 }
 
 /// The format a file name implies, if it is a manifest at all.
@@ -70,6 +95,8 @@ pub fn format_of(name: &str) -> Option<Format> {
     match ext.as_str() {
         "yaml" | "yml" => Some(Format::Yaml),
         "csv" => Some(Format::Csv),
+        "tsv" => Some(Format::Tsv),
+        "xlsx" => Some(Format::Xlsx),
         _ => None,
     }
 }
@@ -160,10 +187,15 @@ pub fn discover(root: &Path) -> Result<Discovery, DiscoverError> {
                         stack.push((path, format!("{rel}/")));
                     }
                 }
-                None => {}
+                None => {
+                    if let Some(advice) = lookalike_advice(&name) {
+                        found.lookalikes.push(format!("{rel}: is {advice}"));
+                    }
+                }
             }
         }
     }
+    found.lookalikes.sort();
     found.files.sort_by(|a, b| a.rel.cmp(&b.rel));
     found.broken.sort_by(|a, b| a.file.cmp(&b.file));
     Ok(found)
@@ -183,6 +215,9 @@ pub struct Discovery {
     /// looping link where a subfolder may have been): files stored under them
     /// keep their previous state.
     pub unresolved: Vec<(String, io::Error)>,
+    /// Warnings for files that look like exports but are not manifests
+    /// (`.xls`, `.ods`, `.numbers`, `.txt`, `.json`, `.xml`), sorted.
+    pub lookalikes: Vec<String>,
 }
 
 impl Discovery {
@@ -213,6 +248,8 @@ mod tests {
             "a.csv.part",
             "a.csv.partial",
             "a.csv.crdownload",
+            "~$2026-11-export.csv",
+            "~$customers.xlsx",
         ] {
             assert_eq!(format_of(name), None, "{name}");
         }
@@ -220,5 +257,17 @@ mod tests {
         assert_eq!(format_of("a.yml"), Some(Format::Yaml));
         assert_eq!(format_of("Export.CSV"), Some(Format::Csv));
         assert_eq!(format_of("notes.txt"), None);
+        assert_eq!(format_of("Export.TSV"), Some(Format::Tsv));
+        assert_eq!(format_of("Book1.xlsx"), Some(Format::Xlsx));
+    }
+
+    #[test]
+    fn exports_that_are_not_manifests_get_advice_and_lock_files_do_not() {
+        for name in ["a.xls", "a.ODS", "a.numbers", "a.txt", "a.json", "a.xml"] {
+            assert!(lookalike_advice(name).is_some(), "{name}");
+        }
+        for name in ["~$a.xls", "a.pdf", "README", ".a.txt", "a.csv"] {
+            assert_eq!(lookalike_advice(name), None, "{name}");
+        }
     }
 }

@@ -47,24 +47,88 @@ impl Field {
         Field::ALL.into_iter().find(|f| f.name() == name)
     }
 
-    /// The field a CSV header means, ignoring case, spaces, `_` and `-`.
+    /// The field a CSV or XLSX header means, ignoring case, spaces, `_`, `-`
+    /// and `.`: its own name or one of [`ALIASES`].
     pub fn from_header(header: &str) -> Option<Field> {
         let normalised = normalise_header(header);
         Field::ALL
             .into_iter()
             .find(|f| normalise_header(f.name()) == normalised)
+            .or_else(|| {
+                ALIASES
+                    .iter()
+                    .find(|(alias, _)| *alias == normalised)
+                    .map(|(_, field)| *field)
+            })
     }
 }
 
-/// Lower-cases and drops spaces, `_`, `-` and a stray byte-order mark.
+/// Header names that spreadsheets and billing systems use for the fields,
+/// normalised (README "Manifests" lists them as people write them).
+pub const ALIASES: [(&str, Field); 32] = [
+    ("businessunit", Field::BusinessUnitSlug),
+    ("account", Field::AccountNumber),
+    ("account#", Field::AccountNumber),
+    ("accountno", Field::AccountNumber),
+    ("accountnum", Field::AccountNumber),
+    ("accountid", Field::AccountNumber),
+    ("acct", Field::AccountNumber),
+    ("acct#", Field::AccountNumber),
+    ("acctno", Field::AccountNumber),
+    ("acctnumber", Field::AccountNumber),
+    ("subaccount", Field::SubAccountNumber),
+    ("subaccount#", Field::SubAccountNumber),
+    ("subaccountno", Field::SubAccountNumber),
+    ("subacct", Field::SubAccountNumber),
+    ("subacct#", Field::SubAccountNumber),
+    ("subacctno", Field::SubAccountNumber),
+    ("subacctnumber", Field::SubAccountNumber),
+    ("first", Field::FirstName),
+    ("forename", Field::FirstName),
+    ("givenname", Field::FirstName),
+    ("last", Field::LastName),
+    ("surname", Field::LastName),
+    ("familyname", Field::LastName),
+    ("email", Field::EmailAddress),
+    ("mail", Field::EmailAddress),
+    ("emailaddr", Field::EmailAddress),
+    ("emailid", Field::EmailAddress),
+    ("autopayenrolled", Field::Autopay),
+    ("autopayenabled", Field::Autopay),
+    ("autopaystatus", Field::Autopay),
+    ("enrolledinautopay", Field::Autopay),
+    ("autopayment", Field::Autopay),
+];
+
+/// Lower-cases and drops spaces, `_`, `-`, `.`, a stray byte-order mark and a
+/// trailing carriage return.
 pub fn normalise_header(header: &str) -> String {
     header
         .trim_start_matches('\u{feff}')
         .trim()
         .chars()
-        .filter(|c| !matches!(c, ' ' | '_' | '-' | '\t'))
+        .filter(|c| !matches!(c, ' ' | '_' | '-' | '.' | '\t' | '\r'))
         .flat_map(char::to_lowercase)
         .collect()
+}
+
+/// Whether an account value is a number Excel turned into scientific notation
+/// (`1.23457E+11`, `1,23457E+11`, `1E+11`): its digits are lost, so it is never
+/// sent. Excel always writes the exponent's sign, which real account numbers
+/// with an `E` in them do not have.
+pub fn is_scientific(value: &str) -> bool {
+    let Some((mantissa, exponent)) = value.split_once(['E', 'e']) else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let mantissa_ok = match mantissa.split_once(['.', ',']) {
+        Some((int, frac)) => digits(int) && digits(frac),
+        None => digits(mantissa),
+    };
+    let exponent_ok = exponent
+        .strip_prefix(['+', '-'])
+        .is_some_and(digits);
+    mantissa_ok && exponent_ok
 }
 
 pub const MAX_CHARS: usize = 255;
@@ -231,7 +295,44 @@ mod tests {
             Field::from_header("E-mail Address"),
             Some(Field::EmailAddress)
         );
-        assert_eq!(Field::from_header("Acct #"), None);
+        assert_eq!(Field::from_header("Notes"), None);
+        assert_eq!(Field::from_header("Account Name"), None);
+    }
+
+    #[test]
+    fn the_header_names_spreadsheets_use_are_recognised() {
+        for (header, field) in [
+            ("Email", Field::EmailAddress),
+            ("E-mail", Field::EmailAddress),
+            ("Email Address\r", Field::EmailAddress),
+            ("Account #", Field::AccountNumber),
+            ("Acct #", Field::AccountNumber),
+            ("Account No.", Field::AccountNumber),
+            ("ACCOUNT", Field::AccountNumber),
+            ("Sub Account", Field::SubAccountNumber),
+            ("Sub-Acct No", Field::SubAccountNumber),
+            ("Surname", Field::LastName),
+            ("Given Name", Field::FirstName),
+            ("Business Unit", Field::BusinessUnitSlug),
+        ] {
+            assert_eq!(Field::from_header(header), Some(field), "{header:?}");
+        }
+        // No alias is a field's own name, and none is listed twice.
+        for (i, (alias, _)) in ALIASES.iter().enumerate() {
+            assert_eq!(normalise_header(alias), *alias, "{alias} is normalised");
+            assert!(Field::ALL.iter().all(|f| normalise_header(f.name()) != *alias));
+            assert!(ALIASES[..i].iter().all(|(a, _)| a != alias), "{alias} twice");
+        }
+    }
+
+    #[test]
+    fn excel_scientific_notation_is_told_from_account_numbers() {
+        for damaged in ["1.23457E+11", "1,23457E+11", "1E+11", "9.9e-05", "12.5E+3"] {
+            assert!(is_scientific(damaged), "{damaged}");
+        }
+        for fine in ["12345", "12E45", "E+11", "1.2E", "1.E+5", "AB1E+5", "1E+", "0012"] {
+            assert!(!is_scientific(fine), "{fine}");
+        }
     }
 
     #[test]

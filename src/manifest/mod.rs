@@ -3,8 +3,10 @@
 //! the state database or Paystar.
 
 mod build;
+mod columns;
 mod csvfile;
 pub mod csvsplit;
+mod dialect;
 pub mod discover;
 mod error;
 pub mod fields;
@@ -14,6 +16,7 @@ pub mod quotes;
 mod row;
 mod sort;
 pub mod watch;
+mod xlsxfile;
 mod yamldepth;
 mod yamlfile;
 
@@ -31,11 +34,18 @@ use std::io::{BufReader, Read};
 #[derive(Clone, Debug)]
 pub struct ParseOptions {
     pub default_business_unit: Option<String>,
-    pub delimiter: u8,
+    /// `manifests.csv.delimiter`; unset, each file's is found from its header
+    /// (a `sep=` first line and `*.tsv` name their own).
+    pub delimiter: Option<u8>,
     /// `manifests.csv.columns`: a field and the normalised header that means it.
     pub columns: Vec<(Field, String)>,
     /// `manifests.max_file_size`: a bigger manifest is a file error.
     pub max_file_size: u64,
+    /// `manifests.csv.encoding` when it is not UTF-8: a CSV file without a
+    /// byte order mark that is not valid UTF-8 is decoded with it.
+    pub encoding: Option<&'static encoding_rs::Encoding>,
+    /// `manifests.xlsx.sheet`; unset, the workbook's first sheet.
+    pub sheet: Option<String>,
 }
 
 /// `manifests.max_file_size` unless configured: 256 MiB.
@@ -45,9 +55,11 @@ impl Default for ParseOptions {
     fn default() -> Self {
         Self {
             default_business_unit: None,
-            delimiter: b',',
+            delimiter: None,
             columns: Vec::new(),
             max_file_size: DEFAULT_MAX_FILE_SIZE,
+            encoding: None,
+            sheet: None,
         }
     }
 }
@@ -94,37 +106,47 @@ pub fn parse_file(
 ) -> Result<ParsedFile, ManifestError> {
     let handle = open::open(&file.path, &file.rel, opts.max_file_size)?;
     match file.format {
-        Format::Csv => {
+        Format::Csv | Format::Tsv => {
             let handle = handle.into_inner();
             let size = handle
                 .metadata()
                 .map_err(|err| open::io_error(&file.rel, &err))?
                 .len();
-            csvsplit::parse(
+            dialect::parse(
                 &handle,
                 size,
                 &file.rel,
                 file_idx,
                 opts,
+                file.format,
                 csvsplit::SPLIT_FROM,
             )
         }
+        Format::Xlsx => xlsxfile::parse(read_all(handle, &file.rel, file.stat.size, opts)?, &file.rel, file_idx, opts),
         Format::Yaml => {
-            let mut bytes = Vec::with_capacity(file.stat.size.min(opts.max_file_size) as usize);
-            BufReader::new(handle)
-                .read_to_end(&mut bytes)
-                .map_err(|err| match err.get_ref() {
-                    Some(inner) if inner.is::<open::TooLarge>() => {
-                        ManifestError::file(&file.rel, open::TooLarge.to_string())
-                    }
-                    _ => open::io_error(&file.rel, &err),
-                })?;
-            let text = String::from_utf8(bytes).map_err(|_| {
-                ManifestError::file(&file.rel, "is not valid UTF-8; save it as UTF-8")
-            })?;
-            yamlfile::parse(&text, &file.rel, file_idx, opts)
+            let bytes = read_all(handle, &file.rel, file.stat.size, opts)?;
+            yamlfile::parse_bytes(&bytes, &file.rel, file_idx, opts)
         }
     }
+}
+
+/// A whole manifest in memory, within `manifests.max_file_size`.
+fn read_all(
+    handle: open::Limited<std::fs::File>,
+    rel: &str,
+    size: u64,
+    opts: &ParseOptions,
+) -> Result<Vec<u8>, ManifestError> {
+    let mut bytes = Vec::with_capacity(size.min(opts.max_file_size) as usize);
+    BufReader::new(handle)
+        .read_to_end(&mut bytes)
+        .map_err(|err| match err.get_ref() {
+            Some(inner) if inner.is::<open::TooLarge>() => {
+                ManifestError::file(rel, open::TooLarge.to_string())
+            }
+            _ => open::io_error(rel, &err),
+        })?;
+    Ok(bytes)
 }
 
 /// Parses manifest text directly (tests and tools).
@@ -158,11 +180,16 @@ pub fn parse_bytes(
         return Err(open::too_large(file, opts.max_file_size));
     }
     match format {
-        Format::Csv => csvfile::parse(bytes, file, 0, opts),
-        Format::Yaml => {
-            let text = std::str::from_utf8(bytes)
-                .map_err(|_| ManifestError::file(file, "is not valid UTF-8; save it as UTF-8"))?;
-            yamlfile::parse(text, file, 0, opts)
-        }
+        Format::Csv | Format::Tsv => dialect::parse(
+            bytes,
+            bytes.len() as u64,
+            file,
+            0,
+            opts,
+            format,
+            u64::MAX,
+        ),
+        Format::Xlsx => xlsxfile::parse(bytes.to_vec(), file, 0, opts),
+        Format::Yaml => yamlfile::parse_bytes(bytes, file, 0, opts),
     }
 }

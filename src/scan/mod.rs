@@ -260,9 +260,16 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
     let read::Read {
         mut files,
         mut parsed,
-        warnings,
+        mut warnings,
         mut previous,
     } = read::read_files(store, settings, &discovery.files, &index)?;
+    warnings.extend(discovery.lookalikes.iter().cloned());
+    if discovery.files.is_empty() && discovery.broken.is_empty() {
+        warnings.push(format!(
+            "manifests.dir {} holds no manifests (*.yaml, *.yml, *.csv, *.tsv, *.xlsx); put the customer exports there",
+            settings.dir.display()
+        ));
+    }
     for error in &discovery.broken {
         let stored = index.get(&error.file).filter(|e| e.present).cloned();
         files.push(ScannedFile {

@@ -90,7 +90,7 @@ pub async fn health(State(state): State<ServerState>) -> Response {
         }
     }
     // With a lease, every answer names the role and the leader (SPEC §12).
-    let roles = match role {
+    let mut roles = match role {
         crate::ha::Role::Single => String::new(),
         role => format!(
             "role: {}\nleader: {}\n",
@@ -101,6 +101,12 @@ pub async fn health(State(state): State<ServerState>) -> Response {
                 .unwrap_or_else(|| "none (the lease ran out)".to_owned())
         ),
     };
+    // Not a failure (nothing is wrong with delivery), but said where people look.
+    if state.metrics.no_manifests() {
+        roles.push_str(
+            "warning: manifests.dir holds no manifests (*.yaml, *.yml, *.csv, *.tsv, *.xlsx)\n",
+        );
+    }
     if problems.is_empty() {
         match state.metrics.reload_failure() {
             // Still healthy: the running configuration stays in force.

@@ -309,7 +309,7 @@ impl Daemon {
         let started = tokio::time::Instant::now();
         let scan = scan_and_commit(config, &self.store).await?;
         self.metrics
-            .scan_committed(started.elapsed().as_millis() as u64);
+            .scan_committed(started.elapsed().as_millis() as u64, scan.stats.files);
         log_scan(&scan);
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();

@@ -9,6 +9,7 @@ use super::{ParseOptions, ParsedFile};
 use std::collections::HashSet;
 
 mod doc;
+mod explain;
 mod fast;
 #[cfg(test)]
 mod oracle;
@@ -16,7 +17,65 @@ mod text;
 
 use doc::{Customers, Doc, DocError, Entry, Key, Scalar};
 
+/// A YAML manifest's bytes: UTF-8 (a byte order mark, as Windows Notepad
+/// writes, is dropped and every line keeps its number), or UTF-16 by its BOM.
+pub fn parse_bytes(
+    bytes: &[u8],
+    file: &str,
+    file_idx: FileIdx,
+    opts: &ParseOptions,
+) -> Result<ParsedFile, ManifestError> {
+    let utf16 = match bytes {
+        [0xFF, 0xFE, ..] => Some(encoding_rs::UTF_16LE),
+        [0xFE, 0xFF, ..] => Some(encoding_rs::UTF_16BE),
+        _ => None,
+    };
+    if let Some(encoding) = utf16 {
+        let text = encoding.decode_with_bom_removal(bytes).0;
+        return parse(&text, file, file_idx, opts);
+    }
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| ManifestError::file(file, "is not valid UTF-8; save it as UTF-8"))?;
+    parse(text, file, file_idx, opts)
+}
+
+/// A YAML manifest: each of its documents (`---`) read as a manifest of its
+/// own, the rows and errors numbered by their lines in the whole text.
 pub fn parse(
+    text: &str,
+    file: &str,
+    file_idx: FileIdx,
+    opts: &ParseOptions,
+) -> Result<ParsedFile, ManifestError> {
+    let docs = explain::documents(text);
+    if let [(0, whole)] = docs[..] {
+        return parse_document(whole, file, file_idx, opts);
+    }
+    let mut all = ParsedFile::default();
+    for (before, doc) in docs {
+        let shift = |line: Option<u32>| line.map(|l| l.saturating_add(before));
+        let mut parsed = parse_document(doc, file, file_idx, opts).map_err(|mut err| {
+            err.line = shift(err.line);
+            err
+        })?;
+        for row in &mut parsed.rows {
+            row.line = row.line.saturating_add(before);
+        }
+        for error in &mut parsed.errors {
+            error.line = shift(error.line);
+        }
+        all.rows.append(&mut parsed.rows);
+        all.errors.append(&mut parsed.errors);
+        all.rejected_keys.append(&mut parsed.rejected_keys);
+        all.keyless_rejects += parsed.keyless_rejects;
+        all.warnings.append(&mut parsed.warnings);
+    }
+    Ok(all)
+}
+
+/// One YAML document: the fast path, or else the full reader.
+fn parse_document(
     text: &str,
     file: &str,
     file_idx: FileIdx,
@@ -38,7 +97,7 @@ pub fn parse_in_full(
     if let Some(line) = yamldepth::too_deep_flow(text) {
         return Err(too_deep(file).at_line(line));
     }
-    let doc = doc::read(text).map_err(|err| doc_error(file, err))?;
+    let doc = doc::read(text).map_err(|err| doc_error(file, text, err))?;
     rows(doc, Positions::FromText(text), file, file_idx, opts)
 }
 
@@ -60,16 +119,20 @@ fn too_deep(file: &str) -> ManifestError {
     )
 }
 
-fn doc_error(file: &str, err: DocError) -> ManifestError {
+fn doc_error(file: &str, text: &str, err: DocError) -> ManifestError {
     let at = |error: ManifestError, line: Option<u32>| match line {
         Some(line) => error.at_line(line),
         None => error,
     };
     match err {
-        DocError::Syntax(err) => at(
-            ManifestError::file(file, format!("is not valid YAML: {err}")),
-            err.location().map(|loc| loc.line() as u32),
-        ),
+        DocError::Syntax(err) => {
+            let line = err.location().map(|loc| loc.line() as u32);
+            let (sentence, line) = explain::syntax(text, line, &err.to_string());
+            at(
+                ManifestError::file(file, format!("is not valid YAML: {sentence}")),
+                line,
+            )
+        }
         DocError::TooDeep(line) => at(too_deep(file), line),
         DocError::Merge(why, line) => at(
             ManifestError::file(file, format!("has an invalid merge key (<<): {why}")),
@@ -237,6 +300,12 @@ fn entry(
             continue;
         };
         match value {
+            Scalar::Null if Field::REQUIRED.contains(&field) => {
+                problems.push(problem(
+                    name.to_owned(),
+                    "is empty: YAML reads an empty value, ~, null and Null as nothing; if the value really is a word such as Null, quote it (\"Null\")".into(),
+                ));
+            }
             Scalar::Null => {}
             Scalar::Str(s)
                 if matches!(field, Field::AccountNumber | Field::SubAccountNumber)
@@ -259,6 +328,10 @@ fn entry(
                     format!("is an unquoted number; write it as a string (\"{n}\") so leading zeros and long numbers survive"),
                 ));
             }
+            Scalar::Bool(b) => problems.push(problem(
+                name.to_owned(),
+                format!("is read by YAML as the value {b}, not as text; if it is a name, quote it (\"{}\")", if *b { "True" } else { "False" }),
+            )),
             _ => problems.push(problem(name.to_owned(), "must be a string".into())),
         }
     }
