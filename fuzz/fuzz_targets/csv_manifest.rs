@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
         ..ParseOptions::default()
     };
     let one = parse_bytes(data, Format::Csv, "f.csv", &opts);
-    let two = paystar_sync::manifest::csvsplit::parse(data, data.len() as u64, "f.csv", 0, &opts, 0);
+    let two = paystar_sync::manifest::parse_csv_in_parts(data, "f.csv", &opts, 0);
     assert_eq!(one, two, "the two-part read differs from the one-part read");
     match one {
         Ok(parsed) => {

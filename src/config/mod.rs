@@ -423,7 +423,11 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
         None => None,
         Some(label) => match encoding_rs::Encoding::for_label(label.trim().as_bytes()) {
             Some(e) if e == encoding_rs::UTF_8 => None,
-            Some(e) if e == encoding_rs::UTF_16LE || e == encoding_rs::UTF_16BE || e == encoding_rs::REPLACEMENT => {
+            Some(e)
+                if e == encoding_rs::UTF_16LE
+                    || e == encoding_rs::UTF_16BE
+                    || e == encoding_rs::REPLACEMENT =>
+            {
                 w.error(
                     &format!("{}.encoding", csv.path),
                     format!("{label:?} cannot be set here: UTF-16 files are read by their byte order mark; name a single-byte encoding such as windows-1252"),

@@ -113,7 +113,9 @@ impl Columns {
                     &normalise_header(name),
                     Field::ALL.iter().map(|f| f.name()),
                 )?;
-                Some(format!("if {name:?} is {field}, rename it or map it with manifests.csv.columns"))
+                Some(format!(
+                    "if {name:?} is {field}, rename it or map it with manifests.csv.columns"
+                ))
             })
             .collect();
         let names: Vec<String> = self.unknown.iter().map(|n| format!("{n:?}")).collect();
@@ -153,9 +155,7 @@ impl Columns {
         // quote or a line break. Empty trailing fields are harmless.
         let extra = (self.width..len).any(|i| field(i).is_some_and(|v| !v.trim().is_empty()));
         if extra || len < self.width {
-            return Some(overflowing(
-                outcome, ctx.file, ctx.line, len, self.width,
-            ));
+            return Some(overflowing(outcome, ctx.file, ctx.line, len, self.width));
         }
         Some(outcome)
     }

@@ -103,12 +103,43 @@ pub(super) fn header<R: Read>(
             )
             .at_line(line)
         });
-        match search.offer(names.as_ref().map(Vec::as_slice).map_err(Clone::clone), line) {
+        match search.offer(
+            names.as_ref().map(Vec::as_slice).map_err(Clone::clone),
+            line,
+        ) {
             Found::Header(columns, parsed) => return Ok((columns, parsed)),
             Found::NotYet => {}
             Found::Failed(error) => return Err(error),
         }
     }
+}
+
+/// Every record of a file with its line, as the reader splits them (the
+/// record layer alone: no header search, no rows built).
+pub(super) fn records<R: Read>(
+    reader: R,
+    file: &str,
+    dialect: Dialect,
+) -> Result<Vec<(u32, Vec<String>)>, ManifestError> {
+    let mut csv = reader_for(reader, dialect);
+    let mut record = ::csv::ByteRecord::new();
+    let mut all = Vec::new();
+    while read(&mut csv, &mut record, file)? {
+        let line = record_line(&mut csv, &record);
+        let fields = record
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                let value = String::from_utf8_lossy(bytes);
+                match value.strip_suffix('\r') {
+                    Some(v) if i + 1 == record.len() => v.to_owned(),
+                    _ => value.into_owned(),
+                }
+            })
+            .collect();
+        all.push((line, fields));
+    }
+    Ok(all)
 }
 
 /// A record's fields as text, the last without the CR of a CRLF line end.

@@ -283,8 +283,7 @@ mod tests {
             split.lines_before as usize,
             memchr::memchr_iter(b'\n', before).count()
         );
-        let two =
-            in_two(
+        let two = in_two(
             bytes,
             &split,
             bytes.len() as u64,
@@ -292,7 +291,8 @@ mod tests {
             0,
             &opts(),
             Dialect::COMMA,
-        ).expect("two parts");
+        )
+        .expect("two parts");
         let one = parse_bytes(bytes, Format::Csv, "a.csv", &opts()).unwrap();
         // The names with a line break are row errors, in both.
         assert_eq!(two.rows.len(), 1_800);
@@ -362,7 +362,8 @@ mod tests {
             &opts(),
             Dialect::COMMA,
             0,
-        ).unwrap();
+        )
+        .unwrap();
         let one = parse_bytes(bytes, Format::Csv, "a.csv", &opts()).unwrap();
         assert_eq!(two.errors.len(), 201);
         assert_eq!(two.errors, one.errors);
@@ -381,14 +382,15 @@ mod tests {
             text.push_str(damage);
             let bytes = text.as_bytes();
             let two = parse(
-            bytes,
-            bytes.len() as u64,
-            "a.csv",
-            0,
-            &opts(),
-            Dialect::COMMA,
-            0,
-        ).unwrap_err();
+                bytes,
+                bytes.len() as u64,
+                "a.csv",
+                0,
+                &opts(),
+                Dialect::COMMA,
+                0,
+            )
+            .unwrap_err();
             let one = parse_bytes(bytes, Format::Csv, "a.csv", &opts()).unwrap_err();
             assert_eq!(two, one);
             assert!(two.line.is_some_and(|l| l > 2_000), "{two:?}");

@@ -34,45 +34,62 @@ pub fn parse<S: Positional + ?Sized>(
     format: Format,
     split_from: u64,
 ) -> Result<ParsedFile, ManifestError> {
-    let prefix = read_at_most(src, PREFIX, file)?;
-    let whole = prefix.len() as u64 >= size;
-    let decoded = if let Some(encoding) = utf16_bom(&prefix) {
-        let bytes = read_whole(src, size, file, opts)?;
-        Some(encoding.decode_with_bom_removal(&bytes).0.into_owned())
-    } else if let Some(encoding) = opts.encoding {
-        let bytes = read_whole(src, size, file, opts)?;
-        match String::from_utf8(bytes) {
-            // A UTF-8 file is read as UTF-8 whatever the key says.
-            Ok(text) => Some(text),
-            Err(err) => Some(encoding.decode(err.as_bytes()).0.into_owned()),
-        }
-    } else if cr_line_ends(&prefix) {
-        let bytes = read_whole(src, size, file, opts)?;
-        match String::from_utf8(bytes) {
-            Ok(text) => Some(text),
-            Err(_) => {
-                return Err(not_utf8(file));
-            }
-        }
-    } else {
-        None
-    };
-    match decoded {
-        None => {
-            let dialect = detect(&prefix, whole, file, opts, format);
-            csvsplit::parse(src, size, file, file_idx, opts, dialect, split_from)
-        }
-        Some(text) => {
-            let mut bytes = text.into_bytes();
-            if cr_line_ends(&bytes[..bytes.len().min(PREFIX)]) {
-                lf_for_lone_cr(&mut bytes);
-            }
-            let head = &bytes[..bytes.len().min(PREFIX)];
-            let dialect = detect(head, head.len() == bytes.len(), file, opts, format);
+    match prepare(src, size, file, opts, format)? {
+        (None, dialect) => csvsplit::parse(src, size, file, file_idx, opts, dialect, split_from),
+        (Some(bytes), dialect) => {
             let len = bytes.len() as u64;
             csvsplit::parse(&bytes[..], len, file, file_idx, opts, dialect, split_from)
         }
     }
+}
+
+/// Every record of a CSV or TSV file as the manifest reader splits it (each
+/// with its line), found and decoded as [`parse`] does: the record layer alone,
+/// for comparing with other readers.
+pub fn records(
+    bytes: &[u8],
+    file: &str,
+    opts: &ParseOptions,
+    format: Format,
+) -> Result<Vec<(u32, Vec<String>)>, ManifestError> {
+    match prepare(bytes, bytes.len() as u64, file, opts, format)? {
+        (None, dialect) => csvfile::records(bytes, file, dialect),
+        (Some(decoded), dialect) => csvfile::records(&decoded[..], file, dialect),
+    }
+}
+
+/// The file's dialect, and its text decoded into memory where it cannot be
+/// read where it lies (`None`: UTF-8 with LF or CRLF line ends).
+fn prepare<S: Positional + ?Sized>(
+    src: &S,
+    size: u64,
+    file: &str,
+    opts: &ParseOptions,
+    format: Format,
+) -> Result<(Option<Vec<u8>>, Dialect), ManifestError> {
+    let prefix = read_at_most(src, PREFIX, file)?;
+    let text = if let Some(encoding) = utf16_bom(&prefix) {
+        let bytes = read_whole(src, size, file, opts)?;
+        encoding.decode_with_bom_removal(&bytes).0.into_owned()
+    } else if let Some(encoding) = opts.encoding {
+        match String::from_utf8(read_whole(src, size, file, opts)?) {
+            // A UTF-8 file is read as UTF-8 whatever the key says.
+            Ok(text) => text,
+            Err(err) => encoding.decode(err.as_bytes()).0.into_owned(),
+        }
+    } else if cr_line_ends(&prefix) {
+        String::from_utf8(read_whole(src, size, file, opts)?).map_err(|_| not_utf8(file))?
+    } else {
+        let whole = prefix.len() as u64 >= size;
+        return Ok((None, detect(&prefix, whole, file, opts, format)));
+    };
+    let mut bytes = text.into_bytes();
+    if cr_line_ends(&bytes[..bytes.len().min(PREFIX)]) {
+        lf_for_lone_cr(&mut bytes);
+    }
+    let head = &bytes[..bytes.len().min(PREFIX)];
+    let dialect = detect(head, head.len() == bytes.len(), file, opts, format);
+    Ok((Some(bytes), dialect))
 }
 
 /// The file error for bytes that are not UTF-8 when no encoding is configured.
@@ -200,7 +217,15 @@ fn read_whole<S: Positional + ?Sized>(
     opts: &ParseOptions,
 ) -> Result<Vec<u8>, ManifestError> {
     let limit = usize::try_from(opts.max_file_size.saturating_add(1)).unwrap_or(usize::MAX);
-    let bytes = read_at_most(src, limit.min(usize::try_from(size).unwrap_or(usize::MAX).saturating_add(1)), file)?;
+    let bytes = read_at_most(
+        src,
+        limit.min(
+            usize::try_from(size)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1),
+        ),
+        file,
+    )?;
     if bytes.len() as u64 > opts.max_file_size {
         return Err(ManifestError::file(file, super::open::TooLarge.to_string()));
     }
@@ -216,7 +241,10 @@ mod tests {
         assert!(cr_line_ends(b"a,b\rc,d\r"));
         assert!(!cr_line_ends(b"a,b\r\nc,d\r\n"));
         assert!(!cr_line_ends(b"a,b\nc,d\r"));
-        assert!(!cr_line_ends(b"a,b\r"), "a CR at the end of what was read says nothing");
+        assert!(
+            !cr_line_ends(b"a,b\r"),
+            "a CR at the end of what was read says nothing"
+        );
         let mut bytes = b"a\rb\r\nc\r".to_vec();
         lf_for_lone_cr(&mut bytes);
         assert_eq!(bytes, b"a\nb\r\nc\n");

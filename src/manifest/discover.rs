@@ -76,11 +76,21 @@ pub fn lookalike_advice(name: &str) -> Option<&'static str> {
     }
     let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
     Some(match ext.as_str() {
-        "xls" => "an Excel 97-2003 workbook, which is not read: save it as Excel Workbook (.xlsx) or CSV UTF-8 (.csv)",
-        "xlsm" | "xlsb" => "an Excel workbook in a format that is not read: save it as Excel Workbook (.xlsx) or CSV UTF-8 (.csv)",
-        "ods" => "an OpenDocument spreadsheet, which is not read: save it as Excel 2007-365 (.xlsx) or Text CSV (.csv)",
-        "numbers" => "a Numbers document, which is not read: export it as CSV (File > Export To > CSV) or Excel (.xlsx)",
-        "txt" => "a text file, which is not read: if it is Excel's \"Unicode Text\" (tab-separated) rename it to .tsv; if it is comma-separated rename it to .csv",
+        "xls" => {
+            "an Excel 97-2003 workbook, which is not read: save it as Excel Workbook (.xlsx) or CSV UTF-8 (.csv)"
+        }
+        "xlsm" | "xlsb" => {
+            "an Excel workbook in a format that is not read: save it as Excel Workbook (.xlsx) or CSV UTF-8 (.csv)"
+        }
+        "ods" => {
+            "an OpenDocument spreadsheet, which is not read: save it as Excel 2007-365 (.xlsx) or Text CSV (.csv)"
+        }
+        "numbers" => {
+            "a Numbers document, which is not read: export it as CSV (File > Export To > CSV) or Excel (.xlsx)"
+        }
+        "txt" => {
+            "a text file, which is not read: if it is Excel's \"Unicode Text\" (tab-separated) rename it to .tsv; if it is comma-separated rename it to .csv"
+        }
         "json" | "xml" => "not a manifest format: manifests are YAML, CSV, TSV or XLSX files",
         _ => return None,
     })

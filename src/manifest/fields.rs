@@ -125,9 +125,7 @@ pub fn is_scientific(value: &str) -> bool {
         Some((int, frac)) => digits(int) && digits(frac),
         None => digits(mantissa),
     };
-    let exponent_ok = exponent
-        .strip_prefix(['+', '-'])
-        .is_some_and(digits);
+    let exponent_ok = exponent.strip_prefix(['+', '-']).is_some_and(digits);
     mantissa_ok && exponent_ok
 }
 
@@ -320,8 +318,15 @@ mod tests {
         // No alias is a field's own name, and none is listed twice.
         for (i, (alias, _)) in ALIASES.iter().enumerate() {
             assert_eq!(normalise_header(alias), *alias, "{alias} is normalised");
-            assert!(Field::ALL.iter().all(|f| normalise_header(f.name()) != *alias));
-            assert!(ALIASES[..i].iter().all(|(a, _)| a != alias), "{alias} twice");
+            assert!(
+                Field::ALL
+                    .iter()
+                    .all(|f| normalise_header(f.name()) != *alias)
+            );
+            assert!(
+                ALIASES[..i].iter().all(|(a, _)| a != alias),
+                "{alias} twice"
+            );
         }
     }
 
@@ -330,7 +335,9 @@ mod tests {
         for damaged in ["1.23457E+11", "1,23457E+11", "1E+11", "9.9e-05", "12.5E+3"] {
             assert!(is_scientific(damaged), "{damaged}");
         }
-        for fine in ["12345", "12E45", "E+11", "1.2E", "1.E+5", "AB1E+5", "1E+", "0012"] {
+        for fine in [
+            "12345", "12E45", "E+11", "1.2E", "1.E+5", "AB1E+5", "1E+", "0012",
+        ] {
             assert!(!is_scientific(fine), "{fine}");
         }
     }

@@ -122,7 +122,12 @@ pub fn parse_file(
                 csvsplit::SPLIT_FROM,
             )
         }
-        Format::Xlsx => xlsxfile::parse(read_all(handle, &file.rel, file.stat.size, opts)?, &file.rel, file_idx, opts),
+        Format::Xlsx => xlsxfile::parse(
+            read_all(handle, &file.rel, file.stat.size, opts)?,
+            &file.rel,
+            file_idx,
+            opts,
+        ),
         Format::Yaml => {
             let bytes = read_all(handle, &file.rel, file.stat.size, opts)?;
             yamlfile::parse_bytes(&bytes, &file.rel, file_idx, opts)
@@ -169,6 +174,38 @@ pub fn parse_yaml_in_full(
     yamlfile::parse_in_full(text, file, 0, opts)
 }
 
+/// A CSV or TSV file's records as the manifest reader splits them, each with
+/// its line: the record layer alone, for comparing with other CSV readers
+/// (tests and fuzzing).
+pub fn csv_records(
+    bytes: &[u8],
+    format: Format,
+    file: &str,
+    opts: &ParseOptions,
+) -> Result<Vec<(u32, Vec<String>)>, ManifestError> {
+    dialect::records(bytes, file, opts, format)
+}
+
+/// A CSV manifest's bytes parsed as [`parse_file`] parses a file of at least
+/// `split_from` bytes: in two parts on two threads (tests and fuzzing compare
+/// this with the one-part read).
+pub fn parse_csv_in_parts(
+    bytes: &[u8],
+    file: &str,
+    opts: &ParseOptions,
+    split_from: u64,
+) -> Result<ParsedFile, ManifestError> {
+    dialect::parse(
+        bytes,
+        bytes.len() as u64,
+        file,
+        0,
+        opts,
+        Format::Csv,
+        split_from,
+    )
+}
+
 /// Parses a manifest's bytes as [`parse_file`] would (tests, fuzzing, tools).
 pub fn parse_bytes(
     bytes: &[u8],
@@ -180,15 +217,9 @@ pub fn parse_bytes(
         return Err(open::too_large(file, opts.max_file_size));
     }
     match format {
-        Format::Csv | Format::Tsv => dialect::parse(
-            bytes,
-            bytes.len() as u64,
-            file,
-            0,
-            opts,
-            format,
-            u64::MAX,
-        ),
+        Format::Csv | Format::Tsv => {
+            dialect::parse(bytes, bytes.len() as u64, file, 0, opts, format, u64::MAX)
+        }
         Format::Xlsx => xlsxfile::parse(bytes.to_vec(), file, 0, opts),
         Format::Yaml => yamlfile::parse_bytes(bytes, file, 0, opts),
     }

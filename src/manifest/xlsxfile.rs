@@ -46,7 +46,11 @@ pub fn parse(
                     file,
                     format!(
                         "has no sheet named {wanted:?} (manifests.xlsx.sheet); its sheets are {}",
-                        names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
+                        names
+                            .iter()
+                            .map(|n| format!("{n:?}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 )
             })?,
@@ -189,6 +193,13 @@ fn with_error(
         kind: ErrorKind::Row,
         reason: reason.clone(),
     };
+    // An error cell reads as empty: its own error replaces "required but empty".
+    let outcome = outcome.map_err(|mut rejected| {
+        rejected
+            .errors
+            .retain(|e| e.field.as_deref() != Some(field.name()));
+        rejected
+    });
     rejected_with(outcome, error)
 }
 

@@ -265,10 +265,9 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
     } = read::read_files(store, settings, &discovery.files, &index)?;
     warnings.extend(discovery.lookalikes.iter().cloned());
     if discovery.files.is_empty() && discovery.broken.is_empty() {
-        warnings.push(format!(
-            "manifests.dir {} holds no manifests (*.yaml, *.yml, *.csv, *.tsv, *.xlsx); put the customer exports there",
-            settings.dir.display()
-        ));
+        warnings.push(
+            "manifests.dir holds no manifests (*.yaml, *.yml, *.csv, *.tsv, *.xlsx); put the customer exports there".into(),
+        );
     }
     for error in &discovery.broken {
         let stored = index.get(&error.file).filter(|e| e.present).cloned();

@@ -10,6 +10,7 @@ mod crash;
 mod daemon;
 mod deliver;
 mod diff;
+mod exports;
 mod ha;
 mod manifests;
 mod markdown;

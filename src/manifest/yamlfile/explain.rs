@@ -67,10 +67,10 @@ pub fn syntax(text: &str, line: Option<u32>, words: &str) -> (String, Option<u32
         "this line is not lined up with the ones around it; each field of a customer must start in the same column as the first, under its \"- \""
     } else if words.contains("found character that cannot start any token") {
         "a value starts with a character YAML keeps for itself (such as @, ` or %); put the whole value in quotes"
-    } else if words.contains("found unexpected end of stream")
-        || words.contains("quoted scalar")
-    {
+    } else if words.contains("found unexpected end of stream") || words.contains("quoted scalar") {
         "a quote opened here is never closed; add the closing quote"
+    } else if words.contains("repetition limit exceeded") {
+        "its aliases (*name) expand to more than the reader allows; a manifest never needs that many"
     } else if words.contains("duplicate") {
         "a field appears twice in one customer; keep one"
     } else if words.contains("found undefined alias") || words.contains("unknown anchor") {
@@ -108,6 +108,9 @@ mod tests {
         let text = "customers:\n  - accountNumber: \"1\"\n\tfirstName: A\n";
         let (sentence, line) = syntax(text, Some(3), "found a tab character");
         assert_eq!(line, Some(3));
-        assert!(sentence.starts_with("line 3 is indented with a tab"), "{sentence}");
+        assert!(
+            sentence.starts_with("line 3 is indented with a tab"),
+            "{sentence}"
+        );
     }
 }
