@@ -126,17 +126,16 @@ pub(super) fn records<R: Read>(
     let mut all = Vec::new();
     while read(&mut csv, &mut record, file)? {
         let line = record_line(&mut csv, &record);
-        let fields = record
-            .iter()
-            .enumerate()
-            .map(|(i, bytes)| {
-                let value = String::from_utf8_lossy(bytes);
-                match value.strip_suffix('\r') {
-                    Some(v) if i + 1 == record.len() => v.to_owned(),
-                    _ => value.into_owned(),
-                }
-            })
-            .collect();
+        // The rows' own field reader, where the record is text.
+        let fields = match std::str::from_utf8(record.as_slice()) {
+            Ok(text) => (0..record.len())
+                .map(|i| field_text(&record, text, i).unwrap_or("").to_owned())
+                .collect(),
+            Err(_) => record
+                .iter()
+                .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+                .collect(),
+        };
         all.push((line, fields));
     }
     Ok(all)

@@ -9,6 +9,7 @@ mod console;
 mod crash;
 mod daemon;
 mod deliver;
+mod dialects;
 mod diff;
 mod exports;
 mod ha;
