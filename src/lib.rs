@@ -3,6 +3,7 @@
 //! and the invariants every change must keep.
 
 pub mod app;
+pub mod build_info;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -33,6 +33,14 @@ pub struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+    pub commit: &'static str,
+    pub sqlite_schema: i64,
+    pub postgres_schema: i64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabels {
     pub provider: &'static str,
 }
@@ -183,6 +191,21 @@ impl Metrics {
             "paystar_sync_scan_duration_seconds",
             "How long the last committed manifest scan took",
             metrics.scan_seconds.clone(),
+        );
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        let (sqlite_schema, postgres_schema) = crate::build_info::schemas();
+        build
+            .get_or_create(&BuildLabels {
+                version: crate::build_info::VERSION,
+                commit: crate::build_info::COMMIT,
+                sqlite_schema,
+                postgres_schema,
+            })
+            .set(1);
+        r.register(
+            "paystar_sync_build_info",
+            "1, labelled with this binary's version, commit and the state schema versions it keeps",
+            build,
         );
         r.register(
             "paystar_sync_manifest_files",

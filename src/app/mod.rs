@@ -288,6 +288,7 @@ async fn lead_for_apply(
         LeaseLook::Busy => {
             anyhow::bail!("the leader lease is changing hands right now; run apply again")
         }
+        LeaseLook::Upgraded(version) => anyhow::bail!("{}", LeaseLook::upgraded_message(version)),
     };
     let epoch = lease.epoch;
     store.call(move |s| s.fence_writes(Some(epoch))).await?;

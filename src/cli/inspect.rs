@@ -55,12 +55,19 @@ pub(super) fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> 
             "paused": pause.as_ref().map(|p| serde_json::json!({ "businessUnits": p.business_units, "cause": p.cause })),
             "errors": errors,
             "ha": config.ha.as_ref().map(|_| lease_json(lease.as_ref())),
+            "build": {
+                "version": crate::build_info::VERSION,
+                "commit": crate::build_info::COMMIT,
+                "sqliteSchema": crate::build_info::schemas().0,
+                "postgresSchema": crate::build_info::schemas().1,
+            },
         });
         serde_json::to_writer_pretty(&mut out, &value)?;
         writeln!(out)?;
         return Ok(Exit::Ok);
     }
     writeln!(out, "state: {}", config.state.describe())?;
+    writeln!(out, "build: {}", crate::build_info::describe())?;
     if config.ha.is_some() {
         writeln!(out, "{}", lease_line(lease.as_ref()))?;
     }
@@ -204,6 +211,7 @@ fn lease_json(lease: Option<&crate::store::LeaseView>) -> serde_json::Value {
             "live": l.live(),
             "renewedAtMs": l.renewed_ms,
             "expiresAtMs": l.expires_ms,
+            "leaderVersion": l.version,
         }),
         None => {
             serde_json::json!({ "leader": null, "lastHolder": null, "epoch": null, "live": false })
@@ -213,12 +221,20 @@ fn lease_json(lease: Option<&crate::store::LeaseView>) -> serde_json::Value {
 
 fn lease_line(lease: Option<&crate::store::LeaseView>) -> String {
     match lease {
-        Some(l) if l.live() => format!(
-            "leader: {} (epoch {}; the lease runs {:.1}s more unless renewed)",
-            l.holder,
-            l.epoch,
-            l.remaining().as_secs_f64()
-        ),
+        Some(l) if l.live() => {
+            let own = crate::build_info::short();
+            let build = match l.version.as_deref() {
+                Some(v) if v == own => format!("paystar-sync {v}, as this one"),
+                Some(v) => format!("paystar-sync {v}, NOT this build ({own}): a mixed cluster"),
+                None => "a paystar-sync too old to name its build: a mixed cluster".to_owned(),
+            };
+            format!(
+                "leader: {} (epoch {}; {build}; the lease runs {:.1}s more unless renewed)",
+                l.holder,
+                l.epoch,
+                l.remaining().as_secs_f64()
+            )
+        }
         Some(l) => format!(
             "leader: none; the lease of {} (epoch {}) ran out {:.1}s ago, and a standby takes over at its next look",
             l.holder,

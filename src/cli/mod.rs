@@ -217,7 +217,14 @@ pub fn main() -> ExitCode {
 }
 
 pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Exit {
-    let cli = match Cli::try_parse_from(args) {
+    // `--version` names the commit and the state schemas too (a String made
+    // once per process: clap keeps a `&'static str`).
+    let version: &'static str = Box::leak(crate::build_info::version_line().into_boxed_str());
+    let parsed = <Cli as clap::CommandFactory>::command()
+        .version(version)
+        .try_get_matches_from(args)
+        .and_then(|matches| <Cli as clap::FromArgMatches>::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();

@@ -7,7 +7,7 @@
 use super::{Leadership, LeaseGate, Role};
 use crate::config::{HaConfig, StateConfig};
 use crate::metrics::Metrics;
-use crate::store::{LeaseLook, SharedStore, StateError};
+use crate::store::{LeaseLook, Renewal, SharedStore, StateError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -265,6 +265,15 @@ impl Task {
                 self.saw(Role::Standby, Some((lease.holder, lease.epoch)));
             }
             LeaseLook::Busy => {}
+            LeaseLook::Upgraded(version) => {
+                if !self.told_standby {
+                    self.told_standby = true;
+                    tracing::error!("{}", LeaseLook::upgraded_message(version));
+                    let _ = self.changes.send(RoleChange::Standby {
+                        leader: format!("a newer paystar-sync (state schema v{version})"),
+                    });
+                }
+            }
         }
     }
 
@@ -275,14 +284,19 @@ impl Task {
             .call("renewing the lease", move |s| s.lease_renew(epoch, ttl))
             .await
         {
-            Some(true) => {
+            Some(Renewal::Renewed) => {
                 self.gate.open_until(self.open_until(sent));
                 self.phase = Phase::Leading {
                     epoch,
                     confirmed: sent,
                 };
             }
-            Some(false) => self.lose("the lease ran out or another instance took it over", true),
+            Some(Renewal::Lost) => {
+                self.lose("the lease ran out or another instance took it over", true)
+            }
+            Some(Renewal::Upgraded(version)) => {
+                self.lose(&LeaseLook::upgraded_message(version), true)
+            }
             None if Instant::now() >= confirmed + ttl => {
                 self.lose("it could not be renewed for ha.lease_ttl", true)
             }

@@ -101,6 +101,7 @@ pub async fn health(State(state): State<ServerState>) -> Response {
                 .unwrap_or_else(|| "none (the lease ran out)".to_owned())
         ),
     };
+    roles.push_str(&format!("version: {}\n", crate::build_info::describe()));
     // Not a failure (nothing is wrong with delivery), but said where people look.
     if state.metrics.no_manifests() {
         roles.push_str(

@@ -17,6 +17,8 @@ pub struct LeaseView {
     pub expires_ms: i64,
     /// The database's clock when this was read.
     pub now_ms: i64,
+    /// The leader's build (`0.1.0+commit`), where it named one.
+    pub version: Option<String>,
 }
 
 impl LeaseView {
@@ -40,6 +42,30 @@ pub enum LeaseLook {
     Held(LeaseView),
     /// The lease ran out, but its holder's last writes had not finished: try again.
     Busy,
+    /// The state was upgraded to this schema version by a newer paystar-sync:
+    /// this instance must not lead.
+    Upgraded(i64),
+}
+
+/// What renewing the lease found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Renewal {
+    Renewed,
+    /// It ran out, or another instance took it.
+    Lost,
+    /// The state was upgraded to this schema version by a newer paystar-sync;
+    /// the lease is released.
+    Upgraded(i64),
+}
+
+impl LeaseLook {
+    /// What an instance that finds the state upgraded past it says.
+    pub fn upgraded_message(version: i64) -> String {
+        format!(
+            "the state was upgraded to v{version} by a newer paystar-sync; upgrade this instance ({})",
+            crate::build_info::describe()
+        )
+    }
 }
 
 impl Store {
@@ -51,11 +77,12 @@ impl Store {
         }
     }
 
-    /// Extends the lease of `epoch` by `ttl` from now; `false` once it was lost
-    /// (it ran out, or another instance took it).
-    pub fn lease_renew(&mut self, epoch: i64, ttl: Duration) -> Result<bool> {
+    /// Extends the lease of `epoch` by `ttl` from now, unless it was lost (it
+    /// ran out, or another instance took it) or the state was upgraded past
+    /// this build (then it is released).
+    pub fn lease_renew(&mut self, epoch: i64, ttl: Duration) -> Result<Renewal> {
         match &mut self.0 {
-            Backend::Sqlite(_) => Ok(true),
+            Backend::Sqlite(_) => Ok(Renewal::Renewed),
             Backend::Postgres(db) => db.lease_renew(epoch, ttl),
         }
     }
@@ -95,5 +122,6 @@ fn single(holder: &str) -> LeaseView {
         renewed_ms: 0,
         expires_ms: i64::MAX,
         now_ms: 0,
+        version: Some(crate::build_info::short()),
     }
 }

@@ -16,7 +16,7 @@ mod postgres;
 mod sqlite;
 mod types;
 
-pub use lease::{LeaseLook, LeaseView};
+pub use lease::{LeaseLook, LeaseView, Renewal};
 pub use types::*;
 
 use crate::config::{StateBackend, StateConfig};
@@ -44,9 +44,13 @@ enum DriverError {
 impl StateError {
     /// Whether this write was refused because this session's leader lease is
     /// gone (SPEC §12): the instance must step down, not fail.
+    /// A write refused because the state was upgraded past this build
+    /// (`postgres::OUTDATED`) counts too: such an instance must not write.
     pub fn is_fenced(&self) -> bool {
         match &self.source {
-            DriverError::Postgres(err) => err.code().is_some_and(|c| c.code() == postgres::FENCED),
+            DriverError::Postgres(err) => err
+                .code()
+                .is_some_and(|c| c.code() == postgres::FENCED || c.code() == postgres::OUTDATED),
             DriverError::Sqlite(_) => false,
         }
     }
@@ -135,6 +139,11 @@ pub enum OpenError {
         found: i64,
         expected: i64,
     },
+}
+
+/// The schema versions this build keeps: SQLite's and PostgreSQL's.
+pub fn schema_versions() -> (i64, i64) {
+    (sqlite::VERSION, postgres::VERSION)
 }
 
 /// Compares a stored schema version with the one this build knows.

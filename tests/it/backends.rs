@@ -2,7 +2,7 @@
 //! PostgreSQL, and PostgreSQL's own failures (a server that does not answer).
 //! The rest of the suite runs on either backend (`PAYSTAR_SYNC_TEST_BACKEND`).
 
-use crate::support::{Project, Run, TestState, daemon_config, with_sandbox};
+use crate::support::{DECLARE, Project, Run, TestState, daemon_config, with_sandbox};
 
 fn refs(rows: &[String]) -> Vec<&str> {
     rows.iter().map(String::as_str).collect()
@@ -348,7 +348,7 @@ fn an_outcome_never_overwrites_a_queue_entry_another_session_changed_meanwhile()
     let mut other = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     let mut tx = other.transaction().unwrap();
     tx.batch_execute(&format!(
-        "SET LOCAL search_path TO {schema};
+        "SET LOCAL search_path TO {schema}; {DECLARE}
          UPDATE queue SET state = 'pending', attempts = 0 WHERE account = '1';"
     ))
     .unwrap();

@@ -2,10 +2,10 @@
 //! leader by a fenced lease. These need PostgreSQL whatever the suite's
 //! backend; without a server they say so and are skipped (never under CI=true).
 
+use crate::support::{DECLARE, TestState, off_runtime};
 use crate::support::{Daemon, Project, daemon_config};
-use crate::support::{TestState, off_runtime};
 use paystar_sync::sandbox::RunningSandbox;
-use paystar_sync::store::{LeaseLook, Store};
+use paystar_sync::store::{LeaseLook, Renewal, Store};
 use std::time::Duration;
 
 const HEADER: &str = "accountNumber,firstName,lastName,emailAddress\n";
@@ -122,15 +122,16 @@ fn the_lease_passes_only_once_it_ran_out_and_every_takeover_moves_the_epoch() {
             LeaseLook::Held(held) => assert_eq!(held.holder, "host-a"),
             other => panic!("a live lease is not taken over: {other:?}"),
         }
-        assert!(a.lease_renew(1, long).unwrap());
+        assert_eq!(a.lease_renew(1, long).unwrap(), Renewal::Renewed);
         // The lease runs out (its holder froze): the next look takes it over.
         p.execute_sql("UPDATE lease SET expires_ms = 0");
         let LeaseLook::Acquired(second) = b.lease_try_acquire("host-b", long).unwrap() else {
             panic!("a lease that ran out is taken over");
         };
         assert_eq!((second.holder.as_str(), second.epoch), ("host-b", 2));
-        assert!(
-            !a.lease_renew(1, long).unwrap(),
+        assert_eq!(
+            a.lease_renew(1, long).unwrap(),
+            Renewal::Lost,
             "the old epoch renews nothing"
         );
         assert_eq!(a.lease().unwrap().unwrap().holder, "host-b");
@@ -203,7 +204,7 @@ fn a_takeover_waits_until_the_old_leaders_checked_transaction_has_ended() {
         // The old leader's session passed the fence in an open transaction…
         let mut old = postgres::Client::connect(url, postgres::NoTls).unwrap();
         old.batch_execute(&format!(
-            "SET search_path TO {schema}; SET paystar_sync.fence = '1'; BEGIN;
+            "SET search_path TO {schema}; {DECLARE} SET paystar_sync.fence = '1'; BEGIN;
              INSERT INTO meta (key, value) VALUES ('in-flight', 'x')"
         ))
         .unwrap();

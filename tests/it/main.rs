@@ -24,3 +24,4 @@ mod state;
 mod support;
 #[cfg(feature = "otel")]
 mod telemetry;
+mod upgrades;

@@ -313,6 +313,16 @@ impl HeldRows {
 
 /// A stored form read back, or `None` (logged: the rows are then read from
 /// `desired`, and the next commit that changes the file stores them again).
+/// Logs a stored value that no longer stands for its file's rows: `desired`
+/// moved since it was written (by another writer), or the file's content did.
+pub(super) fn stale(file_id: i64) -> Option<HeldRows> {
+    tracing::warn!(
+        file_id,
+        "a manifest file's stored rows are stale (its rows or content changed since they were stored); reading them from the desired state and storing them again"
+    );
+    None
+}
+
 pub(super) fn decoded(file_id: i64, held: Option<HeldRows>, bytes: usize) -> Option<HeldRows> {
     if held.is_none() {
         tracing::warn!(

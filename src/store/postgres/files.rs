@@ -11,7 +11,11 @@ const FILE_ERRORS: &str = "SELECT f.path, e.line, e.account, e.field, e.kind, e.
 const FILE_ROWS: &str = "SELECT business_unit, account, sub_account, fingerprint, line, removed
    FROM desired WHERE file_id = $1
    ORDER BY business_unit, account, sub_account";
-const HELD_ROWS_SIZE: &str = "SELECT octet_length(data) FROM held_rows WHERE file_id = $1";
+/// The value's size, and whether its stamps still match the file's (its
+/// generation, moved by every write of the file's rows, and its content hash).
+const HELD_ROWS_SIZE: &str = "SELECT octet_length(h.data),
+       h.generation IS NOT DISTINCT FROM f.generation AND h.sha256 IS NOT DISTINCT FROM f.sha256
+   FROM held_rows h JOIN files f ON f.id = h.file_id WHERE h.file_id = $1";
 /// Bytes of a stored value per query.
 const HELD_ROWS_CHUNK: usize = 1 << 20;
 const HELD_ROWS_PART: &str =
@@ -127,10 +131,13 @@ impl Db {
             .start()
             .step(step)?;
         let size = prepare(&mut tx, statements, HELD_ROWS_SIZE).step(step)?;
-        let Some(len) = tx.query_opt(&size, &[&file_id]).step(step)? else {
+        let Some(row) = tx.query_opt(&size, &[&file_id]).step(step)? else {
             return Ok(None);
         };
-        let len: i32 = len.get(0);
+        if !row.get::<_, bool>(1) {
+            return Ok(held::stale(file_id));
+        }
+        let len: i32 = row.get(0);
         let part = prepare(&mut tx, statements, HELD_ROWS_PART).step(step)?;
         let mut failure = None;
         let held = HeldRows::read(usize::try_from(len).unwrap_or(0), |buf, at| {

@@ -7,18 +7,27 @@ use std::time::Duration;
 /// The SQLSTATE the fence raises when a fenced session writes without a live lease.
 pub(in crate::store) const FENCED: &str = "PSF01";
 
-const LEASE: &str = "SELECT holder, epoch, acquired_ms, renewed_ms, expires_ms, lease_now_ms()
+/// The SQLSTATE the fence raises when a session declares an older schema than
+/// the state's (a binary older than the last migration that fences its writers).
+pub(in crate::store) const OUTDATED: &str = "PSF02";
+
+const LEASE: &str =
+    "SELECT holder, epoch, acquired_ms, renewed_ms, expires_ms, lease_now_ms(), version
    FROM lease WHERE name = 'leader'";
-const LOCK_LEASE: &str = "SELECT holder, epoch, acquired_ms, renewed_ms, expires_ms, lease_now_ms()
+const LOCK_LEASE: &str =
+    "SELECT holder, epoch, acquired_ms, renewed_ms, expires_ms, lease_now_ms(), version
    FROM lease WHERE name = 'leader' FOR UPDATE";
-const FIRST: &str = "INSERT INTO lease (name, holder, epoch, acquired_ms, renewed_ms, expires_ms)
-   SELECT 'leader', $1, 1, n, n, n + $2 FROM lease_now_ms() AS n
+const FIRST: &str =
+    "INSERT INTO lease (name, holder, epoch, acquired_ms, renewed_ms, expires_ms, version)
+   SELECT 'leader', $1, 1, n, n, n + $2, $3 FROM lease_now_ms() AS n
    ON CONFLICT (name) DO NOTHING
-   RETURNING holder, epoch, acquired_ms, renewed_ms, expires_ms, lease_now_ms()";
-const TAKE_OVER: &str = "UPDATE lease SET holder = $1, epoch = epoch + 1,
+   RETURNING holder, epoch, acquired_ms, renewed_ms, expires_ms, lease_now_ms(), version";
+const TAKE_OVER: &str = "UPDATE lease SET holder = $1, epoch = epoch + 1, version = $3,
      acquired_ms = lease_now_ms(), renewed_ms = lease_now_ms(), expires_ms = lease_now_ms() + $2
    WHERE name = 'leader'
-   RETURNING holder, epoch, acquired_ms, renewed_ms, expires_ms, lease_now_ms()";
+   RETURNING holder, epoch, acquired_ms, renewed_ms, expires_ms, lease_now_ms(), version";
+/// The newest schema the state was migrated to.
+const SCHEMA: &str = "SELECT max(version) FROM schema_version";
 const RENEW: &str = "UPDATE lease SET renewed_ms = lease_now_ms(), expires_ms = lease_now_ms() + $2
    WHERE name = 'leader' AND epoch = $1 AND expires_ms > lease_now_ms()";
 const RELEASE: &str = "UPDATE lease SET expires_ms = lease_now_ms()
@@ -33,6 +42,7 @@ fn view(r: &::postgres::Row) -> LeaseView {
         renewed_ms: r.get(3),
         expires_ms: r.get(4),
         now_ms: r.get(5),
+        version: r.get(6),
     }
 }
 
@@ -55,12 +65,16 @@ impl Db {
     /// never queues behind the leader's writes (which share-lock the row).
     pub fn lease_try_acquire(&mut self, holder: &str, ttl: Duration) -> Result<LeaseLook> {
         let step = "taking the leader lease";
+        if let Some(newer) = self.upgraded()? {
+            return Ok(LeaseLook::Upgraded(newer));
+        }
         if let Some(current) = self.lease()? {
             if current.live() {
                 return Ok(LeaseLook::Held(current));
             }
         }
         let ttl = millis(ttl);
+        let version = crate::build_info::short();
         let Conn { client, statements } = self.conn_mut();
         let mut tx = client.transaction().step(step)?;
         // The old leader's last transaction may still hold the row: wait a
@@ -79,11 +93,14 @@ impl Db {
             Some(current) if current.live() => return Ok(LeaseLook::Held(current)),
             Some(_) => {
                 let take = prepare(&mut tx, statements, TAKE_OVER).step(step)?;
-                tx.query_one(&take, &[&holder, &ttl]).step(step)?
+                tx.query_one(&take, &[&holder, &ttl, &version]).step(step)?
             }
             None => {
                 let first = prepare(&mut tx, statements, FIRST).step(step)?;
-                match tx.query_opt(&first, &[&holder, &ttl]).step(step)? {
+                match tx
+                    .query_opt(&first, &[&holder, &ttl, &version])
+                    .step(step)?
+                {
                     Some(row) => row,
                     // Another instance took the first lease meanwhile.
                     None => return Ok(LeaseLook::Busy),
@@ -95,12 +112,30 @@ impl Db {
         Ok(LeaseLook::Acquired(taken))
     }
 
-    pub fn lease_renew(&mut self, epoch: i64, ttl: Duration) -> Result<bool> {
+    pub fn lease_renew(&mut self, epoch: i64, ttl: Duration) -> Result<Renewal> {
         let step = "renewing the leader lease";
+        if let Some(newer) = self.upgraded()? {
+            self.lease_release(epoch)?;
+            return Ok(Renewal::Upgraded(newer));
+        }
         let mut c = self.conn();
         let s = c.prepare(RENEW).step(step)?;
         let n = c.client.execute(&s, &[&epoch, &millis(ttl)]).step(step)?;
-        Ok(n == 1)
+        Ok(if n == 1 {
+            Renewal::Renewed
+        } else {
+            Renewal::Lost
+        })
+    }
+
+    /// The schema version the state was upgraded to, where that is newer than
+    /// this build knows: such an instance must not lead.
+    fn upgraded(&self) -> Result<Option<i64>> {
+        let step = "reading the state's schema version";
+        let mut c = self.conn();
+        let s = c.prepare(SCHEMA).step(step)?;
+        let found: Option<i64> = c.client.query_one(&s, &[]).step(step)?.get(0);
+        Ok(found.filter(|v| *v > VERSION))
     }
 
     pub fn lease_release(&mut self, epoch: i64) -> Result<()> {

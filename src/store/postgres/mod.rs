@@ -15,7 +15,7 @@ mod queue;
 mod scans;
 mod schema;
 
-pub(super) use lease::FENCED;
+pub(super) use lease::{FENCED, OUTDATED};
 pub(super) use schema::{MIGRATIONS, VERSION};
 
 use super::*;
@@ -101,10 +101,19 @@ pub(super) fn connect(pg: &PostgresConfig, target: &str) -> std::result::Result<
     let name = config.get_application_name().unwrap_or("paystar-sync");
     let name = format!("{name}/{}", pg.instance_id);
     config.application_name(&name);
-    config.connect(NoTls).map_err(|source| OpenError::Open {
+    let mut client = config.connect(NoTls).map_err(|source| OpenError::Open {
         target: target.to_owned(),
         source: source.into(),
-    })
+    })?;
+    // Before anything else, the session declares the schema its code keeps
+    // (the fence of migration v6 refuses writes from sessions that do not).
+    client
+        .batch_execute(schema::DECLARE)
+        .map_err(|source| OpenError::Open {
+            target: target.to_owned(),
+            source: source.into(),
+        })?;
+    Ok(client)
 }
 
 impl Db {

@@ -57,8 +57,10 @@ const RELEASE: &str = "WITH released AS (
    SELECT business_unit, account, sub_account, $4, 'released', 'Accounts.UnenrollAutopay',
           json_build_object('cause', 'the reason for the unenroll went away')::text
    FROM released ORDER BY business_unit, account, sub_account";
-const STORE_HELD: &str = "INSERT INTO held_rows (file_id, data) VALUES ($1, $2)
-   ON CONFLICT (file_id) DO UPDATE SET data = excluded.data";
+const STORE_HELD: &str = "INSERT INTO held_rows (file_id, data, generation, sha256)
+   SELECT $1, $2, generation, sha256 FROM files WHERE id = $1
+   ON CONFLICT (file_id) DO UPDATE SET data = excluded.data,
+       generation = excluded.generation, sha256 = excluded.sha256";
 const DROP_HELD: &str = "DELETE FROM held_rows WHERE file_id = $1";
 const SET_META: &str = "INSERT INTO meta (key, value) SELECT * FROM unnest($1::text[], $2::text[])
    ON CONFLICT (key) DO UPDATE SET value = excluded.value";

@@ -242,6 +242,73 @@ CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON held_rows
     FOR EACH STATEMENT EXECUTE FUNCTION fence();
 DROP INDEX desired_by_file;
 "#,
+    // v6: upgrades without harm (README "Upgrading").
+    // 1. Writers declare the state schema their code maintains: every session of
+    //    this version on sets `paystar_sync.schema`, and the fence refuses any
+    //    write from a session that declares none or an older one (SQLSTATE
+    //    PSF02), so a binary older than this migration, still running when it
+    //    was applied, can no longer write what it does not know to maintain. A
+    //    later migration that adds a writer's duty raises the number here.
+    // 2. As SQLite's v9: a file's stored held rows record the file's content
+    //    hash and generation, which every statement writing its rows in
+    //    `desired` moves (these triggers), and are used only while both match.
+    // 3. The lease row names the leader's build.
+    r#"
+CREATE OR REPLACE FUNCTION fence() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
+DECLARE
+    code text := current_setting('paystar_sync.schema', true);
+    claimed text := current_setting('paystar_sync.fence', true);
+BEGIN
+    IF code IS NULL OR code !~ '^[0-9]{1,9}$' OR code::bigint < 6 THEN
+        RAISE EXCEPTION 'this paystar-sync is older than the state it writes to: the state was upgraded to schema v6 by a newer paystar-sync, and this session declares %; upgrade this instance',
+            coalesce(nullif(code, ''), 'no schema version')
+            USING ERRCODE = 'PSF02';
+    END IF;
+    IF claimed IS NULL OR claimed = '' THEN
+        RETURN NULL;
+    END IF;
+    PERFORM 1 FROM lease
+     WHERE name = 'leader' AND epoch::text = claimed AND expires_ms > lease_now_ms()
+     FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'this instance no longer holds the leader lease (its epoch was %)', claimed
+            USING ERRCODE = 'PSF01';
+    END IF;
+    RETURN NULL;
+END $$;
+
+ALTER TABLE files ADD COLUMN generation bigint NOT NULL DEFAULT 0;
+ALTER TABLE held_rows ADD COLUMN generation bigint, ADD COLUMN sha256 bytea;
+-- 3. The leader names the build it runs, so that `status` anywhere shows a mixed cluster.
+ALTER TABLE lease ADD COLUMN version text;
+
+CREATE FUNCTION desired_moved() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        UPDATE files SET generation = generation + 1
+         WHERE id IN (SELECT DISTINCT file_id FROM new_rows);
+    ELSIF TG_OP = 'UPDATE' THEN
+        UPDATE files SET generation = generation + 1
+         WHERE id IN (SELECT file_id FROM new_rows UNION SELECT file_id FROM old_rows);
+    ELSE
+        UPDATE files SET generation = generation + 1
+         WHERE id IN (SELECT DISTINCT file_id FROM old_rows);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER desired_moved_insert AFTER INSERT ON desired
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION desired_moved();
+CREATE TRIGGER desired_moved_update AFTER UPDATE ON desired
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION desired_moved();
+CREATE TRIGGER desired_moved_delete AFTER DELETE ON desired
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION desired_moved();
+"#,
 ];
+
+/// What every session declares as `paystar_sync.schema`: the schema its code
+/// maintains. The fence refuses writes from sessions that declare an older one.
+pub const DECLARE: &str = "SELECT set_config('paystar_sync.schema', '6', false)";
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

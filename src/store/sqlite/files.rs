@@ -97,14 +97,23 @@ impl Db {
     pub fn stored_held_rows(&self, file_id: i64) -> Result<Option<HeldRows>> {
         let step = "reading a file's held rows";
         // The value's type is in its record's header: its bytes are not read.
-        let kind: Option<String> = self
+        // Used only while its stamps match the file's: its generation (moved
+        // by every write of the file's rows) and its content hash.
+        let kind: Option<(String, bool)> = self
             .conn
-            .prepare_cached("SELECT typeof(data) FROM held_rows WHERE file_id = ?1")
-            .and_then(|mut s| s.query_row([file_id], |r| r.get(0)).optional())
+            .prepare_cached(
+                "SELECT typeof(h.data), h.generation IS f.generation AND h.sha256 IS f.sha256
+                   FROM held_rows h JOIN files f ON f.id = h.file_id WHERE h.file_id = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([file_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
             .step(step)?;
-        match kind.as_deref() {
+        match kind {
             None => return Ok(None),
-            Some("blob") => {}
+            Some((_, false)) => return Ok(held::stale(file_id)),
+            Some((kind, true)) if kind == "blob" => {}
             Some(_) => return Ok(held::decoded(file_id, None, 0)),
         }
         let blob = self

@@ -278,8 +278,10 @@ fn write_held<'w>(
     // The value is written into a zeroed blob of its size by incremental I/O:
     // bound as a parameter, SQLite would copy it first.
     let mut store = tx.prepare_cached(
-        "INSERT INTO held_rows (file_id, data) VALUES (?1, zeroblob(?2))
-         ON CONFLICT (file_id) DO UPDATE SET data = excluded.data",
+        "INSERT INTO held_rows (file_id, data, generation, sha256)
+         SELECT ?1, zeroblob(?2), generation, sha256 FROM files WHERE id = ?1
+         ON CONFLICT (file_id) DO UPDATE SET data = excluded.data,
+             generation = excluded.generation, sha256 = excluded.sha256",
     )?;
     let mut drop = tx.prepare_cached("DELETE FROM held_rows WHERE file_id = ?1")?;
     for write in held {

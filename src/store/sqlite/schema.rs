@@ -220,6 +220,24 @@ CREATE TABLE held_rows (
 );
 DROP INDEX desired_by_file;
 "#,
+    // v9: a file's stored held rows record what they were computed from: the
+    // file's content hash and its generation, which every write of its rows in
+    // `desired` moves in the same statement, whoever writes (these triggers). A
+    // value whose stamps no longer match is not used (`stored_held_rows`).
+    r#"
+ALTER TABLE files ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE held_rows ADD COLUMN generation INTEGER;
+ALTER TABLE held_rows ADD COLUMN sha256 BLOB;
+CREATE TRIGGER desired_moved_insert AFTER INSERT ON desired WHEN NEW.file_id IS NOT NULL BEGIN
+    UPDATE files SET generation = generation + 1 WHERE id = NEW.file_id;
+END;
+CREATE TRIGGER desired_moved_update AFTER UPDATE ON desired BEGIN
+    UPDATE files SET generation = generation + 1 WHERE id IN (OLD.file_id, NEW.file_id);
+END;
+CREATE TRIGGER desired_moved_delete AFTER DELETE ON desired WHEN OLD.file_id IS NOT NULL BEGIN
+    UPDATE files SET generation = generation + 1 WHERE id = OLD.file_id;
+END;
+"#,
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -11,6 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// The state block every test config starts from; rewritten for PostgreSQL.
+/// What a session that writes the state declares (migration v6's fence
+/// refuses writes from sessions that do not), as the binary's sessions do.
+pub const DECLARE: &str = "SET paystar_sync.schema = '6';";
+
 pub const SQLITE_STATE: &str = "state:\n  path: state/paystar-sync.db\n";
 
 pub enum TestState {
@@ -118,7 +122,7 @@ impl TestState {
             TestState::Postgres { url, schema } => off_runtime(|| {
                 let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
                 client
-                    .batch_execute(&format!("SET search_path TO {schema}; {sql}"))
+                    .batch_execute(&format!("SET search_path TO {schema}; {DECLARE} {sql}"))
                     .unwrap();
             }),
         }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod backend;
-pub use backend::{TestState, off_runtime};
+pub use backend::{DECLARE, TestState, off_runtime};
 
 pub struct Project {
     // Dropped before the folder, so a PostgreSQL schema goes with its project.
