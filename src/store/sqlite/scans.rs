@@ -277,11 +277,14 @@ fn write_held<'w>(
     let mut file_id = tx.prepare_cached("SELECT id FROM files WHERE path = ?1")?;
     // The value is written into a zeroed blob of its size by incremental I/O:
     // bound as a parameter, SQLite would copy it first.
+    // Stamped with the file's generation and hash as they are after this
+    // commit's writes to `desired`. The zeroblob is the row's last value and
+    // given directly (not through a SELECT), so SQLite never allocates it.
+    let mut stamps = tx.prepare_cached("SELECT generation, sha256 FROM files WHERE id = ?1")?;
     let mut store = tx.prepare_cached(
-        "INSERT INTO held_rows (file_id, data, generation, sha256)
-         SELECT ?1, zeroblob(?2), generation, sha256 FROM files WHERE id = ?1
-         ON CONFLICT (file_id) DO UPDATE SET data = excluded.data,
-             generation = excluded.generation, sha256 = excluded.sha256",
+        "INSERT INTO held_rows (file_id, generation, sha256, data) VALUES (?1, ?2, ?3, zeroblob(?4))
+         ON CONFLICT (file_id) DO UPDATE SET generation = excluded.generation,
+             sha256 = excluded.sha256, data = excluded.data",
     )?;
     let mut drop = tx.prepare_cached("DELETE FROM held_rows WHERE file_id = ?1")?;
     for write in held {
@@ -294,7 +297,9 @@ fn write_held<'w>(
         };
         match &write.rows {
             Some(data) => {
-                store.execute(params![id, data.len() as i64])?;
+                let (generation, sha256): (i64, Option<Vec<u8>>) =
+                    stamps.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                store.execute(params![id, generation, sha256, data.len() as i64])?;
                 tx.blob_open(rusqlite::MAIN_DB, "held_rows", "data", id, false)?
                     .write_at(data, 0)?;
             }

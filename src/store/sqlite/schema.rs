@@ -226,8 +226,16 @@ DROP INDEX desired_by_file;
     // value whose stamps no longer match is not used (`stored_held_rows`).
     r#"
 ALTER TABLE files ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE held_rows ADD COLUMN generation INTEGER;
-ALTER TABLE held_rows ADD COLUMN sha256 BLOB;
+-- The value stays the last column: SQLite writes a zeroblob without
+-- allocating it only there. Values stored before carry no stamps: they go,
+-- and each file's rows are read from `desired` once.
+DROP TABLE held_rows;
+CREATE TABLE held_rows (
+    file_id    INTEGER PRIMARY KEY REFERENCES files(id),
+    generation INTEGER,
+    sha256     BLOB,
+    data       BLOB NOT NULL
+);
 CREATE TRIGGER desired_moved_insert AFTER INSERT ON desired WHEN NEW.file_id IS NOT NULL BEGIN
     UPDATE files SET generation = generation + 1 WHERE id = NEW.file_id;
 END;
