@@ -18,11 +18,14 @@ pub enum Format {
 }
 
 /// What `stat` says about a file; used to skip unchanged files without reading them.
+/// The change time is part of it: a chmod, or a rewrite that keeps the size and
+/// sets the mtime back (`touch -d`), changes nothing else here but moves it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileStat {
     pub size: u64,
     pub mtime_ns: i64,
     pub inode: u64,
+    pub ctime_ns: i64,
 }
 
 impl FileStat {
@@ -31,6 +34,7 @@ impl FileStat {
             size: meta.len(),
             mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
             inode: meta.ino(),
+            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
         }
     }
 }

@@ -19,9 +19,11 @@ impl Scan {
                     file_writes.push(write(!file.dirty, s.ok, s.rows, None));
                 }
                 FileFate::Unchanged { .. } | FileFate::Deferred => {}
+                // A file with any error is stored unclean: it is read and parsed
+                // again at every scan until it reads clean, so no error sticks.
                 FileFate::Parsed { rows, .. } => {
                     file_writes.push(write(
-                        !file.dirty,
+                        !file.dirty && file.errors.is_empty(),
                         true,
                         rows,
                         Some(file.errors.iter().collect()),
@@ -29,7 +31,12 @@ impl Scan {
                 }
                 FileFate::Failed => {
                     let rows = stored.map_or(0, |s| s.rows);
-                    file_writes.push(write(true, false, rows, Some(file.errors.iter().collect())));
+                    file_writes.push(write(
+                        false,
+                        false,
+                        rows,
+                        Some(file.errors.iter().collect()),
+                    ));
                 }
                 FileFate::Deleted => {
                     let mut w = write(true, true, 0, Some(Vec::new()));

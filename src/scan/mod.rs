@@ -22,6 +22,7 @@ mod commit;
 mod guard;
 mod held;
 mod merge;
+mod news;
 mod read;
 
 /// A file modified this close (ms) to the scan that recorded it is hashed again
@@ -246,6 +247,8 @@ pub struct Scan {
     pub guard: Option<GuardTrip>,
     /// Every error, new and stored, ordered by file and line.
     pub errors: Vec<ManifestError>,
+    /// Files read again that say exactly what they said at the last scan.
+    repeated: HashSet<String>,
     pub warnings: Vec<String>,
     pub stats: ScanStats,
     policy: Policy,
@@ -369,6 +372,15 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
     let (held, hold_writes, guard) =
         guard::guard(store, settings, &touched, &states, &rows, &files)?;
 
+    // Files read again because they had errors at the last scan: what they
+    // still say is not news (the daemon logs only what changed).
+    let rechecked: Vec<i64> = files
+        .iter()
+        .filter(|f| matches!(f.fate, FileFate::Parsed { .. } | FileFate::Failed))
+        .filter_map(|f| f.stored.as_ref().filter(|e| !e.clean).map(|e| e.id))
+        .collect();
+    let repeated = news::repeated_errors(&files, store.file_errors(&rechecked)?);
+
     // Errors of unchanged files come from the store; new ones from this scan.
     let unchanged_ids: Vec<i64> = files
         .iter()
@@ -410,6 +422,7 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
         hold_writes,
         guard,
         errors,
+        repeated,
         warnings,
         stats,
         policy: settings.policy,
@@ -629,7 +642,12 @@ impl Scan {
     }
 
     /// Errors found by reading files in this scan (not the stored ones of unchanged files).
+    /// The errors this scan found that the last one did not: a file read
+    /// again with the same errors is not news.
     pub fn new_errors(&self) -> impl Iterator<Item = &ManifestError> {
-        self.files.iter().flat_map(|f| f.errors.iter())
+        self.files
+            .iter()
+            .filter(|f| !self.repeated.contains(&f.rel))
+            .flat_map(|f| f.errors.iter())
     }
 }

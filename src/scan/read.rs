@@ -151,10 +151,13 @@ fn read_if_changed(
     if settling || settings.busy.contains(&found.path) {
         return (Ok(FileFate::Deferred), None, None);
     }
+    // A file with errors at the last scan is never clean: it is read again
+    // until it reads clean. Size, mtime, inode and change time must all match,
+    // and neither time may fall near the scan that recorded them.
     let trusted = stored.is_some_and(|e| {
         e.clean
             && e.stat == Some(found.stat)
-            && found.stat.mtime_ns / 1_000_000 < e.scanned_at - RACY_MS
+            && found.stat.mtime_ns.max(found.stat.ctime_ns) / 1_000_000 < e.scanned_at - RACY_MS
     });
     if trusted {
         return (Ok(FileFate::Unchanged { restat: false }), None, None);

@@ -62,6 +62,8 @@ pub(super) const TABLES: &[Table] = &[
             ("scanned_at", Int),
             ("git_commit", Text),
             ("git_author", Text),
+            ("ctime_ns", Int),
+            ("generation", Int),
         ],
         identity: Some("id"),
     },
@@ -95,7 +97,12 @@ pub(super) const TABLES: &[Table] = &[
     },
     Table {
         name: "held_rows",
-        columns: &[("file_id", Int), ("data", Bytes)],
+        columns: &[
+            ("file_id", Int),
+            ("generation", Int),
+            ("sha256", Bytes),
+            ("data", Bytes),
+        ],
         identity: None,
     },
     Table {
@@ -140,6 +147,8 @@ pub(super) const TABLES: &[Table] = &[
             ("sha256", Text),
             ("git_commit", Text),
             ("git_author", Text),
+            ("ctime_ns", Int),
+            ("generation", Int),
         ],
         identity: Some("id"),
     },

@@ -20,6 +20,7 @@ mod outcomes;
 mod properties;
 mod providers;
 mod safety;
+mod stale;
 mod state;
 mod support;
 #[cfg(feature = "otel")]

@@ -4,7 +4,7 @@
 use super::*;
 use crate::manifest::{ErrorKind, FileStat, ManifestError};
 
-const FILE_INDEX: &str = "SELECT id, path, present, size, mtime_ns, inode, sha256, clean, status, rows, scanned_at FROM files";
+const FILE_INDEX: &str = "SELECT id, path, present, size, mtime_ns, inode, sha256, clean, status, rows, scanned_at, ctime_ns FROM files";
 const FILE_ERRORS: &str = "SELECT f.path, e.line, e.account, e.field, e.kind, e.reason, e.file_id
    FROM file_errors e JOIN files f ON f.id = e.file_id
    WHERE e.file_id = ANY($1) ORDER BY e.file_id, e.seq";
@@ -35,17 +35,21 @@ impl Db {
                 let mtime_ns: Option<i64> = r.get(4);
                 let inode: Option<i64> = r.get(5);
                 let sha: Option<Vec<u8>> = r.get(6);
+                let ctime_ns: Option<i64> = r.get(11);
                 (
                     r.get::<_, String>(1),
                     FileEntry {
                         id: r.get(0),
                         present: r.get(2),
-                        stat: match (size, mtime_ns, inode) {
-                            (Some(size), Some(mtime_ns), Some(inode)) => Some(FileStat {
-                                size: size as u64,
-                                mtime_ns,
-                                inode: inode as u64,
-                            }),
+                        stat: match (size, mtime_ns, inode, ctime_ns) {
+                            (Some(size), Some(mtime_ns), Some(inode), Some(ctime_ns)) => {
+                                Some(FileStat {
+                                    size: size as u64,
+                                    mtime_ns,
+                                    inode: inode as u64,
+                                    ctime_ns,
+                                })
+                            }
                             _ => None,
                         },
                         sha256: sha.and_then(|s| s.try_into().ok()),

@@ -5,13 +5,14 @@
 use super::*;
 use ::postgres::Transaction;
 
-const UPSERT_FILES: &str = "INSERT INTO files (path, present, size, mtime_ns, inode, sha256, clean, status, rows, scanned_at)
-   SELECT path, present, size, mtime_ns, inode, sha256, clean, status, rows, $11
-   FROM unnest($1::text[], $2::bool[], $3::int8[], $4::int8[], $5::int8[], $6::bytea[], $7::bool[], $8::text[], $9::int8[], $10::int4[])
-        AS f(path, present, size, mtime_ns, inode, sha256, clean, status, rows, ord)
+const UPSERT_FILES: &str = "INSERT INTO files (path, present, size, mtime_ns, inode, sha256, clean, status, rows, scanned_at, ctime_ns)
+   SELECT path, present, size, mtime_ns, inode, sha256, clean, status, rows, $11, ctime_ns
+   FROM unnest($1::text[], $2::bool[], $3::int8[], $4::int8[], $5::int8[], $6::bytea[], $7::bool[], $8::text[], $9::int8[], $10::int4[], $12::int8[])
+        AS f(path, present, size, mtime_ns, inode, sha256, clean, status, rows, ord, ctime_ns)
    ORDER BY ord
    ON CONFLICT (path) DO UPDATE SET present = excluded.present, size = excluded.size,
      mtime_ns = excluded.mtime_ns, inode = excluded.inode, sha256 = excluded.sha256,
+     ctime_ns = excluded.ctime_ns,
      clean = excluded.clean, status = excluded.status, rows = excluded.rows,
      scanned_at = excluded.scanned_at
    RETURNING id, path";
@@ -137,6 +138,7 @@ fn write_files(
             .map(|f| f.stat.map(|s| s.size as i64))
             .collect();
         let mtime: Vec<Option<i64>> = chunk.iter().map(|f| f.stat.map(|s| s.mtime_ns)).collect();
+        let ctime: Vec<Option<i64>> = chunk.iter().map(|f| f.stat.map(|s| s.ctime_ns)).collect();
         let inode: Vec<Option<i64>> = chunk
             .iter()
             .map(|f| f.stat.map(|s| s.inode as i64))
@@ -155,7 +157,8 @@ fn write_files(
         for r in tx.query(
             &upsert,
             &[
-                &path, &present, &size, &mtime, &inode, &sha, &clean, &status, &rows, &ord, &now_ms,
+                &path, &present, &size, &mtime, &inode, &sha, &clean, &status, &rows, &ord,
+                &now_ms, &ctime,
             ],
         )? {
             ids.insert(r.get::<_, String>(1), r.get::<_, i64>(0));

@@ -279,6 +279,8 @@ BEGIN
 END $$;
 
 ALTER TABLE files ADD COLUMN generation bigint NOT NULL DEFAULT 0;
+-- 4. As SQLite's v9: the change time joins size, mtime and inode.
+ALTER TABLE files ADD COLUMN ctime_ns bigint;
 ALTER TABLE held_rows ADD COLUMN generation bigint, ADD COLUMN sha256 bytea;
 -- 3. The leader names the build it runs, so that `status` anywhere shows a mixed cluster.
 ALTER TABLE lease ADD COLUMN version text;

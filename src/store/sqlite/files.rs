@@ -10,24 +10,28 @@ impl Db {
 
     fn file_index_in(&self) -> DbResult<HashMap<String, FileEntry>> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, path, present, size, mtime_ns, inode, sha256, clean, status, rows, scanned_at FROM files",
+            "SELECT id, path, present, size, mtime_ns, inode, sha256, clean, status, rows, scanned_at, ctime_ns FROM files",
         )?;
         let rows = stmt.query_map([], |r| {
             let size: Option<i64> = r.get(3)?;
             let mtime_ns: Option<i64> = r.get(4)?;
             let inode: Option<i64> = r.get(5)?;
             let sha: Option<Vec<u8>> = r.get(6)?;
+            let ctime_ns: Option<i64> = r.get(11)?;
             Ok((
                 r.get::<_, String>(1)?,
                 FileEntry {
                     id: r.get(0)?,
                     present: r.get(2)?,
-                    stat: match (size, mtime_ns, inode) {
-                        (Some(size), Some(mtime_ns), Some(inode)) => Some(FileStat {
-                            size: size as u64,
-                            mtime_ns,
-                            inode: inode as u64,
-                        }),
+                    stat: match (size, mtime_ns, inode, ctime_ns) {
+                        (Some(size), Some(mtime_ns), Some(inode), Some(ctime_ns)) => {
+                            Some(FileStat {
+                                size: size as u64,
+                                mtime_ns,
+                                inode: inode as u64,
+                                ctime_ns,
+                            })
+                        }
                         _ => None,
                     },
                     sha256: sha.and_then(|s| s.try_into().ok()),

@@ -60,10 +60,11 @@ fn write_files(
     ids: &mut HashMap<String, i64>,
 ) -> DbResult<()> {
     let mut upsert_file = tx.prepare_cached(
-        "INSERT INTO files (path, present, size, mtime_ns, inode, sha256, clean, status, rows, scanned_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+        "INSERT INTO files (path, present, size, mtime_ns, inode, sha256, clean, status, rows, scanned_at, ctime_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (path) DO UPDATE SET present = excluded.present, size = excluded.size,
            mtime_ns = excluded.mtime_ns, inode = excluded.inode, sha256 = excluded.sha256,
+           ctime_ns = excluded.ctime_ns,
            clean = excluded.clean, status = excluded.status, rows = excluded.rows,
            scanned_at = excluded.scanned_at
          RETURNING id",
@@ -86,6 +87,7 @@ fn write_files(
                 if file.ok { "ok" } else { "error" },
                 file.rows as i64,
                 now,
+                file.stat.map(|s| s.ctime_ns),
             ],
             |r| r.get(0),
         )?;

@@ -226,6 +226,9 @@ DROP INDEX desired_by_file;
     // value whose stamps no longer match is not used (`stored_held_rows`).
     r#"
 ALTER TABLE files ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+-- The change time joins size, mtime and inode: a chmod or a rewrite with the
+-- mtime set back moves it. Files stored before have none, and are read once.
+ALTER TABLE files ADD COLUMN ctime_ns INTEGER;
 -- The value stays the last column: SQLite writes a zeroblob without
 -- allocating it only there. Values stored before carry no stamps: they go,
 -- and each file's rows are read from `desired` once.
