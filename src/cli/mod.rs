@@ -1,11 +1,13 @@
 //! The command line (SPEC §7): parses arguments, runs a command, and turns the
 //! outcome into an exit code.
 
+mod check;
 mod inspect;
 mod operate;
 mod pass;
 mod tools;
 
+use check::state_check;
 use inspect::{history, status};
 use operate::{approve, poll, retry, state_copy};
 use pass::{apply, plan, validate};
@@ -167,7 +169,7 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// The state itself: move it between backends.
+    /// The state itself: move it between backends, or check it.
     State {
         #[command(subcommand)]
         command: StateCommand,
@@ -208,6 +210,13 @@ enum StateCommand {
         /// The configuration whose (empty) state is written.
         #[arg(long)]
         to: PathBuf,
+    },
+    /// Compare every stored shortcut with what it stands for (each file's
+    /// stored rows with the state's rows; the file index with the files'
+    /// content); read-only. Exit 1 with the first difference.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
     },
 }
 
@@ -274,6 +283,9 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Exit 
         Command::State {
             command: StateCommand::Copy { from, to },
         } => state_copy(from, to),
+        Command::State {
+            command: StateCommand::Check { config },
+        } => state_check(&config.config),
         Command::Completions { shell } => completions(*shell),
         Command::Man => man(),
     };

@@ -113,6 +113,13 @@ impl Store {
         Ok(check)
     }
 
+    /// The files whose stored held rows no longer match what they were
+    /// computed from (the file's generation or content hash moved since):
+    /// scans ignore them, and store them again when the file is next read.
+    pub fn stale_held_rows(&self) -> Result<Vec<String>> {
+        by_backend!(self, db => db.stale_held_rows())
+    }
+
     /// The stored errors of every file still present.
     pub fn present_file_errors(&self) -> Result<Vec<ManifestError>> {
         by_backend!(self, db => db.present_file_errors())

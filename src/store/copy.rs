@@ -147,8 +147,6 @@ pub(super) const TABLES: &[Table] = &[
             ("sha256", Text),
             ("git_commit", Text),
             ("git_author", Text),
-            ("ctime_ns", Int),
-            ("generation", Int),
         ],
         identity: Some("id"),
     },

@@ -132,3 +132,34 @@ fn a_rewrite_that_keeps_the_size_and_sets_the_mtime_back_is_read() {
         "the change time gave the rewrite away"
     );
 }
+
+#[test]
+fn state_check_passes_a_sound_state_and_names_an_index_entry_that_lies() {
+    let p = Project::new();
+    let path = p.root().join("manifests/a.csv");
+    p.file("a.csv", GOOD);
+    // Old enough that the index's shortcut applies.
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    p.commit_and_acknowledge();
+    let run = p.run(&["state", "check"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("every stored shortcut agrees"),
+        "{run:?}"
+    );
+    // The recorded hash no longer matches the content a scan would skip.
+    p.execute_sql("UPDATE files SET sha256 = NULL WHERE path = 'a.csv'");
+    let run = p.run(&["state", "check"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains(
+            "a.csv: its size, mtime, inode and change time are as recorded but its content is not"
+        ),
+        "{run:?}"
+    );
+}

@@ -43,6 +43,14 @@ fn a_stored_value_an_older_writer_left_stale_is_ignored_and_no_one_is_unenrolled
     );
     p.commit();
     p.execute_sql("DELETE FROM held_rows; INSERT INTO held_rows SELECT * FROM saved_held; DROP TABLE saved_held");
+    let check = p.run(&["state", "check"]);
+    assert_eq!(check.code, 1, "{check:?}");
+    assert!(
+        check
+            .stdout
+            .contains("DIFFERS: a.csv: its stored held rows are stale"),
+        "{check:?}"
+    );
     // The newer instance leads again; a.csv is edited.
     p.file(
         "a.csv",

@@ -13,6 +13,9 @@ const FILE_ROWS: &str = "SELECT business_unit, account, sub_account, fingerprint
    ORDER BY business_unit, account, sub_account";
 /// The value's size, and whether its stamps still match the file's (its
 /// generation, moved by every write of the file's rows, and its content hash).
+const STALE_HELD_ROWS: &str = "SELECT f.path FROM held_rows h JOIN files f ON f.id = h.file_id
+   WHERE NOT (h.generation IS NOT DISTINCT FROM f.generation AND h.sha256 IS NOT DISTINCT FROM f.sha256)
+   ORDER BY f.path";
 const HELD_ROWS_SIZE: &str = "SELECT octet_length(h.data),
        h.generation IS NOT DISTINCT FROM f.generation AND h.sha256 IS NOT DISTINCT FROM f.sha256
    FROM held_rows h JOIN files f ON f.id = h.file_id WHERE h.file_id = $1";
@@ -24,6 +27,13 @@ const HELD_ROWS_PART: &str =
 const FILE_ROWS_CHUNK: i32 = 10_000;
 
 impl Db {
+    pub fn stale_held_rows(&self) -> Result<Vec<String>> {
+        let mut c = self.conn();
+        let s = c.prepare(STALE_HELD_ROWS)?;
+        let rows = c.client.query(&s, &[]).step("finding stale held rows")?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     pub fn file_index(&self) -> Result<HashMap<String, FileEntry>> {
         let mut c = self.conn();
         let s = c.prepare(FILE_INDEX)?;

@@ -137,6 +137,21 @@ impl Db {
         Ok(held::decoded(file_id, held, len))
     }
 
+    pub fn stale_held_rows(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT f.path FROM held_rows h JOIN files f ON f.id = h.file_id
+                  WHERE NOT (h.generation IS f.generation AND h.sha256 IS f.sha256) ORDER BY f.path",
+            )
+            .step("finding stale held rows")?;
+        let paths = stmt
+            .query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect::<DbResult<Vec<String>>>())
+            .step("finding stale held rows")?;
+        Ok(paths)
+    }
+
     /// The stored errors of every file still present.
     pub fn present_file_error_count(&self) -> Result<u64> {
         Ok(self.conn.query_row(
