@@ -16,7 +16,9 @@ impl Scan {
             match file.fate {
                 FileFate::Unchanged { restat } if restat || file.dirty => {
                     let s = stored.expect("an unchanged file was stored");
-                    file_writes.push(write(!file.dirty, s.ok, s.rows, None));
+                    // Its errors: those a conflict with a file read now gave it.
+                    let errors = (!file.errors.is_empty()).then(|| file.errors.iter().collect());
+                    file_writes.push(write(!file.dirty, s.ok, s.rows, errors));
                 }
                 FileFate::Unchanged { .. } | FileFate::Deferred => {}
                 // A file with any error is stored unclean: it is read and parsed

@@ -2,7 +2,7 @@
 //! held before, so that only keys whose fingerprint changed are looked up; then the
 //! duplicates within the scan and across files are rejected.
 
-use super::{ScannedFile, TouchedKey, key_of};
+use super::{FileFate, ScannedFile, TouchedKey, key_of};
 use crate::customer::CustomerKey;
 use crate::manifest::{ErrorKind, KeyPrefixes, ManifestError, ManifestRow};
 use crate::store::{HeldRows, KeyState, PrevRow, StateError, Store};
@@ -318,14 +318,24 @@ pub(super) fn drop_conflicts(
             let error = duplicate_error(&here, Some(row.line), row.key().account, message(&there));
             files[row.file as usize].errors.push(error);
             files[row.file as usize].dirty = true;
-            extra_errors.push(duplicate_error(
+            let error = duplicate_error(
                 &other,
                 other_line,
                 row.key().account,
                 message(&format!("{here}:{}", row.line)),
-            ));
-            if let Some(f) = files.iter_mut().find(|f| f.rel == other) {
-                f.dirty = true;
+            );
+            // The other file was not read: its occurrence is its error all the
+            // same, stored with it as a scan from scratch would store it.
+            match files.iter_mut().find(|f| f.rel == other) {
+                Some(f) if matches!(f.fate, FileFate::Unchanged { .. }) => {
+                    f.dirty = true;
+                    f.errors.push(error);
+                }
+                Some(f) => {
+                    f.dirty = true;
+                    extra_errors.push(error);
+                }
+                None => extra_errors.push(error),
             }
         }
         let mut flags = drop_at.iter();

@@ -163,3 +163,208 @@ fn state_check_passes_a_sound_state_and_names_an_index_entry_that_lies() {
         "{run:?}"
     );
 }
+
+/// What a state says about the folder: every error, and each live customer's
+/// file, line and fingerprint (its fields), in files without errors. (A file
+/// with errors keeps what it held before by design: a bad row or file never
+/// removes anyone, so there the state remembers what a fresh one cannot.)
+fn said(p: &Project) -> (Vec<String>, Vec<String>) {
+    p.with_store(|s| {
+        let mut errors: Vec<String> = s
+            .present_file_errors()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}:{:?} {:?} {:?} {}",
+                    e.file, e.line, e.field, e.kind, e.reason
+                )
+            })
+            .collect();
+        errors.sort();
+        let erring: std::collections::HashSet<String> = s
+            .present_file_errors()
+            .unwrap()
+            .iter()
+            .map(|e| e.file.clone())
+            .collect();
+        let mut rows = Vec::new();
+        for (path, entry) in s.file_index().unwrap() {
+            if !entry.present || erring.contains(&path) {
+                continue;
+            }
+            s.for_each_file_row(entry.id, |row| {
+                if !row.removed {
+                    rows.push(format!(
+                        "{} {path}:{:?} {}",
+                        row.key, row.line, row.fingerprint
+                    ));
+                }
+            })
+            .unwrap();
+        }
+        rows.sort();
+        (errors, rows)
+    })
+}
+
+#[test]
+fn an_incremental_scan_after_any_file_operations_equals_a_scan_from_scratch() {
+    use arbtest::arbitrary::Unstructured;
+    let budget = paystar_sync::config::process_env("ARBTEST_BUDGET_MS")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_000);
+    // Contents each path may hold: its own accounts (no key in two files),
+    // valid, with a row error, empty, or too big; some of equal size.
+    let contents = |slot: usize| -> Vec<String> {
+        let h = "accountNumber,firstName,lastName,emailAddress\n";
+        let k = |n: usize| slot * 10 + n;
+        vec![
+            format!(
+                "{h}{},Ada,Lovelace,ada@example.com\n{},Alan,Turing,alan@example.com\n",
+                k(1),
+                k(2)
+            ),
+            format!(
+                "{h}{},Eve,Lovelace,ada@example.com\n{},Alan,Turing,alan@example.com\n",
+                k(1),
+                k(2)
+            ),
+            format!(
+                "{h}{},Ada,Lovelace,ada@example.com\n{},Alan,Turing,not-an-email\n",
+                k(1),
+                k(2)
+            ),
+            format!("{h}{},Grace,Hopper,grace@example.com\n", k(3)),
+            h.to_owned(),
+            format!(
+                "{h}{}",
+                format!("{},Big,File,big@example.com\n", k(4)).repeat(60)
+            ),
+        ]
+    };
+    let paths = ["a.csv", "sub/b.csv", "c.csv"];
+    let mut steps = 0;
+    arbtest::arbtest(|u: &mut Unstructured<'_>| {
+        let config = BASE_CONFIG.replace(
+            "  dir: manifests\n",
+            "  dir: manifests\n  max_file_size: 1KiB\n",
+        );
+        let p = Project::with_config(&config);
+        let dir = p.root().join("manifests");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::create_dir_all(dir.join("other")).unwrap();
+        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let mut last: Vec<Option<String>> = vec![None; paths.len()];
+        for _ in 0..u.int_in_range(1..=8)? {
+            let slot = u.choose_index(paths.len())?;
+            let path = dir.join(paths[slot]);
+            // Weighted towards the two contents of equal size, so that rewrites
+            // a stat cannot tell apart come often.
+            // Or, half the time, the content it last held: restored as it was.
+            let text = match &last[slot] {
+                Some(earlier) if u.ratio(1, 2)? => earlier.clone(),
+                _ => contents(slot)[*u.choose(&[0, 0, 1, 1, 2, 3, 4, 5])?].clone(),
+            };
+            last[slot] = Some(text.clone());
+            let clear = |path: &std::path::Path| {
+                if let Ok(meta) = std::fs::symlink_metadata(path) {
+                    if meta.is_dir() {
+                        std::fs::remove_dir_all(path).unwrap();
+                    } else {
+                        std::fs::remove_file(path).unwrap();
+                    }
+                }
+            };
+            match *u.choose(&[0, 1, 2, 2, 2, 3, 4, 5, 6, 7])? {
+                0 => {
+                    clear(&path);
+                    std::fs::write(&path, &text).unwrap();
+                }
+                1 => {
+                    // An atomic save: a temporary name, then a rename over it.
+                    let tmp = dir.join(".tmp-save");
+                    std::fs::write(&tmp, &text).unwrap();
+                    clear(&path);
+                    std::fs::rename(&tmp, &path).unwrap();
+                }
+                2 => {
+                    // In place (the same inode), the mtime set back to what it
+                    // was, as `touch -d` does (an hour ago for a new file).
+                    let before = match std::fs::symlink_metadata(&path) {
+                        Ok(m) if m.is_file() => m.modified().unwrap(),
+                        _ => {
+                            clear(&path);
+                            an_hour_ago
+                        }
+                    };
+                    std::fs::write(&path, &text).unwrap();
+                    std::fs::File::options()
+                        .write(true)
+                        .open(&path)
+                        .unwrap()
+                        .set_modified(before)
+                        .unwrap();
+                }
+                3 => {
+                    clear(&path);
+                    std::fs::create_dir(&path).unwrap();
+                }
+                4 => {
+                    clear(&path);
+                    std::process::Command::new("mkfifo")
+                        .arg(&path)
+                        .status()
+                        .unwrap();
+                }
+                5 => {
+                    clear(&path);
+                    std::os::unix::fs::symlink(dir.join("nowhere.csv"), &path).unwrap();
+                }
+                6 => clear(&path),
+                _ => {
+                    // A move between folders, and back.
+                    let moved = dir.join("other").join(path.file_name().unwrap());
+                    if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+                        clear(&moved);
+                        std::fs::rename(&path, &moved).unwrap();
+                    } else if std::fs::symlink_metadata(&moved).is_ok_and(|m| m.is_file()) {
+                        clear(&path);
+                        std::fs::rename(&moved, &path).unwrap();
+                    }
+                }
+            }
+            p.commit();
+            steps += 1;
+            // A fresh state over the same folder, scanned once from scratch.
+            let fresh_config =
+                config.replace("  dir: manifests\n", &format!("  dir: {}\n", dir.display()));
+            let fresh = Project::with_config(&fresh_config);
+            fresh.commit();
+            let (errors, rows) = said(&p);
+            let (fresh_errors, fresh_rows) = said(&fresh);
+            assert_eq!(errors, fresh_errors, "errors after step {steps}");
+            assert_eq!(rows, fresh_rows, "customers after step {steps}");
+            // And what the next scan (a plan) of each would say.
+            let planned = |p: &Project| -> Vec<String> {
+                let mut errors: Vec<String> = p
+                    .dry_scan()
+                    .errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                errors.sort();
+                errors
+            };
+            assert_eq!(
+                planned(&p),
+                planned(&fresh),
+                "plan errors after step {steps}"
+            );
+        }
+        Ok(())
+    })
+    .budget_ms(budget)
+    .run();
+    assert!(steps > 20, "{steps} steps");
+}
