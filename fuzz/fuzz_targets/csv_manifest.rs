@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         .any(|(i, &b)| b == b'\r' && data.get(i + 1) != Some(&b'\n'));
     if std::str::from_utf8(data).is_err()
         || data.starts_with(b"\xEF\xBB\xBF")
-        || data.starts_with(b"sep=")
+        || data.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"sep="))
         || lone_cr
     {
         return;

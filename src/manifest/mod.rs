@@ -171,7 +171,9 @@ pub fn parse_yaml_in_full(
     file: &str,
     opts: &ParseOptions,
 ) -> Result<ParsedFile, ManifestError> {
-    yamlfile::parse_in_full(text, file, 0, opts)
+    // As `parse_bytes` reads it: without a byte order mark, document by document.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    yamlfile::parse_all_in_full(text, file, 0, opts)
 }
 
 /// A CSV or TSV file's records as the manifest reader splits them, each with

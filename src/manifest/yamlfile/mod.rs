@@ -48,14 +48,38 @@ pub fn parse(
     file_idx: FileIdx,
     opts: &ParseOptions,
 ) -> Result<ParsedFile, ManifestError> {
+    by_document(text, file, file_idx, opts, parse_document)
+}
+
+/// [`parse`] without its fast path: every document through the full reader
+/// (its twin, which tests and fuzzing hold it to).
+pub fn parse_all_in_full(
+    text: &str,
+    file: &str,
+    file_idx: FileIdx,
+    opts: &ParseOptions,
+) -> Result<ParsedFile, ManifestError> {
+    by_document(text, file, file_idx, opts, parse_in_full)
+}
+
+type ReadDocument = fn(&str, &str, FileIdx, &ParseOptions) -> Result<ParsedFile, ManifestError>;
+
+/// Each document of `text` read by `read`, numbered by its lines in the text.
+fn by_document(
+    text: &str,
+    file: &str,
+    file_idx: FileIdx,
+    opts: &ParseOptions,
+    read: ReadDocument,
+) -> Result<ParsedFile, ManifestError> {
     let docs = explain::documents(text);
     if let [(0, whole)] = docs[..] {
-        return parse_document(whole, file, file_idx, opts);
+        return read(whole, file, file_idx, opts);
     }
     let mut all = ParsedFile::default();
     for (before, doc) in docs {
         let shift = |line: Option<u32>| line.map(|l| l.saturating_add(before));
-        let mut parsed = parse_document(doc, file, file_idx, opts).map_err(|mut err| {
+        let mut parsed = read(doc, file, file_idx, opts).map_err(|mut err| {
             err.line = shift(err.line);
             err
         })?;
@@ -87,7 +111,7 @@ fn parse_document(
     }
 }
 
-/// [`parse`] without its fast path: every document through the full reader.
+/// One document through the full reader.
 pub fn parse_in_full(
     text: &str,
     file: &str,
