@@ -27,7 +27,8 @@ pub struct HeaderSearch<'a> {
     file: &'a str,
     opts: &'a ParseOptions,
     first_error: Option<ManifestError>,
-    skipped: Vec<(u32, String)>,
+    /// Lines offered before the header, which were not it.
+    skipped: Vec<u32>,
     offered: usize,
 }
 
@@ -68,7 +69,7 @@ impl<'a> HeaderSearch<'a> {
                 Found::Header(columns, parsed)
             }
             Err(error) => {
-                self.skipped.push((line, error.reason.clone()));
+                self.skipped.push(line);
                 self.first_error.get_or_insert(error);
                 if self.offered >= HEADER_WITHIN {
                     Found::Failed(self.end())
@@ -90,7 +91,7 @@ impl<'a> HeaderSearch<'a> {
     }
 
     fn skipped_warning(&self, header_line: u32) -> String {
-        let lines: Vec<String> = self.skipped.iter().map(|(l, _)| l.to_string()).collect();
+        let lines: Vec<String> = self.skipped.iter().map(u32::to_string).collect();
         format!(
             "{}: line(s) {} above the header (line {header_line}) are not customers and were skipped; delete them if that is not what you meant",
             self.file,

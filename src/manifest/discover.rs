@@ -29,6 +29,23 @@ pub struct FileStat {
 }
 
 impl FileStat {
+    /// The stat as a state stores it, column by column; `None` unless every
+    /// part was stored (a path that was not a file, or a state from before
+    /// the change time was kept).
+    pub fn from_stored(
+        size: Option<i64>,
+        mtime_ns: Option<i64>,
+        inode: Option<i64>,
+        ctime_ns: Option<i64>,
+    ) -> Option<Self> {
+        Some(Self {
+            size: size? as u64,
+            mtime_ns: mtime_ns?,
+            inode: inode? as u64,
+            ctime_ns: ctime_ns?,
+        })
+    }
+
     pub fn of(meta: &fs::Metadata) -> Self {
         Self {
             size: meta.len(),

@@ -170,9 +170,8 @@ fn state_check_passes_a_sound_state_and_names_an_index_entry_that_lies() {
 /// removes anyone, so there the state remembers what a fresh one cannot.)
 fn said(p: &Project) -> (Vec<String>, Vec<String>) {
     p.with_store(|s| {
-        let mut errors: Vec<String> = s
-            .present_file_errors()
-            .unwrap()
+        let stored = s.present_file_errors().unwrap();
+        let mut errors: Vec<String> = stored
             .iter()
             .map(|e| {
                 format!(
@@ -182,15 +181,11 @@ fn said(p: &Project) -> (Vec<String>, Vec<String>) {
             })
             .collect();
         errors.sort();
-        let erring: std::collections::HashSet<String> = s
-            .present_file_errors()
-            .unwrap()
-            .iter()
-            .map(|e| e.file.clone())
-            .collect();
+        let erring: std::collections::HashSet<&str> =
+            stored.iter().map(|e| e.file.as_str()).collect();
         let mut rows = Vec::new();
         for (path, entry) in s.file_index().unwrap() {
-            if !entry.present || erring.contains(&path) {
+            if !entry.present || erring.contains(path.as_str()) {
                 continue;
             }
             s.for_each_file_row(entry.id, |row| {

@@ -51,17 +51,7 @@ impl Db {
                     FileEntry {
                         id: r.get(0),
                         present: r.get(2),
-                        stat: match (size, mtime_ns, inode, ctime_ns) {
-                            (Some(size), Some(mtime_ns), Some(inode), Some(ctime_ns)) => {
-                                Some(FileStat {
-                                    size: size as u64,
-                                    mtime_ns,
-                                    inode: inode as u64,
-                                    ctime_ns,
-                                })
-                            }
-                            _ => None,
-                        },
+                        stat: FileStat::from_stored(size, mtime_ns, inode, ctime_ns),
                         sha256: sha.and_then(|s| s.try_into().ok()),
                         clean: r.get(7),
                         ok: r.get::<_, &str>(8) == "ok",
