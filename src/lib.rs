@@ -13,6 +13,7 @@ pub mod deliver;
 pub mod ha;
 pub mod halves;
 pub mod hex;
+pub mod host;
 pub mod manifest;
 pub mod mask;
 pub mod metrics;

@@ -310,6 +310,7 @@ pub async fn apply(
     plan: Option<Fingerprint>,
     progress: Option<Progress>,
 ) -> anyhow::Result<ApplyReport> {
+    let _owner = crate::store::Owner::claim(&config.state, "apply")?;
     let (client, sandbox) = paystar(config).await?;
     let store = SharedStore::open(&config.state).await?;
     let keeper = lead_for_apply(config, &store).await?;

@@ -10,6 +10,7 @@ pub(super) async fn poll(path: &Path) -> anyhow::Result<Exit> {
         return Ok(Exit::Ok);
     };
     let poller = lotuspay.poller(None)?;
+    let _owner = crate::store::Owner::claim(&config.state, "poll")?;
     let store = crate::store::SharedStore::open(&config.state).await?;
     let report = poller.poll_once(&store, now_ms()).await?;
     println!(
@@ -24,6 +25,7 @@ pub(super) async fn poll(path: &Path) -> anyhow::Result<Exit> {
 
 pub(super) fn approve(path: &Path) -> anyhow::Result<Exit> {
     let config = Config::load(path)?;
+    let _owner = crate::store::Owner::claim(&config.state, "approve")?;
     let mut store = Store::open(&config.state)?;
     let held = store.holds_by_cause()?;
     if held.is_empty() {
@@ -65,6 +67,7 @@ pub(super) fn retry(
             }
         }
     };
+    let _owner = crate::store::Owner::claim(&config.state, "retry")?;
     let mut store = Store::open(&config.state)?;
     let count = store.retry_parked(keys.as_deref(), "cli", now_ms())?;
     println!("re-queued {count} parked customer(s); the daemon or the next apply sends them");
@@ -79,6 +82,7 @@ pub(super) fn retry(
 pub(super) fn state_copy(from: &Path, to: &Path) -> anyhow::Result<Exit> {
     let source = Config::load(from)?;
     let target = Config::load(to)?;
+    let _owner = crate::store::Owner::claim(&target.state, "state copy")?;
     let reader = Store::open_read_only(&source.state)?;
     let mut writer = Store::open(&target.state)?;
     let report = reader

@@ -38,12 +38,7 @@ impl HaConfig {
 
 /// `HOST-PID`: this host's name and this process's id.
 pub fn default_instance_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned());
-    format!("{host}-{}", std::process::id())
+    format!("{}-{}", crate::host::host_name(), std::process::id())
 }
 
 pub(super) fn build(

@@ -12,6 +12,8 @@ pub use held::{HeldEncoder, HeldRows, HeldSize};
 mod history;
 pub use history::{DeliveryLine, LineProvenance};
 mod lease;
+mod owner;
+pub use owner::{Owner, OwnerError, lock_path};
 mod postgres;
 mod sqlite;
 mod types;

@@ -15,6 +15,7 @@ mod exports;
 mod ha;
 mod manifests;
 mod markdown;
+mod mistakes;
 mod operator;
 mod outcomes;
 mod properties;

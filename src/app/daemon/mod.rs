@@ -96,6 +96,8 @@ pub async fn run(
     notifier: crate::systemd::Notifier,
 ) -> anyhow::Result<()> {
     let resolved = resolve(&config, &process_env)?;
+    // One owner per SQLite state, for the daemon's whole life.
+    let _owner = crate::store::Owner::claim(&config.state, "run")?;
     let store = SharedStore::open_with_readers(&config.state).await?;
     let metrics = Arc::new(Metrics::default());
     let wake = Arc::new(Notify::new());
