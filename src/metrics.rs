@@ -326,10 +326,10 @@ impl Metrics {
 fn prometheus_text(openmetrics: &str) -> String {
     let mut counters = std::collections::HashSet::new();
     for line in openmetrics.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            if let Some(name) = rest.strip_suffix(" counter") {
-                counters.insert(name.to_owned());
-            }
+        if let Some(rest) = line.strip_prefix("# TYPE ")
+            && let Some(name) = rest.strip_suffix(" counter")
+        {
+            counters.insert(name.to_owned());
         }
     }
     let mut out = String::with_capacity(openmetrics.len());

@@ -204,18 +204,18 @@ fn commit_pass(
         ..ScanSettings::new(config, &parse, now_ms())
     };
     let scan = scan(store, &settings)?;
-    if let Some(expected) = &options.expect {
-        if let Some(why) = scan.fingerprint(store)?.mismatch(expected) {
-            return Err(PassError::Stale(why));
-        }
+    if let Some(expected) = &options.expect
+        && let Some(why) = scan.fingerprint(store)?.mismatch(expected)
+    {
+        return Err(PassError::Stale(why));
     }
     scan.commit(store)?;
     record_git_provenance(store, &config.manifests.dir, &scan)?;
     prune_history(store, config)?;
-    if let Some(reports) = &config.state.reports_dir {
-        if let Err(err) = crate::report::write_error_reports(reports, &scan) {
-            tracing::warn!(error = %err, dir = %reports.display(), "cannot write the manifest error reports");
-        }
+    if let Some(reports) = &config.state.reports_dir
+        && let Err(err) = crate::report::write_error_reports(reports, &scan)
+    {
+        tracing::warn!(error = %err, dir = %reports.display(), "cannot write the manifest error reports");
     }
     Ok(scan)
 }

@@ -71,10 +71,10 @@ pub(super) fn retry(
     let mut store = Store::open(&config.state)?;
     let count = store.retry_parked(keys.as_deref(), "cli", now_ms())?;
     println!("re-queued {count} parked customer(s); the daemon or the next apply sends them");
-    if let Some(keys) = &keys {
-        if count < keys.len() {
-            println!("{} of the given key(s) were not parked", keys.len() - count);
-        }
+    if let Some(keys) = &keys
+        && count < keys.len()
+    {
+        println!("{} of the given key(s) were not parked", keys.len() - count);
     }
     Ok(Exit::Ok)
 }

@@ -73,18 +73,17 @@ pub(super) fn build(
         );
     }
     let instance_id = w.string(&h, "instance_id");
-    if let Some(id) = &instance_id {
-        if id.trim().is_empty()
+    if let Some(id) = &instance_id
+        && (id.trim().is_empty()
             || id.chars().count() > MOST_ID_CHARS
-            || id.chars().any(char::is_control)
-        {
-            w.error(
+            || id.chars().any(char::is_control))
+    {
+        w.error(
                 "ha.instance_id",
                 format!(
                     "{id:?} must be 1 to {MOST_ID_CHARS} characters without control characters, e.g. the host name"
                 ),
             );
-        }
     }
     Some(HaConfig {
         lease_ttl,

@@ -190,13 +190,14 @@ pub(super) fn providers(
             subscription,
             pause: payroc_pause(w, &pr),
         });
-        if let Some(pr_out) = &out.payroc {
-            if pr_out.pause.is_some() && pr_out.webhook_secret.is_none() {
-                w.error(
-                    &format!("{}.pause", pr.path),
-                    "acts on Payroc's webhooks: set providers.payroc.webhook_secret_env (or _file) too",
-                );
-            }
+        if let Some(pr_out) = &out.payroc
+            && pr_out.pause.is_some()
+            && pr_out.webhook_secret.is_none()
+        {
+            w.error(
+                &format!("{}.pause", pr.path),
+                "acts on Payroc's webhooks: set providers.payroc.webhook_secret_env (or _file) too",
+            );
         }
     }
 

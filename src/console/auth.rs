@@ -99,14 +99,13 @@ impl Guard {
     pub fn sign_in(&self, now_ms: i64) -> String {
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         sessions.retain(|_, s| s.expires_ms > now_ms);
-        if sessions.len() >= MOST_SESSIONS {
-            if let Some(oldest) = sessions
+        if sessions.len() >= MOST_SESSIONS
+            && let Some(oldest) = sessions
                 .iter()
                 .min_by_key(|(_, s)| s.expires_ms)
                 .map(|(id, _)| id.clone())
-            {
-                sessions.remove(&oldest);
-            }
+        {
+            sessions.remove(&oldest);
         }
         let id = random_hex();
         sessions.insert(

@@ -104,10 +104,10 @@ pub fn build<'a>(raw: &RawRow<'a>, ctx: &RowContext<'a>) -> Result<ManifestRow, 
                 .into(),
         ));
     }
-    if !email.is_empty() {
-        if let Err(reason) = check_email(email) {
-            problems.push((Field::EmailAddress, reason));
-        }
+    if !email.is_empty()
+        && let Err(reason) = check_email(email)
+    {
+        problems.push((Field::EmailAddress, reason));
     }
     let autopay = match parse_autopay(raw.autopay.unwrap_or("")) {
         Ok(value) => value,

@@ -397,10 +397,11 @@ impl PayrocApi {
 
     async fn token(&self, fresh: bool) -> Result<String, super::ProviderError> {
         let mut cached = self.token.lock().await;
-        if let Some((token, expires)) = cached.as_ref() {
-            if !fresh && tokio::time::Instant::now() + REFRESH_MARGIN < *expires {
-                return Ok(token.clone());
-            }
+        if let Some((token, expires)) = cached.as_ref()
+            && !fresh
+            && tokio::time::Instant::now() + REFRESH_MARGIN < *expires
+        {
+            return Ok(token.clone());
         }
         let response = self
             .http

@@ -74,15 +74,15 @@ async fn send(Json(request): Json<Send>) -> Json<Value> {
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         post = post.header("authorization", format!("Basic {token}"));
     }
-    if let Some(secret) = &request.signature_secret {
-        if let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) {
-            mac.update(body.as_bytes());
-            let hex = crate::hex::hex(&mac.finalize().into_bytes());
-            post = post.header(
-                request.signature_header.as_deref().unwrap_or("X-Signature"),
-                hex,
-            );
-        }
+    if let Some(secret) = &request.signature_secret
+        && let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+    {
+        mac.update(body.as_bytes());
+        let hex = crate::hex::hex(&mac.finalize().into_bytes());
+        post = post.header(
+            request.signature_header.as_deref().unwrap_or("X-Signature"),
+            hex,
+        );
     }
     match post.body(body).send().await {
         Ok(response) => Json(json!({ "status": response.status().as_u16() })),

@@ -73,10 +73,9 @@ pub(super) fn merge(
             .stored
             .as_ref()
             .filter(|e| !previous.contains_key(&e.id))
+            && let Some(held) = store.held_rows(stored.id, stored.rows)?
         {
-            if let Some(held) = store.held_rows(stored.id, stored.rows)? {
-                previous.insert(stored.id, held);
-            }
+            previous.insert(stored.id, held);
         }
         let runs = match file.stored.as_ref().map(|e| e.id) {
             None => vec![run(fresh)],
@@ -287,12 +286,11 @@ pub(super) fn drop_conflicts(
         .collect();
     let mut conflicts: Vec<(usize, String, Option<u32>)> = Vec::new();
     for (i, t) in touched.iter().enumerate() {
-        if let (TouchedKey::Row(_), Some(state)) = (t, &states[i]) {
-            if let Some(d) = state.desired.as_ref().filter(|d| !d.removed) {
-                if let Some(other) = d.file.as_deref().filter(|f| !replaced.contains(*f)) {
-                    conflicts.push((i, other.to_owned(), d.line));
-                }
-            }
+        if let (TouchedKey::Row(_), Some(state)) = (t, &states[i])
+            && let Some(d) = state.desired.as_ref().filter(|d| !d.removed)
+            && let Some(other) = d.file.as_deref().filter(|f| !replaced.contains(*f))
+        {
+            conflicts.push((i, other.to_owned(), d.line));
         }
     }
     if !conflicts.is_empty() {

@@ -32,10 +32,10 @@ pub(super) fn read_files(
 ) -> Result<Read, StateError> {
     let mut read = read_each(settings, found, index);
     for file in &read.files {
-        if let (FileFate::Parsed { .. }, Some(stored)) = (file.fate, &file.stored) {
-            if let Some(held) = store.held_rows(stored.id, stored.rows)? {
-                read.previous.insert(stored.id, held);
-            }
+        if let (FileFate::Parsed { .. }, Some(stored)) = (file.fate, &file.stored)
+            && let Some(held) = store.held_rows(stored.id, stored.rows)?
+        {
+            read.previous.insert(stored.id, held);
         }
     }
     Ok(read)

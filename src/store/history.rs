@@ -119,10 +119,11 @@ impl HistoryRecord {
             if let Some(event) = event {
                 rebuild_request(d, key, event);
             }
-            if let Some(response) = d.get_mut("response").and_then(|r| r.as_object_mut()) {
-                if response.contains_key("status") && !response.contains_key("body") {
-                    response.insert("body".into(), ACCEPTED_BODY.into());
-                }
+            if let Some(response) = d.get_mut("response").and_then(|r| r.as_object_mut())
+                && response.contains_key("status")
+                && !response.contains_key("body")
+            {
+                response.insert("body".into(), ACCEPTED_BODY.into());
             }
             if let (Some(v), Some(p)) = (
                 manifest,
@@ -135,12 +136,12 @@ impl HistoryRecord {
                 p.insert("gitAuthor".into(), v.git_author.into());
                 p.entry("line").or_insert(Value::Null);
             }
-            if let Some(p) = d.get_mut("provenance").and_then(|p| p.as_object_mut()) {
-                if p.get("source").and_then(|s| s.as_str()) == Some("manifest") {
-                    p.entry("removed").or_insert(false.into());
-                    for git in ["gitCommit", "gitAuthor"] {
-                        p.entry(git).or_insert(Value::Null);
-                    }
+            if let Some(p) = d.get_mut("provenance").and_then(|p| p.as_object_mut())
+                && p.get("source").and_then(|s| s.as_str()) == Some("manifest")
+            {
+                p.entry("removed").or_insert(false.into());
+                for git in ["gitCommit", "gitAuthor"] {
+                    p.entry(git).or_insert(Value::Null);
                 }
             }
         }

@@ -56,12 +56,12 @@ impl Daemon {
         keeper: &Keeper,
         failures: &mut mpsc::Receiver<StageFailure>,
     ) -> anyhow::Result<()> {
-        if let Some(pipeline) = pipeline.take() {
-            if !pipeline.stop().await {
-                anyhow::bail!(
-                    "stages still busy after losing the leader lease; exiting so that this instance is restarted as a standby"
-                );
-            }
+        if let Some(pipeline) = pipeline.take()
+            && !pipeline.stop().await
+        {
+            anyhow::bail!(
+                "stages still busy after losing the leader lease; exiting so that this instance is restarted as a standby"
+            );
         }
         // What the stopped stages reported: refused writes are expected now.
         while let Ok(failure) = failures.try_recv() {

@@ -68,10 +68,10 @@ impl Db {
         if let Some(newer) = self.upgraded()? {
             return Ok(LeaseLook::Upgraded(newer));
         }
-        if let Some(current) = self.lease()? {
-            if current.live() {
-                return Ok(LeaseLook::Held(current));
-            }
+        if let Some(current) = self.lease()?
+            && current.live()
+        {
+            return Ok(LeaseLook::Held(current));
         }
         let ttl = millis(ttl);
         let version = crate::build_info::short();

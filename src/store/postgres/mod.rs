@@ -193,10 +193,10 @@ impl Drop for Db {
     /// The driver ends its session by blocking on its own runtime, which an
     /// async task may not do: there, the session ends on a thread of its own.
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.get_mut().take() {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                std::thread::spawn(move || drop(conn));
-            }
+        if let Some(conn) = self.conn.get_mut().take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            std::thread::spawn(move || drop(conn));
         }
     }
 }
