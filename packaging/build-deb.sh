@@ -66,4 +66,9 @@ if [ -n "$complaints" ]; then
   echo "error: systemd-analyze verify: $complaints" >&2
   exit 1
 fi
+# A configuration error (exit 78) must not restart the unit for ever.
+if ! grep -qx 'RestartPreventExitStatus=78' "$root/lib/systemd/system/paystar-sync.service"; then
+  echo "error: the unit lacks RestartPreventExitStatus=78: a bad configuration would restart it every RestartSec" >&2
+  exit 1
+fi
 echo "ok: $deb (contents checked, unit verified)"

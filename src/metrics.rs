@@ -77,6 +77,7 @@ pub struct Metrics {
     acknowledged: Gauge,
     unmatched: Gauge,
     paused: Gauge,
+    endpoint_paused: Gauge,
     poll_lag: Family<ProviderLabels, Gauge>,
     leader: Gauge,
     leader_changes: Counter,
@@ -105,6 +106,7 @@ impl Metrics {
             delivered: Counter::default(),
             retries,
             parked,
+            endpoint: crate::deliver::EndpointStatus::default(),
         };
         let mut metrics = Self {
             delivery: std::sync::Arc::new(delivery),
@@ -119,6 +121,7 @@ impl Metrics {
             acknowledged: Gauge::default(),
             unmatched: Gauge::default(),
             paused: Gauge::default(),
+            endpoint_paused: Gauge::default(),
             poll_lag: Family::default(),
             leader: Gauge::default(),
             leader_changes: Counter::default(),
@@ -156,6 +159,16 @@ impl Metrics {
             "paystar_sync_paused_business_units",
             "Business units whose delivery a Payroc pause holds back",
             metrics.paused.clone(),
+        );
+        r.register(
+            "paystar_sync_endpoint_paused",
+            "Whether delivery is paused for a fault of paystar.endpoint itself (1) or not (0)",
+            metrics.endpoint_paused.clone(),
+        );
+        r.register(
+            "paystar_sync_endpoint_pauses",
+            "Times delivery paused for a fault of paystar.endpoint since start",
+            metrics.delivery.endpoint.pauses.clone(),
         );
         r.register(
             "paystar_sync_poll_lag_seconds",
@@ -302,6 +315,8 @@ impl Metrics {
         self.acknowledged.set(as_i64(state.acknowledged));
         self.unmatched.set(as_i64(state.unmatched));
         self.paused.set(as_i64(state.paused_business_units));
+        self.endpoint_paused
+            .set(i64::from(self.delivery.endpoint.problem().is_some()));
         if let Some(lag) = state.poll_lag_seconds {
             self.poll_lag
                 .get_or_create(&ProviderLabels {

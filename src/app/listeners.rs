@@ -27,6 +27,7 @@ impl ConsoleServer {
         store: &SharedStore,
         wake: &Arc<Notify>,
         leadership: Arc<crate::ha::Leadership>,
+        delivery: Arc<crate::deliver::DeliveryCounters>,
         failures: mpsc::Sender<StageFailure>,
     ) -> anyhow::Result<Option<Self>> {
         let Some(c) = &config.console else {
@@ -40,7 +41,8 @@ impl ConsoleServer {
             token,
             console_settings(config),
         )
-        .with_leadership(leadership);
+        .with_leadership(leadership)
+        .with_delivery(delivery);
         let router = crate::console::router(console.clone());
         Ok(Some(Self {
             console,

@@ -254,6 +254,10 @@ pub struct ApplyReport {
     pub held: u64,
     /// The Payroc pause that kept some customers waiting, if any.
     pub pause: Option<crate::providers::payroc::Pause>,
+    /// The endpoint fault that paused delivery, if one did and lasted.
+    pub endpoint: Option<crate::deliver::EndpointProblem>,
+    /// Whether SIGINT or SIGTERM ended the pass early.
+    pub interrupted: bool,
 }
 
 /// One pass: scan, commit, send until everything is acknowledged or parked, or
@@ -304,18 +308,27 @@ async fn lead_for_apply(
     )))
 }
 
+/// `interrupt` (SIGINT, SIGTERM) lets a running scan commit, starts nothing
+/// new, and gives in-flight requests `shutdown_grace` to finish.
 pub async fn apply(
     config: &Config,
     timeout: Duration,
     plan: Option<Fingerprint>,
     progress: Option<Progress>,
+    interrupt: CancellationToken,
 ) -> anyhow::Result<ApplyReport> {
     let _owner = crate::store::Owner::claim(&config.state, "apply")?;
     let (client, sandbox) = paystar(config).await?;
     let store = SharedStore::open(&config.state).await?;
     let keeper = lead_for_apply(config, &store).await?;
     let gate = keeper.as_ref().map(crate::ha::Keeper::gate);
-    let passed = apply_pass(config, &store, client, gate, timeout, plan, progress).await;
+    let pass = Pass {
+        timeout,
+        plan,
+        progress,
+        interrupt,
+    };
+    let passed = apply_pass(config, &store, client, gate, pass).await;
     if let Some(keeper) = keeper {
         keeper.stop().await;
     }
@@ -325,16 +338,28 @@ pub async fn apply(
     passed
 }
 
+/// What `apply` was asked for.
+struct Pass {
+    timeout: Duration,
+    plan: Option<Fingerprint>,
+    progress: Option<Progress>,
+    interrupt: CancellationToken,
+}
+
 /// `apply`'s scan, commit and delivery, on an open state.
 async fn apply_pass(
     config: &Config,
     store: &SharedStore,
     client: PaystarClient,
     gate: Option<crate::ha::LeaseGate>,
-    timeout: Duration,
-    plan: Option<Fingerprint>,
-    progress: Option<Progress>,
+    pass: Pass,
 ) -> anyhow::Result<ApplyReport> {
+    let Pass {
+        timeout,
+        plan,
+        progress,
+        interrupt,
+    } = pass;
     let options = PassOptions {
         expect: plan,
         progress: progress.clone(),
@@ -356,6 +381,7 @@ async fn apply_pass(
         settings.gate = gate;
     }
     let worker = Worker::new(store.clone(), client, settings);
+    let counters = worker.counters();
     let ticker = progress.map(|p| {
         let counters = worker.counters();
         tokio::spawn(async move {
@@ -367,7 +393,8 @@ async fn apply_pass(
             }
         })
     });
-    let cancel = CancellationToken::new();
+    // An interrupt during the scan let it commit; it sends nothing then.
+    let cancel = interrupt.child_token();
     let timer = {
         let cancel = cancel.clone();
         tokio::spawn(async move {
@@ -379,7 +406,11 @@ async fn apply_pass(
             cancel.cancel();
         })
     };
-    let totals = worker.run(Until::Idle, cancel).await?;
+    let totals = if interrupt.is_cancelled() {
+        Totals::default()
+    } else {
+        worker.run(Until::Idle, cancel).await?
+    };
     timer.abort();
     if let Some(ticker) = ticker {
         ticker.abort();
@@ -404,6 +435,8 @@ async fn apply_pass(
         waiting: counts.pending + counts.retrying,
         held: counts.held,
         pause,
+        endpoint: counters.endpoint.problem(),
+        interrupted: interrupt.is_cancelled(),
     })
 }
 

@@ -34,6 +34,8 @@ pub enum Exit {
     Usage = 64,
     Data = 65,
     Config = 78,
+    /// SIGINT or SIGTERM ended a one-shot command early (SPEC §7).
+    Interrupted = 130,
 }
 
 impl From<Exit> for ExitCode {
@@ -300,6 +302,42 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Exit 
             Exit::Failure
         }
     }
+}
+
+/// Handles SIGINT and SIGTERM for a one-shot command (`apply`, `poll --once`):
+/// the first cancels the returned token (nothing new starts, what is in flight
+/// gets `grace`), a second ends the process at once with 130.
+fn interrupts(
+    command: &'static str,
+    grace: std::time::Duration,
+) -> anyhow::Result<tokio_util::sync::CancellationToken> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let token = tokio_util::sync::CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        use std::io::IsTerminal;
+        if std::io::stderr().is_terminal() {
+            // Clears the progress line.
+            eprint!("\r\x1b[2K");
+        }
+        eprintln!(
+            "interrupted: {command} starts nothing new and lets requests in flight finish (up to {grace:?}); interrupt again to stop at once"
+        );
+        cancel.cancel();
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("interrupted again: stopping now; what was not recorded stays queued");
+        std::process::exit(Exit::Interrupted as i32);
+    });
+    Ok(token)
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {

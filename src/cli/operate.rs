@@ -12,7 +12,21 @@ pub(super) async fn poll(path: &Path) -> anyhow::Result<Exit> {
     let poller = lotuspay.poller(None)?;
     let _owner = crate::store::Owner::claim(&config.state, "poll")?;
     let store = crate::store::SharedStore::open(&config.state).await?;
-    let report = poller.poll_once(&store, now_ms()).await?;
+    let interrupt = super::interrupts("poll", config.shutdown_grace)?;
+    let polled = poller.poll_once(&store, now_ms());
+    tokio::pin!(polled);
+    let (report, exit) = tokio::select! {
+        report = &mut polled => (report?, Exit::Ok),
+        _ = interrupt.cancelled() => match tokio::time::timeout(config.shutdown_grace, &mut polled).await {
+            Ok(report) => (report?, Exit::Interrupted),
+            Err(_) => {
+                println!(
+                    "interrupted: the poll did not finish within shutdown_grace; what it recorded stays, and the next poll reads on from the stored cursor"
+                );
+                return Ok(Exit::Interrupted);
+            }
+        },
+    };
     println!(
         "lotuspay: {} event(s) listed, {} new: {} stop signal(s) queued, {} ignored, {} unmatched",
         report.listed, report.new, report.stops, report.ignored, report.unmatched
@@ -20,7 +34,10 @@ pub(super) async fn poll(path: &Path) -> anyhow::Result<Exit> {
     if report.stops > 0 {
         println!("the daemon or the next apply sends the UnenrollAutopay events");
     }
-    Ok(Exit::Ok)
+    if exit == Exit::Interrupted {
+        println!("interrupted: the poll pass finished and was recorded");
+    }
+    Ok(exit)
 }
 
 pub(super) fn approve(path: &Path) -> anyhow::Result<Exit> {

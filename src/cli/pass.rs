@@ -17,6 +17,7 @@ pub(super) fn terminal_progress() -> Option<crate::app::Progress> {
 /// validation does not need them).
 pub(super) fn dry_scan(path: &Path, hashes: bool) -> anyhow::Result<(Config, Store, Scan)> {
     let config = Config::load(path)?;
+    config.check_manifests_dir()?;
     let store = Store::open_read_only(&config.state)?;
     let parse = config.parse_options();
     let progress = terminal_progress();
@@ -120,6 +121,7 @@ pub(super) async fn apply(
     plan: Option<&Path>,
 ) -> anyhow::Result<Exit> {
     let config = Config::load(path)?;
+    config.check_manifests_dir()?;
     let traces = crate::telemetry::Traces::start(config.telemetry.as_ref())?;
     init_logging(cli, traces.as_ref());
     if let Some(traces) = &traces {
@@ -165,7 +167,9 @@ async fn apply_with(
         None => None,
     };
     let progress = terminal_progress();
-    let report = crate::app::apply(&config, timeout, fingerprint, progress.clone()).await?;
+    let interrupt = super::interrupts("apply", config.shutdown_grace)?;
+    let report =
+        crate::app::apply(&config, timeout, fingerprint, progress.clone(), interrupt).await?;
     if progress.is_some() {
         eprint!("\r\x1b[2K");
     }
@@ -197,6 +201,13 @@ async fn apply_with(
             "customers still waiting stay queued; the next apply or the daemon sends them"
         )?;
     }
+    if let Some(problem) = &report.endpoint {
+        writeln!(
+            out,
+            "delivery paused: {}; nothing was parked for it: fix it, then run apply again",
+            problem.reason
+        )?;
+    }
     if let Some(pause) = &report.pause {
         writeln!(
             out,
@@ -214,6 +225,14 @@ async fn apply_with(
             "{} unenroll(s) are held for approval: review `paystar-sync status`, then `paystar-sync approve`",
             report.held
         )?;
+    }
+    if report.interrupted {
+        writeln!(
+            out,
+            "interrupted: {} event(s) acknowledged, {} customer(s) still queued; run apply again",
+            t.delivered_events, report.waiting
+        )?;
+        return Ok(Exit::Interrupted);
     }
     Ok(
         if report.parked > 0 || report.waiting > 0 || report.held > 0 {

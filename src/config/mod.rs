@@ -280,6 +280,34 @@ impl Config {
         Self::parse(&text, path)
     }
 
+    /// `manifests.dir` must be a folder for a one-shot command (`validate`,
+    /// `plan`, `apply`): a missing one is a configuration error (exit 78), not
+    /// an empty set of customers. The daemon waits for it instead (git-sync
+    /// creates it after the first clone).
+    pub fn check_manifests_dir(&self) -> Result<(), ConfigError> {
+        let dir = &self.manifests.dir;
+        let problem = match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => return Ok(()),
+            Ok(_) => format!(
+                "manifests.dir: {} is not a folder; point manifests.dir at the folder that holds the manifests",
+                dir.display()
+            ),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => format!(
+                "manifests.dir: {} does not exist; create it, or point manifests.dir at the folder that holds the manifests",
+                dir.display()
+            ),
+            Err(err) => format!(
+                "manifests.dir: {} cannot be read ({err}); it must be readable by {}",
+                dir.display(),
+                crate::host::user_name()
+            ),
+        };
+        Err(ConfigError {
+            path: self.path.clone(),
+            problems: vec![problem],
+        })
+    }
+
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let fail = |problems| ConfigError {
             path: path.to_owned(),

@@ -55,7 +55,7 @@ type Answer = Result<Response, ApiUnavailable>;
 async fn status(State(c): State<Console>) -> Answer {
     let name = c.state_name.to_string();
     let mut status = c.read(move |s| view::status(s, name, now_ms())).await?;
-    c.show_role(&mut status);
+    c.show_live(&mut status);
     Ok(Json(status).into_response())
 }
 

@@ -50,6 +50,8 @@ pub struct Console {
     settings: Arc<RwLock<Settings>>,
     /// This instance's role and the leader it sees.
     leadership: Arc<crate::ha::Leadership>,
+    /// The running delivery's counters: whether the endpoint paused it.
+    delivery: Option<Arc<crate::deliver::DeliveryCounters>>,
 }
 
 impl Console {
@@ -67,7 +69,14 @@ impl Console {
             state_name: state_name.into(),
             settings: Arc::new(RwLock::new(settings)),
             leadership: Arc::new(crate::ha::Leadership::single()),
+            delivery: None,
         }
+    }
+
+    /// Shows a delivery paused for an endpoint fault on the overview.
+    pub fn with_delivery(mut self, delivery: Arc<crate::deliver::DeliveryCounters>) -> Self {
+        self.delivery = Some(delivery);
+        self
     }
 
     /// Shows `leadership`'s role and leader on the overview.
@@ -76,9 +85,21 @@ impl Console {
         self
     }
 
-    fn show_role(&self, status: &mut view::Status) {
-        status.role = self.leadership.role().as_str();
+    /// What only the running process knows: its role, the leader, and
+    /// whether the endpoint paused delivery (the leader's to say).
+    fn show_live(&self, status: &mut view::Status) {
+        let role = self.leadership.role();
+        status.role = role.as_str();
         status.leader = self.leadership.leader();
+        let problem = self
+            .delivery
+            .as_ref()
+            .and_then(|d| d.endpoint.problem())
+            .filter(|_| role != crate::ha::Role::Standby);
+        if let Some(problem) = problem {
+            status.delivery.health = "paused";
+            status.delivery.endpoint = Some(problem.reason);
+        }
     }
 
     /// Puts a reloaded configuration's token and settings in force.

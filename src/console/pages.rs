@@ -64,6 +64,16 @@ pub fn overview(s: &Status) -> String {
     }
     let (class, health) = match s.delivery.health {
         "ok" => ("ok", "delivering".to_owned()),
+        "paused" => (
+            "bad",
+            format!(
+                "paused: {}; nothing is parked for it, and delivery resumes by itself once Paystar answers",
+                s.delivery
+                    .endpoint
+                    .as_deref()
+                    .unwrap_or("the endpoint fails")
+            ),
+        ),
         _ => (
             "bad",
             format!(

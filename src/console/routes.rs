@@ -29,7 +29,7 @@ const OVERVIEW_REFRESH_S: u32 = 15;
 pub async fn overview(State(c): State<Console>, Extension(access): Extension<Access>) -> Page {
     let name = c.state_name.to_string();
     let mut status = c.read(move |s| view::status(s, name, now_ms())).await?;
-    c.show_role(&mut status);
+    c.show_live(&mut status);
     Ok(html::refreshing(
         "Overview",
         "/",

@@ -65,9 +65,13 @@ pub struct LastScan {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
-    /// `ok`, or `failing` as `/health` decides it ([`crate::server::delivery_failing`]).
+    /// `ok`, `failing` as `/health` decides it ([`crate::server::delivery_failing`]),
+    /// or `paused` for a fault of the endpoint itself (then `endpoint` says which).
     pub health: &'static str,
     pub oldest_retrying_since_ms: Option<i64>,
+    /// Why delivery is paused for everyone, while it is (the daemon's console only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -164,6 +168,7 @@ pub fn status(store: &Store, state: String, now_ms: i64) -> Result<Status, State
                 _ => "ok",
             },
             oldest_retrying_since_ms: oldest,
+            endpoint: None,
         },
         poll,
         holds: holds(store)?,

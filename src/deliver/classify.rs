@@ -1,6 +1,7 @@
 //! The one place that decides what an answer from Paystar means: delivered, retry
-//! at a time, or park for an operator (SPEC §4). Pure: the caller passes the clock
-//! and the jitter, and nothing here sleeps.
+//! at a time, park for an operator (SPEC §4), or a fault of the endpoint itself
+//! that pauses delivery for everyone and parks no one. Pure: the caller passes
+//! the clock and the jitter, and nothing here sleeps.
 
 use std::time::{Duration, SystemTime};
 
@@ -14,14 +15,37 @@ pub enum Attempt {
         body: String,
     },
     /// No HTTP answer: connection refused or reset, DNS, TLS, or a timeout.
-    Transport { timeout: bool, message: String },
+    Transport { kind: Transport, message: String },
+}
+
+/// Why no HTTP answer came.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Timeout,
+    /// The endpoint's host name does not resolve.
+    Dns,
+    /// The TLS handshake failed (certificate, protocol).
+    Tls,
+    /// Refused, reset, or anything else.
+    Connection,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     Delivered,
-    Retry { after: Duration, reason: String },
-    Park { reason: String },
+    Retry {
+        after: Duration,
+        reason: String,
+    },
+    Park {
+        reason: String,
+    },
+    /// The endpoint answers every request so (a wrong URL, a refused API key,
+    /// DNS, TLS): delivery pauses and probes; the customer stays queued as it
+    /// was, never parked for it.
+    Endpoint {
+        reason: String,
+    },
 }
 
 /// `Retry-After` is honoured up to this long.
@@ -52,14 +76,13 @@ pub fn classify(
         } => {
             let retryable = matches!(status, 408 | 425 | 429) || (500..600).contains(status);
             let reason = format!("HTTP {status}{}", short(body));
+            if let Some(fault) = endpoint_fault(*status) {
+                return Decision::Endpoint {
+                    reason: format!("Paystar answers {status} to every request: {fault}"),
+                };
+            }
             if !retryable {
-                let hint = match status {
-                    401 | 403 => " (check the API key: paystar.api_key_env / api_key_file)",
-                    _ => "",
-                };
-                return Decision::Park {
-                    reason: format!("{reason}{hint}"),
-                };
+                return Decision::Park { reason };
             }
             (
                 reason,
@@ -69,10 +92,33 @@ pub fn classify(
             )
         }
         Attempt::Transport {
-            timeout: true,
+            kind: Transport::Timeout,
             message,
         } => (format!("timed out: {message}"), None),
-        Attempt::Transport { message, .. } => (format!("connection failed: {message}"), None),
+        Attempt::Transport {
+            kind: Transport::Dns,
+            message,
+        } => {
+            return Decision::Endpoint {
+                reason: format!(
+                    "the host of paystar.endpoint does not resolve (check paystar.endpoint and DNS): {message}"
+                ),
+            };
+        }
+        Attempt::Transport {
+            kind: Transport::Tls,
+            message,
+        } => {
+            return Decision::Endpoint {
+                reason: format!(
+                    "the TLS handshake with paystar.endpoint fails (check its URL and certificate): {message}"
+                ),
+            };
+        }
+        Attempt::Transport {
+            kind: Transport::Connection,
+            message,
+        } => (format!("connection failed: {message}"), None),
     };
     let Some(step) = schedule.get(failures_before as usize) else {
         return Decision::Park {
@@ -88,6 +134,16 @@ pub fn classify(
         None => scheduled,
     };
     Decision::Retry { after, reason }
+}
+
+/// What a status says about the endpoint itself, if it is about the endpoint:
+/// a path that does not exist there, a method it does not take, a key it refuses.
+fn endpoint_fault(status: u16) -> Option<&'static str> {
+    match status {
+        404 | 405 => Some("check paystar.endpoint (its path ends /integrations/events)"),
+        401 | 403 => Some("check the API key (paystar.api_key_env / api_key_file)"),
+        _ => None,
+    }
 }
 
 /// `Retry-After` as delay seconds or an HTTP date.
@@ -180,14 +236,14 @@ mod tests {
             );
         }
         let timeout = Attempt::Transport {
-            timeout: true,
+            kind: Transport::Timeout,
             message: "30s".into(),
         };
         assert!(
             matches!(decide(timeout, 0), Decision::Retry { after, .. } if after == Duration::from_secs(1))
         );
         let refused = Attempt::Transport {
-            timeout: false,
+            kind: Transport::Connection,
             message: "refused".into(),
         };
         assert!(
@@ -196,8 +252,8 @@ mod tests {
     }
 
     #[test]
-    fn other_4xx_are_parked_and_401_points_at_the_api_key() {
-        for status in [400, 404, 409, 422] {
+    fn other_4xx_park_the_customer() {
+        for status in [400, 409, 410, 422] {
             assert!(
                 matches!(
                     decide(response(status, "nope", None), 0),
@@ -206,9 +262,34 @@ mod tests {
                 "{status}"
             );
         }
-        assert!(
-            matches!(decide(response(401, "", None), 0), Decision::Park { reason } if reason.contains("api_key"))
-        );
+    }
+
+    #[test]
+    fn a_404_405_401_403_dns_or_tls_failure_is_the_endpoints_and_says_what_to_check() {
+        for (status, check) in [
+            (404, "paystar.endpoint"),
+            (405, "paystar.endpoint"),
+            (401, "api_key"),
+            (403, "api_key"),
+        ] {
+            // Whatever the attempt, never parked, never counted against the key.
+            for failures in [0, 3, 9] {
+                let decided = decide(response(status, "Not Found", None), failures);
+                assert!(
+                    matches!(&decided, Decision::Endpoint { reason } if reason.contains(check) && reason.contains(&format!("answers {status} to every request"))),
+                    "{status}: {decided:?}"
+                );
+            }
+        }
+        for (kind, check) in [(Transport::Dns, "resolve"), (Transport::Tls, "TLS")] {
+            let attempt = Attempt::Transport {
+                kind,
+                message: "x".into(),
+            };
+            assert!(
+                matches!(decide(attempt, 5), Decision::Endpoint { reason } if reason.contains(check))
+            );
+        }
     }
 
     #[test]

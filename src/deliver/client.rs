@@ -1,7 +1,7 @@
 //! Sends one event to the Paystar Events API and reports what happened, without
 //! judging it (that is `classify`'s job).
 
-use super::classify::Attempt;
+use super::classify::{Attempt, Transport};
 use super::event::PaystarEvent;
 use crate::config::Secret;
 use std::time::Duration;
@@ -69,8 +69,27 @@ fn transport(err: &reqwest::Error) -> Attempt {
         source = cause.source();
     }
     Attempt::Transport {
-        timeout: err.is_timeout(),
+        kind: transport_kind(err.is_timeout(), &message),
         message,
+    }
+}
+
+/// What kind of failure a transport error's whole chain describes: hyper's
+/// connector says `dns error`; rustls names certificates and handshakes.
+fn transport_kind(timeout: bool, chain: &str) -> Transport {
+    let lower = chain.to_ascii_lowercase();
+    if timeout {
+        Transport::Timeout
+    } else if lower.contains("dns error") || lower.contains("failed to lookup address") {
+        Transport::Dns
+    } else if lower.contains("certificate")
+        || lower.contains("handshake")
+        || lower.contains("peer sent no certificates")
+        || lower.contains("received corrupt message")
+    {
+        Transport::Tls
+    } else {
+        Transport::Connection
     }
 }
 
@@ -84,4 +103,49 @@ async fn read_limited(mut response: reqwest::Response) -> reqwest::Result<String
         }
     }
     Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_and_tls_failures_are_told_apart_from_a_refused_connection() {
+        let chain = |m: &str| {
+            format!(
+                "error sending request for url (https://paystar.example/integrations/events): client error (Connect): {m}"
+            )
+        };
+        assert_eq!(
+            transport_kind(
+                false,
+                &chain(
+                    "dns error: failed to lookup address information: Name or service not known"
+                )
+            ),
+            Transport::Dns
+        );
+        assert_eq!(
+            transport_kind(false, &chain("invalid peer certificate: UnknownIssuer")),
+            Transport::Tls
+        );
+        assert_eq!(
+            transport_kind(
+                false,
+                &chain("received corrupt message of type InvalidContentType")
+            ),
+            Transport::Tls
+        );
+        assert_eq!(
+            transport_kind(
+                false,
+                &chain("tcp connect error: Connection refused (os error 111)")
+            ),
+            Transport::Connection
+        );
+        assert_eq!(
+            transport_kind(true, "operation timed out"),
+            Transport::Timeout
+        );
+    }
 }

@@ -1,12 +1,14 @@
 //! The Paystar sink: the request (`event`), the HTTP client (`client`), the one
 //! decision table for answers (`classify`) and the queue-draining `worker`.
 
+mod circuit;
 pub mod classify;
 pub mod client;
 pub mod event;
 mod send;
 pub mod worker;
 
+pub use circuit::{EndpointProblem, EndpointStatus};
 pub use client::PaystarClient;
 pub use event::{EventType, PaystarEvent};
 pub use worker::{DeliveryCounters, Totals, Until, Worker, WorkerSettings};

@@ -25,32 +25,70 @@ pub(super) struct Ready {
     pub paused: bool,
 }
 
-/// Sends one key's events in order; returns the outcome, with what the
-/// delivery saw of the key, and how many events Paystar acknowledged; `None`
-/// if the lease's gate closed before the first request (nothing to record).
+/// What sending one claimed key came to. Moved once per key, like the
+/// `(Outcome, u64)` it carries: boxing the outcome would allocate per request.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Sent {
+    /// An outcome to record, the events Paystar acknowledged, and the endpoint
+    /// fault that ended it after a first event was acknowledged, if one did.
+    Done {
+        outcome: Outcome,
+        delivered: u64,
+        fault: Option<String>,
+    },
+    /// Nothing was sent: the lease's gate closed first.
+    GateClosed,
+    /// The endpoint failed the first request: nothing to record; the key
+    /// waits, claimed, for delivery to resume.
+    Endpoint { ready: Box<Ready>, reason: String },
+}
+
+/// Sends one key's events in order; its outcome carries what the delivery
+/// saw of the key.
 pub(super) async fn deliver_key(
     client: &PaystarClient,
     settings: &WorkerSettings,
     ready: Ready,
-) -> Option<(Outcome, u64)> {
+) -> Sent {
     let Ready { key, state, paused } = ready;
     let seen = state.clone();
-    let (mut outcome, delivered) = send_key(client, settings, key, state, paused).await?;
-    outcome.claimed = Some(seen.claimed_after(&outcome, settings.policy, now_ms()));
-    Some((outcome, delivered))
+    match send_key(client, settings, key.clone(), state, paused).await {
+        Sent::Done {
+            mut outcome,
+            delivered,
+            fault,
+        } => {
+            outcome.claimed = Some(seen.claimed_after(&outcome, settings.policy, now_ms()));
+            Sent::Done {
+                outcome,
+                delivered,
+                fault,
+            }
+        }
+        Sent::Endpoint { reason, .. } => Sent::Endpoint {
+            ready: Box::new(Ready {
+                key,
+                state: seen,
+                paused,
+            }),
+            reason,
+        },
+        Sent::GateClosed => Sent::GateClosed,
+    }
 }
 
-/// Sends one key's events in order; returns the outcome and how many events
-/// Paystar acknowledged. Each request starts only while the lease's gate is
-/// open: closed before the first, nothing happened (`None`); closed after one,
-/// the outcome acknowledges what was sent and the key stays queued for the rest.
+/// Sends one key's events in order. Each request starts only while the lease's
+/// gate is open: closed before the first, nothing happened; closed after one,
+/// the outcome acknowledges what was sent and the key stays queued for the
+/// rest. An endpoint fault on the first request leaves the key as it was
+/// (`Sent::Endpoint`, whose `ready` the caller fills in).
 async fn send_key(
     client: &PaystarClient,
     settings: &WorkerSettings,
     key: CustomerKey,
     state: KeyState,
     paused: bool,
-) -> Option<(Outcome, u64)> {
+) -> Sent {
     let mut plan = state.plan(settings.policy);
     if paused {
         // Only a provider's stop passes a pause; the rest waits in the queue.
@@ -112,7 +150,7 @@ async fn send_key(
     for (i, (event, manage)) in events.into_iter().enumerate() {
         if !settings.gate.may_send() {
             if i == 0 {
-                return None;
+                return Sent::GateClosed;
             }
             break;
         }
@@ -165,7 +203,37 @@ async fn send_key(
                     next_attempt_at: now_ms() + after.as_millis() as i64,
                     error: reason,
                 };
-                return Some((outcome, delivered));
+                return Sent::Done {
+                    outcome,
+                    delivered,
+                    fault: None,
+                };
+            }
+            Decision::Endpoint { reason } if i == 0 => {
+                // Logged once by the worker for the whole endpoint, not per customer.
+                tracing::debug!(event = event.event_type.as_str(), business_unit = %key.business_unit, account = %account, error = %reason, "endpoint fault; the customer stays queued");
+                return Sent::Endpoint {
+                    ready: Box::new(Ready {
+                        key,
+                        state: KeyState::default(),
+                        paused,
+                    }),
+                    reason,
+                };
+            }
+            Decision::Endpoint { reason } => {
+                // The first event went through, the next met the fault: what was
+                // acknowledged is recorded, the rest waits without counting an attempt.
+                outcome.result = OutcomeResult::Retry {
+                    attempts: failures,
+                    next_attempt_at: now_ms(),
+                    error: reason.clone(),
+                };
+                return Sent::Done {
+                    outcome,
+                    delivered,
+                    fault: Some(reason),
+                };
             }
             Decision::Park { reason } => {
                 outcome
@@ -182,11 +250,19 @@ async fn send_key(
                     request: event.body,
                     response,
                 };
-                return Some((outcome, delivered));
+                return Sent::Done {
+                    outcome,
+                    delivered,
+                    fault: None,
+                };
             }
         }
     }
-    Some((outcome, delivered))
+    Sent::Done {
+        outcome,
+        delivered,
+        fault: None,
+    }
 }
 
 /// What one attempt came to, on its span.
@@ -198,6 +274,7 @@ fn record_attempt(span: &tracing::Span, attempt: &Attempt, decision: &Decision) 
         Decision::Delivered => ("delivered", "ok"),
         Decision::Retry { .. } => ("retry", "error"),
         Decision::Park { .. } => ("parked", "error"),
+        Decision::Endpoint { .. } => ("endpoint", "error"),
     };
     span.record("outcome", outcome);
     span.record("otel.status_code", status);

@@ -9,8 +9,9 @@
 //! - Each attempt computes the key's events from its state at that moment, so a
 //!   key whose desired state changed while it waited sends its newest state once.
 
+use super::circuit::{Change, Circuit, EndpointStatus};
 use super::client::PaystarClient;
-use super::send::{Ready, deliver_key};
+use super::send::{Ready, Sent, deliver_key};
 use crate::clock::now_ms;
 use crate::customer::CustomerKey;
 use crate::providers::payroc::{Pause, current_pause};
@@ -96,6 +97,8 @@ pub struct DeliveryCounters {
     pub retries: Counter,
     /// Customers parked for an operator.
     pub parked: Counter,
+    /// Whether delivery is paused for a fault of the endpoint itself.
+    pub endpoint: EndpointStatus,
 }
 
 impl Worker {
@@ -128,7 +131,20 @@ impl Worker {
 
     pub async fn run(&self, until: Until, cancel: CancellationToken) -> Result<Totals, StateError> {
         let concurrency = self.settings.concurrency;
-        let mut tasks: JoinSet<Option<(Outcome, u64)>> = JoinSet::new();
+        // Customers an earlier build parked for a fault of the endpoint (this one
+        // pauses instead) go back in the queue: if the fault lasts, it pauses.
+        let released = self
+            .store
+            .call(|s| s.release_parked_for_endpoint("paystar-sync (endpoint fault)", now_ms()))
+            .await?;
+        if released > 0 {
+            tracing::info!(
+                customers = released,
+                "re-queued customers parked for a fault of the endpoint (a wrong URL, a refused key, DNS, TLS), not of their own"
+            );
+        }
+        let mut circuit = Circuit::default();
+        let mut tasks: JoinSet<Sent> = JoinSet::new();
         // Keys claimed and not yet recorded: waiting in `ready`, in flight, or
         // finished. They are the step's `busy`: never claimed twice.
         let mut claimed: HashSet<CustomerKey> = HashSet::new();
@@ -155,11 +171,23 @@ impl Worker {
                     claimed.remove(&waiting.key);
                 }
             }
+            if until == Until::Idle
+                && circuit.failed_probes() > 0
+                && tasks.is_empty()
+                && step.is_none()
+                && finished.is_empty()
+            {
+                // A one-shot pass does not wait out an endpoint fault that a
+                // probe confirmed: everything stays queued, nothing parked.
+                return Ok(totals);
+            }
             if deadline.is_none() && may_send {
-                while tasks.len() < concurrency {
+                let slots = circuit.slots(concurrency, tokio::time::Instant::now());
+                while tasks.len() < slots {
                     let Some(next) = ready.pop_front() else {
                         break;
                     };
+                    circuit.started();
                     let client = self.client.clone();
                     let settings = self.settings.clone();
                     tasks.spawn(async move { deliver_key(&client, &settings, next).await });
@@ -169,6 +197,8 @@ impl Worker {
             // due next, while requests go on: keys wait in `ready` (up to `ahead`
             // claimed in all, see `claim_ahead`) so that a slot never waits for the store.
             let room = match deadline {
+                // While the endpoint fails, one customer waits to probe it.
+                None if may_send && circuit.is_open() => usize::from(ready.is_empty()),
                 None if may_send => ahead.saturating_sub(tasks.len() + ready.len()),
                 _ => 0,
             };
@@ -257,12 +287,29 @@ impl Worker {
                     let customers = batch.len();
                     for joined in batch {
                         // A panicking delivery is a bug: the stage fails and the daemon restarts.
-                        let (outcome, events) = match joined {
-                            Ok(Some(done)) => done,
-                            // Not sent (the lease's gate closed first): it stays queued as it is.
-                            Ok(None) => continue,
+                        let sent = match joined {
+                            Ok(sent) => sent,
                             Err(err) => std::panic::resume_unwind(err.into_panic()),
                         };
+                        let (outcome, events, fault) = match sent {
+                            Sent::Done { outcome, delivered, fault } => (outcome, delivered, fault),
+                            // Not sent (the lease's gate closed first): it stays queued as it is.
+                            Sent::GateClosed => continue,
+                            Sent::Endpoint { ready: waiting, reason } => {
+                                self.endpoint_failed(&mut circuit, &reason);
+                                // It waits first in line to probe, unless delivery is stopping.
+                                if deadline.is_none() && self.settings.gate.may_send() {
+                                    ready.push_front(*waiting);
+                                } else {
+                                    claimed.remove(&waiting.key);
+                                }
+                                continue;
+                            }
+                        };
+                        match fault {
+                            Some(reason) => self.endpoint_failed(&mut circuit, &reason),
+                            None => log_heal(circuit.answered(&self.counters.endpoint, now_ms())),
+                        }
                         delivered += events;
                         self.count(&mut totals, &outcome.result);
                         finished.push(outcome);
@@ -278,6 +325,9 @@ impl Worker {
                     look = true;
                 }
                 _ = self.wake.notified(), if deadline.is_none() => look = true,
+                // The endpoint's next probe is due.
+                _ = tokio::time::sleep_until(circuit.probe_at().unwrap_or_else(tokio::time::Instant::now)),
+                    if deadline.is_none() && circuit.probe_at().is_some() => {}
                 // An outcome waits for company at most RECORD_WITHIN.
                 _ = tokio::time::sleep_until(finished_since.unwrap_or_else(tokio::time::Instant::now) + RECORD_WITHIN),
                     if step.is_none() && finished_since.is_some() => {}
@@ -311,6 +361,28 @@ impl Worker {
         }
     }
 
+    /// A request met a fault of the endpoint: said once when delivery pauses,
+    /// and at each failed probe.
+    fn endpoint_failed(&self, circuit: &mut Circuit, reason: &str) {
+        let change = circuit.failed(
+            &self.counters.endpoint,
+            reason,
+            tokio::time::Instant::now(),
+            now_ms(),
+            &self.settings.schedule,
+        );
+        match change {
+            Change::Opened => tracing::error!(
+                %reason,
+                "delivery paused: a fault of the endpoint, not of any customer; nothing is parked for it, one request probes on the retry schedule, and delivery resumes by itself once Paystar answers"
+            ),
+            Change::ProbeFailed { next_in } => {
+                tracing::warn!(%reason, next_probe_in = ?next_in, "delivery still paused: the endpoint fails")
+            }
+            Change::None | Change::Closed { .. } => {}
+        }
+    }
+
     /// Counts one outcome.
     fn count(&self, totals: &mut Totals, result: &OutcomeResult) {
         match result {
@@ -324,6 +396,12 @@ impl Worker {
                 self.counters.parked.inc();
             }
         }
+    }
+}
+
+fn log_heal(change: Change) {
+    if let Change::Closed { after } = change {
+        tracing::info!(paused_for = ?after, "Paystar answers again; delivery resumed");
     }
 }
 

@@ -81,6 +81,13 @@ pub async fn health(State(state): State<ServerState>) -> Response {
             ));
         }
     }
+    if let Some(problem) = state.metrics.delivery.endpoint.problem().filter(|_| acting) {
+        let minutes = (now_ms() - problem.since_ms).max(0) / 60_000;
+        problems.push(format!(
+            "delivery paused for {minutes} minutes: {}; nothing is parked for it, and delivery resumes by itself once Paystar answers",
+            problem.reason
+        ));
+    }
     if let Some(limit) = state.live().poll_behind_after.filter(|_| acting) {
         // Never polled yet: counted from start, so a fresh daemon is not "behind".
         let last = snap.last_poll_ms.unwrap_or(state.started_ms);

@@ -243,6 +243,12 @@ impl Store {
         by_backend!(mut self, db => db.retry_parked(keys, actor, now_ms))
     }
 
+    /// Re-queues customers an earlier build parked for a fault of the endpoint
+    /// (a refused key, a wrong URL, DNS, TLS): this one pauses delivery instead.
+    pub fn release_parked_for_endpoint(&mut self, actor: &str, now_ms: i64) -> Result<usize> {
+        by_backend!(mut self, db => db.release_parked_for_endpoint(actor, now_ms))
+    }
+
     /// Retrying and parked keys, soonest first, for `status`.
     pub fn troubled(&self, limit: usize) -> Result<Vec<Troubled>> {
         by_backend!(self, db => db.troubled(limit))

@@ -575,3 +575,16 @@ pub(super) fn retries_first(
     }
     retries
 }
+
+/// The stored errors of customers parked for a fault of the endpoint rather
+/// than their own (builds before the endpoint circuit parked them): a refused
+/// key, a wrong path or method, DNS, TLS. SQL `LIKE` patterns on `last_error`,
+/// the same in both backends.
+pub(crate) const ENDPOINT_PARK_PATTERNS: [&str; 6] = [
+    "HTTP 401%",
+    "HTTP 403%",
+    "HTTP 404%",
+    "HTTP 405%",
+    "%dns error%",
+    "%invalid peer certificate%",
+];

@@ -129,12 +129,13 @@ fn a_usage_error_exits_64() {
 }
 
 #[test]
-fn a_missing_manifests_folder_fails_without_touching_anything() {
+fn a_missing_manifests_folder_is_a_configuration_error_that_touches_nothing() {
     let p = Project::new();
     std::fs::remove_dir(p.root().join("manifests")).unwrap();
     let run = p.run(&["plan"]);
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 78);
     assert!(run.stderr.contains("manifests.dir"), "{}", run.stderr);
+    assert!(!p.state_exists());
 }
 
 #[test]

@@ -129,6 +129,7 @@ pub async fn run(
         &store,
         &wake,
         leadership.clone(),
+        metrics.delivery.clone(),
         fail_tx.clone(),
     )
     .await?;

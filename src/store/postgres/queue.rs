@@ -532,6 +532,29 @@ impl Db {
         Ok(n as usize)
     }
 
+    /// Re-queues customers parked for a fault of the endpoint
+    /// ([`ENDPOINT_PARK_PATTERNS`]), each with a `retried` history line.
+    pub fn release_parked_for_endpoint(&mut self, actor: &str, now_ms: i64) -> Result<usize> {
+        let patterns: Vec<String> = ENDPOINT_PARK_PATTERNS
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect();
+        let n = self
+            .client()
+            .execute(
+                "WITH retried AS (
+                   UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = $1, version = version + 1
+                   WHERE state = 'parked' AND last_error LIKE ANY ($3::text[])
+                   RETURNING business_unit, account, sub_account)
+                 INSERT INTO history (business_unit, account, sub_account, at_ms, kind, detail)
+                 SELECT business_unit, account, sub_account, $1, 'retried', json_build_object('actor', $2::text)::text
+                 FROM retried ORDER BY business_unit, account, sub_account",
+                &[&now_ms, &actor, &patterns],
+            )
+            .step("re-queueing customers parked for an endpoint fault")?;
+        Ok(n as usize)
+    }
+
     pub fn troubled(&self, limit: usize) -> Result<Vec<Troubled>> {
         let mut c = self.conn();
         let rows = c

@@ -272,6 +272,40 @@ impl Db {
         Ok(changed)
     }
 
+    /// Re-queues customers parked for a fault of the endpoint
+    /// ([`ENDPOINT_PARK_PATTERNS`]), each with a `retried` history line.
+    pub fn release_parked_for_endpoint(&mut self, actor: &str, now_ms: i64) -> Result<usize> {
+        let matches = ENDPOINT_PARK_PATTERNS
+            .iter()
+            .map(|p| format!("last_error LIKE '{p}'"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let run = |tx: &rusqlite::Transaction<'_>| -> DbResult<usize> {
+            tx.execute(
+                &format!(
+                    "INSERT INTO history (business_unit, account, sub_account, at_ms, kind, detail)
+                     SELECT business_unit, account, sub_account, ?1, 'retried', json_object('actor', ?2)
+                     FROM queue WHERE state = 'parked' AND ({matches})"
+                ),
+                params![now_ms, actor],
+            )?;
+            tx.execute(
+                &format!(
+                    "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = ?1, version = version + 1
+                     WHERE state = 'parked' AND ({matches})"
+                ),
+                [now_ms],
+            )
+        };
+        let released = (|| -> DbResult<usize> {
+            let tx = self.conn.transaction()?;
+            let n = run(&tx)?;
+            tx.commit()?;
+            Ok(n)
+        })();
+        released.step("re-queueing customers parked for an endpoint fault")
+    }
+
     /// Retrying and parked keys, soonest first, for `status`.
     pub fn troubled(&self, limit: usize) -> Result<Vec<Troubled>> {
         let mut stmt = self.conn.prepare_cached(

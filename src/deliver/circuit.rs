@@ -1,0 +1,223 @@
+//! The endpoint circuit (SPEC §4, §9): a fault of the endpoint itself (a wrong
+//! URL, a refused API key, DNS, TLS; see `classify`) pauses delivery for every
+//! customer instead of parking each one. While open, one request at a time
+//! probes on the retry schedule; any answer about a customer closes it and
+//! delivery goes on by itself. [`Circuit`] is the worker's pure state machine;
+//! [`EndpointStatus`] is what `/health`, the console and `/metrics` read.
+
+use prometheus_client::metrics::counter::Counter;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What is wrong with the endpoint now, shared with the HTTP server and the
+/// console; kept across reloads with the delivery counters.
+#[derive(Debug, Default)]
+pub struct EndpointStatus {
+    problem: Mutex<Option<EndpointProblem>>,
+    /// Times delivery paused for an endpoint fault since start.
+    pub pauses: Counter,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointProblem {
+    /// What the endpoint does and what to check, from `classify`.
+    pub reason: String,
+    /// When delivery paused (ms since the epoch).
+    pub since_ms: i64,
+}
+
+impl EndpointStatus {
+    /// The fault delivery is paused for, if any.
+    pub fn problem(&self) -> Option<EndpointProblem> {
+        self.lock().clone()
+    }
+
+    /// Records a fault; the first one of an outage counts a pause.
+    fn fail(&self, reason: &str, now_ms: i64) {
+        let mut problem = self.lock();
+        match problem.as_mut() {
+            Some(p) => reason.clone_into(&mut p.reason),
+            None => {
+                self.pauses.inc();
+                *problem = Some(EndpointProblem {
+                    reason: reason.to_owned(),
+                    since_ms: now_ms,
+                });
+            }
+        }
+    }
+
+    /// The endpoint answered about a customer: the outage, if there was one, is over.
+    fn heal(&self) -> Option<EndpointProblem> {
+        self.lock().take()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<EndpointProblem>> {
+        self.problem
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The worker's view: closed (send at full concurrency) or open (one probe at
+/// a time, when due).
+#[derive(Debug, Default)]
+pub(super) struct Circuit {
+    open: Option<Open>,
+}
+
+#[derive(Debug)]
+struct Open {
+    /// Probes that failed since it opened.
+    failed_probes: usize,
+    probe_at: Instant,
+    probing: bool,
+}
+
+/// What a fault or an answer changed.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Change {
+    None,
+    Opened,
+    ProbeFailed { next_in: Duration },
+    Closed { after: Duration },
+}
+
+impl Circuit {
+    /// How many requests may be in flight now.
+    pub fn slots(&self, concurrency: usize, now: Instant) -> usize {
+        match &self.open {
+            None => concurrency,
+            Some(open) if !open.probing && now >= open.probe_at => 1,
+            Some(_) => 0,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// A request started: while open, it is the probe.
+    pub fn started(&mut self) {
+        if let Some(open) = &mut self.open {
+            open.probing = true;
+        }
+    }
+
+    /// When the next probe may start, while one is awaited.
+    pub fn probe_at(&self) -> Option<Instant> {
+        self.open
+            .as_ref()
+            .filter(|o| !o.probing)
+            .map(|o| o.probe_at)
+    }
+
+    /// Probes that failed since it opened.
+    pub fn failed_probes(&self) -> usize {
+        self.open.as_ref().map_or(0, |o| o.failed_probes)
+    }
+
+    /// A request met an endpoint fault. Requests already in flight when it
+    /// opened change nothing; a failed probe waits the schedule's next step.
+    pub fn failed(
+        &mut self,
+        status: &EndpointStatus,
+        reason: &str,
+        now: Instant,
+        now_ms: i64,
+        schedule: &[Duration],
+    ) -> Change {
+        status.fail(reason, now_ms);
+        let step = |n: usize| {
+            schedule
+                .get(n.min(schedule.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(Duration::from_secs(1))
+        };
+        match &mut self.open {
+            None => {
+                self.open = Some(Open {
+                    failed_probes: 0,
+                    probe_at: now + step(0),
+                    probing: false,
+                });
+                Change::Opened
+            }
+            Some(open) if open.probing => {
+                open.failed_probes += 1;
+                open.probing = false;
+                let next_in = step(open.failed_probes);
+                open.probe_at = now + next_in;
+                Change::ProbeFailed { next_in }
+            }
+            Some(_) => Change::None,
+        }
+    }
+
+    /// A request got an answer about its customer (delivered, retried or
+    /// parked for that customer): the endpoint works.
+    pub fn answered(&mut self, status: &EndpointStatus, now_ms: i64) -> Change {
+        self.open = None;
+        match status.heal() {
+            Some(problem) => Change::Closed {
+                after: Duration::from_millis((now_ms - problem.since_ms).max(0) as u64),
+            },
+            None => Change::None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHEDULE: [Duration; 3] = [
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+    ];
+
+    #[test]
+    fn a_fault_leaves_one_probe_on_the_schedule_and_an_answer_restores_full_concurrency() {
+        let status = EndpointStatus::default();
+        let mut c = Circuit::default();
+        let t0 = Instant::now();
+        assert_eq!(c.slots(8, t0), 8);
+        assert_eq!(c.failed(&status, "404", t0, 0, &SCHEDULE), Change::Opened);
+        // Requests that were in flight fail too: nothing more changes.
+        assert_eq!(c.failed(&status, "404", t0, 0, &SCHEDULE), Change::None);
+        assert_eq!(status.pauses.get(), 1);
+        assert_eq!(c.slots(8, t0), 0);
+        let due = t0 + SCHEDULE[0];
+        assert_eq!(c.probe_at(), Some(due));
+        assert_eq!(c.slots(8, due), 1);
+        c.started();
+        assert_eq!(c.slots(8, due), 0, "one probe at a time");
+        assert_eq!(c.probe_at(), None);
+        assert_eq!(
+            c.failed(&status, "404", due, 1_000, &SCHEDULE),
+            Change::ProbeFailed {
+                next_in: SCHEDULE[1]
+            }
+        );
+        assert_eq!(c.failed_probes(), 1);
+        for _ in 0..5 {
+            c.started();
+            c.failed(&status, "404", due, 1_000, &SCHEDULE);
+        }
+        // The schedule's last step repeats for ever: never parked, never given up.
+        assert_eq!(c.probe_at(), Some(due + SCHEDULE[2]));
+        assert_eq!(status.problem().unwrap().since_ms, 0);
+        assert_eq!(
+            c.answered(&status, 61_000),
+            Change::Closed {
+                after: Duration::from_secs(61)
+            }
+        );
+        assert_eq!(c.slots(8, due), 8);
+        assert_eq!(status.problem(), None);
+        assert_eq!(c.answered(&status, 62_000), Change::None);
+        assert_eq!(status.pauses.get(), 1);
+    }
+}
