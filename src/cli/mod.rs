@@ -5,12 +5,14 @@ mod check;
 mod inspect;
 mod operate;
 mod pass;
+mod snapshot;
 mod tools;
 
 use check::state_check;
 use inspect::{history, status};
 use operate::{approve, poll, retry, state_copy};
 use pass::{apply, plan, validate};
+use snapshot::state_snapshot;
 use tools::{completions, daemon, man, sandbox};
 
 use crate::clock::now_ms;
@@ -213,6 +215,15 @@ enum StateCommand {
         #[arg(long)]
         to: PathBuf,
     },
+    /// Write a consistent copy of the state to OUT as one SQLite file that
+    /// stands alone (no -wal beside it), for plan, validate, status and history
+    /// elsewhere (CI). Safe beside a running daemon; OUT must not exist.
+    Snapshot {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The SQLite file to write.
+        out: PathBuf,
+    },
     /// Compare every stored shortcut with what it stands for (each file's
     /// stored rows with the state's rows; the file index with the files'
     /// content); read-only. Exit 1 with the first difference.
@@ -288,6 +299,9 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Exit 
         Command::State {
             command: StateCommand::Check { config },
         } => state_check(&config.config),
+        Command::State {
+            command: StateCommand::Snapshot { config, out },
+        } => state_snapshot(&config.config, out),
         Command::Completions { shell } => completions(*shell),
         Command::Man => man(),
     };

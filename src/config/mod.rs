@@ -106,6 +106,10 @@ pub struct PostgresConfig {
     /// `ha.instance_id` (else `HOST-PID`): each session's `application_name`
     /// ends with it, so `pg_stat_activity` shows which instance holds which.
     pub instance_id: String,
+    /// Within how long a session must notice a silent network partition (TCP
+    /// keepalives and the user timeout are derived from it): `ha.lease_ttl`,
+    /// else 30 s.
+    pub liveness: Duration,
 }
 
 impl StateConfig {
@@ -573,15 +577,11 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
     let telemetry = telemetry::build(w, &root);
     let console = console::build(w, &root, listen);
     let ha = ha::build(w, &root, &state);
-    if let (
-        StateBackend::Postgres(pg),
-        Some(HaConfig {
-            instance_id: Some(id),
-            ..
-        }),
-    ) = (&mut state.backend, &ha)
-    {
-        pg.instance_id = id.clone();
+    if let (StateBackend::Postgres(pg), Some(ha)) = (&mut state.backend, &ha) {
+        if let Some(id) = &ha.instance_id {
+            pg.instance_id = id.clone();
+        }
+        pg.liveness = ha.lease_ttl;
     }
 
     Some(Config {

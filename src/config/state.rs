@@ -54,6 +54,7 @@ pub(super) fn build(w: &mut Walker, root: &walk::Section<'_>) -> StateConfig {
                 schema,
                 pool_size,
                 instance_id: super::default_instance_id(),
+                liveness: std::time::Duration::from_secs(30),
             }),
             // The error is reported; any value keeps the walk going.
             None => StateBackend::Sqlite {

@@ -20,7 +20,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub use status::{DELIVERY_FAILING_AFTER, delivery_failing};
+pub use status::{ANSWER_WITHIN, DELIVERY_FAILING_AFTER, delivery_failing};
 
 /// How long clients may take (`server.header_read_timeout`, `server.request_timeout`).
 #[derive(Clone, Copy, Debug)]
@@ -40,6 +40,8 @@ pub struct ServerState {
     live: Arc<RwLock<Arc<Live>>>,
     /// This instance's role and the leader it sees (SPEC §12).
     pub leadership: Arc<crate::ha::Leadership>,
+    /// Whether the state database has left a status read unanswered.
+    probe: Arc<status::StateProbe>,
 }
 
 /// The parts of the server's state that a reload replaces.
@@ -68,6 +70,7 @@ impl ServerState {
             wake,
             live: Arc::new(RwLock::new(Arc::new(live))),
             leadership: Arc::new(crate::ha::Leadership::single()),
+            probe: Arc::default(),
         }
     }
 

@@ -28,7 +28,93 @@ struct Snapshot {
     paused: u64,
 }
 
-async fn snapshot(state: &ServerState) -> Result<Snapshot, String> {
+/// `/health` and `/metrics` answer within this long, whatever the state
+/// database does (SPEC §9).
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(1);
+
+/// Since when the state database has left a status read unanswered: while one
+/// has waited longer than [`ANSWER_WITHIN`], later requests answer 503 at once
+/// instead of queueing more reads behind it.
+#[derive(Debug, Default)]
+pub struct StateProbe {
+    since: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl StateProbe {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<tokio::time::Instant>> {
+        self.since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn stuck_for(&self, now: tokio::time::Instant) -> Option<Duration> {
+        self.lock()
+            .map(|since| now - since)
+            .filter(|waited| *waited >= ANSWER_WITHIN)
+    }
+
+    fn began(&self, now: tokio::time::Instant) {
+        self.lock().get_or_insert(now);
+    }
+
+    fn answered(&self) {
+        *self.lock() = None;
+    }
+}
+
+/// Why there is no snapshot.
+enum Unavailable {
+    /// The database answered with an error.
+    Unreadable(String),
+    /// It has not answered for this long.
+    NotAnswering(Duration),
+}
+
+impl Unavailable {
+    fn response(&self) -> Response {
+        let text = match self {
+            Unavailable::Unreadable(err) => format!("state database unreadable: {err}\n"),
+            Unavailable::NotAnswering(waited) => format!(
+                "state database not answering for {} s\n",
+                waited.as_secs().max(1)
+            ),
+        };
+        (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
+    }
+}
+
+/// Reads the snapshot, or gives up after [`ANSWER_WITHIN`] (the read goes on
+/// and clears the probe when the database answers).
+async fn snapshot(state: &ServerState) -> Result<Snapshot, Unavailable> {
+    let probe = state.probe.clone();
+    let now = tokio::time::Instant::now();
+    if let Some(waited) = probe.stuck_for(now) {
+        return Err(Unavailable::NotAnswering(waited));
+    }
+    probe.began(now);
+    let read = {
+        let state = state.clone();
+        let probe = probe.clone();
+        tokio::spawn(async move {
+            let read = read_snapshot(&state).await;
+            probe.answered();
+            read
+        })
+    };
+    match tokio::time::timeout(ANSWER_WITHIN, read).await {
+        Ok(Ok(read)) => read.map_err(Unavailable::Unreadable),
+        Ok(Err(join)) => Err(Unavailable::Unreadable(format!(
+            "the status read failed: {join}"
+        ))),
+        Err(_) => Err(Unavailable::NotAnswering(
+            probe
+                .stuck_for(tokio::time::Instant::now())
+                .unwrap_or(ANSWER_WITHIN),
+        )),
+    }
+}
+
+async fn read_snapshot(state: &ServerState) -> Result<Snapshot, String> {
     let rule = state.live().payroc.as_ref().and_then(|p| p.pause.clone());
     state
         .store
@@ -49,19 +135,10 @@ async fn snapshot(state: &ServerState) -> Result<Snapshot, String> {
         .map_err(|e| e.to_string())
 }
 
-/// 503 for a state database that cannot be read.
-fn unreadable(err: &str) -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("state database unreadable: {err}\n"),
-    )
-        .into_response()
-}
-
 pub async fn health(State(state): State<ServerState>) -> Response {
     let snap = match snapshot(&state).await {
         Ok(snap) => snap,
-        Err(err) => return unreadable(&err),
+        Err(why) => return why.response(),
     };
     let mut problems = Vec::new();
     if let Err(err) = &snap.writable {
@@ -137,7 +214,7 @@ pub async fn health(State(state): State<ServerState>) -> Response {
 pub async fn metrics(State(state): State<ServerState>, headers: HeaderMap) -> Response {
     let snap = match snapshot(&state).await {
         Ok(snap) => snap,
-        Err(err) => return unreadable(&err),
+        Err(why) => return why.response(),
     };
     let c = &snap.counts;
     let gauges = crate::metrics::StateGauges {

@@ -14,6 +14,8 @@ pub use history::{DeliveryLine, LineProvenance};
 mod lease;
 mod owner;
 pub use owner::{Owner, OwnerError, lock_path};
+mod snapshot;
+pub use snapshot::SnapshotError;
 mod postgres;
 mod sqlite;
 mod types;
@@ -126,9 +128,13 @@ pub enum OpenError {
     #[error("state database {target}: {message}")]
     Unusable { target: String, message: String },
     #[error(
-        "state database {target} is schema v{found}; this paystar-sync uses v{expected}: run `paystar-sync apply` or the daemon once to upgrade it"
+        "state database {target} holds no paystar-sync schema: an incomplete copy? A live state's newest changes are in its -wal file beside it; copy a state with `paystar-sync state snapshot --config FILE OUT`, not cp"
     )]
-    Outdated {
+    Incomplete { target: String },
+    #[error(
+        "state database {target} is schema v{found}, written by an older paystar-sync (this one reads v{expected}); read it with that release, or snapshot it again (`paystar-sync state snapshot`) once the daemon that writes it runs this release"
+    )]
+    Older {
         target: String,
         found: i64,
         expected: i64,
@@ -163,7 +169,7 @@ fn check_version(
         });
     }
     if found < expected && !allow_older {
-        return Err(OpenError::Outdated {
+        return Err(OpenError::Older {
             target: target.to_owned(),
             found,
             expected,

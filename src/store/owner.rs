@@ -103,6 +103,15 @@ impl Owner {
     }
 }
 
+/// Whether a process holds the lock of the SQLite state at `path` right now
+/// (looked at without taking it, and without creating anything).
+pub(super) fn is_held(path: &Path) -> bool {
+    let Ok(file) = File::open(lock_path(path)) else {
+        return false;
+    };
+    matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,7 +124,9 @@ mod tests {
         let err = Owner::claim_file(&state, "apply").unwrap_err().to_string();
         assert!(err.contains("`paystar-sync run` (pid "), "{err}");
         assert!(err.contains(&std::process::id().to_string()), "{err}");
+        assert!(is_held(&state));
         drop(first);
+        assert!(!is_held(&state));
         Owner::claim_file(&state, "apply").unwrap();
         std::fs::remove_dir_all(dir).unwrap();
     }

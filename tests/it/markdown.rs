@@ -116,6 +116,17 @@ fn the_gitops_examples_are_valid_yaml_and_post_the_markdown_plan() {
         let parsed: Result<serde_yaml::Value, _> = serde_yaml::from_str(&text);
         assert!(parsed.is_ok(), "{file}: {parsed:?}");
         assert!(text.contains("paystar-sync validate --config"), "{file}");
+        // Manifest errors still get their plan posted, and fail the job after it.
+        assert!(
+            text.contains(
+                "paystar-sync validate --config config/paystar-sync.yaml || [ $? -eq 65 ]"
+            ),
+            "{file}"
+        );
+        assert!(
+            text.contains("paystar-sync state snapshot --config"),
+            "{file}"
+        );
         assert!(
             text.contains(
                 "plan --config config/paystar-sync.yaml --format markdown --detailed-exitcode"

@@ -289,3 +289,199 @@ fn the_unit_does_not_restart_on_a_configuration_error() {
     );
     assert!(unit.lines().any(|l| l == "Restart=on-failure"), "{unit}");
 }
+
+/// Runs the binary with another config of the project's.
+fn run_with(p: &Project, config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_paystar-sync"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .current_dir(p.root())
+        .env_remove("PAYSTAR_SYNC_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_taken_beside_a_running_daemon_plans_as_the_state_does_and_nothing_appears_beside_it()
+ {
+    let sandbox = crate::support::start_sandbox().await;
+    let p = Project::with_config(&daemon_config(&sandbox.paystar_endpoint(), ""));
+    p.file("a.csv", customers(30));
+    let daemon = p.start_daemon().await;
+    sandbox
+        .sandbox
+        .paystar
+        .wait_for(30, Duration::from_secs(20))
+        .await;
+    let out = p.root().join("ci/snapshot.db");
+    let run = p
+        .run_async(&["state", "snapshot", out.to_str().unwrap()])
+        .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("a consistent copy of"), "{run:?}");
+    // A second snapshot never overwrites the first.
+    let again = p
+        .run_async(&["state", "snapshot", out.to_str().unwrap()])
+        .await;
+    assert_eq!(again.code, 1, "{again:?}");
+    assert!(again.stderr.contains("exists; remove it"), "{again:?}");
+    daemon.stop().await;
+    // The pull request: one customer more, one changed.
+    p.file(
+        "a.csv",
+        customers(31).replace("ann3@example.com", "ann3@example.org"),
+    );
+    let ci = p.root().join("ci.yaml");
+    std::fs::write(
+        &ci,
+        "state:\n  path: ci/snapshot.db\nmanifests:\n  dir: manifests\npaystar:\n  endpoint: sandbox\n  default_business_unit: water-bill-pay\n",
+    )
+    .unwrap();
+    let before = listing(&p.root().join("ci"));
+    assert_eq!(before, ["snapshot.db"]);
+    let from_snapshot = run_with(&p, &ci, &["plan"]);
+    let from_state = p.run(&["plan"]);
+    assert_eq!(from_snapshot.status.code(), Some(0), "{from_snapshot:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&from_snapshot.stdout),
+        from_state.stdout
+    );
+    assert!(
+        from_state.stdout.contains("(1 create, 1 update)"),
+        "{}",
+        from_state.stdout
+    );
+    for command in ["validate", "status", "plan"] {
+        let run = run_with(&p, &ci, &[command]);
+        assert_eq!(run.status.code(), Some(0), "{command}: {run:?}");
+    }
+    assert_eq!(
+        listing(&p.root().join("ci")),
+        before,
+        "no -wal, -shm or lock beside it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_state_copied_without_its_wal_is_called_an_incomplete_copy_never_sent_to_apply() {
+    let sandbox = crate::support::start_sandbox().await;
+    let p = Project::with_config(&daemon_config(&sandbox.paystar_endpoint(), ""));
+    if p.state().is_postgres() {
+        return;
+    }
+    p.file("a.csv", customers(3));
+    let daemon = p.start_daemon().await;
+    sandbox
+        .sandbox
+        .paystar
+        .wait_for(3, Duration::from_secs(20))
+        .await;
+    std::fs::create_dir_all(p.root().join("ci")).unwrap();
+    std::fs::copy(p.db_path(), p.root().join("ci/copied.db")).unwrap();
+    daemon.stop().await;
+    let ci = p.root().join("ci.yaml");
+    std::fs::write(
+        &ci,
+        "state:\n  path: ci/copied.db\nmanifests:\n  dir: manifests\npaystar:\n  endpoint: sandbox\n",
+    )
+    .unwrap();
+    let run = run_with(&p, &ci, &["plan"]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("an incomplete copy?") && stderr.contains("paystar-sync state snapshot"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("apply"), "{stderr}");
+    assert_eq!(listing(&p.root().join("ci")), ["copied.db"]);
+}
+
+/// Holds the state's write lock (SQLite) or an exclusive lock on the queue
+/// (PostgreSQL) on a thread of its own until `release` is dropped or sent.
+fn hold_the_state(p: &Project) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (locked, is_locked) = std::sync::mpsc::channel::<()>();
+    let postgres = match p.state() {
+        crate::support::TestState::Postgres { url, schema } => Some((url.clone(), schema.clone())),
+        crate::support::TestState::Sqlite => None,
+    };
+    let db = p.db_path();
+    let holder = std::thread::spawn(move || match postgres {
+        None => {
+            let conn = rusqlite::Connection::open(db).unwrap();
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            locked.send(()).unwrap();
+            let _ = released.recv();
+            conn.execute_batch("ROLLBACK").unwrap();
+        }
+        Some((url, schema)) => {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let mut tx = client.transaction().unwrap();
+            tx.batch_execute(&format!(
+                "SET LOCAL search_path TO {schema}; LOCK TABLE queue IN ACCESS EXCLUSIVE MODE;"
+            ))
+            .unwrap();
+            locked.send(()).unwrap();
+            let _ = released.recv();
+            tx.rollback().unwrap();
+        }
+    });
+    is_locked.recv().unwrap();
+    (release, holder)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_and_metrics_answer_503_at_once_while_the_state_database_does_not_answer() {
+    let sandbox = crate::support::start_sandbox().await;
+    let p = Project::with_config(&daemon_config(&sandbox.paystar_endpoint(), ""));
+    p.file("a.csv", customers(2));
+    let daemon = p.start_daemon().await;
+    sandbox
+        .sandbox
+        .paystar
+        .wait_for(2, Duration::from_secs(20))
+        .await;
+    assert_eq!(health(&daemon).await.0, 200);
+    let (release, holder) = hold_the_state(&p);
+    let client = reqwest::Client::new();
+    for path in ["health", "metrics", "health"] {
+        let asked = tokio::time::Instant::now();
+        let response = client
+            .get(format!("http://{}/{path}", daemon.http_addr()))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap_or_else(|err| panic!("/{path} did not answer: {err}"));
+        let took = asked.elapsed();
+        assert_eq!(response.status(), 503, "/{path}");
+        let body = response.text().await.unwrap();
+        assert!(
+            body.contains("state database not answering for"),
+            "/{path}: {body}"
+        );
+        // Its answer is the 1 s bound, not the database's 5 s busy wait.
+        assert!(took < Duration::from_secs(4), "/{path} took {took:?}");
+    }
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    // Once the database answers, so does /health.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, body) = health(&daemon).await;
+        if code == 200 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {code}: {body}");
+    }
+    daemon.stop().await;
+}

@@ -92,10 +92,24 @@ pub(super) async fn next_change(keeper: &mut Option<Keeper>) -> Option<RoleChang
     }
 }
 
-/// Whether `err` is a write the lease's fence refused.
+/// Whether `err` is a write the lease's fence refused, from any stage: a
+/// store error itself, or one inside a scan's or a pass's error (those are
+/// `transparent`, so the store error is not a link of the chain of its own).
 pub(super) fn fenced(err: &anyhow::Error) -> bool {
+    use crate::app::PassError;
+    use crate::scan::ScanError;
+    use crate::store::StateError;
     err.chain().any(|e| {
-        e.downcast_ref::<crate::store::StateError>()
-            .is_some_and(crate::store::StateError::is_fenced)
+        let state = e
+            .downcast_ref::<StateError>()
+            .or_else(|| match e.downcast_ref::<ScanError>() {
+                Some(ScanError::Store(s)) => Some(s),
+                _ => None,
+            })
+            .or_else(|| match e.downcast_ref::<PassError>() {
+                Some(PassError::Store(s) | PassError::Scan(ScanError::Store(s))) => Some(s),
+                _ => None,
+            });
+        state.is_some_and(StateError::is_fenced)
     })
 }

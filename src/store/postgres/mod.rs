@@ -79,6 +79,10 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// The longest one statement may run on the server (the largest batch of a
+/// million-row import takes seconds).
+const STATEMENT_TIMEOUT_MS: u64 = 120_000;
+
 /// Connects to the server named by the config's URL.
 pub(super) fn connect(pg: &PostgresConfig, target: &str) -> std::result::Result<Client, OpenError> {
     let unusable = |message: String| OpenError::Unusable {
@@ -97,6 +101,22 @@ pub(super) fn connect(pg: &PostgresConfig, target: &str) -> std::result::Result<
     })?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(std::time::Duration::from_secs(10));
+    }
+    // A silent partition (packets dropped, no reset) is noticed within
+    // `liveness`: keepalives probe an idle session, the user timeout bounds how
+    // long sent data may go unacknowledged. A statement that the server runs
+    // for minutes is stopped there (a lock wait that never ends).
+    // The kernel counts keepalive times in whole seconds (0 is refused).
+    let seconds = |d: std::time::Duration| std::time::Duration::from_secs(d.as_secs().max(1));
+    let liveness = pg.liveness;
+    config
+        .keepalives(true)
+        .keepalives_idle(seconds(liveness / 3))
+        .keepalives_interval(seconds(liveness / 6))
+        .keepalives_retries(3)
+        .tcp_user_timeout(seconds(liveness * 2 / 3));
+    if config.get_options().is_none() {
+        config.options(&format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"));
     }
     let name = config.get_application_name().unwrap_or("paystar-sync");
     let name = format!("{name}/{}", pg.instance_id);

@@ -23,6 +23,21 @@ fn migrate(conn: &mut Connection, path: &Path) -> std::result::Result<(), OpenEr
     Ok(())
 }
 
+/// `file:PATH?immutable=1`, with the characters a URI gives meaning escaped.
+fn immutable_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
+}
+
 /// How many prepared statements one connection keeps: more than the store has.
 const STATEMENT_CACHE: usize = 128;
 
@@ -50,21 +65,36 @@ impl Db {
         Ok(Db { conn })
     }
 
-    /// Opens an existing database without ever writing to it (`plan`, `validate`,
-    /// `status`). A missing database reads as empty.
+    /// Opens an existing database without ever writing to it (`plan`,
+    /// `validate`, `status`), and without creating anything beside it. A
+    /// missing database reads as empty; one that holds no schema is refused as
+    /// an incomplete copy. A database no process
+    /// writes and whose WAL is gone (a stopped daemon's, a snapshot, a copy)
+    /// is opened immutable: SQLite then creates no `-wal` or `-shm`, and a
+    /// folder this user cannot write is no obstacle.
     pub fn open_read_only(path: &Path) -> std::result::Result<Db, OpenError> {
         let target = path.display().to_string();
-        if !path.exists() {
+        let Ok(meta) = std::fs::metadata(path) else {
             return Self::in_memory().map_err(|source| OpenError::Open { target, source });
-        }
+        };
         let sql = |source: rusqlite::Error| OpenError::Open {
             target: target.clone(),
             source: source.into(),
         };
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let settled = !Path::new(&wal).exists() && !crate::store::owner::is_held(path);
+        if settled && meta.len() == 0 {
+            // Everything a live state holds can be in its WAL: cp without it
+            // copies an empty file.
+            return Err(OpenError::Incomplete { target });
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = if settled {
+            Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
+        } else {
+            Connection::open_with_flags(path, flags)
+        }
         .map_err(sql)?;
         // A read-only session reads most pages once: a file's held rows in key
         // order, then a few thousand customers' states. A small page cache costs
@@ -75,8 +105,55 @@ impl Db {
         let found: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(sql)?;
-        check_version(&target, found, VERSION, false)?;
-        Ok(Db { conn })
+        // Never advice to migrate from a read-only command: it may run in CI on a copy.
+        match found {
+            0 => Err(OpenError::Incomplete { target }),
+            found if found < VERSION => Err(OpenError::Older {
+                target,
+                found,
+                expected: VERSION,
+            }),
+            found => {
+                check_version(&target, found, VERSION, false)?;
+                Ok(Db { conn })
+            }
+        }
+    }
+
+    /// Writes a consistent copy of this database to `out` (one read
+    /// transaction; `VACUUM INTO`).
+    pub(in crate::store) fn vacuum_into(&self, out: &Path) -> Result<()> {
+        self.conn
+            .execute("VACUUM INTO ?1", [out.to_string_lossy()])
+            .step("writing the snapshot")?;
+        Ok(())
+    }
+
+    /// Makes the SQLite file at `path` stand alone: rollback-journal mode (no
+    /// `-wal` or `-shm` needed beside it), checked whole.
+    pub(in crate::store) fn seal(path: &Path) -> Result<()> {
+        let conn = Connection::open(path).step("sealing the snapshot")?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
+            .step("sealing the snapshot")?;
+        debug_assert_eq!(mode, "delete");
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .step("checking the snapshot")?;
+        if check != "ok" {
+            return Err(StateError {
+                step: "checking the snapshot",
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                    Some(check),
+                )
+                .into(),
+            });
+        }
+        conn.close()
+            .map_err(|(_, e)| e)
+            .step("sealing the snapshot")?;
+        Ok(())
     }
 
     /// An empty, migrated database in memory.
