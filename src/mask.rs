@@ -24,14 +24,18 @@ impl fmt::Debug for MaskedEmail<'_> {
     }
 }
 
-/// Shows an account number for logs as `***45`: only its last two characters.
+/// Shows an account number for logs as `*****6789`: a star for each hidden
+/// character (so the length shows) and the last four, or the last half of a
+/// shorter one, so that keys can be told apart without being readable whole.
 pub struct MaskedAccount<'a>(pub &'a str);
 
 impl fmt::Display for MaskedAccount<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let chars: Vec<char> = self.0.chars().collect();
-        let tail: String = chars[chars.len().saturating_sub(2)..].iter().collect();
-        write!(f, "***{tail}")
+        let shown = (chars.len() / 2).min(4);
+        let hidden = chars.len() - shown;
+        let tail: String = chars[hidden..].iter().collect();
+        write!(f, "{}{tail}", "*".repeat(hidden))
     }
 }
 
@@ -94,8 +98,15 @@ mod tests {
     }
 
     #[test]
-    fn an_account_shows_only_its_last_two_characters() {
-        assert_eq!(MaskedAccount("123456").to_string(), "***56");
-        assert_eq!(MaskedAccount("7").to_string(), "***7");
+    fn an_account_shows_its_length_and_its_last_four_characters_or_half() {
+        assert_eq!(MaskedAccount("1234567890").to_string(), "******7890");
+        assert_eq!(MaskedAccount("123456").to_string(), "***456");
+        assert_eq!(MaskedAccount("12346").to_string(), "***46");
+        assert_eq!(MaskedAccount("7").to_string(), "*");
+        // Two keys that differ near the end no longer look alike.
+        assert_ne!(
+            MaskedAccount("10001201").to_string(),
+            MaskedAccount("10002201").to_string()
+        );
     }
 }

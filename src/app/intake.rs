@@ -11,8 +11,16 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub fn log_scan(scan: &Scan) {
-    if let Some(trip) = &scan.guard {
-        tracing::error!(reason = %trip, "mass unenroll held for approval; review `paystar-sync status`, then run `paystar-sync approve`");
+    match &scan.guard {
+        Some(trip) if scan.first_import => tracing::warn!(
+            reason = %trip,
+            "first import: unenrolls held for approval; {}",
+            crate::report::held_advice(true)
+        ),
+        Some(trip) => {
+            tracing::error!(reason = %trip, "mass unenroll held for approval; review `paystar-sync status`, then run `paystar-sync approve`")
+        }
+        None => {}
     }
     for error in scan.new_errors() {
         tracing::warn!(%error, "manifest error; the customer keeps its previous state");

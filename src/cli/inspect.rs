@@ -187,6 +187,21 @@ pub(super) fn history(
         .iter()
         .map(report::history_json)
         .collect();
+    if lines.is_empty() && key.sub_account.is_empty() {
+        let subs = store.sub_accounts(&key.business_unit, &key.account)?;
+        if !subs.is_empty() {
+            let keys: Vec<String> = subs
+                .iter()
+                .map(|s| format!("{}/{s}", key.account))
+                .collect();
+            eprintln!(
+                "{} has no history of its own; the state knows it with sub-account(s): {}; run `paystar-sync history {}`",
+                key,
+                keys.join(", "),
+                keys[0]
+            );
+        }
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if format == OutputFormat::Json {

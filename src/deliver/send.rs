@@ -197,7 +197,8 @@ async fn send_key(
                 outcome
                     .history
                     .push(record("retry", &event, manage, &attempt, cause));
-                tracing::warn!(event = event.event_type.as_str(), business_unit = %key.business_unit, account = %account, attempt = failures + 1, retry_in = ?after, error = %reason, "delivery failed; will retry");
+                // The worker says retries once a minute, counted (RetryLog).
+                tracing::debug!(event = event.event_type.as_str(), business_unit = %key.business_unit, account = %account, attempt = failures + 1, retry_in = ?after, error = %reason, "delivery failed; will retry");
                 outcome.result = OutcomeResult::Retry {
                     attempts: failures + 1,
                     next_attempt_at: now_ms() + after.as_millis() as i64,

@@ -144,6 +144,7 @@ impl Worker {
             );
         }
         let mut circuit = Circuit::default();
+        let mut retry_log = RetryLog::default();
         let mut tasks: JoinSet<Sent> = JoinSet::new();
         // Keys claimed and not yet recorded: waiting in `ready`, in flight, or
         // finished. They are the step's `busy`: never claimed twice.
@@ -312,6 +313,9 @@ impl Worker {
                         }
                         delivered += events;
                         self.count(&mut totals, &outcome.result);
+                        if let OutcomeResult::Retry { error, .. } = &outcome.result {
+                            retry_log.note(error, tokio::time::Instant::now());
+                        }
                         finished.push(outcome);
                     }
                     if !finished.is_empty() {
@@ -399,6 +403,31 @@ impl Worker {
     }
 }
 
+/// Retries said at most once a minute, counted with the last reason: a
+/// failure that every customer meets is one line a minute, not one per customer.
+#[derive(Default)]
+struct RetryLog {
+    unsaid: u64,
+    said_at: Option<tokio::time::Instant>,
+}
+
+impl RetryLog {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    fn note(&mut self, reason: &str, now: tokio::time::Instant) {
+        self.unsaid += 1;
+        if self.said_at.is_none_or(|at| now - at >= Self::EVERY) {
+            tracing::warn!(
+                customers = self.unsaid,
+                last_error = %reason,
+                "deliveries failed and will be retried on paystar.retry.schedule (said at most once a minute; `paystar-sync status` lists them)"
+            );
+            self.unsaid = 0;
+            self.said_at = Some(now);
+        }
+    }
+}
+
 fn log_heal(change: Change) {
     if let Change::Closed { after } = change {
         tracing::info!(paused_for = ?after, "Paystar answers again; delivery resumed");
@@ -463,6 +492,20 @@ fn claim_step(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_are_said_once_a_minute_with_the_count_since_the_last_line() {
+        let mut log = RetryLog::default();
+        let t0 = tokio::time::Instant::now();
+        log.note("HTTP 503", t0);
+        assert_eq!((log.unsaid, log.said_at), (0, Some(t0)));
+        for _ in 0..10_000 {
+            log.note("HTTP 503", t0 + Duration::from_secs(30));
+        }
+        assert_eq!(log.unsaid, 10_000);
+        log.note("HTTP 503", t0 + RetryLog::EVERY);
+        assert_eq!(log.unsaid, 0);
+    }
 
     #[test]
     fn a_slow_paystar_keeps_claims_to_twice_the_concurrency_and_a_fast_one_claims_further_ahead() {

@@ -306,20 +306,34 @@ impl std::fmt::Display for GuardTrip {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             GuardTrip::Count { count, max } => {
+                let (noun, verb) = unenrolls(*count);
                 write!(
                     f,
-                    "{count} unenrolls in one pass exceed safety.max_unenrolls ({max})"
+                    "{count} {noun} in one pass {verb} safety.max_unenrolls ({max})"
                 )
             }
             GuardTrip::Percent {
                 count,
                 known,
                 max_percent,
-            } => write!(
-                f,
-                "{count} unenrolls of {known} known customers exceed safety.max_unenroll_percent ({max_percent} %)"
-            ),
+            } => {
+                let (noun, verb) = unenrolls(*count);
+                let customers = if *known == 1 { "customer" } else { "customers" };
+                write!(
+                    f,
+                    "{count} {noun} of {known} known {customers} {verb} safety.max_unenroll_percent ({max_percent} %)"
+                )
+            }
         }
+    }
+}
+
+/// "unenroll … exceeds" or "unenrolls … exceed".
+fn unenrolls(count: u64) -> (&'static str, &'static str) {
+    if count == 1 {
+        ("unenroll", "exceeds")
+    } else {
+        ("unenrolls", "exceed")
     }
 }
 

@@ -74,8 +74,9 @@ pub fn plan_markdown(
     if let Some(trip) = &scan.guard {
         let _ = write!(
             md,
-            "\n> [!WARNING]\n> **Held:** {}. These unenrolls are not sent until `paystar-sync approve`; everything else proceeds.\n",
-            text(&trip.to_string())
+            "\n> [!WARNING]\n> **Held:** {}. {}\n",
+            text(&trip.to_string()),
+            super::held_advice(scan.first_import)
         );
     }
     if !summary.has_changes() && summary.errors == 0 {

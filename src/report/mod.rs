@@ -82,6 +82,16 @@ fn origin_text(origin: Origin<'_>) -> String {
 }
 
 /// Writes the text plan; returns its summary.
+/// What to do about unenrolls the guard holds; on a first import, why they
+/// are there at all.
+pub fn held_advice(first_import: bool) -> &'static str {
+    if first_import {
+        "This is a first import (the state knows no customer yet): these are customers whose manifests say autopay: false. They are not sent until `paystar-sync approve`; review them here, then approve (or raise safety.max_unenroll_percent for the import). Everything else proceeds."
+    } else {
+        "These unenrolls are not sent until `paystar-sync approve`; everything else proceeds."
+    }
+}
+
 pub fn plan_text(
     scan: &Scan,
     store: &Store,
@@ -110,10 +120,7 @@ pub fn plan_text(
         )?;
     }
     if let Some(trip) = &scan.guard {
-        writeln!(
-            out,
-            "\nHELD: {trip}. These unenrolls are not sent until `paystar-sync approve`; everything else proceeds."
-        )?;
+        writeln!(out, "\nHELD: {trip}. {}", held_advice(scan.first_import))?;
     }
     summary.errors = scan.errors.len() as u64;
     if !scan.errors.is_empty() {

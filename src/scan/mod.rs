@@ -245,6 +245,8 @@ pub struct Scan {
     hold_writes: Vec<(usize, Option<String>)>,
     /// Set when this pass's new unenrolls tripped the mass-change guard.
     pub guard: Option<GuardTrip>,
+    /// The guard tripped on a state that held no customer yet (a first import).
+    pub first_import: bool,
     /// Every error, new and stored, ordered by file and line.
     pub errors: Vec<ManifestError>,
     /// Files read again that say exactly what they said at the last scan.
@@ -371,6 +373,7 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
 
     let (held, hold_writes, guard) =
         guard::guard(store, settings, &touched, &states, &rows, &files)?;
+    let first_import = guard.is_some() && store.is_empty()?;
 
     // Files read again because they had errors at the last scan: what they
     // still say is not news (the daemon logs only what changed).
@@ -421,6 +424,7 @@ pub fn scan(store: &Store, settings: &ScanSettings<'_>) -> Result<Scan, ScanErro
         held,
         hold_writes,
         guard,
+        first_import,
         errors,
         repeated,
         warnings,

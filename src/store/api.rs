@@ -273,6 +273,12 @@ impl Store {
         by_backend!(self, db => db.holds_by_cause())
     }
 
+    /// The sub-accounts the state knows under one account (at most 20, in
+    /// order): what `history ACCOUNT` offers when only `ACCOUNT/SUB` keys exist.
+    pub fn sub_accounts(&self, business_unit: &str, account: &str) -> Result<Vec<String>> {
+        by_backend!(self, db => db.sub_accounts(business_unit, account))
+    }
+
     /// One customer's history, oldest first.
     pub fn history(&self, key: KeyRef<'_>) -> Result<Vec<HistoryRecord>> {
         by_backend!(self, db => db.history(key))

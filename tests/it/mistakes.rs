@@ -481,7 +481,49 @@ async fn health_and_metrics_answer_503_at_once_while_the_state_database_does_not
         if code == 200 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "still {code}: {body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {code}: {body}"
+        );
     }
     daemon.stop().await;
+}
+
+#[test]
+fn a_plan_on_an_empty_state_says_a_first_import_holds_its_unenrolls_and_how_to_approve_them() {
+    // The default guard: 5 % of known customers.
+    let p = Project::with_config(&crate::support::BASE_CONFIG.replace(
+        "safety: { max_unenrolls: 100000, max_unenroll_percent: 100 }\n",
+        "",
+    ));
+    let mut rows = customers(9);
+    rows.push_str("200000,Bo,Diaz,bo@example.com,false\n");
+    p.file("a.csv", rows);
+    let run = p.run(&["plan"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("HELD: 1 unenroll of 10 known customers exceeds safety.max_unenroll_percent (5 %). This is a first import"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("then approve"), "{}", run.stdout);
+}
+
+#[test]
+fn history_of_an_account_known_only_by_its_sub_accounts_names_them() {
+    let p = Project::with_config(crate::support::BASE_CONFIG);
+    p.file(
+        "a.csv",
+        "accountNumber,subAccountNumber,firstName,lastName,emailAddress\n12346,01,Ada,Lovelace,ada@example.com\n12346,02,Alan,Turing,alan@example.com\n",
+    );
+    p.commit();
+    let run = p.run(&["history", "12346"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("sub-account(s): 12346/01, 12346/02; run `paystar-sync history 12346/01`"),
+        "{}",
+        run.stderr
+    );
 }

@@ -127,6 +127,21 @@ impl Db {
             .collect())
     }
 
+    /// The sub-accounts the state knows under one account (at most 20, in order).
+    pub fn sub_accounts(&self, business_unit: &str, account: &str) -> Result<Vec<String>> {
+        let mut c = self.conn();
+        let rows = c
+            .client
+            .query(
+                "SELECT sub_account FROM desired WHERE business_unit = $1 AND account = $2 AND sub_account <> ''
+                 UNION SELECT sub_account FROM history WHERE business_unit = $1 AND account = $2 AND sub_account <> ''
+                 ORDER BY 1 LIMIT 20",
+                &[&business_unit, &account],
+            )
+            .step("listing an account's sub-accounts")?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     pub fn history(&self, key: KeyRef<'_>) -> Result<Vec<HistoryRecord>> {
         let mut c = self.conn();
         let s = c.prepare(HISTORY)?;

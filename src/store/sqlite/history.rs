@@ -44,6 +44,17 @@ impl<'a> ManifestVersions<'a> {
 }
 
 impl Db {
+    /// The sub-accounts the state knows under one account (at most 20, in order).
+    pub fn sub_accounts(&self, business_unit: &str, account: &str) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT sub_account FROM desired WHERE business_unit = ?1 AND account = ?2 AND sub_account <> ''
+             UNION SELECT sub_account FROM history WHERE business_unit = ?1 AND account = ?2 AND sub_account <> ''
+             ORDER BY 1 LIMIT 20",
+        )?;
+        let rows = stmt.query_map(params![business_unit, account], |r| r.get(0))?;
+        Ok(rows.collect::<DbResult<_>>()?)
+    }
+
     /// One customer's history, oldest first.
     pub fn history(&self, key: KeyRef<'_>) -> Result<Vec<HistoryRecord>> {
         let mut stmt = self.conn.prepare_cached(
