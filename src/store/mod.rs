@@ -119,6 +119,20 @@ pub enum OpenError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "state database: the {what} {} is not writable by {user}; run paystar-sync as the user that owns it, or give it to this one (chown), or point state.path elsewhere",
+        path.display()
+    )]
+    NotWritable {
+        path: PathBuf,
+        what: String,
+        user: String,
+    },
+    #[error(
+        "state database: the disk holding {} is full; free space there (SQLite needs room for its -wal and -shm files)",
+        path.display()
+    )]
+    DiskFull { path: PathBuf },
     #[error("state database {target}: cannot open it")]
     Open {
         target: String,

@@ -527,3 +527,73 @@ fn history_of_an_account_known_only_by_its_sub_accounts_names_them() {
         run.stderr
     );
 }
+
+/// Runs the binary as `nobody` (uid 65534) when the tests run as root, as the
+/// service's own user would; as this user otherwise.
+fn run_as_another_user(p: &Project, args: &[&str]) -> std::process::Output {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    let binary = env!("CARGO_BIN_EXE_paystar-sync");
+    let mut command = if root {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", binary]);
+        c
+    } else {
+        std::process::Command::new(binary)
+    };
+    command
+        .args(args)
+        .arg("--config")
+        .arg(p.config_path())
+        .env_remove("PAYSTAR_SYNC_CONFIG")
+        .output()
+        .expect("run paystar-sync as another user (setpriv from util-linux)")
+}
+
+#[test]
+fn a_state_this_user_cannot_write_is_named_with_the_user_and_the_fix_and_reads_still_work() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = Project::with_config(crate::support::BASE_CONFIG);
+    if p.state().is_postgres() {
+        return;
+    }
+    p.file("a.csv", customers(3));
+    p.commit();
+    // Readable by everyone, writable only by its owner (root, or this user).
+    for dir in ["", "state", "manifests"] {
+        std::fs::set_permissions(p.root().join(dir), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+    }
+    let me = std::fs::metadata(p.root()).unwrap();
+    if std::os::unix::fs::MetadataExt::uid(&me) != 0 {
+        // Not root: make the state read-only to this user instead.
+        std::fs::set_permissions(
+            p.root().join("state"),
+            std::fs::Permissions::from_mode(0o555),
+        )
+        .unwrap();
+    }
+    for writer in [&["apply"][..], &["approve"][..]] {
+        let run = run_as_another_user(&p, writer);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{writer:?}: {stderr}");
+        assert!(
+            stderr.contains("(uid ") && stderr.contains("writable by this user"),
+            "{writer:?}: {stderr}"
+        );
+    }
+    // Read-only commands work on a state they cannot write, and create nothing.
+    let before = listing(&p.root().join("state"));
+    for reader in [&["status"][..], &["plan"][..]] {
+        let run = run_as_another_user(&p, reader);
+        assert_eq!(run.status.code(), Some(0), "{reader:?}: {run:?}");
+    }
+    assert_eq!(listing(&p.root().join("state")), before);
+    std::fs::set_permissions(
+        p.root().join("state"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+}

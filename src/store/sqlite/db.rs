@@ -45,11 +45,25 @@ impl Db {
     /// Opens (creating if needed) and migrates the database: the one writer.
     pub fn open(path: &Path) -> std::result::Result<Db, OpenError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| OpenError::Dir {
-                path: path.to_owned(),
-                source,
+            std::fs::create_dir_all(dir).map_err(|source| match source.kind() {
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                    OpenError::NotWritable {
+                        path: dir.to_owned(),
+                        what: "folder".to_owned(),
+                        user: crate::host::user_name(),
+                    }
+                }
+                _ => OpenError::Dir {
+                    path: path.to_owned(),
+                    source,
+                },
             })?;
         }
+        // The machine's reason before SQLite's words, where there is one.
+        Self::open_writer(path).map_err(|err| super::diagnose::environment(path).unwrap_or(err))
+    }
+
+    fn open_writer(path: &Path) -> std::result::Result<Db, OpenError> {
         let sql = |source: rusqlite::Error| OpenError::Open {
             target: path.display().to_string(),
             source: source.into(),

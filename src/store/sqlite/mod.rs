@@ -3,6 +3,7 @@
 
 mod copy;
 mod db;
+mod diagnose;
 mod files;
 mod history;
 mod holds;
