@@ -15,10 +15,10 @@ pub(super) fn environment(path: &Path) -> Option<OpenError> {
         if !file.exists() {
             continue;
         }
-        if let Err(err) = std::fs::OpenOptions::new().write(true).open(&file) {
-            if let Some(why) = classify(&err) {
-                return Some(why.error(&file, &user, "file"));
-            }
+        if let Err(err) = std::fs::OpenOptions::new().write(true).open(&file)
+            && let Some(why) = classify(&err)
+        {
+            return Some(why.error(&file, &user, "file"));
         }
     }
     // SQLite writes its -wal and -shm files beside the database.
