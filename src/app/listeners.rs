@@ -104,7 +104,7 @@ impl Listening {
 pub(super) async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("server.listen {listen}: cannot listen there"))?;
+        .with_context(|| format!("server.listen {listen}: cannot listen there (another process may hold the port: change server.listen)"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "http server listening (/health, /metrics, /webhooks)");
     Ok(listener)

@@ -236,7 +236,7 @@ pub async fn bind(listen: std::net::SocketAddr) -> anyhow::Result<tokio::net::Tc
     use anyhow::Context;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("console.listen {listen}: cannot listen there"))?;
+        .with_context(|| format!("console.listen {listen}: cannot listen there (another process may hold the port: change console.listen)"))?;
     let addr = listener.local_addr()?;
     tracing::info!(url = %format!("http://{addr}/"), "console listening");
     Ok(listener)

@@ -428,8 +428,9 @@ async fn the_quickstart_turns_a_lotuspay_cancellation_into_an_unenroll() {
             "path: state/paystar-sync.db",
         )
         .replace("schedule: \"*/10 * * * * *\"", "schedule: \"* * * * * *\"")
-        .replace("listen: 127.0.0.1:8081", "listen: 127.0.0.1:0");
-    let p = Project::with_config(&format!("{config}server: {{ listen: \"127.0.0.1:0\" }}\n"));
+        .replace("listen: 127.0.0.1:8081", "listen: 127.0.0.1:0")
+        .replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1:0");
+    let p = Project::with_config(&config);
     for entry in ["residential.yaml", "billing-exports/2026-11-export.csv"] {
         p.file(
             entry,
