@@ -377,9 +377,10 @@ fn init_logging(cli: &Cli, traces: Option<&crate::telemetry::Traces>) {
     } else {
         cli.log_level.as_str()
     };
-    // The PostgreSQL driver logs query parameters (customers' fields) at debug:
-    // it speaks only of warnings.
-    let quiet_driver = ",tokio_postgres=warn,postgres=warn";
+    // The PostgreSQL driver logs query parameters (customers' fields) at debug,
+    // and the watch library notes at info each watch a symlink flip (git-sync)
+    // took away: they speak only of warnings.
+    let quiet_driver = ",tokio_postgres=warn,postgres=warn,notify=warn";
     let filter = || {
         tracing_subscriber::EnvFilter::try_new(format!("{level}{quiet_driver}"))
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info{quiet_driver}")))
