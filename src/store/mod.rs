@@ -60,6 +60,24 @@ impl StateError {
     }
 }
 
+impl StateError {
+    /// Whether the session to the database is gone (the server ended it, the
+    /// network dropped it, keepalives gave up): reconnecting may cure it.
+    pub fn is_connection_lost(&self) -> bool {
+        match &self.source {
+            DriverError::Postgres(err) => {
+                let class = err.code().map(|c| c.code().get(..2).unwrap_or(""));
+                err.is_closed()
+                    // connection_exception, operator_intervention (admin or crash shutdown)
+                    || matches!(class, Some("08" | "57"))
+                    || (err.as_db_error().is_none()
+                        && std::error::Error::source(err).is_some_and(|s| s.is::<std::io::Error>()))
+            }
+            DriverError::Sqlite(_) => false,
+        }
+    }
+}
+
 impl From<DriverError> for StateError {
     fn from(source: DriverError) -> Self {
         Self {
@@ -313,6 +331,34 @@ impl SharedStore {
         })
         .await
         .expect("opening the state panicked")
+    }
+
+    /// Replaces every session with a new one (after the database dropped
+    /// them): the same writer and as many readers as at open.
+    pub async fn reconnect(&self, config: &StateConfig) -> std::result::Result<(), OpenError> {
+        let config = config.clone();
+        let shared = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let writer = Store::open(&config)?;
+            let readers = shared
+                .readers
+                .sessions
+                .iter()
+                .map(|_| Store::open(&config))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            *shared
+                .writer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = writer;
+            for (slot, session) in shared.readers.sessions.iter().zip(readers) {
+                *slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = session;
+            }
+            Ok(())
+        })
+        .await
+        .expect("reconnecting to the state panicked")
     }
 
     /// Runs `f` on the writing session.

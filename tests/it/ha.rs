@@ -413,17 +413,26 @@ async fn a_leader_cut_off_from_the_database_gives_way_and_the_standby_delivers_t
     // The writer, the keeper and the readers: every session the leader holds.
     let cut = p.state().cut_sessions_of(&leader);
     assert!(cut >= 2, "{cut} session(s) of {leader} cut");
-    // Its next write fails: it stops, to be restarted (as a standby).
-    let code = a.wait_exit(WAIT).await;
-    assert_eq!(code, Some(Some(1)), "{}", a.log_text());
-    let log = a.log_text();
-    assert!(log.contains("state database"), "{log}");
+    // Its next write fails: it steps down and reconnects, never exiting.
     leads(&b).await;
     assert_eq!(wait_managed(&sandbox, 400).await, 400, "{}", b.log_text());
     let resent = paystar.accepted().len() - 400;
     assert!(resent <= MOST_RESENT_PER_FAILOVER, "{resent} resent");
     assert_eq!(paystar.same_customer_overlaps(), 0);
     assert_ne!(named_leader(&b).await, leader);
+    let log = a.log_text();
+    assert!(log.contains("the state database session is lost"), "{log}");
+    assert_eq!(a.wait_exit(Duration::from_millis(10)).await, None, "{log}");
+    // Back on its sessions, it serves as a standby.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, body) = health(&a).await;
+        if body.contains("role: standby") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}\n{log}");
+    }
+    a.stop().await;
     b.stop().await;
 }
 

@@ -23,15 +23,7 @@ impl Daemon {
             .call(move |s| s.fence_writes(Some(epoch)))
             .await
             .context("cannot fence this instance's writes to its lease")?;
-        let mut prepared = Self::prepare(
-            config,
-            resolve(config, &process_env)?,
-            self.sandbox.as_ref(),
-        )?;
-        // Receivers and console are in force already; the new ones are the same.
-        prepared.resolved.payroc_receiver = None;
-        prepared.resolved.smarterpay = None;
-        match self.start(config, prepared).await {
+        match self.resume(config).await {
             Ok(pipeline) => {
                 tracing::info!(epoch, "leading: scanned the manifests; delivering");
                 Ok(Some(pipeline))
@@ -44,6 +36,19 @@ impl Daemon {
             }
             Err(err) => Err(err),
         }
+    }
+
+    /// Starts the pipeline again (after a takeover or a reconnect), with a
+    /// full scan; the receivers and the console are in force already.
+    pub(super) async fn resume(&self, config: &Config) -> anyhow::Result<Pipeline> {
+        let mut prepared = Self::prepare(
+            config,
+            resolve(config, &process_env)?,
+            self.sandbox.as_ref(),
+        )?;
+        prepared.resolved.payroc_receiver = None;
+        prepared.resolved.smarterpay = None;
+        self.start(config, prepared).await
     }
 
     /// Stops leading: the pipeline stops (requests on the wire may finish
@@ -92,16 +97,15 @@ pub(super) async fn next_change(keeper: &mut Option<Keeper>) -> Option<RoleChang
     }
 }
 
-/// Whether `err` is a write the lease's fence refused, from any stage: a
-/// store error itself, or one inside a scan's or a pass's error (those are
-/// `transparent`, so the store error is not a link of the chain of its own).
-pub(super) fn fenced(err: &anyhow::Error) -> bool {
+/// The store errors in `err`'s chain: a store error itself, or one inside a
+/// scan's or a pass's error (those are `transparent`, so the store error is not
+/// a link of the chain of its own).
+fn state_errors(err: &anyhow::Error) -> impl Iterator<Item = &crate::store::StateError> {
     use crate::app::PassError;
     use crate::scan::ScanError;
-    use crate::store::StateError;
-    err.chain().any(|e| {
-        let state = e
-            .downcast_ref::<StateError>()
+    use crate::store::{OpenError, StateError};
+    err.chain().filter_map(|e| {
+        e.downcast_ref::<StateError>()
             .or_else(|| match e.downcast_ref::<ScanError>() {
                 Some(ScanError::Store(s)) => Some(s),
                 _ => None,
@@ -109,7 +113,20 @@ pub(super) fn fenced(err: &anyhow::Error) -> bool {
             .or_else(|| match e.downcast_ref::<PassError>() {
                 Some(PassError::Store(s) | PassError::Scan(ScanError::Store(s))) => Some(s),
                 _ => None,
-            });
-        state.is_some_and(StateError::is_fenced)
+            })
+            .or_else(|| match e.downcast_ref::<OpenError>() {
+                Some(OpenError::Open { source, .. }) => Some(source),
+                _ => None,
+            })
     })
+}
+
+/// Whether `err` is a write the lease's fence refused, from any stage.
+pub(super) fn fenced(err: &anyhow::Error) -> bool {
+    state_errors(err).any(crate::store::StateError::is_fenced)
+}
+
+/// Whether `err` is the loss of the database session, from any stage.
+pub(super) fn connection_lost(err: &anyhow::Error) -> bool {
+    state_errors(err).any(crate::store::StateError::is_connection_lost)
 }

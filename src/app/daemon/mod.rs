@@ -3,6 +3,7 @@
 //! where a stage that fails or panics ends the process.
 
 mod leading;
+mod reconnect;
 
 use super::intake::{Intake, log_scan};
 use super::listeners::{ConsoleServer, Server, bind, console_settings};
@@ -17,7 +18,8 @@ use crate::sandbox::RunningSandbox;
 use crate::server::{Live, ServerState};
 use crate::store::SharedStore;
 use anyhow::Context;
-use leading::{fenced, next_change};
+use leading::{connection_lost, fenced, next_change};
+use reconnect::or_reconnect;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,6 +179,8 @@ pub async fn run(
     notifier.notify("READY=1\nSTATUS=watching manifests");
     tracing::info!(manifests = %config.manifests.dir.display(), "ready");
     let mut watchdog = notifier.watchdog_interval().map(tokio::time::interval);
+    // A single instance that lost its PostgreSQL session, reconnecting.
+    let mut reconnect: Option<reconnect::Reconnect> = None;
     loop {
         tokio::select! {
             signal = signals.recv() => match signal.unwrap_or(Signal::Shutdown) {
@@ -206,11 +210,17 @@ pub async fn run(
             change = next_change(&mut keeper) => {
                 let keeper = keeper.as_ref().expect("changes come from a keeper");
                 match change {
+                    // Sessions lost: the lease is looked at again once they are back.
+                    Some(RoleChange::Leading { .. } | RoleChange::Lost { .. }) if reconnect.is_some() => {
+                        keeper.step_down("its database session is lost".to_owned());
+                    }
                     Some(RoleChange::Leading { epoch }) => {
-                        pipeline = daemon.lead(&config, epoch, keeper, &mut failures).await?;
+                        let led = daemon.lead(&config, epoch, keeper, &mut failures).await;
+                        pipeline = or_reconnect(led, Some(keeper), &mut reconnect)?.flatten();
                     }
                     Some(RoleChange::Lost { .. }) => {
-                        daemon.step_down(&mut pipeline, keeper, &mut failures).await?;
+                        let stepped = daemon.step_down(&mut pipeline, keeper, &mut failures).await;
+                        or_reconnect(stepped, Some(keeper), &mut reconnect)?;
                     }
                     Some(RoleChange::Standby { leader }) => {
                         tracing::info!(%leader, "another instance leads; this one stays a standby");
@@ -218,7 +228,18 @@ pub async fn run(
                     None => anyhow::bail!("the leader lease keeper stopped"),
                 }
             }
+            _ = tokio::time::sleep_until(reconnect.as_ref().map_or_else(tokio::time::Instant::now, |r| r.next())), if reconnect.is_some() => {
+                let plan = reconnect.take().expect("guarded");
+                match daemon.try_reconnect(&config, plan, keeper.as_ref()).await? {
+                    Ok(resumed) => pipeline = resumed,
+                    Err(plan) => reconnect = Some(plan),
+                }
+            }
             Some(failure) = failures.recv() => {
+                if connection_lost(&failure.error) {
+                    daemon.lose_session(failure, &mut pipeline, &mut failures, keeper.as_ref(), &mut reconnect).await;
+                    continue;
+                }
                 if let (true, Some(keeper)) = (fenced(&failure.error), keeper.as_ref()) {
                     tracing::warn!(stage = failure.stage, "a write was refused: this instance no longer holds the leader lease");
                     keeper.step_down(format!("the {} found its writes fenced", failure.stage));
