@@ -171,12 +171,7 @@ impl Circuit {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const SCHEDULE: [Duration; 3] = [
-        Duration::from_secs(1),
-        Duration::from_secs(5),
-        Duration::from_secs(30),
-    ];
+    use crate::deliver::classify::tests::SCHEDULE;
 
     #[test]
     fn a_fault_leaves_one_probe_on_the_schedule_and_an_answer_restores_full_concurrency() {

@@ -180,10 +180,11 @@ fn short(body: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    const SCHEDULE: [Duration; 3] = [
+    /// A short retry schedule the delivery tests share.
+    pub(in crate::deliver) const SCHEDULE: [Duration; 3] = [
         Duration::from_secs(1),
         Duration::from_secs(5),
         Duration::from_secs(30),

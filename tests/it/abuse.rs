@@ -200,18 +200,7 @@ async fn text_after_a_closing_quote_is_an_error_not_a_different_account() {
     );
     assert_eq!(apply(&p).await.code, 65);
     assert!(unenrolls(&sandbox).is_empty());
-    let sent: Vec<String> = sandbox
-        .sandbox
-        .paystar
-        .accepted()
-        .iter()
-        .map(|a| {
-            a.payload_json()["accountNumber"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let sent = crate::support::accepted_accounts(&sandbox, "");
     assert!(!sent.iter().any(|a| a == "G04x007x"), "{sent:?}");
 }
 

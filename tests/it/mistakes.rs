@@ -3,6 +3,7 @@
 //! `apply`, a wrong endpoint, a copied live database.
 
 use crate::support::{Project, daemon_config};
+use paystar_sync::sandbox::RunningSandbox;
 use std::time::Duration;
 
 const HEADER: &str = "accountNumber,firstName,lastName,emailAddress,autopay\n";
@@ -18,15 +19,24 @@ fn customers(n: usize) -> String {
     text
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_second_daemon_and_an_apply_beside_a_daemon_are_refused_on_sqlite_and_reads_still_work() {
+/// A sandbox and a daemon project with `n` customers; `None` on PostgreSQL
+/// for what only SQLite has (`sqlite_only`).
+async fn daemon_project(n: usize, sqlite_only: bool) -> Option<(Project, RunningSandbox)> {
     let sandbox = crate::support::start_sandbox().await;
     let p = Project::with_config(&daemon_config(&sandbox.paystar_endpoint(), ""));
-    if p.state().is_postgres() {
-        // PostgreSQL's lease refuses them (tests/it/ha.rs).
-        return;
+    if sqlite_only && p.state().is_postgres() {
+        return None;
     }
-    p.file("a.csv", customers(3));
+    p.file("a.csv", customers(n));
+    Some((p, sandbox))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_daemon_and_an_apply_beside_a_daemon_are_refused_on_sqlite_and_reads_still_work() {
+    // PostgreSQL has none of this (its lease plays the owner's part, tests/it/ha.rs).
+    let Some((p, _sandbox)) = daemon_project(3, true).await else {
+        return;
+    };
     let daemon = p.start_daemon().await;
     let second = p.run_async(&["run"]).await;
     assert_eq!(second.code, 1, "{second:?}");
@@ -62,12 +72,10 @@ async fn a_second_daemon_and_an_apply_beside_a_daemon_are_refused_on_sqlite_and_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lock_left_by_a_killed_daemon_never_blocks() {
-    let sandbox = crate::support::start_sandbox().await;
-    let p = Project::with_config(&daemon_config(&sandbox.paystar_endpoint(), ""));
-    if p.state().is_postgres() {
+    // PostgreSQL has none of this (its lease plays the owner's part, tests/it/ha.rs).
+    let Some((p, _sandbox)) = daemon_project(2, true).await else {
         return;
-    }
-    p.file("a.csv", customers(2));
+    };
     let mut daemon = p.start_daemon().await;
     daemon.signal("KILL");
     daemon.wait_exit(Duration::from_secs(10)).await;
@@ -243,16 +251,7 @@ async fn ctrl_c_during_apply_finishes_what_is_in_flight_exits_130_and_nothing_is
     paystar.set_latency(Duration::ZERO);
     let run = p.run_async(&["apply"]).await;
     assert_eq!(run.code, 0, "{run:?}");
-    let accounts: Vec<String> = paystar
-        .accepted()
-        .iter()
-        .map(|a| {
-            a.payload_json()["accountNumber"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let accounts = crate::support::accepted_accounts(&sandbox, "");
     let distinct: std::collections::HashSet<&String> = accounts.iter().collect();
     assert_eq!(accounts.len(), 40, "each customer sent once");
     assert_eq!(distinct.len(), 40);
@@ -314,9 +313,7 @@ fn listing(dir: &std::path::Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_snapshot_taken_beside_a_running_daemon_plans_as_the_state_does_and_nothing_appears_beside_it()
  {
-    let sandbox = crate::support::start_sandbox().await;
-    let p = Project::with_config(&daemon_config(&sandbox.paystar_endpoint(), ""));
-    p.file("a.csv", customers(30));
+    let (p, sandbox) = daemon_project(30, false).await.expect("any backend");
     let daemon = p.start_daemon().await;
     sandbox
         .sandbox
@@ -374,12 +371,10 @@ async fn a_snapshot_taken_beside_a_running_daemon_plans_as_the_state_does_and_no
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_live_state_copied_without_its_wal_is_called_an_incomplete_copy_never_sent_to_apply() {
-    let sandbox = crate::support::start_sandbox().await;
-    let p = Project::with_config(&daemon_config(&sandbox.paystar_endpoint(), ""));
-    if p.state().is_postgres() {
+    // PostgreSQL has none of this (its lease plays the owner's part, tests/it/ha.rs).
+    let Some((p, sandbox)) = daemon_project(3, true).await else {
         return;
-    }
-    p.file("a.csv", customers(3));
+    };
     let daemon = p.start_daemon().await;
     sandbox
         .sandbox
@@ -442,9 +437,7 @@ fn hold_the_state(p: &Project) -> (std::sync::mpsc::Sender<()>, std::thread::Joi
 
 #[tokio::test(flavor = "multi_thread")]
 async fn health_and_metrics_answer_503_at_once_while_the_state_database_does_not_answer() {
-    let sandbox = crate::support::start_sandbox().await;
-    let p = Project::with_config(&daemon_config(&sandbox.paystar_endpoint(), ""));
-    p.file("a.csv", customers(2));
+    let (p, sandbox) = daemon_project(2, false).await.expect("any backend");
     let daemon = p.start_daemon().await;
     sandbox
         .sandbox

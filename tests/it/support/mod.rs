@@ -301,12 +301,18 @@ pub use paystar_sync::clock::now_ms;
 
 /// The accounts the sandbox accepted an UnenrollAutopay for, in order.
 pub fn unenrolled_accounts(sandbox: &RunningSandbox) -> Vec<String> {
+    accepted_accounts(sandbox, "Accounts.UnenrollAutopay")
+}
+
+/// The account numbers of the events of `event_type` the sandbox accepted
+/// (every type: `""`), in order.
+pub fn accepted_accounts(sandbox: &RunningSandbox, event_type: &str) -> Vec<String> {
     sandbox
         .sandbox
         .paystar
         .accepted()
         .iter()
-        .filter(|a| a.event_type == "Accounts.UnenrollAutopay")
+        .filter(|a| event_type.is_empty() || a.event_type == event_type)
         .map(|a| {
             a.payload_json()["accountNumber"]
                 .as_str()
