@@ -105,7 +105,13 @@ async fn a_404_endpoint_pauses_delivery_parks_no_one_and_a_reload_that_fixes_it_
     let good = sandbox.paystar_endpoint();
     // One letter short, as typed.
     let typo = good.strip_suffix('s').expect("…/events").to_owned();
-    let p = Project::with_config(&daemon_config(&typo, ""));
+    let with_console = |endpoint: &str| {
+        format!(
+            "{}console: {{ listen: \"127.0.0.1:0\" }}\n",
+            daemon_config(endpoint, "")
+        )
+    };
+    let p = Project::with_config(&with_console(&typo));
     p.file("a.csv", customers(5));
     // A customer an earlier build parked for this fault: released by this one.
     p.commit();
@@ -133,6 +139,9 @@ async fn a_404_endpoint_pauses_delivery_parks_no_one_and_a_reload_that_fixes_it_
             .unwrap();
     });
     assert_eq!(status_json(&p).await["counts"]["parked"], 1);
+    // The harness commits as if 10 s ahead (so that files count as settled):
+    // the queued customers are due now.
+    p.execute_sql("UPDATE queue SET next_attempt_at = 0 WHERE state = 'pending'");
     let daemon = p.start_daemon().await;
     let metrics = daemon.metrics_until("paystar_sync_endpoint_paused 1").await;
     assert!(
@@ -148,6 +157,26 @@ async fn a_404_endpoint_pauses_delivery_parks_no_one_and_a_reload_that_fixes_it_
     let status = status_json(&p).await;
     assert_eq!(status["counts"]["parked"], 0, "{status}");
     assert_eq!(sandbox.sandbox.paystar.accepted_total(), 0);
+    // The console's overview says so, in red, and so does its API.
+    let overview = reqwest::get(format!("{}/", daemon.console_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        overview
+            .contains("class=\"bad\" id=\"delivery\">paused: Paystar answers 404 to every request"),
+        "{overview}"
+    );
+    let api = reqwest::get(format!("{}/api/v1/status", daemon.console_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let api: serde_json::Value = serde_json::from_str(&api).unwrap();
+    assert_eq!(api["delivery"]["health"], "paused", "{api}");
     let log = daemon.log_text();
     assert_eq!(
         log.matches("delivery paused: a fault of the endpoint")
@@ -156,7 +185,7 @@ async fn a_404_endpoint_pauses_delivery_parks_no_one_and_a_reload_that_fixes_it_
         "said once, not once per customer:\n{log}"
     );
     // The fix, by a reload: everyone is delivered, nobody needed `retry`.
-    p.config(&daemon_config(&good, ""));
+    p.config(&with_console(&good));
     daemon.signal("HUP");
     let accepted = sandbox
         .sandbox
