@@ -100,11 +100,39 @@ pub(super) fn state_copy(from: &Path, to: &Path) -> anyhow::Result<Exit> {
     let source = Config::load(from)?;
     let target = Config::load(to)?;
     let _owner = crate::store::Owner::claim(&target.state, "state copy")?;
-    let reader = Store::open_read_only(&source.state)?;
-    let mut writer = Store::open(&target.state)?;
-    let report = reader
-        .copy_into(&mut writer)
-        .with_context(|| format!("cannot copy the state of {}", from.display()))?;
+    // The copy is one transaction on the target: an interrupt ends the process,
+    // and the target's database rolls it back, so it holds nothing again.
+    let (sent, copied) = tokio::sync::oneshot::channel();
+    std::thread::spawn({
+        let (source, target) = (source.clone(), target.clone());
+        move || {
+            let copy = || -> anyhow::Result<crate::store::copy::CopyReport> {
+                let reader = Store::open_read_only(&source.state)?;
+                let mut writer = Store::open(&target.state)?;
+                Ok(reader.copy_into(&mut writer)?)
+            };
+            let _ = sent.send(copy());
+        }
+    });
+    // `None`: interrupted (the copying thread ends with the process).
+    let finished = block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+        tokio::select! {
+            copied = copied => Ok(Some(copied.context("the copy stopped without a result")?)),
+            _ = term.recv() => Ok(None),
+            _ = int.recv() => Ok(None),
+        }
+    })?;
+    let Some(copied) = finished else {
+        println!(
+            "interrupted: the copy stops and its one transaction is rolled back; {} holds nothing from it: run state copy again",
+            target.state.describe()
+        );
+        return Ok(Exit::Interrupted);
+    };
+    let report = copied.with_context(|| format!("cannot copy the state of {}", from.display()))?;
     println!(
         "copied {} rows from {} to {}",
         report.total(),

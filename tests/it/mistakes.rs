@@ -619,3 +619,72 @@ fn a_state_this_user_cannot_write_is_named_with_the_user_and_the_fix_and_reads_s
     )
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_during_state_copy_exits_130_and_leaves_the_target_empty() {
+    let p = Project::with_config(crate::support::BASE_CONFIG);
+    if p.state().is_postgres() {
+        return;
+    }
+    p.file("a.csv", customers(50));
+    p.commit();
+    let target = p.root().join("target.yaml");
+    std::fs::write(
+        &target,
+        "state:\n  path: moved/state.db\nmanifests:\n  dir: manifests\npaystar:\n  endpoint: sandbox\n",
+    )
+    .unwrap();
+    // An empty target whose writes wait on another session: the copy blocks.
+    let target_db = p.root().join("moved/state.db");
+    assert_eq!(run_with(&p, &target, &["status"]).status.code(), Some(0));
+    let config = paystar_sync::config::Config::load(&target).unwrap();
+    drop(paystar_sync::store::Store::open(&config.state).unwrap());
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (locked, is_locked) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn({
+        let db = target_db.clone();
+        move || {
+            let conn = rusqlite::Connection::open(db).unwrap();
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            locked.send(()).unwrap();
+            let _ = released.recv();
+            conn.execute_batch("ROLLBACK").unwrap();
+        }
+    });
+    is_locked.recv().unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_paystar-sync"))
+        .args(["state", "copy", "--from"])
+        .arg(p.config_path())
+        .arg("--to")
+        .arg(&target)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The copy has begun once it holds the target's owner lock.
+    let lock = paystar_sync::store::lock_path(&target_db);
+    while !std::fs::read_to_string(&lock).is_ok_and(|t| t.contains("state copy")) {
+        tokio::task::yield_now().await;
+    }
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-s", "INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("state copy exits")
+        .unwrap();
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(130), "{stdout}");
+    assert!(stdout.contains("interrupted: the copy stops"), "{stdout}");
+    let status = run_with(&p, &target, &["status", "--format", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["counts"]["desired"], 0, "{status}");
+}
