@@ -18,6 +18,7 @@ mod markdown;
 mod mistakes;
 mod operator;
 mod outcomes;
+mod partition;
 mod properties;
 mod providers;
 mod safety;

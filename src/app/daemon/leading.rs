@@ -64,9 +64,10 @@ impl Daemon {
         if let Some(pipeline) = pipeline.take()
             && !pipeline.stop().await
         {
-            anyhow::bail!(
-                "stages still busy after losing the leader lease; exiting so that this instance is restarted as a standby"
-            );
+            // They wait on a database that does not answer: their writes are
+            // fenced and the lease gate is closed, so they are left to end on
+            // their own, and new sessions take their place.
+            return Err(StagesStuck.into());
         }
         // What the stopped stages reported: refused writes are expected now.
         while let Ok(failure) = failures.try_recv() {
@@ -126,7 +127,15 @@ pub(super) fn fenced(err: &anyhow::Error) -> bool {
     state_errors(err).any(crate::store::StateError::is_fenced)
 }
 
-/// Whether `err` is the loss of the database session, from any stage.
+/// Stages still busy after the lease was lost: stuck on a session that does
+/// not answer (a silent partition).
+#[derive(Debug, thiserror::Error)]
+#[error("stages still wait on the state database after the leader lease was lost")]
+pub(super) struct StagesStuck;
+
+/// Whether `err` is the loss of the database session, from any stage, or
+/// stages stuck on one.
 pub(super) fn connection_lost(err: &anyhow::Error) -> bool {
-    state_errors(err).any(crate::store::StateError::is_connection_lost)
+    err.downcast_ref::<StagesStuck>().is_some()
+        || state_errors(err).any(crate::store::StateError::is_connection_lost)
 }

@@ -236,6 +236,11 @@ pub async fn run(
                 }
             }
             Some(failure) = failures.recv() => {
+                if reconnect.is_some() && (connection_lost(&failure.error) || fenced(&failure.error)) {
+                    // A stage left on the old sessions ended as expected.
+                    tracing::debug!(stage = failure.stage, error = format!("{:#}", failure.error), "a stage left on the lost sessions ended");
+                    continue;
+                }
                 if connection_lost(&failure.error) {
                     daemon.lose_session(failure, &mut pipeline, &mut failures, keeper.as_ref(), &mut reconnect).await;
                     continue;
