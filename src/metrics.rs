@@ -166,6 +166,11 @@ impl Metrics {
             metrics.endpoint_paused.clone(),
         );
         r.register(
+            "paystar_sync_backoffs",
+            "Times Paystar asked every request to wait (Retry-After on a 429 or 503) since start",
+            metrics.delivery.endpoint.backoffs.clone(),
+        );
+        r.register(
             "paystar_sync_endpoint_pauses",
             "Times delivery paused for a fault of paystar.endpoint since start",
             metrics.delivery.endpoint.pauses.clone(),

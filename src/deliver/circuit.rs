@@ -2,7 +2,9 @@
 //! URL, a refused API key, DNS, TLS; see `classify`) pauses delivery for every
 //! customer instead of parking each one. While open, one request at a time
 //! probes on the retry schedule; any answer about a customer closes it and
-//! delivery goes on by itself. [`Circuit`] is the worker's pure state machine;
+//! delivery goes on by itself. A 429 or 503 whose `Retry-After` asks for a
+//! pause stops every request until then, not only that customer's (the rate
+//! side of the same gate). [`Circuit`] is the worker's pure state machine;
 //! [`EndpointStatus`] is what `/health`, the console and `/metrics` read.
 
 use prometheus_client::metrics::counter::Counter;
@@ -17,6 +19,8 @@ pub struct EndpointStatus {
     problem: Mutex<Option<EndpointProblem>>,
     /// Times delivery paused for an endpoint fault since start.
     pub pauses: Counter,
+    /// Times Paystar asked every request to wait (`Retry-After`) since start.
+    pub backoffs: Counter,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +69,8 @@ impl EndpointStatus {
 #[derive(Debug, Default)]
 pub(super) struct Circuit {
     open: Option<Open>,
+    /// Every request waits until then (a `Retry-After` from a 429 or 503).
+    paused_until: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -87,6 +93,9 @@ pub(super) enum Change {
 impl Circuit {
     /// How many requests may be in flight now.
     pub fn slots(&self, concurrency: usize, now: Instant) -> usize {
+        if self.paused_until.is_some_and(|until| now < until) {
+            return 0;
+        }
         match &self.open {
             None => concurrency,
             Some(open) if !open.probing && now >= open.probe_at => 1,
@@ -105,12 +114,30 @@ impl Circuit {
         }
     }
 
-    /// When the next probe may start, while one is awaited.
-    pub fn probe_at(&self) -> Option<Instant> {
-        self.open
+    /// When requests may start again, while they wait: the end of a pause
+    /// for everyone, or the next probe.
+    pub fn wake_at(&self, now: Instant) -> Option<Instant> {
+        let pause = self.paused_until.filter(|until| now < *until);
+        let probe = self
+            .open
             .as_ref()
             .filter(|o| !o.probing)
-            .map(|o| o.probe_at)
+            .map(|o| o.probe_at);
+        match (pause, probe) {
+            (Some(p), Some(q)) => Some(p.max(q)),
+            (p, q) => p.or(q),
+        }
+    }
+
+    /// Every request waits `wait` from `now` (the longest pause asked wins);
+    /// true when this starts a pause rather than lengthening one.
+    pub fn pause_everyone(&mut self, now: Instant, wait: Duration) -> bool {
+        let until = now + wait;
+        let started = self.paused_until.is_none_or(|u| u <= now);
+        if self.paused_until.is_none_or(|u| u < until) {
+            self.paused_until = Some(until);
+        }
+        started
     }
 
     /// Probes that failed since it opened.
@@ -185,11 +212,11 @@ mod tests {
         assert_eq!(status.pauses.get(), 1);
         assert_eq!(c.slots(8, t0), 0);
         let due = t0 + SCHEDULE[0];
-        assert_eq!(c.probe_at(), Some(due));
+        assert_eq!(c.wake_at(t0), Some(due));
         assert_eq!(c.slots(8, due), 1);
         c.started();
         assert_eq!(c.slots(8, due), 0, "one probe at a time");
-        assert_eq!(c.probe_at(), None);
+        assert_eq!(c.wake_at(due), None);
         assert_eq!(
             c.failed(&status, "404", due, 1_000, &SCHEDULE),
             Change::ProbeFailed {
@@ -202,7 +229,7 @@ mod tests {
             c.failed(&status, "404", due, 1_000, &SCHEDULE);
         }
         // The schedule's last step repeats for ever: never parked, never given up.
-        assert_eq!(c.probe_at(), Some(due + SCHEDULE[2]));
+        assert_eq!(c.wake_at(due), Some(due + SCHEDULE[2]));
         assert_eq!(status.problem().unwrap().since_ms, 0);
         assert_eq!(
             c.answered(&status, 61_000),
@@ -214,5 +241,21 @@ mod tests {
         assert_eq!(status.problem(), None);
         assert_eq!(c.answered(&status, 62_000), Change::None);
         assert_eq!(status.pauses.get(), 1);
+    }
+
+    #[test]
+    fn a_pause_for_everyone_stops_every_slot_until_the_longest_asked_ends() {
+        let mut c = Circuit::default();
+        let t0 = Instant::now();
+        assert!(c.pause_everyone(t0, Duration::from_secs(2)));
+        assert_eq!(c.slots(8, t0), 0);
+        // A shorter pause asked meanwhile does not shorten it; a longer one lengthens it.
+        assert!(!c.pause_everyone(t0, Duration::from_secs(1)));
+        assert_eq!(c.wake_at(t0), Some(t0 + Duration::from_secs(2)));
+        assert!(!c.pause_everyone(t0 + Duration::from_secs(1), Duration::from_secs(3)));
+        assert_eq!(c.slots(8, t0 + Duration::from_secs(3)), 0);
+        assert_eq!(c.slots(8, t0 + Duration::from_secs(4)), 8);
+        assert_eq!(c.wake_at(t0 + Duration::from_secs(4)), None);
+        assert!(c.pause_everyone(t0 + Duration::from_secs(5), Duration::from_secs(1)));
     }
 }

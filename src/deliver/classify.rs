@@ -136,6 +136,23 @@ pub fn classify(
     Decision::Retry { after, reason }
 }
 
+/// How long every request to the endpoint waits after this attempt: a 429 or
+/// 503 whose `Retry-After` asks for a pause speaks for the endpoint, not only
+/// for this customer (capped at [`RETRY_AFTER_CAP`]). The customer's own
+/// retry follows `classify` as before.
+pub fn everyone_waits(attempt: &Attempt, now: SystemTime) -> Option<Duration> {
+    match attempt {
+        Attempt::Response {
+            status: 429 | 503,
+            retry_after: Some(value),
+            ..
+        } => parse_retry_after(value, now)
+            .filter(|d| !d.is_zero())
+            .map(|d| d.min(RETRY_AFTER_CAP)),
+        _ => None,
+    }
+}
+
 /// What a status says about the endpoint itself, if it is about the endpoint:
 /// a path that does not exist there, a method it does not take, a key it refuses.
 fn endpoint_fault(status: u16) -> Option<&'static str> {
@@ -315,6 +332,20 @@ pub(super) mod tests {
         let date = httpdate::fmt_http_date(now + Duration::from_secs(90));
         assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(90)));
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn a_429_or_503_with_retry_after_pauses_everyone_and_nothing_else_does() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let waits = |status, after: Option<&str>| everyone_waits(&response(status, "", after), now);
+        assert_eq!(waits(429, Some("2")), Some(Duration::from_secs(2)));
+        assert_eq!(waits(503, Some("86400")), Some(RETRY_AFTER_CAP));
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(waits(503, Some(&date)), Some(Duration::from_secs(30)));
+        assert_eq!(waits(429, None), None);
+        assert_eq!(waits(429, Some("0")), None);
+        assert_eq!(waits(500, Some("5")), None);
+        assert_eq!(waits(200, Some("5")), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! and the outcome with what the delivery saw of the key.
 
 use super::WorkerSettings;
-use super::classify::{Attempt, Decision, classify};
+use super::classify::{Attempt, Decision, classify, everyone_waits};
 use super::client::PaystarClient;
 use super::event::{ACCEPTED_BODY, PaystarEvent};
 use crate::clock::now_ms;
@@ -35,6 +35,8 @@ pub(super) enum Sent {
         outcome: Outcome,
         delivered: u64,
         fault: Option<String>,
+        /// Paystar asked every request to wait this long (`Retry-After`).
+        pause: Option<std::time::Duration>,
     },
     /// Nothing was sent: the lease's gate closed first.
     GateClosed,
@@ -57,12 +59,14 @@ pub(super) async fn deliver_key(
             mut outcome,
             delivered,
             fault,
+            pause,
         } => {
             outcome.claimed = Some(seen.claimed_after(&outcome, settings.policy, now_ms()));
             Sent::Done {
                 outcome,
                 delivered,
                 fault,
+                pause,
             }
         }
         Sent::Endpoint { reason, .. } => Sent::Endpoint {
@@ -208,6 +212,7 @@ async fn send_key(
                     outcome,
                     delivered,
                     fault: None,
+                    pause: everyone_waits(&attempt, SystemTime::now()),
                 };
             }
             Decision::Endpoint { reason } if i == 0 => {
@@ -234,6 +239,7 @@ async fn send_key(
                     outcome,
                     delivered,
                     fault: Some(reason),
+                    pause: None,
                 };
             }
             Decision::Park { reason } => {
@@ -255,6 +261,7 @@ async fn send_key(
                     outcome,
                     delivered,
                     fault: None,
+                    pause: everyone_waits(&attempt, SystemTime::now()),
                 };
             }
         }
@@ -263,6 +270,7 @@ async fn send_key(
         outcome,
         delivered,
         fault: None,
+        pause: None,
     }
 }
 

@@ -293,7 +293,12 @@ impl Worker {
                             Err(err) => std::panic::resume_unwind(err.into_panic()),
                         };
                         let (outcome, events, fault) = match sent {
-                            Sent::Done { outcome, delivered, fault } => (outcome, delivered, fault),
+                            Sent::Done { outcome, delivered, fault, pause } => {
+                                if let Some(wait) = pause {
+                                    self.pause_everyone(&mut circuit, wait);
+                                }
+                                (outcome, delivered, fault)
+                            }
                             // Not sent (the lease's gate closed first): it stays queued as it is.
                             Sent::GateClosed => continue,
                             Sent::Endpoint { ready: waiting, reason } => {
@@ -329,9 +334,9 @@ impl Worker {
                     look = true;
                 }
                 _ = self.wake.notified(), if deadline.is_none() => look = true,
-                // The endpoint's next probe is due.
-                _ = tokio::time::sleep_until(circuit.probe_at().unwrap_or_else(tokio::time::Instant::now)),
-                    if deadline.is_none() && circuit.probe_at().is_some() => {}
+                // A pause for everyone ends, or the endpoint's next probe is due.
+                _ = tokio::time::sleep_until(circuit.wake_at(tokio::time::Instant::now()).unwrap_or_else(tokio::time::Instant::now)),
+                    if deadline.is_none() && circuit.wake_at(tokio::time::Instant::now()).is_some() => {}
                 // An outcome waits for company at most RECORD_WITHIN.
                 _ = tokio::time::sleep_until(finished_since.unwrap_or_else(tokio::time::Instant::now) + RECORD_WITHIN),
                     if step.is_none() && finished_since.is_some() => {}
@@ -384,6 +389,18 @@ impl Worker {
                 tracing::warn!(%reason, next_probe_in = ?next_in, "delivery still paused: the endpoint fails")
             }
             Change::None | Change::Closed { .. } => {}
+        }
+    }
+
+    /// Paystar asked every request to wait (`Retry-After` on a 429 or 503):
+    /// nothing new starts until then; said once per pause.
+    fn pause_everyone(&self, circuit: &mut Circuit, wait: Duration) {
+        if circuit.pause_everyone(tokio::time::Instant::now(), wait) {
+            self.counters.endpoint.backoffs.inc();
+            tracing::warn!(
+                wait = ?wait,
+                "Paystar asked to wait (Retry-After on a 429 or 503): no request starts until then, for any customer"
+            );
         }
     }
 

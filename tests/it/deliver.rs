@@ -359,3 +359,37 @@ fn a_due_retry_is_claimed_before_a_backlog_of_fresh_keys() {
     let early = store.claim(9, &[], now, &[]).unwrap();
     assert!(!early.claimed.iter().any(|(k, _)| *k == retried));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_with_retry_after_pauses_every_request_not_only_that_customers() {
+    let (p, sandbox) = with_sandbox("  concurrency: 4\n").await;
+    let paystar = &sandbox.sandbox.paystar;
+    paystar.push_fault(Fault {
+        status: 429,
+        retry_after: Some("2".into()),
+        ..Fault::default()
+    });
+    let rows: Vec<String> = (0..30)
+        .map(|i| format!("{},,Ann,Lee,ann{i}@example.com,", 700 + i))
+        .collect();
+    let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+    p.file("c.csv", csv(&rows));
+    let run = apply(&p).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let mut arrived: Vec<i64> = paystar.accepted().iter().map(|a| a.received_ms).collect();
+    assert_eq!(arrived.len(), 30, "each customer once");
+    arrived.sort_unstable();
+    // Besides the requests already on the wire with the 429, nothing reached
+    // Paystar for the two seconds it asked for.
+    let longest_gap = arrived.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(
+        longest_gap >= 1_800,
+        "longest gap {longest_gap} ms: {arrived:?}"
+    );
+    assert!(
+        run.stderr
+            .contains("Paystar asked to wait (Retry-After on a 429 or 503)"),
+        "{}",
+        run.stderr
+    );
+}
