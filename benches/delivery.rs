@@ -96,6 +96,7 @@ async fn worker_on_sandbox(
             pause: None,
             grace: Duration::from_secs(10),
             gate: paystar_sync::ha::LeaseGate::always_open(),
+            rate_limit: None,
         },
     );
     (worker, store, sandbox)

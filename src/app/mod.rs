@@ -80,6 +80,7 @@ pub fn worker_settings(config: &Config) -> WorkerSettings {
             .and_then(|p| p.pause.clone()),
         grace: config.shutdown_grace,
         gate: crate::ha::LeaseGate::always_open(),
+        rate_limit: config.paystar.rate_limit.map(|r| r.per_second),
     }
 }
 

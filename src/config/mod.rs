@@ -6,6 +6,7 @@ mod console;
 pub mod duration;
 mod ha;
 mod providers;
+pub mod rate;
 mod secret;
 mod size;
 mod state;
@@ -146,6 +147,8 @@ pub struct PaystarConfig {
     pub api_key: Option<SecretSource>,
     pub default_business_unit: Option<String>,
     pub concurrency: usize,
+    /// `paystar.rate_limit`: the most requests a second, if capped.
+    pub rate_limit: Option<rate::RateLimit>,
     pub timeout: Duration,
     pub retry_schedule: Vec<Duration>,
 }
@@ -505,6 +508,7 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
             "api_key_file",
             "default_business_unit",
             "concurrency",
+            "rate_limit",
             "timeout",
             "retry",
         ],
@@ -527,6 +531,11 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
         .string(&p, "default_business_unit")
         .filter(|s| !s.trim().is_empty());
     let concurrency = w.uint(&p, "concurrency", 1, 1024).unwrap_or(8) as usize;
+    let rate_limit = w.string(&p, "rate_limit").and_then(|text| {
+        rate::parse(&text)
+            .map_err(|m| w.error("paystar.rate_limit", m))
+            .ok()
+    });
     let timeout = w.duration(&p, "timeout").unwrap_or(Duration::from_secs(30));
     let retry = w.section(&p, "retry", &["schedule"]);
     let retry_schedule = w.durations(&retry, "schedule").unwrap_or_else(|| {
@@ -603,6 +612,7 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
             api_key,
             default_business_unit,
             concurrency,
+            rate_limit,
             timeout,
             retry_schedule,
         },

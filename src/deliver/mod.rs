@@ -5,6 +5,7 @@ mod circuit;
 pub mod classify;
 pub mod client;
 pub mod event;
+mod rate;
 mod send;
 pub mod worker;
 

@@ -11,6 +11,7 @@
 
 use super::circuit::{Change, Circuit, EndpointStatus};
 use super::client::PaystarClient;
+use super::rate::Pacer;
 use super::send::{Ready, Sent, deliver_key};
 use crate::clock::now_ms;
 use crate::customer::CustomerKey;
@@ -59,6 +60,8 @@ pub struct WorkerSettings {
     /// Whether a request may start now: closed once a leader's lease nears its
     /// end (SPEC §12); always open without a lease.
     pub gate: crate::ha::LeaseGate,
+    /// `paystar.rate_limit`: the most requests a second, evenly spaced.
+    pub rate_limit: Option<f64>,
 }
 
 /// When `run` returns.
@@ -144,6 +147,7 @@ impl Worker {
             );
         }
         let mut circuit = Circuit::default();
+        let mut pacer = self.settings.rate_limit.map(Pacer::new);
         let mut retry_log = RetryLog::default();
         let mut tasks: JoinSet<Sent> = JoinSet::new();
         // Keys claimed and not yet recorded: waiting in `ready`, in flight, or
@@ -183,11 +187,13 @@ impl Worker {
                 return Ok(totals);
             }
             if deadline.is_none() && may_send {
-                let slots = circuit.slots(concurrency, tokio::time::Instant::now());
-                while tasks.len() < slots {
-                    let Some(next) = ready.pop_front() else {
+                let now = tokio::time::Instant::now();
+                let slots = circuit.slots(concurrency, now);
+                while tasks.len() < slots && !ready.is_empty() {
+                    if pacer.as_mut().is_some_and(|p| !p.take(now)) {
                         break;
-                    };
+                    }
+                    let next = ready.pop_front().expect("not empty");
                     circuit.started();
                     let client = self.client.clone();
                     let settings = self.settings.clone();
@@ -248,6 +254,17 @@ impl Worker {
                 .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
                 .unwrap_or(IDLE_POLL)
                 .min(IDLE_POLL);
+            let wake_at = {
+                let now = tokio::time::Instant::now();
+                let turn = pacer
+                    .as_ref()
+                    .filter(|_| !ready.is_empty() && tasks.len() < concurrency)
+                    .and_then(|p| p.next_at(now));
+                match (circuit.wake_at(now), turn) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                }
+            };
             tokio::select! {
                 done = async { step.as_mut().expect("a step runs").await }, if step.is_some() => {
                     step = None;
@@ -334,9 +351,10 @@ impl Worker {
                     look = true;
                 }
                 _ = self.wake.notified(), if deadline.is_none() => look = true,
-                // A pause for everyone ends, or the endpoint's next probe is due.
-                _ = tokio::time::sleep_until(circuit.wake_at(tokio::time::Instant::now()).unwrap_or_else(tokio::time::Instant::now)),
-                    if deadline.is_none() && circuit.wake_at(tokio::time::Instant::now()).is_some() => {}
+                // A pause for everyone ends, the endpoint's next probe is due,
+                // or the rate limit's next turn comes for a customer waiting.
+                _ = tokio::time::sleep_until(wake_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if deadline.is_none() && wake_at.is_some() => {}
                 // An outcome waits for company at most RECORD_WITHIN.
                 _ = tokio::time::sleep_until(finished_since.unwrap_or_else(tokio::time::Instant::now) + RECORD_WITHIN),
                     if step.is_none() && finished_since.is_some() => {}

@@ -393,3 +393,46 @@ async fn a_429_with_retry_after_pauses_every_request_not_only_that_customers() {
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn paystar_rate_limit_spaces_requests_evenly_at_the_rate() {
+    let (p, sandbox) = with_sandbox("  concurrency: 8\n  rate_limit: 20/s\n").await;
+    let rows: Vec<String> = (0..21)
+        .map(|i| format!("{},,Ann,Lee,ann{i}@example.com,", 800 + i))
+        .collect();
+    let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+    p.file("c.csv", csv(&rows));
+    let run = apply(&p).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let mut arrived: Vec<i64> = sandbox
+        .sandbox
+        .paystar
+        .accepted()
+        .iter()
+        .map(|a| a.received_ms)
+        .collect();
+    assert_eq!(arrived.len(), 21);
+    arrived.sort_unstable();
+    // 21 requests 50 ms apart take a second, never a burst of eight at once.
+    let span = arrived[20] - arrived[0];
+    assert!(span >= 950, "21 requests within {span} ms: {arrived:?}");
+    let tightest = arrived.windows(2).map(|w| w[1] - w[0]).min().unwrap();
+    assert!(
+        tightest >= 40,
+        "two requests {tightest} ms apart: {arrived:?}"
+    );
+}
+
+#[test]
+fn a_rate_limit_that_is_not_a_rate_is_a_configuration_error_naming_the_form() {
+    let p = Project::with_config(
+        &crate::support::BASE_CONFIG.replace("paystar:\n", "paystar:\n  rate_limit: fast\n"),
+    );
+    let run = p.run(&["validate"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(
+        run.stderr.contains("paystar.rate_limit: \"fast\" is not a rate; write requests per second or per minute, e.g. 50/s or 3000/m"),
+        "{}",
+        run.stderr
+    );
+}

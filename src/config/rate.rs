@@ -1,0 +1,47 @@
+//! `paystar.rate_limit`: a cap on the request rate, written `50/s` or `3000/m`.
+
+/// Requests per second, above zero.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+}
+
+/// Reads `N/s` or `N/m` (`N` a positive number).
+pub fn parse(text: &str) -> Result<RateLimit, String> {
+    let fail = || {
+        format!(
+            "{text:?} is not a rate; write requests per second or per minute, e.g. 50/s or 3000/m"
+        )
+    };
+    let (count, unit) = text.trim().split_once('/').ok_or_else(fail)?;
+    let count: f64 = count.trim().parse().map_err(|_| fail())?;
+    let seconds = match unit.trim() {
+        "s" | "sec" | "second" => 1.0,
+        "m" | "min" | "minute" => 60.0,
+        _ => return Err(fail()),
+    };
+    if !(count.is_finite() && count > 0.0) {
+        return Err(format!(
+            "{text:?} must allow some requests: a number above 0, e.g. 50/s"
+        ));
+    }
+    Ok(RateLimit {
+        per_second: count / seconds,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_read_per_second_or_minute_and_anything_else_names_the_form() {
+        assert_eq!(parse("50/s").unwrap().per_second, 50.0);
+        assert_eq!(parse(" 3000 / m ").unwrap().per_second, 50.0);
+        assert_eq!(parse("0.5/s").unwrap().per_second, 0.5);
+        for bad in ["50", "50/h", "fast/s", "0/s", "-3/s", "inf/s"] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains("50/s"), "{bad}: {err}");
+        }
+    }
+}
