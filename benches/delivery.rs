@@ -97,6 +97,7 @@ async fn worker_on_sandbox(
             grace: Duration::from_secs(10),
             gate: paystar_sync::ha::LeaseGate::always_open(),
             rate_limit: None,
+            adaptive: None,
         },
     );
     (worker, store, sandbox)

@@ -107,6 +107,7 @@ impl Metrics {
             retries,
             parked,
             endpoint: crate::deliver::EndpointStatus::default(),
+            limit: Gauge::default(),
         };
         let mut metrics = Self {
             delivery: std::sync::Arc::new(delivery),
@@ -164,6 +165,11 @@ impl Metrics {
             "paystar_sync_endpoint_paused",
             "Whether delivery is paused for a fault of paystar.endpoint itself (1) or not (0)",
             metrics.endpoint_paused.clone(),
+        );
+        r.register(
+            "paystar_sync_concurrency_limit",
+            "Requests to Paystar that may be in flight now: paystar.concurrency, or as learned when adaptive",
+            metrics.delivery.limit.clone(),
         );
         r.register(
             "paystar_sync_backoffs",

@@ -81,6 +81,7 @@ pub fn worker_settings(config: &Config) -> WorkerSettings {
         grace: config.shutdown_grace,
         gate: crate::ha::LeaseGate::always_open(),
         rate_limit: config.paystar.rate_limit.map(|r| r.per_second),
+        adaptive: config.paystar.adaptive,
     }
 }
 

@@ -10,9 +10,9 @@ pub(super) async fn poll(path: &Path) -> anyhow::Result<Exit> {
         return Ok(Exit::Ok);
     };
     let poller = lotuspay.poller(None)?;
+    let interrupt = super::interrupts("poll", config.shutdown_grace)?;
     let _owner = crate::store::Owner::claim(&config.state, "poll")?;
     let store = crate::store::SharedStore::open(&config.state).await?;
-    let interrupt = super::interrupts("poll", config.shutdown_grace)?;
     let polled = poller.poll_once(&store, now_ms());
     tokio::pin!(polled);
     let (report, exit) = tokio::select! {
@@ -99,32 +99,36 @@ pub(super) fn retry(
 pub(super) fn state_copy(from: &Path, to: &Path) -> anyhow::Result<Exit> {
     let source = Config::load(from)?;
     let target = Config::load(to)?;
-    let _owner = crate::store::Owner::claim(&target.state, "state copy")?;
-    // The copy is one transaction on the target: an interrupt ends the process,
-    // and the target's database rolls it back, so it holds nothing again.
-    let (sent, copied) = tokio::sync::oneshot::channel();
-    std::thread::spawn({
-        let (source, target) = (source.clone(), target.clone());
-        move || {
-            let copy = || -> anyhow::Result<crate::store::copy::CopyReport> {
-                let reader = Store::open_read_only(&source.state)?;
-                let mut writer = Store::open(&target.state)?;
-                Ok(reader.copy_into(&mut writer)?)
-            };
-            let _ = sent.send(copy());
-        }
-    });
-    // `None`: interrupted (the copying thread ends with the process).
+    // `None`: interrupted. The copy is one transaction on the target: an
+    // interrupt ends the process (the copying thread with it), and the
+    // target's database rolls it back, so it holds nothing again.
     let finished = block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
+        // Listening before anything starts: no interrupt finds the default action.
         let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-        tokio::select! {
-            copied = copied => Ok(Some(copied.context("the copy stopped without a result")?)),
-            _ = term.recv() => Ok(None),
-            _ = int.recv() => Ok(None),
-        }
+        let owner = crate::store::Owner::claim(&target.state, "state copy")?;
+        let (sent, copied) = tokio::sync::oneshot::channel();
+        std::thread::spawn({
+            let (source, target) = (source.clone(), target.clone());
+            move || {
+                let copy = || -> anyhow::Result<crate::store::copy::CopyReport> {
+                    let reader = Store::open_read_only(&source.state)?;
+                    let mut writer = Store::open(&target.state)?;
+                    Ok(reader.copy_into(&mut writer)?)
+                };
+                let _ = sent.send(copy());
+            }
+        });
+        let finished = tokio::select! {
+            copied = copied => Some(copied.context("the copy stopped without a result")?),
+            _ = term.recv() => None,
+            _ = int.recv() => None,
+        };
+        anyhow::Ok((finished, owner))
     })?;
+    // Held until the process ends (an interrupted copy's thread ends with it).
+    let (finished, _owner) = finished;
     let Some(copied) = finished else {
         println!(
             "interrupted: the copy stops and its one transaction is rolled back; {} holds nothing from it: run state copy again",

@@ -6,6 +6,10 @@ mod console;
 pub mod duration;
 mod ha;
 mod providers;
+pub use providers::{
+    DEFAULT_PAUSE_STATUSES, LotusPayBase, LotusPayConfig, PAYROC_ACCOUNT_STATUSES, PayrocConfig,
+    PayrocPause, PayrocSubscription, ProvidersConfig, SmarterPayAuth, SmarterPayConfig,
+};
 pub mod rate;
 mod secret;
 mod size;
@@ -146,7 +150,11 @@ pub struct PaystarConfig {
     pub endpoint: Endpoint,
     pub api_key: Option<SecretSource>,
     pub default_business_unit: Option<String>,
+    /// A fixed `paystar.concurrency`, or where an adaptive one starts.
     pub concurrency: usize,
+    /// `paystar.concurrency: adaptive`: the limit is learned, up to this
+    /// (`paystar.max_concurrency`).
+    pub adaptive: Option<usize>,
     /// `paystar.rate_limit`: the most requests a second, if capped.
     pub rate_limit: Option<rate::RateLimit>,
     pub timeout: Duration,
@@ -166,95 +174,6 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// How long one request may take, reading its body included.
     pub request_timeout: Duration,
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct ProvidersConfig {
-    pub lotuspay: Option<LotusPayConfig>,
-    pub payroc: Option<PayrocConfig>,
-    pub smarterpay: Option<SmarterPayConfig>,
-}
-
-/// Where LotusPay's API is: a URL, or the in-process simulator.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LotusPayBase {
-    /// `base_url: sandbox`: served by the daemon with `paystar.endpoint: sandbox`.
-    Sandbox,
-    Url(String),
-}
-
-#[derive(Clone, Debug)]
-pub struct LotusPayConfig {
-    pub base_url: LotusPayBase,
-    pub secret_key: Option<SecretSource>,
-    pub schedule: cron::Schedule,
-    pub business_unit: Option<String>,
-    pub account_path: String,
-    pub sub_account_path: String,
-    pub return_code_path: String,
-    pub stop_codes: Vec<String>,
-}
-
-#[derive(Clone, Debug)]
-pub struct PayrocConfig {
-    pub identity_url: String,
-    pub api_url: String,
-    pub api_key: Option<SecretSource>,
-    pub webhook_secret: Option<SecretSource>,
-    pub subscription: Option<PayrocSubscription>,
-    pub pause: Option<PayrocPause>,
-}
-
-/// `providers.payroc.pause`: which Payroc processing-account statuses pause
-/// delivery to Paystar for which business units.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PayrocPause {
-    pub business_units: Vec<String>,
-    /// `processingAccount.status.changed` statuses that pause.
-    pub statuses: Vec<String>,
-    /// Only these processing accounts' events count; `None`: every account's.
-    pub processing_accounts: Option<Vec<String>>,
-}
-
-/// Payroc's documented processing-account statuses.
-pub const PAYROC_ACCOUNT_STATUSES: [&str; 9] = [
-    "entered",
-    "pending",
-    "approved",
-    "subjectTo",
-    "dormant",
-    "nonProcessing",
-    "rejected",
-    "terminated",
-    "cancelled",
-];
-pub const DEFAULT_PAUSE_STATUSES: [&str; 3] = ["rejected", "terminated", "cancelled"];
-
-#[derive(Clone, Debug)]
-pub struct PayrocSubscription {
-    pub event_types: Vec<String>,
-    pub uri: String,
-    pub support_email: String,
-}
-
-#[derive(Clone, Debug)]
-pub enum SmarterPayAuth {
-    Basic {
-        user: SecretSource,
-        password: SecretSource,
-    },
-    Signature {
-        secret: SecretSource,
-        header: String,
-    },
-}
-
-#[derive(Clone, Debug)]
-pub struct SmarterPayConfig {
-    pub auth: Option<SmarterPayAuth>,
-    pub business_unit: Option<String>,
-    pub account_field: String,
-    pub precedence: FieldPrecedence,
 }
 
 pub const DEFAULT_RETRY_SCHEDULE: [u64; 10] =
@@ -508,6 +427,7 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
             "api_key_file",
             "default_business_unit",
             "concurrency",
+            "max_concurrency",
             "rate_limit",
             "timeout",
             "retry",
@@ -530,7 +450,16 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
     let default_business_unit = w
         .string(&p, "default_business_unit")
         .filter(|s| !s.trim().is_empty());
-    let concurrency = w.uint(&p, "concurrency", 1, 1024).unwrap_or(8) as usize;
+    // A number, or `adaptive` (learned, starting from 8 or the last learned limit).
+    let max_concurrency = w.uint(&p, "max_concurrency", 1, 4096).unwrap_or(256) as usize;
+    let (concurrency, adaptive) = match w.string(&p, "concurrency") {
+        Some(text) if text.trim() == "adaptive" => (8, Some(max_concurrency)),
+        Some(_) => (
+            w.uint(&p, "concurrency", 1, 1024).unwrap_or(8) as usize,
+            None,
+        ),
+        None => (8, None),
+    };
     let rate_limit = w.string(&p, "rate_limit").and_then(|text| {
         rate::parse(&text)
             .map_err(|m| w.error("paystar.rate_limit", m))
@@ -612,6 +541,7 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
             api_key,
             default_business_unit,
             concurrency,
+            adaptive,
             rate_limit,
             timeout,
             retry_schedule,

@@ -3,6 +3,95 @@
 use super::walk::{self, Walker};
 use super::*;
 
+#[derive(Clone, Debug, Default)]
+pub struct ProvidersConfig {
+    pub lotuspay: Option<LotusPayConfig>,
+    pub payroc: Option<PayrocConfig>,
+    pub smarterpay: Option<SmarterPayConfig>,
+}
+
+/// Where LotusPay's API is: a URL, or the in-process simulator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LotusPayBase {
+    /// `base_url: sandbox`: served by the daemon with `paystar.endpoint: sandbox`.
+    Sandbox,
+    Url(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct LotusPayConfig {
+    pub base_url: LotusPayBase,
+    pub secret_key: Option<SecretSource>,
+    pub schedule: cron::Schedule,
+    pub business_unit: Option<String>,
+    pub account_path: String,
+    pub sub_account_path: String,
+    pub return_code_path: String,
+    pub stop_codes: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PayrocConfig {
+    pub identity_url: String,
+    pub api_url: String,
+    pub api_key: Option<SecretSource>,
+    pub webhook_secret: Option<SecretSource>,
+    pub subscription: Option<PayrocSubscription>,
+    pub pause: Option<PayrocPause>,
+}
+
+/// `providers.payroc.pause`: which Payroc processing-account statuses pause
+/// delivery to Paystar for which business units.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayrocPause {
+    pub business_units: Vec<String>,
+    /// `processingAccount.status.changed` statuses that pause.
+    pub statuses: Vec<String>,
+    /// Only these processing accounts' events count; `None`: every account's.
+    pub processing_accounts: Option<Vec<String>>,
+}
+
+/// Payroc's documented processing-account statuses.
+pub const PAYROC_ACCOUNT_STATUSES: [&str; 9] = [
+    "entered",
+    "pending",
+    "approved",
+    "subjectTo",
+    "dormant",
+    "nonProcessing",
+    "rejected",
+    "terminated",
+    "cancelled",
+];
+pub const DEFAULT_PAUSE_STATUSES: [&str; 3] = ["rejected", "terminated", "cancelled"];
+
+#[derive(Clone, Debug)]
+pub struct PayrocSubscription {
+    pub event_types: Vec<String>,
+    pub uri: String,
+    pub support_email: String,
+}
+
+#[derive(Clone, Debug)]
+pub enum SmarterPayAuth {
+    Basic {
+        user: SecretSource,
+        password: SecretSource,
+    },
+    Signature {
+        secret: SecretSource,
+        header: String,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct SmarterPayConfig {
+    pub auth: Option<SmarterPayAuth>,
+    pub business_unit: Option<String>,
+    pub account_field: String,
+    pub precedence: FieldPrecedence,
+}
+
 fn url(w: &mut Walker, s: &walk::Section<'_>, key: &str, default: &str) -> String {
     let value = w.string(s, key).unwrap_or_else(|| default.to_owned());
     if !(value.starts_with("https://") || value.starts_with("http://")) {

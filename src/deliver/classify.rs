@@ -153,6 +153,21 @@ pub fn everyone_waits(attempt: &Attempt, now: SystemTime) -> Option<Duration> {
     }
 }
 
+/// Whether Paystar pushed back on this attempt (a 429, a 503, a timeout): what
+/// brings an adaptive concurrency down.
+pub fn pushed_back(attempt: &Attempt) -> bool {
+    matches!(
+        attempt,
+        Attempt::Response {
+            status: 429 | 503,
+            ..
+        } | Attempt::Transport {
+            kind: Transport::Timeout,
+            ..
+        }
+    )
+}
+
 /// What a status says about the endpoint itself, if it is about the endpoint:
 /// a path that does not exist there, a method it does not take, a key it refuses.
 fn endpoint_fault(status: u16) -> Option<&'static str> {

@@ -5,6 +5,8 @@ mod circuit;
 pub mod classify;
 pub mod client;
 pub mod event;
+mod limit;
+mod logbook;
 mod rate;
 mod send;
 pub mod worker;

@@ -3,7 +3,7 @@
 //! and the outcome with what the delivery saw of the key.
 
 use super::WorkerSettings;
-use super::classify::{Attempt, Decision, classify, everyone_waits};
+use super::classify::{Attempt, Decision, classify, everyone_waits, pushed_back};
 use super::client::PaystarClient;
 use super::event::{ACCEPTED_BODY, PaystarEvent};
 use crate::clock::now_ms;
@@ -25,6 +25,13 @@ pub(super) struct Ready {
     pub paused: bool,
 }
 
+/// One attempt's round trip and whether Paystar pushed back.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Sample {
+    pub rtt: std::time::Duration,
+    pub pushed_back: bool,
+}
+
 /// What sending one claimed key came to. Moved once per key, like the
 /// `(Outcome, u64)` it carries: boxing the outcome would allocate per request.
 #[allow(clippy::large_enum_variant)]
@@ -37,6 +44,8 @@ pub(super) enum Sent {
         fault: Option<String>,
         /// Paystar asked every request to wait this long (`Retry-After`).
         pause: Option<std::time::Duration>,
+        /// Each attempt's round trip, for an adaptive concurrency.
+        samples: Vec<Sample>,
     },
     /// Nothing was sent: the lease's gate closed first.
     GateClosed,
@@ -60,6 +69,7 @@ pub(super) async fn deliver_key(
             delivered,
             fault,
             pause,
+            samples,
         } => {
             outcome.claimed = Some(seen.claimed_after(&outcome, settings.policy, now_ms()));
             Sent::Done {
@@ -67,6 +77,7 @@ pub(super) async fn deliver_key(
                 delivered,
                 fault,
                 pause,
+                samples,
             }
         }
         Sent::Endpoint { reason, .. } => Sent::Endpoint {
@@ -143,6 +154,7 @@ async fn send_key(
         })
     };
     let mut delivered = 0;
+    let mut samples = Vec::with_capacity(2);
     let mut events = Vec::with_capacity(2);
     if let Some(manage) = &plan.manage {
         events.push((PaystarEvent::manage(key.as_ref(), manage), Some(manage)));
@@ -174,7 +186,12 @@ async fn send_key(
             http.response.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
+        let started = tokio::time::Instant::now();
         let attempt = client.send(&event).instrument(span.clone()).await;
+        samples.push(Sample {
+            rtt: started.elapsed(),
+            pushed_back: pushed_back(&attempt),
+        });
         let jitter = fastrand::f64() * 0.4 - 0.2;
         let decision = classify(
             &attempt,
@@ -213,6 +230,7 @@ async fn send_key(
                     delivered,
                     fault: None,
                     pause: everyone_waits(&attempt, SystemTime::now()),
+                    samples,
                 };
             }
             Decision::Endpoint { reason } if i == 0 => {
@@ -240,6 +258,7 @@ async fn send_key(
                     delivered,
                     fault: Some(reason),
                     pause: None,
+                    samples,
                 };
             }
             Decision::Park { reason } => {
@@ -262,6 +281,7 @@ async fn send_key(
                     delivered,
                     fault: None,
                     pause: everyone_waits(&attempt, SystemTime::now()),
+                    samples,
                 };
             }
         }
@@ -271,6 +291,7 @@ async fn send_key(
         delivered,
         fault: None,
         pause: None,
+        samples,
     }
 }
 

@@ -11,6 +11,8 @@
 
 use super::circuit::{Change, Circuit, EndpointStatus};
 use super::client::PaystarClient;
+use super::limit::Limiter;
+use super::logbook::{LEARNED_KEY, Learning, RetryLog, log_heal, log_pause};
 use super::rate::Pacer;
 use super::send::{Ready, Sent, deliver_key};
 use crate::clock::now_ms;
@@ -62,6 +64,9 @@ pub struct WorkerSettings {
     pub gate: crate::ha::LeaseGate,
     /// `paystar.rate_limit`: the most requests a second, evenly spaced.
     pub rate_limit: Option<f64>,
+    /// `paystar.concurrency: adaptive`: learned up to this (`concurrency` is
+    /// where it starts the first time).
+    pub adaptive: Option<usize>,
 }
 
 /// When `run` returns.
@@ -102,6 +107,8 @@ pub struct DeliveryCounters {
     pub parked: Counter,
     /// Whether delivery is paused for a fault of the endpoint itself.
     pub endpoint: EndpointStatus,
+    /// Requests that may be in flight now (fixed, or as learned).
+    pub limit: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Worker {
@@ -133,7 +140,50 @@ impl Worker {
     }
 
     pub async fn run(&self, until: Until, cancel: CancellationToken) -> Result<Totals, StateError> {
-        let concurrency = self.settings.concurrency;
+        let (totals, learned) = self.deliver(until, cancel).await?;
+        // Where an adaptive limit ended: the next run (or leader) starts there.
+        if let Some(limit) = learned {
+            self.store
+                .call(move |s| s.set_meta(LEARNED_KEY, &limit.to_string()))
+                .await?;
+        }
+        Ok(totals)
+    }
+
+    /// [`Worker::run`]'s loop; also returns where an adaptive limit ended.
+    async fn deliver(
+        &self,
+        until: Until,
+        cancel: CancellationToken,
+    ) -> Result<(Totals, Option<usize>), StateError> {
+        // A fixed concurrency, or an adaptive one that starts where it was learned.
+        let learned = match self.settings.adaptive {
+            Some(_) => self
+                .store
+                .call(|s| s.meta(LEARNED_KEY))
+                .await?
+                .and_then(|v| v.parse::<usize>().ok()),
+            None => None,
+        };
+        let mut limiter = self.settings.adaptive.map(|max| {
+            let start = learned.unwrap_or(self.settings.concurrency);
+            tracing::info!(
+                start,
+                max,
+                from = if learned.is_some() {
+                    "learned"
+                } else {
+                    "default"
+                },
+                "adaptive delivery concurrency"
+            );
+            Limiter::new(start, max, tokio::time::Instant::now())
+        });
+        let mut learning = Learning::default();
+        let concurrency = limiter
+            .as_ref()
+            .map_or(self.settings.concurrency, Limiter::limit);
+        self.counters.limit.set(concurrency as i64);
         // Customers an earlier build parked for a fault of the endpoint (this one
         // pauses instead) go back in the queue: if the fault lasts, it pauses.
         let released = self
@@ -169,6 +219,9 @@ impl Worker {
         // When the oldest outcome not yet recorded finished.
         let mut finished_since: Option<tokio::time::Instant> = None;
         loop {
+            let concurrency = limiter
+                .as_ref()
+                .map_or(self.settings.concurrency, Limiter::limit);
             let may_send = self.settings.gate.may_send();
             if !may_send {
                 // The lease nears its end: what waits stays queued, unsent.
@@ -184,7 +237,7 @@ impl Worker {
             {
                 // A one-shot pass does not wait out an endpoint fault that a
                 // probe confirmed: everything stays queued, nothing parked.
-                return Ok(totals);
+                return Ok((totals, limiter.as_ref().map(Limiter::limit)));
             }
             if deadline.is_none() && may_send {
                 let now = tokio::time::Instant::now();
@@ -198,6 +251,9 @@ impl Worker {
                     let client = self.client.clone();
                     let settings = self.settings.clone();
                     tasks.spawn(async move { deliver_key(&client, &settings, next).await });
+                }
+                if let Some(limiter) = &mut limiter {
+                    limiter.in_flight(tasks.len());
                 }
             }
             // One store step at a time records what finished and claims what is
@@ -246,7 +302,7 @@ impl Worker {
             if step.is_none() && finished.is_empty() && tasks.is_empty() {
                 let idle = until == Until::Idle && ready.is_empty() && !more;
                 if deadline.is_some() || idle {
-                    return Ok(totals);
+                    return Ok((totals, limiter.as_ref().map(Limiter::limit)));
                 }
             }
             // Also look again now and then: another process (`retry`) may have queued work.
@@ -310,9 +366,17 @@ impl Worker {
                             Err(err) => std::panic::resume_unwind(err.into_panic()),
                         };
                         let (outcome, events, fault) = match sent {
-                            Sent::Done { outcome, delivered, fault, pause } => {
+                            Sent::Done { outcome, delivered, fault, pause, samples } => {
                                 if let Some(wait) = pause {
                                     self.pause_everyone(&mut circuit, wait);
+                                }
+                                if let Some(limiter) = &mut limiter {
+                                    let now = tokio::time::Instant::now();
+                                    for sample in samples {
+                                        if limiter.answered(sample.rtt, sample.pushed_back, now).is_some() {
+                                            learning.moved(&self.counters, &self.store, limiter.limit(), now);
+                                        }
+                                    }
                                 }
                                 (outcome, delivered, fault)
                             }
@@ -382,7 +446,7 @@ impl Worker {
                             .call(move |s| claim_step(s, &outcomes, policy, rule.as_ref(), &[], 0))
                             .await?;
                     }
-                    return Ok(totals);
+                    return Ok((totals, limiter.as_ref().map(Limiter::limit)));
                 }
             }
         }
@@ -438,48 +502,6 @@ impl Worker {
     }
 }
 
-/// Retries said at most once a minute, counted with the last reason: a
-/// failure that every customer meets is one line a minute, not one per customer.
-#[derive(Default)]
-struct RetryLog {
-    unsaid: u64,
-    said_at: Option<tokio::time::Instant>,
-}
-
-impl RetryLog {
-    const EVERY: Duration = Duration::from_secs(60);
-
-    fn note(&mut self, reason: &str, now: tokio::time::Instant) {
-        self.unsaid += 1;
-        if self.said_at.is_none_or(|at| now - at >= Self::EVERY) {
-            tracing::warn!(
-                customers = self.unsaid,
-                last_error = %reason,
-                "deliveries failed and will be retried on paystar.retry.schedule (said at most once a minute; `paystar-sync status` lists them)"
-            );
-            self.unsaid = 0;
-            self.said_at = Some(now);
-        }
-    }
-}
-
-fn log_heal(change: Change) {
-    if let Change::Closed { after } = change {
-        tracing::info!(paused_for = ?after, "Paystar answers again; delivery resumed");
-    }
-}
-
-fn log_pause(pause: Option<&Pause>) {
-    match pause {
-        Some(p) => {
-            tracing::warn!(business_units = %p.business_units.join(","), cause = %p.cause, "delivery paused (providers.payroc.pause); changes stay queued")
-        }
-        None => {
-            tracing::info!("delivery resumed: no Payroc processing account is in a pausing status")
-        }
-    }
-}
-
 /// What one store step found.
 struct Step {
     /// Keys to send now, with their state.
@@ -527,20 +549,6 @@ fn claim_step(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retries_are_said_once_a_minute_with_the_count_since_the_last_line() {
-        let mut log = RetryLog::default();
-        let t0 = tokio::time::Instant::now();
-        log.note("HTTP 503", t0);
-        assert_eq!((log.unsaid, log.said_at), (0, Some(t0)));
-        for _ in 0..10_000 {
-            log.note("HTTP 503", t0 + Duration::from_secs(30));
-        }
-        assert_eq!(log.unsaid, 10_000);
-        log.note("HTTP 503", t0 + RetryLog::EVERY);
-        assert_eq!(log.unsaid, 0);
-    }
 
     #[test]
     fn a_slow_paystar_keeps_claims_to_twice_the_concurrency_and_a_fast_one_claims_further_ahead() {

@@ -72,6 +72,9 @@ struct SimState {
     max_active: usize,
     /// Times a request arrived while another one for the same customer was open.
     overlaps: u64,
+    /// Requests open at once beyond which the simulator answers 429 at once.
+    capacity: Option<usize>,
+    over_capacity: u64,
 }
 
 impl Default for SimState {
@@ -87,6 +90,8 @@ impl Default for SimState {
             active_keys: HashMap::new(),
             max_active: 0,
             overlaps: 0,
+            capacity: None,
+            over_capacity: 0,
         }
     }
 }
@@ -250,6 +255,17 @@ impl PaystarSim {
         self.lock().latency = latency;
     }
 
+    /// A Paystar that takes only `capacity` requests at a time: beyond, it
+    /// answers 429 at once (without `Retry-After`). `None`: unlimited.
+    pub fn set_capacity(&self, capacity: Option<usize>) {
+        self.lock().capacity = capacity;
+    }
+
+    /// Requests answered 429 for being over the capacity.
+    pub fn over_capacity(&self) -> u64 {
+        self.lock().over_capacity
+    }
+
     pub fn router(&self) -> Router {
         Router::new()
             .route("/integrations/events", post(receive))
@@ -291,7 +307,15 @@ async fn receive(
     let received_ms = crate::clock::now_ms();
     let body = Body::read(&body);
     let _open = Open::new(&sim, body.key());
-    let latency = sim.lock().latency;
+    let latency = {
+        let mut state = sim.lock();
+        if state.capacity.is_some_and(|c| state.active > c) {
+            state.over_capacity += 1;
+            drop(state);
+            return rejection(StatusCode::TOO_MANY_REQUESTS, "over capacity");
+        }
+        state.latency
+    };
     if !latency.is_zero() {
         sim.timer.sleep(latency).await;
     }

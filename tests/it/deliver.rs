@@ -436,3 +436,40 @@ fn a_rate_limit_that_is_not_a_rate_is_a_configuration_error_naming_the_form() {
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn adaptive_concurrency_settles_under_a_paystar_that_takes_20_and_a_restart_starts_from_it() {
+    let (p, sandbox) = with_sandbox("  concurrency: adaptive\n  max_concurrency: 64\n").await;
+    let paystar = &sandbox.sandbox.paystar;
+    paystar.set_capacity(Some(20));
+    paystar.set_latency(std::time::Duration::from_millis(20));
+    let rows: Vec<String> = (0..600)
+        .map(|i| format!("{},,Ann,Lee,ann{i}@example.com,", 10_000 + i))
+        .collect();
+    let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+    p.file("c.csv", csv(&rows));
+    let run = apply(&p).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(paystar.accepted_total(), 600);
+    // Pushed back rarely: each 429 cost a retry, and no customer was parked.
+    let (requests, refused) = (paystar.requests(), paystar.over_capacity());
+    assert!(
+        refused * 20 <= requests,
+        "{refused} of {requests} requests answered 429"
+    );
+    let learned: usize = p
+        .with_store(|s| s.meta("delivery.concurrency.learned").unwrap())
+        .expect("the learned limit is kept")
+        .parse()
+        .unwrap();
+    assert!((12..=21).contains(&learned), "learned {learned}");
+    // The next run starts from it.
+    p.file("d.csv", csv(&["20000,,Bo,Diaz,bo@example.com,"]));
+    let run = apply(&p).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains(&format!("start={learned}")) && run.stderr.contains("from=\"learned\""),
+        "{}",
+        run.stderr
+    );
+}

@@ -1,0 +1,214 @@
+//! `paystar.concurrency: adaptive`: how many requests may be in flight, learned
+//! from Paystar's answers (additive increase, multiplicative decrease), measured
+//! per attempt rather than per retried sequence, so that a retried 429 counts
+//! as the push-back it is. Pure: the caller passes the clock.
+//!
+//! - Up by one per interval of one mean round trip in which the limit was
+//!   reached and no round trip rose above the mean + 2.5 deviations (and at
+//!   least half the mean).
+//! - Down ×0.9 on a 429, a 503 or a timeout (push-back), and on a rise.
+//! - Where Paystar pushed back, that limit is remembered as a ceiling and only
+//!   probed above once a minute: each probe that meets a 429 with
+//!   `Retry-After` pauses every request, so probing every round trip would
+//!   keep the rate far below what Paystar takes.
+
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How often the limit may try to go above a ceiling Paystar set.
+const PROBE_EVERY: Duration = Duration::from_secs(60);
+/// The weight of a new round trip in the averages.
+const ALPHA: f64 = 0.4;
+/// A round trip this many deviations above the mean is a rise…
+const RISE: f64 = 2.5;
+/// …and at least this share of the mean above it (a steady Paystar has a tiny
+/// deviation, and a few milliseconds of jitter are no queue).
+const RISE_AT_LEAST: f64 = 0.5;
+/// The factor a push-back or a rise applies.
+const DECREASE: f64 = 0.9;
+
+#[derive(Debug)]
+pub(super) struct Limiter {
+    limit: f64,
+    max: usize,
+    /// Mean and mean deviation of round trips, in seconds.
+    mean: Option<f64>,
+    deviation: f64,
+    interval_start: Instant,
+    reached: bool,
+    rose: bool,
+    ceiling: Option<usize>,
+    probe_after: Instant,
+}
+
+/// What an answer changed.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Moved {
+    Up(usize),
+    Down(usize),
+}
+
+impl Limiter {
+    /// Starts at `start` (the last learned limit, or the configured start),
+    /// never above `max`.
+    pub fn new(start: usize, max: usize, now: Instant) -> Self {
+        let max = max.max(1);
+        Self {
+            limit: start.clamp(1, max) as f64,
+            max,
+            mean: None,
+            deviation: 0.0,
+            interval_start: now,
+            reached: false,
+            rose: false,
+            ceiling: None,
+            probe_after: now,
+        }
+    }
+
+    /// Requests that may be in flight now.
+    pub fn limit(&self) -> usize {
+        self.limit as usize
+    }
+
+    /// `in_flight` requests are running: whether the limit was reached counts.
+    pub fn in_flight(&mut self, in_flight: usize) {
+        if in_flight >= self.limit() {
+            self.reached = true;
+        }
+    }
+
+    /// One attempt's round trip, and whether Paystar pushed back (429, 503, a
+    /// timeout). Returns the new limit when it moved.
+    pub fn answered(&mut self, rtt: Duration, pushed_back: bool, now: Instant) -> Option<Moved> {
+        if pushed_back {
+            let before = self.limit();
+            self.ceiling = Some(before);
+            self.probe_after = now + PROBE_EVERY;
+            self.limit = (self.limit * DECREASE).max(1.0);
+            self.next_interval(now);
+            return (self.limit() != before).then(|| Moved::Down(self.limit()));
+        }
+        let rtt = rtt.as_secs_f64();
+        match self.mean {
+            None => self.mean = Some(rtt),
+            Some(mean) => {
+                if rtt > mean + (RISE * self.deviation).max(RISE_AT_LEAST * mean) {
+                    self.rose = true;
+                }
+                self.deviation = (1.0 - ALPHA) * self.deviation + ALPHA * (rtt - mean).abs();
+                self.mean = Some((1.0 - ALPHA) * mean + ALPHA * rtt);
+            }
+        }
+        let interval = Duration::from_secs_f64(self.mean.unwrap_or(rtt));
+        if now.duration_since(self.interval_start) < interval {
+            return None;
+        }
+        let before = self.limit();
+        if self.rose {
+            self.limit = (self.limit * DECREASE).max(1.0);
+        } else if self.reached && before < self.max {
+            let above_ceiling = self.ceiling.is_some_and(|c| before + 1 >= c);
+            if !above_ceiling || now >= self.probe_after {
+                self.limit += 1.0;
+                if above_ceiling {
+                    self.probe_after = now + PROBE_EVERY;
+                }
+            }
+        }
+        self.next_interval(now);
+        match self.limit().cmp(&before) {
+            std::cmp::Ordering::Greater => Some(Moved::Up(self.limit())),
+            std::cmp::Ordering::Less => Some(Moved::Down(self.limit())),
+            std::cmp::Ordering::Equal => None,
+        }
+    }
+
+    fn next_interval(&mut self, now: Instant) {
+        self.interval_start = now;
+        self.reached = false;
+        self.rose = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RTT: Duration = Duration::from_millis(100);
+
+    /// Runs `rounds` round trips with every slot busy; `push_back` decides
+    /// from the limit whether Paystar answers 429.
+    fn run(l: &mut Limiter, t: &mut Instant, rounds: usize, push_back: impl Fn(usize) -> bool) {
+        for _ in 0..rounds {
+            *t += RTT;
+            l.in_flight(l.limit());
+            let limit = l.limit();
+            l.answered(RTT, push_back(limit), *t);
+        }
+    }
+
+    #[test]
+    fn the_limit_climbs_by_one_per_round_trip_while_every_slot_is_busy_up_to_the_max() {
+        let mut t = Instant::now();
+        let mut l = Limiter::new(1, 10, t);
+        run(&mut l, &mut t, 5, |_| false);
+        assert_eq!(l.limit(), 6);
+        run(&mut l, &mut t, 50, |_| false);
+        assert_eq!(l.limit(), 10);
+    }
+
+    #[test]
+    fn an_idle_limit_does_not_climb() {
+        let mut t = Instant::now();
+        let mut l = Limiter::new(4, 100, t);
+        for _ in 0..20 {
+            t += RTT;
+            l.in_flight(1);
+            l.answered(RTT, false, t);
+        }
+        assert_eq!(l.limit(), 4);
+    }
+
+    #[test]
+    fn push_back_cuts_by_a_tenth_and_the_ceiling_is_probed_once_a_minute() {
+        let mut t = Instant::now();
+        let mut l = Limiter::new(1, 200, t);
+        // Paystar takes 20 at a time: above, it answers 429.
+        let capacity = |limit: usize| limit > 20;
+        run(&mut l, &mut t, 100, capacity);
+        let settled = l.limit();
+        assert!((17..=20).contains(&settled), "{settled}");
+        // A minute of round trips probes above the ceiling about once.
+        let mut above = 0;
+        for _ in 0..600 {
+            t += RTT;
+            l.in_flight(l.limit());
+            let limit = l.limit();
+            above += usize::from(limit > 20);
+            l.answered(RTT, capacity(limit), t);
+        }
+        assert!(
+            above <= 3,
+            "{above} round trips above the capacity in a minute"
+        );
+        assert!((17..=20).contains(&l.limit()), "{}", l.limit());
+    }
+
+    #[test]
+    fn a_round_trip_far_above_the_mean_brings_the_limit_down() {
+        let mut t = Instant::now();
+        let mut l = Limiter::new(10, 100, t);
+        for i in 0..10 {
+            t += RTT;
+            l.in_flight(0);
+            // A little spread, so that the deviation is not zero.
+            l.answered(RTT + Duration::from_millis(i % 3), false, t);
+        }
+        t += Duration::from_secs(2);
+        assert_eq!(
+            l.answered(Duration::from_secs(2), false, t),
+            Some(Moved::Down(9))
+        );
+    }
+}
