@@ -3,10 +3,16 @@
 //! per attempt rather than per retried sequence, so that a retried 429 counts
 //! as the push-back it is. Pure: the caller passes the clock.
 //!
+//! - Until Paystar first pushes back (or latency first rises), doubling per
+//!   round trip instead (a slow start, as TCP's; its first push-back halves
+//!   the limit, back to what Paystar took), unless the limit starts from one
+//!   learned before: that one is near the capacity already.
 //! - Up by one per interval of one mean round trip in which the limit was
 //!   reached and no round trip rose above the mean + 2.5 deviations (and at
 //!   least half the mean).
-//! - Down ×0.9 on a 429, a 503 or a timeout (push-back), and on a rise.
+//! - Down ×0.9 on each 429, 503 or timeout (push-back), and on a rise; the
+//!   push-backs of the round trip that ends a slow start count once (that
+//!   burst is the doubling's overshoot, which the halving already undid).
 //! - Where Paystar pushed back, that limit is remembered as a ceiling and only
 //!   probed above once a minute: each probe that meets a 429 with
 //!   `Retry-After` pauses every request, so probing every round trip would
@@ -39,6 +45,10 @@ pub(super) struct Limiter {
     rose: bool,
     ceiling: Option<usize>,
     probe_after: Instant,
+    /// Doubling until the first push-back or rise.
+    slow_start: bool,
+    /// Push-backs before then belong to the slow start's last round trip.
+    quiet_until: Option<Instant>,
 }
 
 /// What an answer changed.
@@ -50,8 +60,8 @@ pub(super) enum Moved {
 
 impl Limiter {
     /// Starts at `start` (the last learned limit, or the configured start),
-    /// never above `max`.
-    pub fn new(start: usize, max: usize, now: Instant) -> Self {
+    /// never above `max`; `learned`: `start` was learned (no slow start).
+    pub fn new(start: usize, max: usize, learned: bool, now: Instant) -> Self {
         let max = max.max(1);
         Self {
             limit: start.clamp(1, max) as f64,
@@ -63,6 +73,8 @@ impl Limiter {
             rose: false,
             ceiling: None,
             probe_after: now,
+            slow_start: !learned,
+            quiet_until: None,
         }
     }
 
@@ -82,10 +94,23 @@ impl Limiter {
     /// timeout). Returns the new limit when it moved.
     pub fn answered(&mut self, rtt: Duration, pushed_back: bool, now: Instant) -> Option<Moved> {
         if pushed_back {
+            // The doubling overshot by up to half: back to the last round's
+            // limit, which Paystar took.
+            if self.quiet_until.is_some_and(|until| now < until) {
+                return None;
+            }
+            let factor = if self.slow_start {
+                let round_trip = self.mean.unwrap_or(rtt.as_secs_f64());
+                self.quiet_until = Some(now + Duration::from_secs_f64(round_trip));
+                0.5
+            } else {
+                DECREASE
+            };
+            self.slow_start = false;
             let before = self.limit();
             self.ceiling = Some(before);
             self.probe_after = now + PROBE_EVERY;
-            self.limit = (self.limit * DECREASE).max(1.0);
+            self.limit = (self.limit * factor).max(1.0);
             self.next_interval(now);
             return (self.limit() != before).then(|| Moved::Down(self.limit()));
         }
@@ -106,7 +131,10 @@ impl Limiter {
         }
         let before = self.limit();
         if self.rose {
+            self.slow_start = false;
             self.limit = (self.limit * DECREASE).max(1.0);
+        } else if self.reached && self.slow_start {
+            self.limit = (self.limit * 2.0).min(self.max as f64);
         } else if self.reached && before < self.max {
             let above_ceiling = self.ceiling.is_some_and(|c| before + 1 >= c);
             if !above_ceiling || now >= self.probe_after {
@@ -151,7 +179,7 @@ mod tests {
     #[test]
     fn the_limit_climbs_by_one_per_round_trip_while_every_slot_is_busy_up_to_the_max() {
         let mut t = Instant::now();
-        let mut l = Limiter::new(1, 10, t);
+        let mut l = Limiter::new(1, 10, true, t);
         run(&mut l, &mut t, 5, |_| false);
         assert_eq!(l.limit(), 6);
         run(&mut l, &mut t, 50, |_| false);
@@ -159,9 +187,41 @@ mod tests {
     }
 
     #[test]
+    fn a_fresh_limit_doubles_per_round_trip_until_the_first_push_back_then_climbs_by_one() {
+        let mut t = Instant::now();
+        let mut l = Limiter::new(8, 256, false, t);
+        run(&mut l, &mut t, 2, |_| false);
+        assert_eq!(l.limit(), 32);
+        // Paystar takes 40: the doubling meets it, halves back, and from there
+        // the limit creeps up by one.
+        run(&mut l, &mut t, 1, |limit| limit > 40);
+        assert_eq!(l.limit(), 64);
+        run(&mut l, &mut t, 1, |limit| limit > 40);
+        assert_eq!(l.limit(), 32);
+        run(&mut l, &mut t, 30, |limit| limit > 40);
+        assert!((36..=40).contains(&l.limit()), "{}", l.limit());
+    }
+
+    #[test]
+    fn the_burst_that_ends_a_slow_start_halves_once_and_later_push_backs_each_cut() {
+        let mut t = Instant::now();
+        let mut l = Limiter::new(32, 256, false, t);
+        t += RTT;
+        l.answered(RTT, false, t);
+        for _ in 0..12 {
+            l.answered(Duration::from_millis(1), true, t);
+        }
+        assert_eq!(l.limit(), 16);
+        t += RTT;
+        l.answered(Duration::from_millis(1), true, t);
+        l.answered(Duration::from_millis(1), true, t);
+        assert_eq!(l.limit(), 12);
+    }
+
+    #[test]
     fn an_idle_limit_does_not_climb() {
         let mut t = Instant::now();
-        let mut l = Limiter::new(4, 100, t);
+        let mut l = Limiter::new(4, 100, true, t);
         for _ in 0..20 {
             t += RTT;
             l.in_flight(1);
@@ -173,7 +233,7 @@ mod tests {
     #[test]
     fn push_back_cuts_by_a_tenth_and_the_ceiling_is_probed_once_a_minute() {
         let mut t = Instant::now();
-        let mut l = Limiter::new(1, 200, t);
+        let mut l = Limiter::new(1, 200, true, t);
         // Paystar takes 20 at a time: above, it answers 429.
         let capacity = |limit: usize| limit > 20;
         run(&mut l, &mut t, 100, capacity);
@@ -198,7 +258,7 @@ mod tests {
     #[test]
     fn a_round_trip_far_above_the_mean_brings_the_limit_down() {
         let mut t = Instant::now();
-        let mut l = Limiter::new(10, 100, t);
+        let mut l = Limiter::new(10, 100, true, t);
         for i in 0..10 {
             t += RTT;
             l.in_flight(0);

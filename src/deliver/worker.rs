@@ -177,7 +177,7 @@ impl Worker {
                 },
                 "adaptive delivery concurrency"
             );
-            Limiter::new(start, max, tokio::time::Instant::now())
+            Limiter::new(start, max, learned.is_some(), tokio::time::Instant::now())
         });
         let mut learning = Learning::default();
         let concurrency = limiter
