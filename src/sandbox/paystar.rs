@@ -275,6 +275,7 @@ impl PaystarSim {
                 post(add_fault).delete(clear_faults),
             )
             .route("/_sandbox/paystar/latency", post(set_latency))
+            .route("/_sandbox/paystar/capacity", post(set_capacity))
             .with_state(self.clone())
     }
 
@@ -477,6 +478,17 @@ struct Latency {
 
 async fn set_latency(State(sim): State<PaystarSim>, Json(latency): Json<Latency>) -> StatusCode {
     sim.set_latency(Duration::from_millis(latency.ms));
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct Capacity {
+    /// Requests open at once beyond which the answer is 429; `null`: unlimited.
+    requests: Option<usize>,
+}
+
+async fn set_capacity(State(sim): State<PaystarSim>, Json(c): Json<Capacity>) -> StatusCode {
+    sim.set_capacity(c.requests);
     StatusCode::NO_CONTENT
 }
 

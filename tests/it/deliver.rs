@@ -473,3 +473,25 @@ async fn adaptive_concurrency_settles_under_a_paystar_that_takes_20_and_a_restar
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sandboxs_paystar_capacity_is_set_over_http() {
+    let (p, sandbox) = with_sandbox("").await;
+    let set = |body: &'static str| {
+        reqwest::Client::new()
+            .post(format!("http://{}/_sandbox/paystar/capacity", sandbox.addr))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // No room at all: every request is answered 429 until the customer is parked.
+    assert_eq!(set(r#"{"requests": 0}"#).await.unwrap().status(), 204);
+    p.file("c.csv", csv(&["31,,Ann,Lee,ann@example.com,"]));
+    assert_eq!(apply(&p).await.code, 1);
+    assert!(sandbox.sandbox.paystar.over_capacity() >= 1);
+    assert_eq!(sandbox.sandbox.paystar.accepted_total(), 0);
+    assert_eq!(set(r#"{"requests": null}"#).await.unwrap().status(), 204);
+    assert_eq!(p.run_async(&["retry", "--all"]).await.code, 0);
+    assert_eq!(apply(&p).await.code, 0);
+    assert_eq!(sandbox.sandbox.paystar.accepted_total(), 1);
+}
