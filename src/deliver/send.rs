@@ -193,13 +193,10 @@ async fn send_key(
             pushed_back: pushed_back(&attempt),
         });
         let jitter = fastrand::f64() * 0.4 - 0.2;
-        let decision = classify(
-            &attempt,
-            failures,
-            &settings.schedule,
-            jitter,
-            SystemTime::now(),
-        );
+        let now = SystemTime::now();
+        let decision = classify(&attempt, failures, &settings.schedule, jitter, now);
+        // Whatever it means for this customer, Paystar may ask everyone to wait.
+        let pause = everyone_waits(&attempt, now);
         let account = MaskedAccount(&key.account);
         record_attempt(&span, &attempt, &decision);
         match decision {
@@ -229,7 +226,7 @@ async fn send_key(
                     outcome,
                     delivered,
                     fault: None,
-                    pause: everyone_waits(&attempt, SystemTime::now()),
+                    pause,
                     samples,
                 };
             }
@@ -280,7 +277,7 @@ async fn send_key(
                     outcome,
                     delivered,
                     fault: None,
-                    pause: everyone_waits(&attempt, SystemTime::now()),
+                    pause,
                     samples,
                 };
             }
