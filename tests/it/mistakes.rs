@@ -475,7 +475,12 @@ async fn health_and_metrics_answer_503_at_once_while_the_state_database_does_not
         .await;
     assert_eq!(health(&daemon).await.0, 200);
     let (release, holder) = hold_the_state(&p);
-    let client = reqwest::Client::new();
+    // A connection each: none is kept across the 503s (a kept one may be
+    // closing just as it is reused).
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     for path in ["health", "metrics", "health"] {
         let asked = tokio::time::Instant::now();
         let response = client
