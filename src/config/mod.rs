@@ -450,15 +450,15 @@ fn build(w: &mut Walker, value: &serde_yaml::Value, path: &Path) -> Option<Confi
     let default_business_unit = w
         .string(&p, "default_business_unit")
         .filter(|s| !s.trim().is_empty());
-    // A number, or `adaptive` (learned, starting from 8 or the last learned limit).
+    // `adaptive` (the default: learned, starting from 8 or the last learned
+    // limit), or a fixed number.
     let max_concurrency = w.uint(&p, "max_concurrency", 1, 4096).unwrap_or(256) as usize;
     let (concurrency, adaptive) = match w.string(&p, "concurrency") {
-        Some(text) if text.trim() == "adaptive" => (8, Some(max_concurrency)),
-        Some(_) => (
+        Some(text) if text.trim() != "adaptive" => (
             w.uint(&p, "concurrency", 1, 1024).unwrap_or(8) as usize,
             None,
         ),
-        None => (8, None),
+        _ => (8, Some(max_concurrency)),
     };
     let rate_limit = w.string(&p, "rate_limit").and_then(|text| {
         rate::parse(&text)

@@ -71,6 +71,9 @@ pub(super) struct Circuit {
     open: Option<Open>,
     /// Every request waits until then (a `Retry-After` from a 429 or 503).
     paused_until: Option<Instant>,
+    /// The mean round trip of answers, in seconds: after a pause, slots
+    /// reopen over one of them.
+    round_trip: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -96,10 +99,39 @@ impl Circuit {
         if self.paused_until.is_some_and(|until| now < until) {
             return 0;
         }
-        match &self.open {
+        let slots = match &self.open {
             None => concurrency,
             Some(open) if !open.probing && now >= open.probe_at => 1,
             Some(_) => 0,
+        };
+        slots.min(self.reopened(concurrency, now).unwrap_or(usize::MAX))
+    }
+
+    /// After a pause for everyone, slots reopen one by one over a round trip:
+    /// requests go on as spread out as they were, rather than in one burst
+    /// that a token bucket would refuse again. `None` once all are open.
+    fn reopened(&self, concurrency: usize, now: Instant) -> Option<usize> {
+        let (until, over) = self.ramp()?;
+        let elapsed = now.checked_duration_since(until)?;
+        (elapsed < over).then(|| {
+            let share = elapsed.as_secs_f64() / over.as_secs_f64();
+            ((concurrency as f64 * share) as usize + 1).min(concurrency)
+        })
+    }
+
+    /// When the last pause ended, and the round trip slots reopen over.
+    fn ramp(&self) -> Option<(Instant, Duration)> {
+        Some((
+            self.paused_until?,
+            Duration::from_secs_f64(self.round_trip?),
+        ))
+    }
+
+    /// An answer's round trip (refusals, which come at once, are not one).
+    pub fn observed(&mut self, rtt: Duration, pushed_back: bool) {
+        if !pushed_back {
+            let rtt = rtt.as_secs_f64();
+            self.round_trip = Some(self.round_trip.map_or(rtt, |mean| 0.8 * mean + 0.2 * rtt));
         }
     }
 
@@ -115,9 +147,13 @@ impl Circuit {
     }
 
     /// When requests may start again, while they wait: the end of a pause
-    /// for everyone, or the next probe.
-    pub fn wake_at(&self, now: Instant) -> Option<Instant> {
-        let pause = self.paused_until.filter(|until| now < *until);
+    /// for everyone, the next slot reopened after one, or the next probe.
+    pub fn wake_at(&self, concurrency: usize, now: Instant) -> Option<Instant> {
+        let reopen = self.reopened(concurrency, now).and_then(|open| {
+            let (until, over) = self.ramp()?;
+            Some(until + over.mul_f64(open as f64 / concurrency as f64))
+        });
+        let pause = self.paused_until.filter(|until| now < *until).or(reopen);
         let probe = self
             .open
             .as_ref()
@@ -212,11 +248,11 @@ mod tests {
         assert_eq!(status.pauses.get(), 1);
         assert_eq!(c.slots(8, t0), 0);
         let due = t0 + SCHEDULE[0];
-        assert_eq!(c.wake_at(t0), Some(due));
+        assert_eq!(c.wake_at(8, t0), Some(due));
         assert_eq!(c.slots(8, due), 1);
         c.started();
         assert_eq!(c.slots(8, due), 0, "one probe at a time");
-        assert_eq!(c.wake_at(due), None);
+        assert_eq!(c.wake_at(8, due), None);
         assert_eq!(
             c.failed(&status, "404", due, 1_000, &SCHEDULE),
             Change::ProbeFailed {
@@ -229,7 +265,7 @@ mod tests {
             c.failed(&status, "404", due, 1_000, &SCHEDULE);
         }
         // The schedule's last step repeats for ever: never parked, never given up.
-        assert_eq!(c.wake_at(due), Some(due + SCHEDULE[2]));
+        assert_eq!(c.wake_at(8, due), Some(due + SCHEDULE[2]));
         assert_eq!(status.problem().unwrap().since_ms, 0);
         assert_eq!(
             c.answered(&status, 61_000),
@@ -251,11 +287,31 @@ mod tests {
         assert_eq!(c.slots(8, t0), 0);
         // A shorter pause asked meanwhile does not shorten it; a longer one lengthens it.
         assert!(!c.pause_everyone(t0, Duration::from_secs(1)));
-        assert_eq!(c.wake_at(t0), Some(t0 + Duration::from_secs(2)));
+        assert_eq!(c.wake_at(8, t0), Some(t0 + Duration::from_secs(2)));
         assert!(!c.pause_everyone(t0 + Duration::from_secs(1), Duration::from_secs(3)));
         assert_eq!(c.slots(8, t0 + Duration::from_secs(3)), 0);
         assert_eq!(c.slots(8, t0 + Duration::from_secs(4)), 8);
-        assert_eq!(c.wake_at(t0 + Duration::from_secs(4)), None);
+        assert_eq!(c.wake_at(8, t0 + Duration::from_secs(4)), None);
         assert!(c.pause_everyone(t0 + Duration::from_secs(5), Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn after_a_pause_slots_reopen_one_by_one_over_a_round_trip() {
+        let mut c = Circuit::default();
+        let t0 = Instant::now();
+        c.observed(Duration::from_millis(100), false);
+        c.observed(Duration::from_millis(1), true);
+        c.pause_everyone(t0, Duration::from_secs(1));
+        let end = t0 + Duration::from_secs(1);
+        assert_eq!(c.slots(10, end), 1);
+        assert_eq!(c.wake_at(10, end), Some(end + Duration::from_millis(10)));
+        assert_eq!(c.slots(10, end + Duration::from_millis(55)), 6);
+        assert_eq!(c.slots(10, end + Duration::from_millis(99)), 10);
+        assert_eq!(c.slots(10, end + Duration::from_millis(100)), 10);
+        assert_eq!(c.wake_at(10, end + Duration::from_millis(100)), None);
+        // Without a round trip measured, all reopen at once.
+        let mut fresh = Circuit::default();
+        fresh.pause_everyone(t0, Duration::from_secs(1));
+        assert_eq!(fresh.slots(10, end), 10);
     }
 }

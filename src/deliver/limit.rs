@@ -10,19 +10,28 @@
 //! - Up by one per interval of one mean round trip in which the limit was
 //!   reached and no round trip rose above the mean + 2.5 deviations (and at
 //!   least half the mean).
-//! - Down ×0.9 on each 429, 503 or timeout (push-back), and on a rise; the
-//!   push-backs of the round trip that ends a slow start count once (that
-//!   burst is the doubling's overshoot, which the halving already undid).
+//! - Down ×0.9 on each 429, 503 or timeout (push-back), and on a rise; a
+//!   push-back to a request sent before the last cut does not cut again: it is
+//!   the same overload answered late (the doubling's overshoot, which the
+//!   halving already undid, or a burst refused together). Requests refused at
+//!   once are sent one after another as slots free, so a capacity that drops
+//!   is followed within a round trip.
 //! - Where Paystar pushed back, that limit is remembered as a ceiling and only
 //!   probed above once a minute: each probe that meets a 429 with
 //!   `Retry-After` pauses every request, so probing every round trip would
-//!   keep the rate far below what Paystar takes.
+//!   keep the rate far below what Paystar takes. A later push-back below it
+//!   lowers it (a token bucket refuses only once its burst is spent, so the
+//!   limit where it refused is above the rate it takes); a probe that holds
+//!   for [`LIFT_AFTER`] without push-back lifts it: Paystar takes more now.
 
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// How often the limit may try to go above a ceiling Paystar set.
 const PROBE_EVERY: Duration = Duration::from_secs(60);
+/// A probe above the ceiling that holds this long lifts it: longer than a
+/// token bucket's burst lasts at a rate one request per round trip above it.
+const LIFT_AFTER: Duration = Duration::from_secs(15);
 /// The weight of a new round trip in the averages.
 const ALPHA: f64 = 0.4;
 /// A round trip this many deviations above the mean is a rise…
@@ -45,10 +54,13 @@ pub(super) struct Limiter {
     rose: bool,
     ceiling: Option<usize>,
     probe_after: Instant,
+    /// Since when the limit has been at or above the ceiling without push-back.
+    probing_since: Option<Instant>,
     /// Doubling until the first push-back or rise.
     slow_start: bool,
-    /// Push-backs before then belong to the slow start's last round trip.
-    quiet_until: Option<Instant>,
+    /// When the limit was last cut: push-backs to requests sent before then
+    /// were counted by that cut.
+    last_cut: Option<Instant>,
 }
 
 /// What an answer changed.
@@ -73,8 +85,9 @@ impl Limiter {
             rose: false,
             ceiling: None,
             probe_after: now,
+            probing_since: None,
             slow_start: !learned,
-            quiet_until: None,
+            last_cut: None,
         }
     }
 
@@ -90,27 +103,30 @@ impl Limiter {
         }
     }
 
-    /// One attempt's round trip, and whether Paystar pushed back (429, 503, a
-    /// timeout). Returns the new limit when it moved.
-    pub fn answered(&mut self, rtt: Duration, pushed_back: bool, now: Instant) -> Option<Moved> {
+    /// One attempt, decided on at `sent`, answered at `now` after a round
+    /// trip of `rtt`, and whether Paystar pushed back (429, 503, a timeout).
+    /// Returns the new limit when it moved.
+    pub fn answered(
+        &mut self,
+        sent: Instant,
+        rtt: Duration,
+        pushed_back: bool,
+        now: Instant,
+    ) -> Option<Moved> {
         if pushed_back {
-            // The doubling overshot by up to half: back to the last round's
-            // limit, which Paystar took.
-            if self.quiet_until.is_some_and(|until| now < until) {
+            if self.last_cut.is_some_and(|cut| sent < cut) {
                 return None;
             }
-            let factor = if self.slow_start {
-                let round_trip = self.mean.unwrap_or(rtt.as_secs_f64());
-                self.quiet_until = Some(now + Duration::from_secs_f64(round_trip));
-                0.5
-            } else {
-                DECREASE
-            };
+            // The doubling overshot by up to half: back to the last round's
+            // limit, which Paystar took.
+            let factor = if self.slow_start { 0.5 } else { DECREASE };
             self.slow_start = false;
             let before = self.limit();
-            self.ceiling = Some(before);
+            self.ceiling = Some(self.ceiling.map_or(before, |c| c.min(before)));
+            self.probing_since = None;
             self.probe_after = now + PROBE_EVERY;
             self.limit = (self.limit * factor).max(1.0);
+            self.last_cut = Some(now);
             self.next_interval(now);
             return (self.limit() != before).then(|| Moved::Down(self.limit()));
         }
@@ -133,14 +149,24 @@ impl Limiter {
         if self.rose {
             self.slow_start = false;
             self.limit = (self.limit * DECREASE).max(1.0);
+            self.last_cut = Some(now);
         } else if self.reached && self.slow_start {
             self.limit = (self.limit * 2.0).min(self.max as f64);
         } else if self.reached && before < self.max {
+            if self
+                .probing_since
+                .is_some_and(|since| now.duration_since(since) >= LIFT_AFTER)
+            {
+                // A probe above the ceiling held: Paystar takes more now.
+                self.ceiling = None;
+                self.probing_since = None;
+            }
             let above_ceiling = self.ceiling.is_some_and(|c| before + 1 >= c);
             if !above_ceiling || now >= self.probe_after {
                 self.limit += 1.0;
                 if above_ceiling {
                     self.probe_after = now + PROBE_EVERY;
+                    self.probing_since.get_or_insert(now);
                 }
             }
         }
@@ -163,6 +189,11 @@ impl Limiter {
 mod tests {
     use super::*;
 
+    /// An answer at `now` to a request sent one round trip before.
+    fn answer(l: &mut Limiter, rtt: Duration, pushed_back: bool, now: Instant) -> Option<Moved> {
+        l.answered(now - rtt, rtt, pushed_back, now)
+    }
+
     const RTT: Duration = Duration::from_millis(100);
 
     /// Runs `rounds` round trips with every slot busy; `push_back` decides
@@ -172,7 +203,7 @@ mod tests {
             *t += RTT;
             l.in_flight(l.limit());
             let limit = l.limit();
-            l.answered(RTT, push_back(limit), *t);
+            answer(l, RTT, push_back(limit), *t);
         }
     }
 
@@ -203,18 +234,24 @@ mod tests {
     }
 
     #[test]
-    fn the_burst_that_ends_a_slow_start_halves_once_and_later_push_backs_each_cut() {
+    fn the_burst_that_ends_a_slow_start_halves_once_and_a_push_back_cuts_only_if_sent_after_the_last_cut()
+     {
         let mut t = Instant::now();
         let mut l = Limiter::new(32, 256, false, t);
         t += RTT;
-        l.answered(RTT, false, t);
+        answer(&mut l, RTT, false, t);
         for _ in 0..12 {
-            l.answered(Duration::from_millis(1), true, t);
+            answer(&mut l, Duration::from_millis(1), true, t);
         }
         assert_eq!(l.limit(), 16);
+        // Two sent together after the cut and refused together: one cut.
         t += RTT;
-        l.answered(Duration::from_millis(1), true, t);
-        l.answered(Duration::from_millis(1), true, t);
+        answer(&mut l, Duration::from_millis(1), true, t);
+        answer(&mut l, Duration::from_millis(1), true, t);
+        assert_eq!(l.limit(), 14);
+        // Sent after that cut: another.
+        t += Duration::from_millis(5);
+        answer(&mut l, Duration::from_millis(1), true, t);
         assert_eq!(l.limit(), 12);
     }
 
@@ -225,7 +262,7 @@ mod tests {
         for _ in 0..20 {
             t += RTT;
             l.in_flight(1);
-            l.answered(RTT, false, t);
+            answer(&mut l, RTT, false, t);
         }
         assert_eq!(l.limit(), 4);
     }
@@ -246,7 +283,7 @@ mod tests {
             l.in_flight(l.limit());
             let limit = l.limit();
             above += usize::from(limit > 20);
-            l.answered(RTT, capacity(limit), t);
+            answer(&mut l, RTT, capacity(limit), t);
         }
         assert!(
             above <= 3,
@@ -263,12 +300,24 @@ mod tests {
             t += RTT;
             l.in_flight(0);
             // A little spread, so that the deviation is not zero.
-            l.answered(RTT + Duration::from_millis(i % 3), false, t);
+            answer(&mut l, RTT + Duration::from_millis(i % 3), false, t);
         }
         t += Duration::from_secs(2);
         assert_eq!(
-            l.answered(Duration::from_secs(2), false, t),
+            answer(&mut l, Duration::from_secs(2), false, t),
             Some(Moved::Down(9))
         );
+    }
+
+    #[test]
+    fn a_probe_above_the_ceiling_that_holds_lifts_it() {
+        let mut t = Instant::now();
+        let mut l = Limiter::new(1, 200, true, t);
+        // Paystar took 20, then takes 40: the minute's probe finds it and the
+        // limit climbs by one per round trip again.
+        run(&mut l, &mut t, 60, |limit| limit > 20);
+        assert!(l.limit() <= 20, "{}", l.limit());
+        run(&mut l, &mut t, 1200, |limit| limit > 40);
+        assert!((36..=40).contains(&l.limit()), "{}", l.limit());
     }
 }

@@ -30,6 +30,11 @@ pub(super) struct Ready {
 pub(super) struct Sample {
     pub rtt: std::time::Duration,
     pub pushed_back: bool,
+    /// When the worker started the key's task: its requests belong to the
+    /// limit of that moment (a cut since then has counted them).
+    pub sent: tokio::time::Instant,
+    /// When the answer came.
+    pub at: tokio::time::Instant,
 }
 
 /// What sending one claimed key came to. Moved once per key, like the
@@ -60,10 +65,11 @@ pub(super) async fn deliver_key(
     client: &PaystarClient,
     settings: &WorkerSettings,
     ready: Ready,
+    started: tokio::time::Instant,
 ) -> Sent {
     let Ready { key, state, paused } = ready;
     let seen = state.clone();
-    match send_key(client, settings, key.clone(), state, paused).await {
+    match send_key(client, settings, key.clone(), state, paused, started).await {
         Sent::Done {
             mut outcome,
             delivered,
@@ -103,6 +109,7 @@ async fn send_key(
     key: CustomerKey,
     state: KeyState,
     paused: bool,
+    sent: tokio::time::Instant,
 ) -> Sent {
     let mut plan = state.plan(settings.policy);
     if paused {
@@ -188,9 +195,12 @@ async fn send_key(
         );
         let started = tokio::time::Instant::now();
         let attempt = client.send(&event).instrument(span.clone()).await;
+        let rtt = started.elapsed();
         samples.push(Sample {
-            rtt: started.elapsed(),
+            rtt,
             pushed_back: pushed_back(&attempt),
+            sent,
+            at: started + rtt,
         });
         let jitter = fastrand::f64() * 0.4 - 0.2;
         let now = SystemTime::now();

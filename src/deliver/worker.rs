@@ -250,7 +250,7 @@ impl Worker {
                     circuit.started();
                     let client = self.client.clone();
                     let settings = self.settings.clone();
-                    tasks.spawn(async move { deliver_key(&client, &settings, next).await });
+                    tasks.spawn(async move { deliver_key(&client, &settings, next, now).await });
                 }
                 if let Some(limiter) = &mut limiter {
                     limiter.in_flight(tasks.len());
@@ -316,7 +316,7 @@ impl Worker {
                     .as_ref()
                     .filter(|_| !ready.is_empty() && tasks.len() < concurrency)
                     .and_then(|p| p.next_at(now));
-                match (circuit.wake_at(now), turn) {
+                match (circuit.wake_at(concurrency, now), turn) {
                     (Some(a), Some(b)) => Some(a.max(b)),
                     (a, b) => a.or(b),
                 }
@@ -370,11 +370,13 @@ impl Worker {
                                 if let Some(wait) = pause {
                                     self.pause_everyone(&mut circuit, wait);
                                 }
+                                for sample in &samples {
+                                    circuit.observed(sample.rtt, sample.pushed_back);
+                                }
                                 if let Some(limiter) = &mut limiter {
-                                    let now = tokio::time::Instant::now();
                                     for sample in samples {
-                                        if limiter.answered(sample.rtt, sample.pushed_back, now).is_some() {
-                                            learning.moved(&self.counters, &self.store, limiter.limit(), now);
+                                        if limiter.answered(sample.sent, sample.rtt, sample.pushed_back, sample.at).is_some() {
+                                            learning.moved(&self.counters, &self.store, limiter.limit(), sample.at);
                                         }
                                     }
                                 }

@@ -5,6 +5,7 @@
 pub mod lotuspay;
 pub mod payroc;
 pub mod paystar;
+pub mod pushback;
 pub mod smarterpay;
 mod timer;
 

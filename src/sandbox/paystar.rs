@@ -1,8 +1,10 @@
 //! A Paystar Events API simulator, as strict as the vendor page implies: the API
 //! key header, a JSON envelope of exactly `eventType`, `businessUnitSlug` and
 //! `payload`, `payload` a *string* holding a JSON object with the event's fields.
-//! Accepted events are listed; faults and latency can be injected.
+//! Accepted events are listed; faults, latency and a capacity (see
+//! [`super::pushback`]) can be injected.
 
+use super::pushback::{Capacity, Gate, Latency};
 use super::timer::PreciseTimer;
 use axum::Json;
 use axum::Router;
@@ -64,7 +66,7 @@ struct SimState {
     /// Tells waiters how many events were accepted so far (kept or not).
     accepted_count: tokio::sync::watch::Sender<usize>,
     faults: VecDeque<Fault>,
-    latency: Duration,
+    latency: Latency,
     requests: u64,
     /// Requests being answered right now, in total and per customer.
     active: usize,
@@ -72,9 +74,11 @@ struct SimState {
     max_active: usize,
     /// Times a request arrived while another one for the same customer was open.
     overlaps: u64,
-    /// Requests open at once beyond which the simulator answers 429 at once.
-    capacity: Option<usize>,
-    over_capacity: u64,
+    /// When the simulator refuses (429 or 503 at once).
+    gate: Gate,
+    refused: u64,
+    /// Refusals per customer.
+    refused_keys: HashMap<String, u32>,
 }
 
 impl Default for SimState {
@@ -84,14 +88,15 @@ impl Default for SimState {
             keep: PaystarSim::KEEP,
             accepted_count: tokio::sync::watch::channel(0).0,
             faults: VecDeque::new(),
-            latency: Duration::ZERO,
+            latency: Latency::default(),
             requests: 0,
             active: 0,
             active_keys: HashMap::new(),
             max_active: 0,
             overlaps: 0,
-            capacity: None,
-            over_capacity: 0,
+            gate: Gate::default(),
+            refused: 0,
+            refused_keys: HashMap::new(),
         }
     }
 }
@@ -252,18 +257,42 @@ impl PaystarSim {
     }
 
     pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = Latency::fixed(latency);
+    }
+
+    /// A latency with jitter, or one that grows with the requests open.
+    pub fn set_latency_model(&self, latency: Latency) {
         self.lock().latency = latency;
     }
 
     /// A Paystar that takes only `capacity` requests at a time: beyond, it
     /// answers 429 at once (without `Retry-After`). `None`: unlimited.
     pub fn set_capacity(&self, capacity: Option<usize>) {
-        self.lock().capacity = capacity;
+        self.set_pushback(Capacity {
+            requests: capacity,
+            ..Capacity::default()
+        });
     }
 
-    /// Requests answered 429 for being over the capacity.
+    /// When the simulator refuses: a concurrency capacity, a token-bucket rate,
+    /// and how it answers then (429 or 503, `Retry-After`).
+    pub fn set_pushback(&self, capacity: Capacity) {
+        self.lock().gate.set(capacity);
+    }
+
+    /// Requests refused for being over the capacity or the rate.
     pub fn over_capacity(&self) -> u64 {
-        self.lock().over_capacity
+        self.lock().refused
+    }
+
+    /// The most refusals any one customer had.
+    pub fn most_refusals_of_one_customer(&self) -> u32 {
+        self.lock()
+            .refused_keys
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(0)
     }
 
     pub fn router(&self) -> Router {
@@ -310,14 +339,17 @@ async fn receive(
     let _open = Open::new(&sim, body.key());
     let latency = {
         let mut state = sim.lock();
-        if state.capacity.is_some_and(|c| state.active > c) {
-            state.over_capacity += 1;
+        let open = state.active;
+        if let Err(refused) = state.gate.admit(open, tokio::time::Instant::now()) {
+            state.refused += 1;
+            *state.refused_keys.entry(body.key()).or_default() += 1;
+            let capacity = state.gate.capacity.clone();
             drop(state);
-            return rejection(StatusCode::TOO_MANY_REQUESTS, "over capacity");
+            return refusal(&capacity, refused);
         }
-        state.latency
+        (!state.latency.is_zero()).then(|| state.latency.pick(open, fastrand::f64()))
     };
-    if !latency.is_zero() {
+    if let Some(latency) = latency {
         sim.timer.sleep(latency).await;
     }
     if let Some(fault) = sim.next_fault() {
@@ -328,14 +360,8 @@ async fn receive(
             std::future::pending::<()>().await;
         }
         let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        let mut response = (status, fault.body.unwrap_or_default()).into_response();
-        if let Some(value) = fault
-            .retry_after
-            .and_then(|v| HeaderValue::from_str(&v).ok())
-        {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-        return response;
+        let response = (status, fault.body.unwrap_or_default()).into_response();
+        return with_retry_after(response, fault.retry_after.as_deref());
     }
     match checked(&headers, body) {
         Ok(mut accepted) => {
@@ -472,24 +498,44 @@ async fn clear_faults(State(sim): State<PaystarSim>) -> StatusCode {
 }
 
 #[derive(Deserialize)]
-struct Latency {
-    ms: u64,
+#[serde(deny_unknown_fields)]
+struct LatencyRequest {
+    ms: f64,
+    #[serde(default)]
+    jitter_ms: f64,
+    #[serde(default)]
+    per_open_ms: f64,
 }
 
-async fn set_latency(State(sim): State<PaystarSim>, Json(latency): Json<Latency>) -> StatusCode {
-    sim.set_latency(Duration::from_millis(latency.ms));
+async fn set_latency(State(sim): State<PaystarSim>, Json(l): Json<LatencyRequest>) -> StatusCode {
+    sim.set_latency_model(Latency::from_millis(l.ms, l.jitter_ms, l.per_open_ms));
     StatusCode::NO_CONTENT
 }
 
-#[derive(Deserialize)]
-struct Capacity {
-    /// Requests open at once beyond which the answer is 429; `null`: unlimited.
-    requests: Option<usize>,
+/// `{"requests": 40, "rate": 300, "burst": 30, "status": 503, "retry_after": "1"}`,
+/// every field optional (`{}`: unlimited).
+async fn set_capacity(State(sim): State<PaystarSim>, Json(c): Json<Capacity>) -> Response {
+    if !matches!(c.status, 429 | 503) {
+        return rejection(StatusCode::BAD_REQUEST, "status must be 429 or 503");
+    }
+    sim.set_pushback(c);
+    StatusCode::NO_CONTENT.into_response()
 }
 
-async fn set_capacity(State(sim): State<PaystarSim>, Json(c): Json<Capacity>) -> StatusCode {
-    sim.set_capacity(c.requests);
-    StatusCode::NO_CONTENT
+/// A refusal as the capacity asks for it.
+fn refusal(capacity: &Capacity, refused: super::pushback::Refused) -> Response {
+    let status = StatusCode::from_u16(capacity.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+    with_retry_after(
+        rejection(status, refused.message()),
+        capacity.retry_after.as_deref(),
+    )
+}
+
+fn with_retry_after(mut response: Response, retry_after: Option<&str>) -> Response {
+    if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(v).ok()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 #[cfg(test)]

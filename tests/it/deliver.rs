@@ -438,8 +438,9 @@ fn a_rate_limit_that_is_not_a_rate_is_a_configuration_error_naming_the_form() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn adaptive_concurrency_settles_under_a_paystar_that_takes_20_and_a_restart_starts_from_it() {
-    let (p, sandbox) = with_sandbox("  concurrency: adaptive\n  max_concurrency: 64\n").await;
+async fn the_default_adaptive_concurrency_settles_under_a_paystar_that_takes_20_and_a_restart_starts_from_it()
+ {
+    let (p, sandbox) = with_sandbox("  max_concurrency: 64\n").await;
     let paystar = &sandbox.sandbox.paystar;
     paystar.set_capacity(Some(20));
     paystar.set_latency(std::time::Duration::from_millis(20));
@@ -494,4 +495,71 @@ async fn the_sandboxs_paystar_capacity_is_set_over_http() {
     assert_eq!(p.run_async(&["retry", "--all"]).await.code, 0);
     assert_eq!(apply(&p).await.code, 0);
     assert_eq!(sandbox.sandbox.paystar.accepted_total(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sandboxs_paystar_takes_a_token_bucket_a_503_with_retry_after_and_jitter_over_http() {
+    let (_p, sandbox) = with_sandbox("").await;
+    let http = reqwest::Client::new();
+    let post = |path: &'static str, body: &'static str| {
+        http.post(format!("http://{}/_sandbox/paystar/{path}", sandbox.addr))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let event = |i: usize| {
+        let payload = format!(
+            r#"{{"accountNumber":"{i}","subAccountNumber":"","firstName":"A","lastName":"B","emailAddress":"a@example.com"}}"#
+        );
+        http.post(sandbox.paystar_endpoint())
+            .header("x-paystar-api-key", "k")
+            .header("content-type", "application/json")
+            .body(
+                serde_json::json!({
+                    "eventType": "Accounts.ManageCustomer",
+                    "businessUnitSlug": "w",
+                    "payload": payload,
+                })
+                .to_string(),
+            )
+            .send()
+    };
+    // A bucket of two that refills once a minute: two taken, the third refused
+    // as asked (503, Retry-After: 7).
+    let bucket = r#"{"rate": 0.0167, "burst": 2, "status": 503, "retry_after": "7"}"#;
+    assert_eq!(post("capacity", bucket).await.unwrap().status(), 204);
+    assert_eq!(event(1).await.unwrap().status(), 200);
+    assert_eq!(event(2).await.unwrap().status(), 200);
+    let refused = event(3).await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "7");
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("rate limit exceeded")
+    );
+    assert_eq!(sandbox.sandbox.paystar.over_capacity(), 1);
+    assert_eq!(sandbox.sandbox.paystar.most_refusals_of_one_customer(), 1);
+    // Only 429 and 503 are refusals; an unknown field is refused by name.
+    let wrong = post("capacity", r#"{"status": 418}"#).await.unwrap();
+    assert_eq!(wrong.status(), 400);
+    assert!(
+        post("capacity", r#"{"requets": 3}"#)
+            .await
+            .unwrap()
+            .status()
+            .is_client_error()
+    );
+    // `{}` is unlimited again; a latency of 40 ± 20 ms holds each answer 20–60 ms.
+    assert_eq!(post("capacity", "{}").await.unwrap().status(), 204);
+    let latency = r#"{"ms": 40, "jitter_ms": 20}"#;
+    assert_eq!(post("latency", latency).await.unwrap().status(), 204);
+    for i in 10..15 {
+        let started = tokio::time::Instant::now();
+        assert_eq!(event(i).await.unwrap().status(), 200);
+        let took = started.elapsed();
+        assert!(took >= std::time::Duration::from_millis(20), "{took:?}");
+    }
 }

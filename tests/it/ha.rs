@@ -26,7 +26,9 @@ fn customers(n: usize) -> String {
 /// A project on a fresh PostgreSQL schema whose daemons elect a leader.
 fn ha_project(endpoint: &str, extra: &str) -> Option<Project> {
     let state = TestState::postgres()?;
-    let config = format!("{}{HA}{extra}", daemon_config(endpoint, ""));
+    // The bounds on what a failover resends are in slots: a fixed eight.
+    let config = format!("{}{HA}{extra}", daemon_config(endpoint, ""))
+        .replace("  timeout: 2s\n", "  timeout: 2s\n  concurrency: 8\n");
     Some(Project::on(state, &config))
 }
 
