@@ -108,6 +108,8 @@ impl Metrics {
             parked,
             endpoint: crate::deliver::EndpointStatus::default(),
             limit: Gauge::default(),
+            in_flight: Gauge::default(),
+            pushbacks: Counter::default(),
         };
         let mut metrics = Self {
             delivery: std::sync::Arc::new(delivery),
@@ -170,6 +172,16 @@ impl Metrics {
             "paystar_sync_concurrency_limit",
             "Requests to Paystar that may be in flight now: paystar.concurrency, or as learned when adaptive",
             metrics.delivery.limit.clone(),
+        );
+        r.register(
+            "paystar_sync_in_flight",
+            "Requests to Paystar in flight now",
+            metrics.delivery.in_flight.clone(),
+        );
+        r.register(
+            "paystar_sync_pushbacks",
+            "Answers from Paystar that pushed back (429, 503, a timeout) since start",
+            metrics.delivery.pushbacks.clone(),
         );
         r.register(
             "paystar_sync_backoffs",

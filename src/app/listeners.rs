@@ -55,6 +55,7 @@ impl ConsoleServer {
 pub(super) fn console_settings(config: &Config) -> crate::console::Settings {
     crate::console::Settings {
         default_business_unit: config.paystar.default_business_unit.clone(),
+        paystar: Some(config.paystar.clone()),
     }
 }
 

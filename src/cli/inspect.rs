@@ -27,6 +27,10 @@ pub(super) fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> 
         .meta("last_scan")?
         .and_then(|t| serde_json::from_str(&t).ok());
     let lease = store.lease()?;
+    let learned: Option<usize> = store
+        .meta(crate::deliver::LEARNED_KEY)?
+        .and_then(|v| v.parse().ok());
+    let concurrency = config.paystar.describe_concurrency(learned, None);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if format == OutputFormat::Json {
@@ -55,6 +59,13 @@ pub(super) fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> 
             "paused": pause.as_ref().map(|p| serde_json::json!({ "businessUnits": p.business_units, "cause": p.cause })),
             "errors": errors,
             "ha": config.ha.as_ref().map(|_| lease_json(lease.as_ref())),
+            "delivery": {
+                "concurrency": concurrency,
+                "adaptive": config.paystar.adaptive.is_some(),
+                "learned": learned,
+                "maxConcurrency": config.paystar.adaptive,
+                "rateLimitPerSecond": config.paystar.rate_limit.map(|r| r.per_second),
+            },
             "build": {
                 "version": crate::build_info::VERSION,
                 "commit": crate::build_info::COMMIT,
@@ -92,6 +103,7 @@ pub(super) fn status(path: &Path, format: OutputFormat) -> anyhow::Result<Exit> 
         "queue: {} pending, {} retrying, {} parked",
         counts.pending, counts.retrying, counts.parked
     )?;
+    writeln!(out, "delivery concurrency: {concurrency}")?;
     if let Some(pause) = &pause {
         writeln!(
             out,

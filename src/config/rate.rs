@@ -1,4 +1,5 @@
-//! `paystar.rate_limit`: a cap on the request rate, written `50/s` or `3000/m`.
+//! `paystar.rate_limit`: a cap on the request rate, written `50/s` or `3000/m`;
+//! and how the delivery speed settings read in `status` and the console.
 
 /// Requests per second, above zero.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -28,6 +29,28 @@ pub fn parse(text: &str) -> Result<RateLimit, String> {
     Ok(RateLimit {
         per_second: count / seconds,
     })
+}
+
+impl super::PaystarConfig {
+    /// The concurrency as configured, with the limit learned so far (kept in
+    /// the state) or in force now: "adaptive: 40 now, learned (up to 256)".
+    pub fn describe_concurrency(&self, learned: Option<usize>, now: Option<i64>) -> String {
+        let mut text = match (self.adaptive, now, learned) {
+            (None, _, _) => format!("{} (fixed)", self.concurrency),
+            (Some(max), Some(now), _) => format!("adaptive: {now} now (up to {max})"),
+            (Some(max), None, Some(learned)) => {
+                format!("adaptive: {learned} as last learned (up to {max})")
+            }
+            (Some(max), None, None) => format!(
+                "adaptive: nothing learned yet, starts at {} (up to {max})",
+                self.concurrency
+            ),
+        };
+        if let Some(rate) = self.rate_limit {
+            text.push_str(&format!(", at most {}/s", rate.per_second));
+        }
+        text
+    }
 }
 
 #[cfg(test)]

@@ -36,6 +36,8 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 pub struct Settings {
     /// `paystar.default_business_unit`: the customer search's default.
     pub default_business_unit: Option<String>,
+    /// The delivery speed settings, described on the overview.
+    pub paystar: Option<crate::config::PaystarConfig>,
 }
 
 /// Everything the console's handlers share.
@@ -99,6 +101,17 @@ impl Console {
         if let Some(problem) = problem {
             status.delivery.health = "paused";
             status.delivery.endpoint = Some(problem.reason);
+        }
+        let settings = self.settings();
+        if let (Some(delivery), Some(paystar)) = (&self.delivery, &settings.paystar)
+            && role != crate::ha::Role::Standby
+        {
+            let limit = delivery.limit.get();
+            status.delivery.concurrency = Some(view::Concurrency {
+                describe: paystar.describe_concurrency(None, Some(limit)),
+                limit,
+                in_flight: delivery.in_flight.get(),
+            });
         }
     }
 

@@ -87,6 +87,14 @@ pub fn overview(s: &Status) -> String {
         "<tr><th>Delivery</th><td class=\"{class}\" id=\"delivery\">{}</td></tr>",
         esc(&health)
     );
+    if let Some(c) = &s.delivery.concurrency {
+        let _ = write!(
+            out,
+            "<tr><th>Concurrency</th><td id=\"concurrency\">{}; {} in flight</td></tr>",
+            esc(&c.describe),
+            c.in_flight
+        );
+    }
     if let Some(poll) = &s.poll {
         let last = poll.last_success_ms.map_or("never".to_owned(), when);
         let _ = write!(

@@ -72,6 +72,18 @@ pub struct Delivery {
     /// Why delivery is paused for everyone, while it is (the daemon's console only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// How many requests may be in flight (the daemon's leader only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Concurrency {
+    /// `paystar.concurrency` in words, with the limit now.
+    pub describe: String,
+    pub limit: i64,
+    pub in_flight: i64,
 }
 
 #[derive(Serialize)]
@@ -169,6 +181,7 @@ pub fn status(store: &Store, state: String, now_ms: i64) -> Result<Status, State
             },
             oldest_retrying_since_ms: oldest,
             endpoint: None,
+            concurrency: None,
         },
         poll,
         holds: holds(store)?,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// Where the learned concurrency is kept in the state (a restart or a new
 /// leader starts from it).
-pub(super) const LEARNED_KEY: &str = "delivery.concurrency.learned";
+pub const LEARNED_KEY: &str = "delivery.concurrency.learned";
 
 /// How an adaptive limit's moves are told: the gauge always, a log line when
 /// it moved by more than a quarter since the last, the state at most every 10 s.

@@ -14,4 +14,5 @@ pub mod worker;
 pub use circuit::{EndpointProblem, EndpointStatus};
 pub use client::PaystarClient;
 pub use event::{EventType, PaystarEvent};
+pub use logbook::LEARNED_KEY;
 pub use worker::{DeliveryCounters, Totals, Until, Worker, WorkerSettings};

@@ -109,6 +109,10 @@ pub struct DeliveryCounters {
     pub endpoint: EndpointStatus,
     /// Requests that may be in flight now (fixed, or as learned).
     pub limit: prometheus_client::metrics::gauge::Gauge,
+    /// Requests in flight now.
+    pub in_flight: prometheus_client::metrics::gauge::Gauge,
+    /// Answers that pushed back: 429, 503, a timeout.
+    pub pushbacks: Counter,
 }
 
 impl Worker {
@@ -140,7 +144,9 @@ impl Worker {
     }
 
     pub async fn run(&self, until: Until, cancel: CancellationToken) -> Result<Totals, StateError> {
-        let (totals, learned) = self.deliver(until, cancel).await?;
+        let delivered = self.deliver(until, cancel).await;
+        self.counters.in_flight.set(0);
+        let (totals, learned) = delivered?;
         // Where an adaptive limit ended: the next run (or leader) starts there.
         if let Some(limit) = learned {
             self.store
@@ -255,6 +261,7 @@ impl Worker {
                 if let Some(limiter) = &mut limiter {
                     limiter.in_flight(tasks.len());
                 }
+                self.counters.in_flight.set(tasks.len() as i64);
             }
             // One store step at a time records what finished and claims what is
             // due next, while requests go on: keys wait in `ready` (up to `ahead`
@@ -372,6 +379,9 @@ impl Worker {
                                 }
                                 for sample in &samples {
                                     circuit.observed(sample.rtt, sample.pushed_back);
+                                    if sample.pushed_back {
+                                        self.counters.pushbacks.inc();
+                                    }
                                 }
                                 if let Some(limiter) = &mut limiter {
                                     for sample in samples {

@@ -500,6 +500,66 @@ async fn without_auth_the_console_is_read_only_and_shows_a_rejected_rows_line_an
     daemon.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_delivery_concurrency_is_shown_by_the_overview_the_api_the_metrics_and_status() {
+    let (p, sandbox) = console_project(false).await;
+    p.file("a.csv", csv(100..111));
+    let daemon = p.start_daemon().await;
+    assert_eq!(sandbox.sandbox.paystar.wait_for(11, WAIT).await.len(), 11);
+    let status = api_until(&daemon, "/api/v1/status", |s| {
+        s["delivery"]["concurrency"]["inFlight"] == 0
+    })
+    .await;
+    let concurrency = &status["delivery"]["concurrency"];
+    let describe = concurrency["describe"].as_str().unwrap();
+    assert!(
+        describe.starts_with("adaptive: ") && describe.ends_with(" now (up to 256)"),
+        "{status}"
+    );
+    assert!(concurrency["limit"].as_i64().unwrap() >= 1, "{status}");
+    let page = client()
+        .get(daemon.console_url())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!(
+            "<td id=\"concurrency\">{describe}; 0 in flight</td>"
+        )),
+        "{page}"
+    );
+    let metrics = daemon.metrics().await;
+    for line in [
+        "\npaystar_sync_in_flight 0\n",
+        "\npaystar_sync_pushbacks_total 0\n",
+        "\npaystar_sync_concurrency_limit ",
+    ] {
+        assert!(metrics.contains(line), "{line:?} in\n{metrics}");
+    }
+    daemon.stop().await;
+    // What the daemon learned is kept, and `status` says so.
+    let run = p.run(&["status"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("delivery concurrency: adaptive: ")
+                && l.ends_with(" as last learned (up to 256)")),
+        "{}",
+        run.stdout
+    );
+    let json = p.run(&["status", "--format", "json"]);
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(value["delivery"]["adaptive"], true, "{value}");
+    assert!(
+        value["delivery"]["learned"].as_u64().unwrap() >= 1,
+        "{value}"
+    );
+}
+
 /// schemathesis: `PAYSTAR_SYNC_SCHEMATHESIS`, the one `.ci/run` installs under
 /// `target/schemathesis/`, or one on the PATH.
 fn schemathesis() -> Option<std::path::PathBuf> {
