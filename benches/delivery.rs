@@ -3,12 +3,14 @@
 //!     cargo bench --bench delivery -- [throughput] [retry] [latency] [--customers 1000000] [--edits 100] [--backend sqlite|postgres]
 //!
 //! - throughput: the delivery worker draining a committed queue into the Paystar
-//!   simulator answering after 5 ms, at concurrency 8 and 64 (in-process, one runtime).
+//!   simulator answering after 5 ms, at concurrency 8 and 64 and adaptive (in-process,
+//!   one runtime).
 //! - retry: how soon a due retry goes out behind a backlog of 10,000 fresh keys.
 //! - latency: the `paystar-sync run` daemon holding 1M customers in 100 CSV files,
-//!   debounce 200 ms; each of 100 edits rewrites one file (temp file + rename) with one
-//!   customer's email changed, and the time from the rename to the request reaching the
-//!   simulator is measured. Also reports the daemon's peak RSS (VmHWM) during its first
+//!   debounce 200 ms, the default (adaptive) concurrency; each of 100 edits rewrites
+//!   one file (temp file + rename) with one customer's email changed, and the time
+//!   from the rename to the request reaching the simulator is measured. Also reports
+//!   the daemon's peak RSS (VmHWM) during its first
 //!   import and while holding the committed state.
 
 // Wall-clock measurement in a benchmark: std's Instant is the right clock here.
@@ -32,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 fn config_text(state: &str, endpoint: &str) -> String {
     format!(
-        "{state}manifests:\n  dir: manifests\n  debounce: 200ms\n  rescan_interval: 1h\npaystar:\n  endpoint: {endpoint}\n  api_key_env: PAYSTAR_API_KEY\n  default_business_unit: water-bill-pay\n  concurrency: 64\nsafety: {{ max_unenrolls: 100000000, max_unenroll_percent: 100 }}\nserver: {{ listen: \"127.0.0.1:0\" }}\n"
+        "{state}manifests:\n  dir: manifests\n  debounce: 200ms\n  rescan_interval: 1h\npaystar:\n  endpoint: {endpoint}\n  api_key_env: PAYSTAR_API_KEY\n  default_business_unit: water-bill-pay\nsafety: {{ max_unenrolls: 100000000, max_unenroll_percent: 100 }}\nserver: {{ listen: \"127.0.0.1:0\" }}\n"
     )
 }
 
@@ -69,6 +71,7 @@ fn committed_store_here(backend: Backend, root: &Path, customers: usize) -> Conf
 async fn worker_on_sandbox(
     config: &Config,
     concurrency: usize,
+    adaptive: Option<usize>,
     schedule: Vec<Duration>,
 ) -> (Worker, SharedStore, paystar_sync::sandbox::RunningSandbox) {
     let sandbox = Sandbox::new()
@@ -97,7 +100,7 @@ async fn worker_on_sandbox(
             grace: Duration::from_secs(10),
             gate: paystar_sync::ha::LeaseGate::always_open(),
             rate_limit: None,
-            adaptive: None,
+            adaptive,
         },
     );
     (worker, store, sandbox)
@@ -105,15 +108,30 @@ async fn worker_on_sandbox(
 
 async fn throughput(backend: Backend, data: &Path) {
     println!("| concurrency | events | wall | events/s | ceiling |\n|---|---|---|---|---|");
-    for (concurrency, customers) in [(8usize, 10_000usize), (64, 40_000)] {
+    // Fixed 8, fixed 64, and adaptive (the default: from 8, up to 256).
+    for (concurrency, adaptive, customers) in [
+        (8usize, None, 10_000usize),
+        (64, None, 40_000),
+        (8, Some(256), 40_000),
+    ] {
         // One ManageCustomer per customer; one in 20 also has autopay: no (an unenroll).
+        let name = match adaptive {
+            Some(max) => format!("adaptive (up to {max})"),
+            None => concurrency.to_string(),
+        };
         let config = committed_store(
             backend,
-            &data.join(format!("throughput-{concurrency}")),
+            &data.join(format!("throughput-{}", name.replace(' ', "-"))),
             customers,
         );
-        let (worker, _store, sandbox) =
-            worker_on_sandbox(&config, concurrency, vec![Duration::from_millis(10); 5]).await;
+        let (worker, _store, sandbox) = worker_on_sandbox(
+            &config,
+            concurrency,
+            adaptive,
+            vec![Duration::from_millis(10); 5],
+        )
+        .await;
+        let limit = worker.counters();
         let start = Instant::now();
         let totals = worker
             .run(Until::Idle, CancellationToken::new())
@@ -124,10 +142,13 @@ async fn throughput(backend: Backend, data: &Path) {
         let events = totals.delivered_events;
         assert_eq!(events as usize, sandbox.sandbox.paystar.accepted().len());
         println!(
-            "| {concurrency} | {events} | {:.2} s | {:.0} | {} |",
+            "| {name} | {events} | {:.2} s | {:.0} | {} |",
             wall.as_secs_f64(),
             events as f64 / wall.as_secs_f64(),
-            concurrency * 200
+            match adaptive {
+                Some(_) => format!("ended at {}", limit.limit.get()),
+                None => (concurrency * 200).to_string(),
+            }
         );
         sandbox.stop().await;
     }
@@ -141,7 +162,7 @@ async fn retry(backend: Backend, data: &Path) {
     use paystar_sync::sandbox::paystar::Fault;
     let config = committed_store(backend, &data.join("retry"), 10_000);
     let (worker, store, sandbox) =
-        worker_on_sandbox(&config, 8, vec![Duration::from_millis(100); 3]).await;
+        worker_on_sandbox(&config, 8, None, vec![Duration::from_millis(100); 3]).await;
     sandbox.sandbox.paystar.push_fault(Fault {
         status: 503,
         count: 8,
