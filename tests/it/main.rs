@@ -28,3 +28,4 @@ mod support;
 #[cfg(feature = "otel")]
 mod telemetry;
 mod upgrades;
+mod yamlsuite;
