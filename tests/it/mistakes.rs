@@ -555,30 +555,6 @@ fn history_of_an_account_known_only_by_its_sub_accounts_names_them() {
     );
 }
 
-/// Runs the binary as `nobody` (uid 65534) when the tests run as root, as the
-/// service's own user would; as this user otherwise.
-fn run_as_another_user(p: &Project, args: &[&str]) -> std::process::Output {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
-    let binary = env!("CARGO_BIN_EXE_paystar-sync");
-    let mut command = if root {
-        let mut c = std::process::Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", binary]);
-        c
-    } else {
-        std::process::Command::new(binary)
-    };
-    command
-        .args(args)
-        .arg("--config")
-        .arg(p.config_path())
-        .env_remove("PAYSTAR_SYNC_CONFIG")
-        .output()
-        .expect("run paystar-sync as another user (setpriv from util-linux)")
-}
-
 #[test]
 fn a_state_this_user_cannot_write_is_named_with_the_user_and_the_fix_and_reads_still_work() {
     use std::os::unix::fs::PermissionsExt;
@@ -603,7 +579,7 @@ fn a_state_this_user_cannot_write_is_named_with_the_user_and_the_fix_and_reads_s
         .unwrap();
     }
     for writer in [&["apply"][..], &["approve"][..]] {
-        let run = run_as_another_user(&p, writer);
+        let run = crate::support::run_as_another_user(&p, writer);
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert_eq!(run.status.code(), Some(1), "{writer:?}: {stderr}");
         assert!(
@@ -614,7 +590,7 @@ fn a_state_this_user_cannot_write_is_named_with_the_user_and_the_fix_and_reads_s
     // Read-only commands work on a state they cannot write, and create nothing.
     let before = listing(&p.root().join("state"));
     for reader in [&["status"][..], &["plan"][..]] {
-        let run = run_as_another_user(&p, reader);
+        let run = crate::support::run_as_another_user(&p, reader);
         assert_eq!(run.status.code(), Some(0), "{reader:?}: {run:?}");
     }
     assert_eq!(listing(&p.root().join("state")), before);

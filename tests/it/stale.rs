@@ -37,6 +37,51 @@ fn a_manifest_replaced_by_a_directory_and_then_restored_reads_clean_again() {
 }
 
 #[test]
+fn a_manifest_uploaded_unreadable_and_then_made_readable_is_read_and_its_customers_sent() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = Project::new();
+    p.file("a.csv", GOOD);
+    let path = p.root().join("manifests/a.csv");
+    // Uploaded an hour ago, as an SFTP upload with umask 077 by another user
+    // leaves it.
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
+    if crate::support::running_as_root() {
+        // The service's own user, for whom the mode counts, owns the rest.
+        let chown = std::process::Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(p.root())
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        std::os::unix::fs::chown(&path, Some(0), Some(0)).unwrap();
+    }
+    let run = crate::support::run_as_another_user(&p, &["apply"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(run.status.code(), Some(65), "{said}");
+    assert!(
+        said.contains("a.csv") && said.contains("ermission"),
+        "{said}"
+    );
+    // chmod changes no size, mtime or inode: the file must be read again anyway.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = crate::support::run_as_another_user(&p, &["apply"]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(0), "{stderr}");
+    let acknowledged = p.with_store(|s| s.counts().unwrap().acknowledged);
+    assert_eq!(acknowledged, 1, "{stderr}");
+}
+
+#[test]
 fn a_manifest_over_the_size_limit_and_then_restored_to_its_last_good_content_reads_clean() {
     let config = BASE_CONFIG.replace(
         "  dir: manifests\n",
@@ -246,9 +291,15 @@ fn an_incremental_scan_after_any_file_operations_equals_a_scan_from_scratch() {
             "  dir: manifests\n  max_file_size: 1KiB\n",
         );
         let p = Project::with_config(&config);
+        // The folder is a symlink to a tree, swapped for a copy now and then
+        // (as git-sync publishes each revision).
         let dir = p.root().join("manifests");
-        std::fs::create_dir_all(dir.join("sub")).unwrap();
-        std::fs::create_dir_all(dir.join("other")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut trees = 0;
+        let tree = |n: usize| p.root().join(format!("tree-{n}"));
+        std::fs::create_dir_all(tree(0).join("sub")).unwrap();
+        std::fs::create_dir_all(tree(0).join("other")).unwrap();
+        std::os::unix::fs::symlink(tree(0), &dir).unwrap();
         let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
         let mut last: Vec<Option<String>> = vec![None; paths.len()];
         for _ in 0..u.int_in_range(1..=8)? {
@@ -271,7 +322,7 @@ fn an_incremental_scan_after_any_file_operations_equals_a_scan_from_scratch() {
                     }
                 }
             };
-            match *u.choose(&[0, 1, 2, 2, 2, 3, 4, 5, 6, 7])? {
+            match *u.choose(&[0, 1, 2, 2, 2, 3, 4, 5, 6, 7, 8, 9, 10])? {
                 0 => {
                     clear(&path);
                     std::fs::write(&path, &text).unwrap();
@@ -317,6 +368,47 @@ fn an_incremental_scan_after_any_file_operations_equals_a_scan_from_scratch() {
                     std::os::unix::fs::symlink(dir.join("nowhere.csv"), &path).unwrap();
                 }
                 6 => clear(&path),
+                8 => {
+                    // chmod 000, or back to 644 (a change of ctime alone).
+                    use std::os::unix::fs::PermissionsExt;
+                    if let Ok(meta) = std::fs::symlink_metadata(&path)
+                        && meta.is_file()
+                    {
+                        let mode = if meta.permissions().mode() & 0o777 == 0 {
+                            0o644
+                        } else {
+                            0
+                        };
+                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                            .unwrap();
+                    }
+                }
+                9 => {
+                    // Truncated in place: `: > file`.
+                    if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+                        std::fs::File::options()
+                            .write(true)
+                            .truncate(true)
+                            .open(&path)
+                            .unwrap();
+                    }
+                }
+                10 => {
+                    // The root swapped for a copy of its tree (new inodes, the
+                    // same mtimes), the symlink replaced atomically.
+                    trees += 1;
+                    let copied = std::process::Command::new("cp")
+                        .arg("-a")
+                        .arg(tree(trees - 1))
+                        .arg(tree(trees))
+                        .status()
+                        .unwrap();
+                    assert!(copied.success());
+                    let link = p.root().join("manifests.new");
+                    std::os::unix::fs::symlink(tree(trees), &link).unwrap();
+                    std::fs::rename(&link, &dir).unwrap();
+                    std::fs::remove_dir_all(tree(trees - 1)).unwrap();
+                }
                 _ => {
                     // A move between folders, and back.
                     let moved = dir.join("other").join(path.file_name().unwrap());

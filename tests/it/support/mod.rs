@@ -519,3 +519,32 @@ pub fn daemon_config(endpoint: &str, extra_manifests: &str) -> String {
         "state:\n  path: state/paystar-sync.db\nmanifests:\n  dir: manifests\n  debounce: 100ms\n  rescan_interval: 1h\n{extra_manifests}paystar:\n  endpoint: {endpoint}\n  api_key_env: PAYSTAR_API_KEY\n  default_business_unit: water-bill-pay\n  retry: {{ schedule: [50ms, 50ms, 50ms] }}\n  timeout: 2s\nsafety: {{ max_unenrolls: 100000, max_unenroll_percent: 100 }}\nserver: {{ listen: \"127.0.0.1:0\" }}\n"
     )
 }
+
+/// Runs the binary as `nobody` (uid 65534) when the tests run as root, as the
+/// service's own user would (file permissions then apply); as this user otherwise.
+pub fn run_as_another_user(p: &Project, args: &[&str]) -> std::process::Output {
+    let root = running_as_root();
+    let binary = env!("CARGO_BIN_EXE_paystar-sync");
+    let mut command = if root {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", binary]);
+        c
+    } else {
+        std::process::Command::new(binary)
+    };
+    command
+        .args(args)
+        .arg("--config")
+        .arg(p.config_path())
+        .env_remove("PAYSTAR_SYNC_CONFIG")
+        .output()
+        .expect("run paystar-sync as another user (setpriv from util-linux)")
+}
+
+/// Whether the tests run as root (who reads any file whatever its mode).
+pub fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
