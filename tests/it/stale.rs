@@ -105,21 +105,36 @@ fn a_manifest_over_the_size_limit_and_then_restored_to_its_last_good_content_rea
 }
 
 #[test]
-fn a_manifest_replaced_by_a_fifo_and_then_restored_reads_clean_again() {
-    let p = Project::new();
-    p.file("a.csv", GOOD);
-    assert_eq!(committed_then_planned(&p), (0, vec![]));
-    let path = p.root().join("manifests/a.csv");
-    std::fs::remove_file(&path).unwrap();
-    let status = std::process::Command::new("mkfifo")
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert_eq!(committed_then_planned(&p).1, ["a.csv [file]"]);
-    std::fs::remove_file(&path).unwrap();
-    p.file("a.csv", GOOD);
-    assert_eq!(committed_then_planned(&p), (0, vec![]));
+fn a_manifest_replaced_by_a_fifo_or_a_symlink_loop_and_then_restored_reads_clean_again() {
+    for special in ["fifo", "symlink loop"] {
+        let p = Project::new();
+        p.file("a.csv", GOOD);
+        assert_eq!(committed_then_planned(&p), (0, vec![]));
+        let path = p.root().join("manifests/a.csv");
+        std::fs::remove_file(&path).unwrap();
+        if special == "fifo" {
+            let status = std::process::Command::new("mkfifo")
+                .arg(&path)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        } else {
+            // a.csv → b.csv → a.csv
+            let other = p.root().join("manifests/b.csv");
+            std::os::unix::fs::symlink(&other, &path).unwrap();
+            std::os::unix::fs::symlink(&path, &other).unwrap();
+        }
+        let errors = committed_then_planned(&p).1;
+        assert!(
+            errors.contains(&"a.csv [file]".to_owned()),
+            "{special}: {errors:?}"
+        );
+        for name in ["a.csv", "b.csv"] {
+            let _ = std::fs::remove_file(p.root().join("manifests").join(name));
+        }
+        p.file("a.csv", GOOD);
+        assert_eq!(committed_then_planned(&p), (0, vec![]), "{special}");
+    }
 }
 
 #[test]
