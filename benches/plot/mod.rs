@@ -80,6 +80,7 @@ pub fn draw(dir: &Path, out: &Path) {
             .unwrap();
         chart
             .configure_mesh()
+            .light_line_style(TRANSPARENT)
             .x_desc("seconds")
             .y_desc("requests in flight")
             .label_style(("sans-serif", 13))
@@ -88,11 +89,13 @@ pub fn draw(dir: &Path, out: &Path) {
         chart
             .draw_series(LineSeries::new(
                 series.points.iter().map(|p| (p.0, p.2)),
-                RED.stroke_width(2),
+                RED.mix(0.5).stroke_width(5),
             ))
             .unwrap()
             .label("what Paystar takes (capacity, or rate × latency)")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+            .legend(|(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], RED.mix(0.5).stroke_width(5))
+            });
         chart
             .draw_series(LineSeries::new(
                 series.points.iter().map(|p| (p.0, p.1)),
