@@ -8,8 +8,9 @@
 //!   the limit, back to what Paystar took), unless the limit starts from one
 //!   learned before: that one is near the capacity already.
 //! - Up by one per interval of one mean round trip in which the limit was
-//!   reached and no round trip rose above the mean + 2.5 deviations (and at
-//!   least half the mean).
+//!   reached and the interval's mean round trip did not rise above the
+//!   long-run mean + 2.5 deviations (and at least half the mean): a rise is a
+//!   queue building, one slow answer on a busy machine is not.
 //! - Down ×0.9 on each 429, 503 or timeout (push-back), and on a rise; a
 //!   push-back to a request sent before the last cut does not cut again: it is
 //!   the same overload answered late (the doubling's overshoot, which the
@@ -46,12 +47,13 @@ const DECREASE: f64 = 0.9;
 pub(super) struct Limiter {
     limit: f64,
     max: usize,
-    /// Mean and mean deviation of round trips, in seconds.
+    /// Mean and mean deviation of the intervals' mean round trips, in seconds.
     mean: Option<f64>,
     deviation: f64,
     interval_start: Instant,
     reached: bool,
-    rose: bool,
+    /// The sum and number of this interval's round trips, in seconds.
+    interval_rtt: (f64, u32),
     ceiling: Option<usize>,
     probe_after: Instant,
     /// Since when the limit has been at or above the ceiling without push-back.
@@ -82,7 +84,7 @@ impl Limiter {
             deviation: 0.0,
             interval_start: now,
             reached: false,
-            rose: false,
+            interval_rtt: (0.0, 0),
             ceiling: None,
             probe_after: now,
             probing_since: None,
@@ -131,22 +133,27 @@ impl Limiter {
             return (self.limit() != before).then(|| Moved::Down(self.limit()));
         }
         let rtt = rtt.as_secs_f64();
-        match self.mean {
-            None => self.mean = Some(rtt),
-            Some(mean) => {
-                if rtt > mean + (RISE * self.deviation).max(RISE_AT_LEAST * mean) {
-                    self.rose = true;
-                }
-                self.deviation = (1.0 - ALPHA) * self.deviation + ALPHA * (rtt - mean).abs();
-                self.mean = Some((1.0 - ALPHA) * mean + ALPHA * rtt);
-            }
-        }
+        self.interval_rtt.0 += rtt;
+        self.interval_rtt.1 += 1;
         let interval = Duration::from_secs_f64(self.mean.unwrap_or(rtt));
         if now.duration_since(self.interval_start) < interval {
             return None;
         }
+        // The interval's mean round trip against the long-run mean: one slow
+        // answer on a busy machine is no queue at Paystar.
+        let observed = self.interval_rtt.0 / f64::from(self.interval_rtt.1);
+        let rose = self
+            .mean
+            .is_some_and(|mean| observed > mean + (RISE * self.deviation).max(RISE_AT_LEAST * mean));
+        self.mean = Some(match self.mean {
+            None => observed,
+            Some(mean) => {
+                self.deviation = (1.0 - ALPHA) * self.deviation + ALPHA * (observed - mean).abs();
+                (1.0 - ALPHA) * mean + ALPHA * observed
+            }
+        });
         let before = self.limit();
-        if self.rose {
+        if rose {
             self.slow_start = false;
             self.limit = (self.limit * DECREASE).max(1.0);
             self.last_cut = Some(now);
@@ -181,7 +188,7 @@ impl Limiter {
     fn next_interval(&mut self, now: Instant) {
         self.interval_start = now;
         self.reached = false;
-        self.rose = false;
+        self.interval_rtt = (0.0, 0);
     }
 }
 
