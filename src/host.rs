@@ -13,19 +13,32 @@ pub fn host_name() -> String {
 /// The user this process runs as: `name (uid N)`, or `uid N` when
 /// `/etc/passwd` does not name it, or `this user` off Linux.
 pub fn user_name() -> String {
-    let Some(uid) = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| effective_uid(&status))
-    else {
-        return "this user".to_owned();
-    };
-    match std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|passwd| name_of(&passwd, uid))
-    {
-        Some(name) => format!("{name} (uid {uid})"),
-        None => format!("uid {uid}"),
+    match user() {
+        Some((uid, Some(name))) => format!("{name} (uid {uid})"),
+        Some((uid, None)) => format!("uid {uid}"),
+        None => "this user".to_owned(),
     }
+}
+
+/// The user this process runs as, for history's actor: `alice`, or `uid N`
+/// when `/etc/passwd` does not name it, or `unknown` off Linux.
+pub fn login_name() -> String {
+    match user() {
+        Some((_, Some(name))) => name,
+        Some((uid, None)) => format!("uid {uid}"),
+        None => "unknown".to_owned(),
+    }
+}
+
+/// The effective uid and the name `/etc/passwd` gives it.
+fn user() -> Option<(u32, Option<String>)> {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| effective_uid(&status))?;
+    let name = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| name_of(&passwd, uid));
+    Some((uid, name))
 }
 
 /// The effective uid in `/proc/self/status` (`Uid: real effective saved fs`).

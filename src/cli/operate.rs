@@ -52,7 +52,7 @@ pub(super) fn approve(path: &Path) -> anyhow::Result<Exit> {
     for h in &held {
         println!("approving {} unenroll(s): {}", h.count, h.cause);
     }
-    let count = store.approve(None, "cli", now_ms())?;
+    let count = store.approve(None, &cli_actor(), now_ms())?;
     println!(
         "released {count} held unenroll(s) into the queue; the daemon or the next apply sends them"
     );
@@ -86,7 +86,7 @@ pub(super) fn retry(
     };
     let _owner = crate::store::Owner::claim(&config.state, "retry")?;
     let mut store = Store::open(&config.state)?;
-    let count = store.retry_parked(keys.as_deref(), "cli", now_ms())?;
+    let count = store.retry_parked(keys.as_deref(), &cli_actor(), now_ms())?;
     println!("re-queued {count} parked customer(s); the daemon or the next apply sends them");
     if let Some(keys) = &keys
         && count < keys.len()
@@ -147,4 +147,9 @@ pub(super) fn state_copy(from: &Path, to: &Path) -> anyhow::Result<Exit> {
         println!("  {table}: {rows}");
     }
     Ok(Exit::Ok)
+}
+
+/// Who acts from the command line, as history records it: `cli:` and the OS user.
+fn cli_actor() -> String {
+    format!("cli:{}", crate::host::login_name())
 }

@@ -142,9 +142,9 @@ impl Limiter {
         // The interval's mean round trip against the long-run mean: one slow
         // answer on a busy machine is no queue at Paystar.
         let observed = self.interval_rtt.0 / f64::from(self.interval_rtt.1);
-        let rose = self
-            .mean
-            .is_some_and(|mean| observed > mean + (RISE * self.deviation).max(RISE_AT_LEAST * mean));
+        let rose = self.mean.is_some_and(|mean| {
+            observed > mean + (RISE * self.deviation).max(RISE_AT_LEAST * mean)
+        });
         self.mean = Some(match self.mean {
             None => observed,
             Some(mean) => {

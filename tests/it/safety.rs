@@ -109,6 +109,21 @@ async fn a_deleted_manifest_holds_its_mass_unenroll_while_everything_else_procee
     );
     assert_eq!(apply(&p).await.code, 0);
     assert_eq!(unenrolls(&sandbox), 10);
+    // The approval names who gave it: the OS user at the command line.
+    let history = p.run_async(&["history", "95", "--format", "json"]).await;
+    let lines: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
+    let approved = lines["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["kind"] == "approved")
+        .cloned()
+        .unwrap_or_else(|| panic!("no approved line: {lines}"));
+    let actor = approved["actor"].as_str().unwrap();
+    assert!(actor.len() > 4 && actor.starts_with("cli:"), "{lines}");
+    if crate::support::running_as_root() {
+        assert_eq!(actor, "cli:root");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
