@@ -9,6 +9,16 @@ use std::time::{Duration, SystemTime};
 const GOOD: &str =
     "accountNumber,firstName,lastName,emailAddress\n1,Ada,Lovelace,ada@example.com\n";
 
+/// Sets `path`'s mtime an hour back: old enough that the index's shortcut applies.
+fn written_an_hour_ago(path: &std::path::Path) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+}
+
 /// `plan` after committing (and acknowledging) the current folder: its exit
 /// code and error lines.
 fn committed_then_planned(p: &Project) -> (i32, Vec<String>) {
@@ -44,12 +54,7 @@ fn a_manifest_uploaded_unreadable_and_then_made_readable_is_read_and_its_custome
     let path = p.root().join("manifests/a.csv");
     // Uploaded an hour ago, as an SFTP upload with umask 077 by another user
     // leaves it.
-    std::fs::File::options()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_modified(SystemTime::now() - Duration::from_secs(3600))
-        .unwrap();
+    written_an_hour_ago(&path);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
     if crate::support::running_as_root() {
         // The service's own user, for whom the mode counts, owns the rest.
@@ -199,12 +204,7 @@ fn state_check_passes_a_sound_state_and_names_an_index_entry_that_lies() {
     let path = p.root().join("manifests/a.csv");
     p.file("a.csv", GOOD);
     // Old enough that the index's shortcut applies.
-    std::fs::File::options()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_modified(SystemTime::now() - Duration::from_secs(3600))
-        .unwrap();
+    written_an_hour_ago(&path);
     p.commit_and_acknowledge();
     let run = p.run(&["state", "check"]);
     assert_eq!(run.code, 0, "{run:?}");
