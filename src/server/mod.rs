@@ -42,6 +42,8 @@ pub struct ServerState {
     pub leadership: Arc<crate::ha::Leadership>,
     /// Whether the state database has left a status read unanswered.
     probe: Arc<status::StateProbe>,
+    /// Set when the daemon begins to stop: webhooks and `/health` answer 503.
+    draining: CancellationToken,
 }
 
 /// The parts of the server's state that a reload replaces.
@@ -71,7 +73,19 @@ impl ServerState {
             live: Arc::new(RwLock::new(Arc::new(live))),
             leadership: Arc::new(crate::ha::Leadership::single()),
             probe: Arc::default(),
+            draining: CancellationToken::new(),
         }
+    }
+
+    /// The daemon is stopping: from now on webhooks are refused with 503 and
+    /// `Retry-After` (the providers send them again, to whichever instance
+    /// runs next) and `/health` answers 503, so that a load balancer turns away.
+    pub fn drain(&self) {
+        self.draining.cancel();
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_cancelled()
     }
 
     /// Shows `leadership`'s role and leader on `/health`.

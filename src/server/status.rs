@@ -136,6 +136,9 @@ async fn read_snapshot(state: &ServerState) -> Result<Snapshot, String> {
 }
 
 pub async fn health(State(state): State<ServerState>) -> Response {
+    if state.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
     let snap = match snapshot(&state).await {
         Ok(snap) => snap,
         Err(why) => return why.response(),

@@ -16,6 +16,24 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Once the daemon is stopping, a webhook is refused unread with 503 and
+/// `Retry-After`: the provider sends it again, to whichever instance runs next,
+/// instead of to a process that may end before recording it.
+fn refused_while_stopping(state: &ServerState, provider: &'static str) -> Option<Response> {
+    if !state.is_draining() {
+        return None;
+    }
+    state.metrics.webhook(provider, "shutting_down");
+    Some(
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "5")],
+            "shutting down: send it again in a few seconds\n",
+        )
+            .into_response(),
+    )
+}
+
 /// Counts a webhook's outcome, and puts it on the request's span.
 fn count(state: &ServerState, provider: &'static str, outcome: &'static str) {
     state.metrics.webhook(provider, outcome);
@@ -112,6 +130,9 @@ pub async fn payroc(
     body: axum::body::Bytes,
 ) -> Response {
     let provider = crate::providers::payroc::PROVIDER;
+    if let Some(refused) = refused_while_stopping(&state, provider) {
+        return refused;
+    }
     traced(provider, &headers, receive_payroc(state, &headers, body)).await
 }
 
@@ -156,6 +177,9 @@ pub async fn smarterpay(
     body: axum::body::Bytes,
 ) -> Response {
     let provider = crate::providers::smarterpay::PROVIDER;
+    if let Some(refused) = refused_while_stopping(&state, provider) {
+        return refused;
+    }
     traced(
         provider,
         &headers,

@@ -3,6 +3,7 @@
 //! where a stage that fails or panics ends the process.
 
 mod leading;
+mod pipeline;
 mod reconnect;
 
 use super::intake::{Intake, log_scan};
@@ -19,6 +20,7 @@ use crate::server::{Live, ServerState};
 use crate::store::SharedStore;
 use anyhow::Context;
 use leading::{connection_lost, fenced, next_change};
+use pipeline::Pipeline;
 use reconnect::or_reconnect;
 use std::future::Future;
 use std::sync::Arc;
@@ -187,13 +189,7 @@ pub async fn run(
                 Signal::Shutdown => {
                     notifier.notify("STOPPING=1");
                     tracing::info!("shutting down");
-                    if let Some(pipeline) = pipeline.take() {
-                        pipeline.stop().await;
-                    }
-                    if let Some(keeper) = keeper.take() {
-                        keeper.stop().await;
-                    }
-                    daemon.shutdown().await;
+                    daemon.stop_all(pipeline.take(), keeper.take(), config.shutdown_grace).await;
                     return Ok(());
                 }
                 Signal::Reload => {
@@ -252,13 +248,7 @@ pub async fn run(
                     continue;
                 }
                 tracing::error!(stage = failure.stage, error = format!("{:#}", failure.error), "a stage failed; stopping the daemon so that it is restarted");
-                if let Some(pipeline) = pipeline.take() {
-                    pipeline.stop().await;
-                }
-                if let Some(keeper) = keeper.take() {
-                    keeper.stop().await;
-                }
-                daemon.shutdown().await;
+                daemon.stop_all(pipeline.take(), keeper.take(), config.shutdown_grace).await;
                 return Err(failure.error.context(format!("stage `{}` failed", failure.stage)));
             }
             _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => {
@@ -524,11 +514,34 @@ impl Daemon {
         })
     }
 
-    async fn shutdown(self) {
-        if let Some(console) = self.console {
-            console.listening.stop().await;
+    /// Stops everything within one `grace` (`shutdown_grace`): intake first
+    /// (webhooks answer 503 with `Retry-After` from now on, so that providers
+    /// send them again to whichever instance runs next), then the pipeline
+    /// (in-flight requests get the grace), the lease, and last the listeners,
+    /// with what is left of the grace but at least a second.
+    async fn stop_all(self, pipeline: Option<Pipeline>, keeper: Option<Keeper>, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        self.server_state.drain();
+        if let Some(pipeline) = pipeline {
+            pipeline.stop().await;
         }
-        self.server.listening.stop().await;
+        if let Some(keeper) = keeper {
+            keeper.stop().await;
+        }
+        let left = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_secs(1));
+        let listeners = async {
+            if let Some(console) = self.console {
+                console.listening.stop().await;
+            }
+            self.server.listening.stop().await;
+        };
+        if tokio::time::timeout(left, listeners).await.is_err() {
+            tracing::warn!(
+                "http connections still open at the end of shutdown_grace; closing them"
+            );
+        }
         if let Some(sandbox) = self.sandbox {
             sandbox.stop().await;
         }
@@ -541,29 +554,6 @@ struct Candidate {
     prepared: Prepared,
     listener: Option<tokio::net::TcpListener>,
     sandbox: Option<RunningSandbox>,
-}
-
-/// The running stages of one configuration: intake, delivery and the providers.
-struct Pipeline {
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-    grace: Duration,
-}
-
-impl Pipeline {
-    /// Stops intake and delivery; everything gets `shutdown_grace` in all.
-    /// False if some stage was still busy then.
-    async fn stop(self) -> bool {
-        self.cancel.cancel();
-        if tokio::time::timeout(self.grace, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(grace = ?self.grace, "stages still busy after shutdown_grace; leaving them (the queue is durable)");
-            return false;
-        }
-        true
-    }
 }
 
 #[cfg(test)]
