@@ -11,7 +11,7 @@ use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 const FIRST: [&str; 8] = [
     "Ada", "Alan", "Grace", "Edsger", "Barbara", "Donald", "Frances", "Ken",
@@ -112,7 +112,7 @@ pub fn write_corpus(
         let mut w = BufWriter::new(fs::File::create(&path).unwrap());
         w.write_all(text.as_bytes()).unwrap();
         let file = w.into_inner().unwrap();
-        file.set_modified(SystemTime::now() - Duration::from_secs(3600))
+        file.set_modified(paystar_sync::clock::now() - Duration::from_secs(3600))
             .unwrap();
     }
 }

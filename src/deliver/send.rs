@@ -14,7 +14,6 @@ use crate::store::{
     DeliveryLine, HistoryEntry, KeyState, LineProvenance, ManifestVersion, Outcome, OutcomeResult,
 };
 use crate::telemetry::KeyHash;
-use std::time::SystemTime;
 use tracing::Instrument;
 
 /// A claimed key waiting for a free slot, with the state it was claimed with.
@@ -203,7 +202,7 @@ async fn send_key(
             at: started + rtt,
         });
         let jitter = fastrand::f64() * 0.4 - 0.2;
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         let decision = classify(&attempt, failures, &settings.schedule, jitter, now);
         // Whatever it means for this customer, Paystar may ask everyone to wait.
         let pause = everyone_waits(&attempt, now);

@@ -54,7 +54,7 @@ impl LotusPaySim {
         }
         if event.get("created").is_none() {
             // Now, in seconds, as LotusPay stamps events; several share a second.
-            let now = std::time::SystemTime::now()
+            let now = crate::clock::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             event["created"] = json!(now);

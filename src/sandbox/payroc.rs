@@ -284,7 +284,7 @@ async fn deliver(State(sim): State<PayrocSim>, Json(request): Json<Value>) -> Js
         .collect();
     let event = json!({ "specversion": "1.0", "type": kind, "version": "1.0", "source": "payroc",
                         "id": uuid::Uuid::new_v4().to_string(),
-                        "time": request["time"].as_str().map_or_else(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true), str::to_owned),
+                        "time": request["time"].as_str().map_or_else(|| crate::clock::now_utc().to_rfc3339_opts(chrono::SecondsFormat::Millis, true), str::to_owned),
                         "datacontenttype": "application/json", "data": request["data"] });
     let mut statuses = Vec::new();
     for (uri, secret) in targets {

@@ -89,7 +89,7 @@ impl Owner {
             }
             Err(TryLockError::Error(source)) => return Err(io(source)),
         }
-        let since = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
+        let since = crate::clock::now_utc().format("%Y-%m-%d %H:%M:%S UTC");
         let who = format!(
             "`paystar-sync {command}` (pid {} on {}, since {since})",
             std::process::id(),

@@ -95,7 +95,7 @@ async fn state_copy_moves_a_live_sqlite_state_to_postgres_without_resending_anyt
         .write(true)
         .open(p.root().join("manifests/a.csv"))
         .unwrap()
-        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+        .set_modified(paystar_sync::clock::now() - std::time::Duration::from_secs(60))
         .unwrap();
     {
         let config = paystar_sync::config::Config::load(&source_config).unwrap();

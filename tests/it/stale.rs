@@ -4,7 +4,7 @@
 //! scan from scratch of the same folder would.
 
 use crate::support::{BASE_CONFIG, Project};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 const GOOD: &str =
     "accountNumber,firstName,lastName,emailAddress\n1,Ada,Lovelace,ada@example.com\n";
@@ -15,7 +15,7 @@ fn written_an_hour_ago(path: &std::path::Path) {
         .write(true)
         .open(path)
         .unwrap()
-        .set_modified(SystemTime::now() - Duration::from_secs(3600))
+        .set_modified(paystar_sync::clock::now() - Duration::from_secs(3600))
         .unwrap();
 }
 
@@ -170,7 +170,7 @@ fn a_row_error_fixed_after_its_file_moved_folders_is_not_a_duplicate_of_the_old_
 fn a_rewrite_that_keeps_the_size_and_sets_the_mtime_back_is_read() {
     let p = Project::new();
     let path = p.root().join("manifests/a.csv");
-    let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    let an_hour_ago = paystar_sync::clock::now() - Duration::from_secs(3600);
     p.file("a.csv", GOOD);
     std::fs::File::options()
         .write(true)
@@ -315,7 +315,7 @@ fn an_incremental_scan_after_any_file_operations_equals_a_scan_from_scratch() {
         std::fs::create_dir_all(tree(0).join("sub")).unwrap();
         std::fs::create_dir_all(tree(0).join("other")).unwrap();
         std::os::unix::fs::symlink(tree(0), &dir).unwrap();
-        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let an_hour_ago = paystar_sync::clock::now() - Duration::from_secs(3600);
         let mut last: Vec<Option<String>> = vec![None; paths.len()];
         for _ in 0..u.int_in_range(1..=8)? {
             let slot = u.choose_index(paths.len())?;
