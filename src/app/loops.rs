@@ -54,7 +54,9 @@ pub async fn poll_loop(
             return;
         };
         // Ticks missed while a poll ran are skipped, never caught up in a burst.
-        let wait = (next - crate::clock::now_utc()).to_std().unwrap_or_default();
+        let wait = (next - crate::clock::now_utc())
+            .to_std()
+            .unwrap_or_default();
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
