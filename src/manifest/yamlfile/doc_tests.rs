@@ -1,5 +1,6 @@
 //! Tests of the typed YAML reader.
 
+use super::merge::SCALAR_IN_MERGE;
 use super::*;
 
 /// `customers:` then a list nested `depth` levels inside one field's value.
