@@ -30,14 +30,13 @@
 mod common;
 mod plot;
 
-use common::{Backend, Layout, flag, now_ms, write_corpus};
+use common::{Backend, committed_corpus, flag};
 use paystar_sync::config::{Config, Secret};
 use paystar_sync::deliver::{PaystarClient, Until, Worker, WorkerSettings};
 use paystar_sync::reconcile::Policy;
 use paystar_sync::sandbox::Sandbox;
 use paystar_sync::sandbox::pushback::{Capacity, Latency};
-use paystar_sync::scan::{ScanSettings, scan};
-use paystar_sync::store::{SharedStore, Store};
+use paystar_sync::store::SharedStore;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -91,28 +90,11 @@ impl Limit {
 
 /// A fresh SQLite state with `customers` committed, unsent.
 fn committed(root: &Path, customers: usize) -> Config {
-    let _ = fs::remove_dir_all(root);
-    let state = Backend::Sqlite.fresh_state(root, "adaptive");
-    write_corpus(
-        &root.join("manifests"),
-        Layout::OneCsv,
-        customers,
-        &|_| false,
-        None,
-    );
-    fs::write(
-        root.join("config.yaml"),
+    committed_corpus(Backend::Sqlite, root, customers, |state| {
         format!(
             "{state}manifests:\n  dir: manifests\npaystar:\n  endpoint: sandbox\n  default_business_unit: water-bill-pay\nsafety: {{ max_unenrolls: 100000000, max_unenroll_percent: 100 }}\n"
-        ),
-    )
-    .unwrap();
-    let config = Config::load(&root.join("config.yaml")).unwrap();
-    let mut store = Store::open(&config.state).unwrap();
-    let parse = config.parse_options();
-    let settings = ScanSettings::new(&config, &parse, now_ms());
-    scan(&store, &settings).unwrap().commit(&mut store).unwrap();
-    config
+        )
+    })
 }
 
 struct Outcome {

@@ -18,13 +18,12 @@
 
 mod common;
 
-use common::{Backend, Layout, commit_and_acknowledge, now_ms, write_corpus};
+use common::{Backend, Layout, commit_and_acknowledge, committed_corpus, write_corpus};
 use paystar_sync::config::{Config, Secret};
 use paystar_sync::deliver::{PaystarClient, Until, Worker, WorkerSettings};
 use paystar_sync::reconcile::Policy;
 use paystar_sync::sandbox::Sandbox;
-use paystar_sync::scan::{ScanSettings, scan};
-use paystar_sync::store::{SharedStore, Store};
+use paystar_sync::store::SharedStore;
 use std::fs;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -45,26 +44,11 @@ fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 }
 
 fn committed_store(backend: Backend, root: &Path, customers: usize) -> Config {
-    off_runtime(|| committed_store_here(backend, root, customers))
-}
-
-fn committed_store_here(backend: Backend, root: &Path, customers: usize) -> Config {
-    let _ = fs::remove_dir_all(root);
-    let state = backend.fresh_state(root, &root.file_name().unwrap().to_string_lossy());
-    write_corpus(
-        &root.join("manifests"),
-        Layout::OneCsv,
-        customers,
-        &|_| false,
-        None,
-    );
-    fs::write(root.join("config.yaml"), config_text(&state, "sandbox")).unwrap();
-    let config = Config::load(&root.join("config.yaml")).unwrap();
-    let mut store = Store::open(&config.state).unwrap();
-    let parse = config.parse_options();
-    let settings = ScanSettings::new(&config, &parse, now_ms());
-    scan(&store, &settings).unwrap().commit(&mut store).unwrap();
-    config
+    off_runtime(|| {
+        committed_corpus(backend, root, customers, |state| {
+            config_text(state, "sandbox")
+        })
+    })
 }
 
 /// The simulator answering after 5 ms, and a worker draining `config`'s queue into it.

@@ -179,6 +179,32 @@ impl Backend {
     }
 }
 
+/// A fresh state under `root` with `customers` in one CSV committed, unsent;
+/// `config` turns the state section into the whole configuration.
+pub fn committed_corpus(
+    backend: Backend,
+    root: &Path,
+    customers: usize,
+    config: impl Fn(&str) -> String,
+) -> Config {
+    let _ = fs::remove_dir_all(root);
+    let state = backend.fresh_state(root, &root.file_name().unwrap().to_string_lossy());
+    write_corpus(
+        &root.join("manifests"),
+        Layout::OneCsv,
+        customers,
+        &|_| false,
+        None,
+    );
+    fs::write(root.join("config.yaml"), config(&state)).unwrap();
+    let config = Config::load(&root.join("config.yaml")).unwrap();
+    let mut store = Store::open(&config.state).unwrap();
+    let parse = config.parse_options();
+    let settings = ScanSettings::new(&config, &parse, now_ms());
+    scan(&store, &settings).unwrap().commit(&mut store).unwrap();
+    config
+}
+
 /// Commits a scan, then acknowledges every planned event as a successful `apply`
 /// would; returns the time of each half.
 pub fn commit_and_acknowledge(config: &Config) -> (Duration, Duration) {
